@@ -1,0 +1,58 @@
+"""The one small Protocol every serving engine implements."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pytest_mi300x.flags import FlagSet
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything one server start needs, engine-neutral."""
+
+    model: str
+    served_model_name: str
+    host: str
+    port: int
+    api_key: str
+    flag_set: FlagSet
+    extra_args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class Engine(Protocol):
+    """How to launch, probe and identify one serving engine."""
+
+    name: str
+
+    def command(self, spec: LaunchSpec) -> list[str]:
+        """The argv that starts a server for ``spec``."""
+        ...
+
+    def environment(self, spec: LaunchSpec) -> dict[str, str]:
+        """Env added to the server process (secrets included; redact before recording)."""
+        ...
+
+    @property
+    def health_path(self) -> str:
+        """Path that answers 200 once the server takes requests."""
+        ...
+
+    def version(self, base_url: str, api_key: str) -> str:
+        """The running server's own version string."""
+        ...
+
+    def skip_reason(self, flag_set: FlagSet, version: str) -> str | None:
+        """Why this build cannot run ``flag_set`` (a flag it no longer has), else None."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Build provenance: spec, version, packages."""
+        ...

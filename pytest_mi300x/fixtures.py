@@ -1,0 +1,73 @@
+"""Fixtures: thin wrappers over the session's server pool and the measurer.
+
+Override ``serving_engine``, ``served_model`` or ``flag_set`` in a conftest, or
+parametrize them on a test, to choose what a test runs against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from pytest_mi300x.flags import DEFAULT_FLAGS, FlagSet
+from pytest_mi300x.measure import Measurer
+from pytest_mi300x.pool import RunningServer
+from pytest_mi300x.session import PerfSession
+from pytest_mi300x.stash import MEASURER_KEY, SERVER_KEY, SESSION_KEY
+from pytest_mi300x.workload.tokenizer import ServedTokenizer
+
+
+@pytest.fixture(scope="session")
+def mi300x_session(pytestconfig: pytest.Config) -> PerfSession:
+    """The plugin's session object (host, engine install, server pool)."""
+    return pytestconfig.stash[SESSION_KEY]
+
+
+@pytest.fixture
+def serving_engine() -> str:
+    """Which engine serves the test; override or parametrize (``vllm``, ``tgi``)."""
+    return "vllm"
+
+
+@pytest.fixture
+def served_model() -> str:
+    """Logical model name; each host maps it to what it really serves."""
+    return "llama-3.1-70b"
+
+
+@pytest.fixture
+def flag_set() -> FlagSet:
+    """Engine flags for the test; parametrize with ``pytest_mi300x.flag_sets(...)``."""
+    return DEFAULT_FLAGS
+
+
+@pytest.fixture
+def llm_server(request: pytest.FixtureRequest, mi300x_session: PerfSession,
+               serving_engine: str, served_model: str, flag_set: FlagSet) -> RunningServer:
+    """A ready server for (engine, model, flag set), shared with every test that asks the same."""
+    engine = mi300x_session.engine(serving_engine)
+    reason = engine.skip_reason(flag_set, mi300x_session.install().version)
+    if reason:
+        pytest.skip(reason)
+    server = mi300x_session.server(serving_engine, served_model, flag_set)
+    request.node.stash[SERVER_KEY] = server
+    return server
+
+
+@pytest.fixture
+def perf(request: pytest.FixtureRequest, mi300x_session: PerfSession,
+         llm_server: RunningServer, served_model: str) -> Iterator[Measurer]:
+    """Drives workloads at ``llm_server`` and records figures: ``perf.run(Workload(...))``."""
+    model = mi300x_session.model(served_model)
+    tokenizer = ServedTokenizer(llm_server.base_url, llm_server.api_key,
+                                llm_server.spec.served_model_name, model.vocab_size,
+                                model.special_ids)
+    measurer = Measurer(
+        server=llm_server, tokenizer=tokenizer, host=mi300x_session.host,
+        test_id=request.node.nodeid, results_dir=mi300x_session.results_dir,
+        model=model.describe(), engine=mi300x_session.engine_description(),
+        run_id=mi300x_session.settings.run_id,
+    )
+    request.node.stash[MEASURER_KEY] = measurer
+    yield measurer

@@ -1,0 +1,96 @@
+"""Flag sets: the engine settings a test runs under, as a mapping that becomes a command line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+FlagValue = bool | int | float | str | Sequence[str | int]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
+_FLAG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+@dataclass(frozen=True)
+class FlagSet:
+    """Named engine flags and env. ``True`` is a bare flag, ``False`` the ``--no-`` form."""
+
+    name: str
+    flags: tuple[tuple[str, FlagValue], ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(
+                f"flag set name {self.name!r} is not a readable test id; "
+                "use letters, digits and -_.=+"
+            )
+        for key, _ in self.flags:
+            if not _FLAG.match(key):
+                raise ValueError(
+                    f"flag set {self.name!r}: flag {key!r} is not a flag name; "
+                    "write it without dashes, e.g. max_num_seqs"
+                )
+
+    @classmethod
+    def of(cls, name: str, env: Mapping[str, str] | None = None, **flags: FlagValue) -> FlagSet:
+        """Flag set from keywords: ``FlagSet.of("cp-off", enable_chunked_prefill=False)``."""
+        return cls(name, tuple(flags.items()), tuple(sorted((env or {}).items())))
+
+    @property
+    def flag_names(self) -> tuple[str, ...]:
+        return tuple(cli_name(k) for k, _ in self.flags)
+
+    def to_argv(self) -> list[str]:
+        """The command-line form of the flags."""
+        argv: list[str] = []
+        for key, value in self.flags:
+            name = cli_name(key)
+            if value is True:
+                argv.append(f"--{name}")
+            elif value is False:
+                argv.append(f"--no-{name}")
+            elif isinstance(value, str | int | float):
+                argv += [f"--{name}", str(value)]
+            else:
+                argv += [f"--{name}", *(str(v) for v in value)]
+        return argv
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "flags": {cli_name(k): _jsonable(v) for k, v in self.flags},
+                "env": dict(self.env), "argv": self.to_argv()}
+
+    @property
+    def digest(self) -> str:
+        """Short hash of what is launched, so two sets with one name never share a server."""
+        blob = json.dumps(self.describe(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:10]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+DEFAULT_FLAGS = FlagSet("default")
+"""The engine's own defaults: no flags added."""
+
+
+def cli_name(key: str) -> str:
+    return key.replace("_", "-")
+
+
+def _jsonable(value: FlagValue) -> Any:
+    return value if isinstance(value, bool | int | float | str) else list(value)
+
+
+def flag_sets(*sets: FlagSet) -> pytest.MarkDecorator:
+    """Parametrize a test over flag sets with their names as test ids."""
+    names = [s.name for s in sets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"flag set names must be unique in one test: {names}")
+    return pytest.mark.parametrize("flag_set", sets, ids=names)

@@ -1,0 +1,206 @@
+"""Host profiles: where engines run, with what env, at what workload scale.
+
+The built-in ``cpu`` host is this machine's CPU running the real vLLM engine on
+a tiny model. Other hosts come from a ``hosts.toml`` file.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+TINY_MODEL = "tiny:llama"
+"""Model reference that stands for the locally generated tiny Llama (random weights)."""
+
+LAUNCHERS = ("local", "docker")
+ACCELERATORS = ("cpu", "mi300x", "mi325x", "mi355x", "cuda")
+
+
+class HostConfigError(Exception):
+    """A host profile that cannot be used; the message is one line naming file, field and fix."""
+
+
+@dataclass(frozen=True)
+class WorkloadScale:
+    """Factors that shrink a suite's full-size workload to what a host can carry."""
+
+    prompts: float = 1.0
+    rate: float = 1.0
+    lengths: float = 1.0
+
+    def num_prompts(self, n: int) -> int:
+        return max(1, round(n * self.prompts))
+
+    def request_rate(self, rate: float) -> float:
+        return rate if math.isinf(rate) else rate * self.rate
+
+    def length(self, n: int) -> int:
+        return max(1, round(n * self.lengths))
+
+
+@dataclass(frozen=True)
+class HostProfile:
+    """One machine the suite can run on."""
+
+    name: str
+    accelerator: str
+    accelerator_count: int
+    launcher: str = "local"
+    env: Mapping[str, str] = field(default_factory=dict)
+    engine_args: tuple[str, ...] = ()
+    models: Mapping[str, str] = field(default_factory=dict)
+    scale: WorkloadScale = WorkloadScale()
+    max_servers: int = 1
+    start_timeout_s: float = 900.0
+    source: str = "built-in"
+
+    def resolve_model(self, logical: str) -> str:
+        """What this host serves for a logical model name (``*`` is the fallback)."""
+        if logical in self.models:
+            return self.models[logical]
+        if "*" in self.models:
+            return self.models["*"]
+        known = ", ".join(sorted(k for k in self.models if k != "*")) or "none"
+        raise HostConfigError(
+            f"{self.source}: host {self.name!r} has no model for {logical!r} "
+            f"(known: {known}); add it under [hosts.{self.name}.models]"
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "accelerator": self.accelerator,
+            "accelerator_count": self.accelerator_count,
+            "launcher": self.launcher,
+            "env": dict(self.env),
+            "engine_args": list(self.engine_args),
+            "scale": {"prompts": self.scale.prompts, "rate": self.scale.rate,
+                      "lengths": self.scale.lengths},
+            "source": self.source,
+        }
+
+
+CPU_HOST = HostProfile(
+    name="cpu",
+    accelerator="cpu",
+    accelerator_count=0,
+    env=MappingProxyType({
+        # 1 GiB of KV cache is ~0.5M tokens for the tiny model: plenty, and it
+        # keeps several engine builds side by side within the machine's memory.
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+    }),
+    engine_args=("--max-model-len", "2048"),
+    models=MappingProxyType({"*": TINY_MODEL}),
+    # The suites are written at MI300X size; two CPU cores carry a tenth of the
+    # requests at a quarter of the rate and length.
+    scale=WorkloadScale(prompts=0.1, rate=0.25, lengths=0.25),
+    max_servers=1,
+)
+
+BUILTIN_HOSTS: Mapping[str, HostProfile] = MappingProxyType({"cpu": CPU_HOST})
+
+_FIELDS = {"accelerator", "accelerator_count", "launcher", "env", "engine_args", "models",
+           "scale", "max_servers", "start_timeout_s", "description", "docker",
+           "load_format_dummy"}
+
+
+def _fail(path: Path, field_name: str, problem: str, fix: str) -> HostConfigError:
+    return HostConfigError(f"{path}: {field_name} {problem}; {fix}")
+
+
+def _str_map(path: Path, where: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise _fail(path, where, f"is {value!r}", "write a table of string values")
+    return dict(value)
+
+
+def _profile_from_toml(path: Path, name: str, raw: Any) -> HostProfile:
+    where = f"[hosts.{name}]"
+    if not isinstance(raw, dict):
+        raise _fail(path, where, "is not a table", "declare it as [hosts.NAME]")
+    unknown = sorted(set(raw) - _FIELDS)
+    if unknown:
+        raise _fail(path, f"{where} {unknown[0]}", "is not a known field",
+                    f"use one of {', '.join(sorted(_FIELDS))}")
+    accel = raw.get("accelerator")
+    if accel not in ACCELERATORS:
+        raise _fail(path, f"{where} accelerator", f"is {accel!r}",
+                    f"use one of {', '.join(ACCELERATORS)}")
+    count = raw.get("accelerator_count", 0 if accel == "cpu" else None)
+    if not isinstance(count, int) or count < 0:
+        raise _fail(path, f"{where} accelerator_count", f"is {count!r}",
+                    "give the number of accelerators as a whole number")
+    launcher = raw.get("launcher", "local")
+    if launcher not in LAUNCHERS:
+        raise _fail(path, f"{where} launcher", f"is {launcher!r}",
+                    f"use one of {', '.join(LAUNCHERS)}")
+    args = raw.get("engine_args", [])
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise _fail(path, f"{where} engine_args", f"is {args!r}", "write a list of strings")
+    scale_raw = raw.get("scale", {})
+    if not isinstance(scale_raw, dict):
+        raise _fail(path, f"{where} scale", f"is {scale_raw!r}",
+                    "write a table with prompts, rate, lengths")
+    factors: dict[str, float] = {}
+    for key in ("prompts", "rate", "lengths"):
+        value = scale_raw.get(key, 1.0)
+        if not isinstance(value, int | float) or not 0 < value <= 100:
+            raise _fail(path, f"{where} scale.{key}", f"is {value!r}",
+                        "give a factor above 0 (1.0 is full size)")
+        factors[key] = float(value)
+    max_servers = raw.get("max_servers", max(1, count))
+    if not isinstance(max_servers, int) or max_servers < 1:
+        raise _fail(path, f"{where} max_servers", f"is {max_servers!r}", "give a whole number >= 1")
+    timeout = raw.get("start_timeout_s", 1800.0)
+    if not isinstance(timeout, int | float) or timeout <= 0:
+        raise _fail(path, f"{where} start_timeout_s", f"is {timeout!r}", "give seconds > 0")
+    return HostProfile(
+        name=name,
+        accelerator=accel,
+        accelerator_count=count,
+        launcher=launcher,
+        env=MappingProxyType(_str_map(path, f"{where} env", raw.get("env", {}))),
+        engine_args=tuple(args),
+        models=MappingProxyType(_str_map(path, f"{where} models", raw.get("models", {}))),
+        scale=WorkloadScale(**factors),
+        max_servers=max_servers,
+        start_timeout_s=float(timeout),
+        source=str(path),
+    )
+
+
+def load_hosts(path: Path | None) -> dict[str, HostProfile]:
+    """Built-in hosts plus those of ``path`` (if given and present)."""
+    hosts = dict(BUILTIN_HOSTS)
+    if path is None or not path.exists():
+        return hosts
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise HostConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
+    table = data.get("hosts", {})
+    if not isinstance(table, dict):
+        raise _fail(path, "[hosts]", "is not a table", "declare hosts as [hosts.NAME]")
+    for name, raw in table.items():
+        hosts[name] = _profile_from_toml(path, name, raw)
+    return hosts
+
+
+def select_host(name: str, path: Path | None) -> HostProfile:
+    """The profile named ``name``; an unknown name lists the known ones."""
+    hosts = load_hosts(path)
+    if name not in hosts:
+        where = str(path) if path is not None and path.exists() else "built-in hosts"
+        raise HostConfigError(
+            f"--gpu-host {name!r} is not defined in {where} (known hosts: "
+            f"{', '.join(sorted(hosts))}); add [hosts.{name}] to hosts.toml or pass --hosts-file"
+        )
+    return hosts[name]

@@ -1,0 +1,165 @@
+"""Serving figures of a load run, defined exactly as `vllm bench serve` defines them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from pytest_mi300x.loadgen import LoadRun, RequestRecord
+
+_LATENCIES = ("ttft", "tpot", "itl", "e2el")
+_THROUGHPUTS = ("request_throughput", "output_throughput", "total_token_throughput")
+
+# Stored with every figure: tools disagree on what TPOT and ITL mean.
+FORMULAS: dict[str, str] = {
+    "ttft": "vllm-bench-serve: first SSE chunk with non-empty choices minus send time",
+    "tpot": (
+        "vllm-bench-serve: mean over requests with completion_tokens > 1 of "
+        "(e2el - ttft) / (completion_tokens - 1)"
+    ),
+    "itl": (
+        "vllm-bench-serve: gaps between consecutive choices chunks (per chunk, not per "
+        "token), pooled over requests"
+    ),
+    "e2el": "vllm-bench-serve: last choices chunk minus send time (usage chunk excluded)",
+    "tokens": (
+        "vllm-bench-serve: server usage.prompt_tokens / usage.completion_tokens; "
+        "without usage, the target prompt length and the count of choices chunks"
+    ),
+    "throughput": "vllm-bench-serve: totals over completed requests / whole run duration",
+    "aggregates": "mean, median, population std, numpy linear percentiles; ms",
+}
+
+
+def _percentile_word(p: float) -> str:
+    # vllm's key spelling: 99 -> "p99", 99.9 -> "p99.9".
+    return str(int(p)) if int(p) == p else str(p)
+
+
+def _direction_table(percentiles: Iterable[float]) -> dict[str, str]:
+    table = {name: "higher" for name in _THROUGHPUTS}
+    stats = ["mean", "median", "std", *(f"p{_percentile_word(p)}" for p in percentiles)]
+    for metric in _LATENCIES:
+        for stat in stats:
+            table[f"{stat}_{metric}_ms"] = "lower"
+    return table
+
+
+METRIC_DIRECTIONS: dict[str, str] = _direction_table((50, 90, 95, 99, 99.9))
+
+
+def _output_tokens(record: RequestRecord) -> int:
+    # vllm trusts usage when it is truthy; chunks are the fallback (may undercount).
+    return record.completion_tokens or len(record.chunk_times)
+
+
+def _input_tokens(record: RequestRecord) -> int:
+    return record.prompt_tokens if record.prompt_tokens is not None else record.prompt_len
+
+
+def _stats(
+    name: str, values: list[float], percentiles: Sequence[float]
+) -> dict[str, float]:
+    # `values or 0` is vllm's rule: an empty list reports 0, not NaN.
+    data: list[float] | int = values or 0
+    out = {
+        f"mean_{name}_ms": float(np.mean(data)) * 1000,
+        f"median_{name}_ms": float(np.median(data)) * 1000,
+        f"std_{name}_ms": float(np.std(data)) * 1000,
+    }
+    for p in percentiles:
+        out[f"p{_percentile_word(p)}_{name}_ms"] = float(np.percentile(data, p)) * 1000
+    return out
+
+
+def compute_figures(
+    run: LoadRun, percentiles: Sequence[float] = (99,)
+) -> dict[str, float | int]:
+    """The figures of vllm bench serve's result JSON, same keys and formulas."""
+    ttfts: list[float] = []
+    tpots: list[float] = []
+    itls: list[float] = []
+    e2els: list[float] = []
+    completed = 0
+    total_input = 0
+    total_output = 0
+    for record in run.records:
+        if not record.ok or record.ttft is None or record.latency is None:
+            continue
+        completed += 1
+        output = _output_tokens(record)
+        total_input += _input_tokens(record)
+        total_output += output
+        ttfts.append(record.ttft)
+        e2els.append(record.latency)
+        if output > 1:
+            tpots.append((record.latency - record.ttft) / (output - 1))
+        times = record.chunk_times
+        itls.extend(later - earlier for earlier, later in zip(times, times[1:], strict=False))
+
+    duration = run.duration
+    rate = (1.0 / duration) if duration > 0 else 0.0
+    figures: dict[str, float | int] = {
+        "completed": completed,
+        "failed": len(run.records) - completed,
+        "total_input_tokens": total_input,
+        "total_output_tokens": total_output,
+        "duration": duration,
+        "request_throughput": completed * rate,
+        "output_throughput": total_output * rate,
+        "total_token_throughput": (total_input + total_output) * rate,
+    }
+    figures.update(_stats("ttft", ttfts, percentiles))
+    figures.update(_stats("tpot", tpots, percentiles))
+    figures.update(_stats("itl", itls, percentiles))
+    figures.update(_stats("e2el", e2els, percentiles))
+    return figures
+
+
+def _mismatches(
+    records: list[RequestRecord], what: str, got_of: str, target_of: str
+) -> str | None:
+    bad = [r for r in records if getattr(r, got_of) != getattr(r, target_of)]
+    if not bad:
+        return None
+    first = bad[0]
+    got, target = getattr(first, got_of), getattr(first, target_of)
+    return (
+        f"{len(bad)} of {len(records)} completed requests had {what} != target, "
+        f"e.g. request {first.index}: {got} vs target {target}"
+    )
+
+
+def find_problems(run: LoadRun) -> list[str]:
+    """Reasons the run is not a valid measurement; empty when it is."""
+    total = len(run.records)
+    if total == 0:
+        return ["the run had no requests"]
+    problems: list[str] = []
+    done = [r for r in run.records if r.ok]
+    failed = [r for r in run.records if not r.ok]
+    if not done:
+        problems.append(f"no request completed (0 of {total})")
+    if failed:
+        shown = "; ".join(
+            f"#{r.index}: {(r.error or 'no error text')[:300]}" for r in failed[:3]
+        )
+        problems.append(f"{len(failed)} of {total} requests failed; first errors: {shown}")
+    with_usage = [
+        r for r in done if r.prompt_tokens is not None and r.completion_tokens is not None
+    ]
+    no_usage = [r for r in done if r.prompt_tokens is None or r.completion_tokens is None]
+    if no_usage:
+        problems.append(
+            f"{len(no_usage)} of {len(done)} completed requests had no server usage "
+            f"(e.g. request {no_usage[0].index}); token counts cannot be trusted"
+        )
+    for what, got, target in (
+        ("prompt_tokens", "prompt_tokens", "prompt_len"),
+        ("completion_tokens", "completion_tokens", "output_len"),
+    ):
+        reason = _mismatches(with_usage, what, got, target)
+        if reason is not None:
+            problems.append(reason)
+    return problems

@@ -1,0 +1,111 @@
+"""pytest hooks of pytest-mi300x; the logic lives in the modules they call."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_mi300x import fixtures, settings
+from pytest_mi300x.hosts import HostConfigError, select_host
+from pytest_mi300x.measure import SUMMARY_PROPERTY
+from pytest_mi300x.report import SummaryCollector, summary_table
+from pytest_mi300x.session import PerfSession
+from pytest_mi300x.stash import MEASURER_KEY, SERVER_KEY, SESSION_KEY, SUMMARIES_KEY
+
+RUN_ID_INPUT = "mi300x_run_id"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    settings.add_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser,
+                                  args: list[str]) -> None:
+    settings.join_engine_args(args)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "mi300x: a performance test of pytest-mi300x")
+    workerinput = getattr(config, "workerinput", None)
+    run_id = (workerinput or {}).get(RUN_ID_INPUT) or (
+        time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3))
+    resolved = settings.resolve(config, run_id)
+    try:
+        host = select_host(resolved.gpu_host, resolved.hosts_file)
+    except HostConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    results_dir = resolved.results_dir or settings.default_results_dir(config.rootpath, run_id)
+    config.stash[SESSION_KEY] = PerfSession(resolved, host, Path(results_dir))
+    config.stash[SUMMARIES_KEY] = []
+    config.pluginmanager.register(SummaryCollector(config.stash[SUMMARIES_KEY]),
+                                  "mi300x-summaries")
+    config.pluginmanager.register(fixtures, "mi300x-fixtures")
+    if threading.current_thread() is threading.main_thread():
+        # CI cancels with SIGTERM; turning it into KeyboardInterrupt lets the
+        # servers' teardown run instead of leaving engines behind.
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    node.workerinput[RUN_ID_INPUT] = node.config.stash[SESSION_KEY].settings.run_id
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Tests that share a flag set run back to back, so each server starts once.
+    def flag_set_of(item: pytest.Item) -> str:
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        return str(params.get("flag_set", ""))
+
+    items.sort(key=flag_set_of)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    measurer = item.stash.get(MEASURER_KEY, None)
+    if call.when == "call" and measurer is not None and measurer.results:
+        report.user_properties.append((SUMMARY_PROPERTY, json.dumps(measurer.summary())))
+    server = item.stash.get(SERVER_KEY, None)
+    if report.failed and server is not None:
+        report.sections.append(("mi300x server log tail", server.process.log_tail(60)))
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    perf_session = session.config.stash.get(SESSION_KEY, None)
+    if perf_session is not None:
+        perf_session.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    rows = config.stash.get(SUMMARIES_KEY, [])
+    if not rows or hasattr(config, "workerinput"):
+        return
+    terminalreporter.section("pytest-mi300x")
+    for line in summary_table(rows):
+        terminalreporter.write_line(line)
+    perf_session = config.stash[SESSION_KEY]
+    terminalreporter.write_line(f"results: {perf_session.results_dir}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    perf_session = config.stash.get(SESSION_KEY, None)
+    if perf_session is not None:
+        perf_session.close()
+        del config.stash[SESSION_KEY]

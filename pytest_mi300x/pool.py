@@ -1,0 +1,139 @@
+"""The session's servers: one per (engine, model, flag set), reused by every test that shares it."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_mi300x.engines.base import Engine, LaunchSpec
+from pytest_mi300x.server import ServerError, ServerExited, ServerProcess, free_port, redact_env
+
+
+@dataclass
+class RunningServer:
+    """A ready server and what it was started with."""
+
+    key: str
+    engine: Engine
+    spec: LaunchSpec
+    process: ServerProcess
+    version: str
+    generation: int
+    added_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return self.spec.base_url
+
+    @property
+    def api_key(self) -> str:
+        return self.spec.api_key
+
+    def check_alive(self, during: str) -> None:
+        """Raise with the log tail if the server has died."""
+        if not self.process.alive():
+            tail = self.process.log_tail()
+            raise ServerExited(
+                f"{self.engine.name} server died {during} (exit code "
+                f"{self.process.exit_code()}, log: {self.process.log_path})", tail)
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance: what was launched, resolved, with secrets redacted."""
+        argv = list(self.process.argv)
+        return {
+            "engine": self.engine.name,
+            "version": self.version,
+            "argv": argv,
+            "env": redact_env(self.added_env),
+            "flag_set": self.spec.flag_set.describe(),
+            "extra_args": list(self.spec.extra_args),
+            "startup_s": self.process.startup_s,
+            "log": str(self.process.log_path),
+            "generation": self.generation,
+        }
+
+
+def _slug(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", key)[:80]
+
+
+class ServerPool:
+    """Starts servers on demand, keeps at most ``max_servers`` alive, restarts dead ones.
+
+    A key whose start failed fails again at once for the rest of the session,
+    instead of paying the engine's start-up time for every test that shares it.
+    """
+
+    def __init__(self, log_dir: Path, *, max_servers: int = 1, start_timeout: float = 900.0,
+                 bind_host: str = "127.0.0.1") -> None:
+        self.log_dir = log_dir
+        self.max_servers = max_servers
+        self.start_timeout = start_timeout
+        self.bind_host = bind_host
+        self._live: OrderedDict[str, RunningServer] = OrderedDict()
+        self._failed: dict[str, ServerError] = {}
+        self._starts: dict[str, int] = {}
+
+    def acquire(self, key: str, engine: Engine,
+                make_spec: Callable[[str, int], LaunchSpec]) -> RunningServer:
+        """The live server for ``key``, starting (or restarting) it if needed."""
+        if key in self._failed:
+            failed = self._failed[key]
+            raise type(failed)(f"(same start failure as before) {failed.args[0]}", failed.log_tail)
+        server = self._live.get(key)
+        if server is not None and server.process.alive():
+            self._live.move_to_end(key)
+            return server
+        if server is not None:
+            # Died since its last test: clear what is left of it, then start afresh.
+            self._stop(key)
+        while len(self._live) >= self.max_servers:
+            self._stop(next(iter(self._live)))
+        return self._start(key, engine, make_spec)
+
+    def _start(self, key: str, engine: Engine,
+               make_spec: Callable[[str, int], LaunchSpec]) -> RunningServer:
+        generation = self._starts.get(key, 0) + 1
+        self._starts[key] = generation
+        spec = make_spec(self.bind_host, free_port(self.bind_host))
+        added_env = engine.environment(spec)
+        process = ServerProcess(
+            engine.command(spec),
+            env={**os.environ, **added_env},
+            log_path=self.log_dir / f"{_slug(key)}-{generation}.log",
+            ready_url=f"{spec.base_url}{engine.health_path}",
+            start_timeout=self.start_timeout,
+        )
+        try:
+            process.start()
+            version = engine.version(spec.base_url, spec.api_key)
+        except ServerError as exc:
+            self._failed[key] = exc
+            raise
+        except BaseException:
+            process.stop()
+            raise
+        server = RunningServer(key, engine, spec, process, version, generation, added_env)
+        self._live[key] = server
+        return server
+
+    def _stop(self, key: str) -> None:
+        server = self._live.pop(key, None)
+        if server is not None:
+            server.process.stop()
+
+    def close(self) -> None:
+        """Stop every server; safe to call more than once."""
+        for key in list(self._live):
+            self._stop(key)
+
+    def __enter__(self) -> ServerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,204 @@
+"""A server process: spawned in its own session, ready on an HTTP probe, stopped as a tree."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from pytest_mi300x.httpget import get_status
+
+LOG_TAIL_LINES = 200
+_SECRET_NAME = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD|CREDENTIAL)", re.IGNORECASE)
+_ERROR_LINE = re.compile(r"(\w*(Error|Exception): |error: |unrecognized arguments)")
+_NOT_ERROR = re.compile(r"\b(WARNING|INFO|DEBUG)\b")
+_WRAPPER = re.compile(r"root cause above")
+
+
+class ServerError(Exception):
+    """A server that would not start or died; carries its log tail."""
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        super().__init__(message)
+        self.log_tail = log_tail
+
+    def __str__(self) -> str:
+        head = super().__str__()
+        if not self.log_tail:
+            return head
+        return f"{head}\n--- server log (last lines) ---\n{self.log_tail}"
+
+
+class ServerExited(ServerError):
+    """The process ended before it was ready, or while serving."""
+
+
+class ServerStartTimeout(ServerError):
+    """The readiness probe did not pass in time."""
+
+
+def redact_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Env fit for logs and reports: values of secret-looking names hidden."""
+    return {k: ("<redacted>" if _SECRET_NAME.search(k) else v) for k, v in env.items()}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now.
+
+    The engine binds it moments later; losing that race shows as a start failure.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def read_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        with path.open("r", errors="replace") as fh:
+            return "".join(deque(fh, maxlen=lines)).rstrip("\n")
+    except OSError:
+        return ""
+
+
+def error_line(log_tail: str) -> str | None:
+    """The engine's own error line worth a one-line message: the root cause when
+    the last error only points at it (vLLM's "See root cause above")."""
+    found = [line.strip() for line in log_tail.splitlines()
+             if _ERROR_LINE.search(line) and not _NOT_ERROR.search(line)]
+    if not found:
+        return None
+    causes = [line for line in found if not _WRAPPER.search(line)]
+    return causes[-1] if causes else found[-1]
+
+
+class ServerProcess:
+    """Context manager for one server process; usable without pytest.
+
+    ``__enter__`` spawns and waits for readiness; if that fails the whole
+    process tree is stopped before the error propagates.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        log_path: Path,
+        ready_url: str,
+        start_timeout: float = 900.0,
+        stop_grace: float = 20.0,
+        poll_interval: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.log_path = log_path
+        self.ready_url = ready_url
+        self.start_timeout = start_timeout
+        self.stop_grace = stop_grace
+        self.poll_interval = poll_interval
+        self._clock = clock
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.startup_s: float | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def __enter__(self) -> ServerProcess:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        started = self._clock()
+        with self.log_path.open("ab") as log:
+            # A new session gives the server its own process group, so the
+            # engine core and its workers stop with it; close_fds keeps our
+            # GPU-lease lock files out of the child.
+            self._proc = subprocess.Popen(
+                self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+            )
+        try:
+            self._wait_ready(started)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = self._clock() - started
+
+    def _wait_ready(self, started: float) -> None:
+        assert self._proc is not None
+        deadline = started + self.start_timeout
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                tail = self.log_tail()
+                cause = error_line(tail) or "no error line in its log"
+                raise ServerExited(
+                    f"server exited with code {code} before it was ready: {cause} "
+                    f"(log: {self.log_path})", tail)
+            if get_status(self.ready_url, timeout=2.0) == 200:
+                return
+            if self._clock() > deadline:
+                raise ServerStartTimeout(
+                    f"server not ready on {self.ready_url} after {self.start_timeout:.0f} s "
+                    f"(log: {self.log_path}); raise the host's start_timeout_s if the engine "
+                    "is merely slow", self.log_tail())
+            time.sleep(self.poll_interval)
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def exit_code(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return read_tail(self.log_path, lines)
+
+    def stop(self) -> None:
+        """SIGTERM to the process group, a grace period, then SIGKILL; idempotent."""
+        proc = self._proc
+        if proc is None:
+            return
+        pgid = proc.pid  # leader of its own session
+        _signal_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_grace
+        while time.monotonic() < deadline:
+            proc.poll()
+            if not _group_alive(pgid):
+                break
+            time.sleep(0.1)
+        else:
+            _signal_group(pgid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+        proc.poll()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+

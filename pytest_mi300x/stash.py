@@ -1,0 +1,16 @@
+"""Keys under which the plugin keeps its state in pytest's stash."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pytest_mi300x.measure import Measurer
+from pytest_mi300x.pool import RunningServer
+from pytest_mi300x.session import PerfSession
+
+SESSION_KEY = pytest.StashKey[PerfSession]()
+SUMMARIES_KEY = pytest.StashKey[list[tuple[str, dict[str, Any]]]]()
+SERVER_KEY = pytest.StashKey[RunningServer]()
+MEASURER_KEY = pytest.StashKey[Measurer]()

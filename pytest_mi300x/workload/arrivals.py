@@ -1,0 +1,88 @@
+"""Request arrival schedules, defined as `vllm bench serve` defines them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _num(value: float) -> str:
+    """Compact number for labels: 4.0 -> "4", 0.5 -> "0.5", inf -> "inf"."""
+    return "inf" if math.isinf(value) else f"{value:g}"
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    """When requests are sent: rate, burstiness and a client-side concurrency cap."""
+
+    request_rate: float = math.inf
+    burstiness: float = 1.0
+    max_concurrency: int | None = None
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.request_rate) or self.request_rate <= 0:
+            raise ValueError(
+                f"Arrivals.request_rate must be > 0 (requests/s), got {self.request_rate!r}; "
+                "use math.inf to send every request at t=0"
+            )
+        if math.isnan(self.burstiness) or self.burstiness <= 0:
+            raise ValueError(
+                f"Arrivals.burstiness must be > 0, got {self.burstiness!r}; "
+                "use 1.0 for Poisson arrivals, <1 for burstier, >1 for more uniform"
+            )
+        if self.max_concurrency is not None and (
+            isinstance(self.max_concurrency, bool)
+            or not isinstance(self.max_concurrency, int)
+            or self.max_concurrency < 1
+        ):
+            raise ValueError(
+                f"Arrivals.max_concurrency must be an int >= 1 or None, "
+                f"got {self.max_concurrency!r}; use None for no client-side cap"
+            )
+
+    def offsets(self, n: int, seed: int) -> list[float]:
+        """Send time of each of `n` requests, in seconds from run start.
+
+        Same rule as vllm bench serve's get_request: gamma gaps, cumulated, then
+        rescaled so the last arrival lands exactly at n / rate. The legacy
+        RandomState seeded with `seed` is the stream vllm draws from after its
+        `np.random.seed(args.seed)`, so the schedule matches vllm for the same seed.
+        """
+        if n < 0:
+            raise ValueError(f"offsets: n must be >= 0, got {n}")
+        if n == 0:
+            return []
+        rate = self.request_rate
+        if math.isinf(rate):
+            return [0.0] * n
+        if math.isinf(self.burstiness):
+            gaps = np.full(n, 1.0 / rate)
+        else:
+            theta = 1.0 / (rate * self.burstiness)
+            gaps = np.random.RandomState(seed).gamma(shape=self.burstiness, scale=theta, size=n)
+        cumulative = np.cumsum(gaps)
+        last = float(cumulative[-1])
+        if last != 0.0:
+            cumulative = cumulative * ((n / rate) / last)
+        return [float(x) for x in cumulative]
+
+    @property
+    def label(self) -> str:
+        """Short readable id, e.g. "rate-inf", "rate-4-burst-0.5-conc-8"."""
+        parts = [f"rate-{_num(self.request_rate)}"]
+        if self.burstiness != 1.0:
+            parts.append(f"burst-{_num(self.burstiness)}")
+        if self.max_concurrency is not None:
+            parts.append(f"conc-{self.max_concurrency}")
+        return "-".join(parts)
+
+    def describe(self) -> dict[str, object]:
+        """JSON-safe description; an infinite rate is the string "inf" as in vllm's result JSON."""
+        return {
+            "request_rate": "inf" if math.isinf(self.request_rate) else self.request_rate,
+            "burstiness": "inf" if math.isinf(self.burstiness) else self.burstiness,
+            "max_concurrency": self.max_concurrency,
+            "label": self.label,
+        }

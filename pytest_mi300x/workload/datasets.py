@@ -1,0 +1,165 @@
+"""Prompt sets with exact token lengths, built against the served tokenizer."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import numpy as np
+
+# Decode/re-encode rounds per draw, as vllm's gen_prompt_decode_to_target_len.
+_ADJUST_ROUNDS = 10
+# Fresh draws before giving up on one prompt.
+_DRAWS = 3
+
+
+class Tokenizer(Protocol):
+    """The served model's tokenizer; `encode` counts exactly what the server counts.
+
+    An implementation may also expose `special_ids: frozenset[int]`, ids that
+    random prompts must never contain.
+    """
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+
+@dataclass(frozen=True)
+class PromptRequest:
+    """One request: prompt text and its exact token counts."""
+
+    prompt: str
+    prompt_len: int  # exact, in tokens of the served tokenizer (special tokens included)
+    output_len: int  # forced with ignore_eos
+
+
+def _special_ids(tokenizer: Tokenizer) -> frozenset[int]:
+    # Optional on the protocol so plain tokenizers still fit it.
+    return frozenset(int(i) for i in getattr(tokenizer, "special_ids", frozenset()))
+
+
+def _length_bounds(mean: int, ratio: float) -> tuple[int, int]:
+    """Integer-uniform sampling interval around `mean`, as vllm's get_sampling_params."""
+    low = max(math.floor(mean * (1.0 - ratio)), 1)
+    high = max(math.ceil(mean * (1.0 + ratio)), 1)
+    return low, high
+
+
+@dataclass(frozen=True)
+class RandomDataset:
+    """vllm bench serve's random dataset, with prompt lengths verified exact."""
+
+    input_len: int
+    output_len: int
+    num_prompts: int
+    range_ratio: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("input_len", "output_len", "num_prompts"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"RandomDataset.{name} must be an int >= 1, got {value!r}")
+        if not 0.0 <= self.range_ratio < 1.0:
+            raise ValueError(
+                f"RandomDataset.range_ratio must be in [0, 1), got {self.range_ratio!r}; "
+                "0 gives every prompt exactly input_len tokens"
+            )
+
+    def build(self, tokenizer: Tokenizer) -> list[PromptRequest]:
+        """Draw the prompts; each prompt re-encodes to exactly its `prompt_len` tokens.
+
+        Draw order and the length/offset rules follow vllm's RandomDataset.sample, so
+        the same seed gives the same lengths. Raises ValueError when a prompt cannot
+        be made exact.
+        """
+        rng = np.random.default_rng(self.seed)
+        vocab_size = tokenizer.vocab_size
+        specials = _special_ids(tokenizer)
+        allowed = np.setdiff1d(
+            np.arange(vocab_size), np.fromiter(specials, dtype=np.int64, count=len(specials))
+        )
+        if allowed.size == 0:
+            raise ValueError(
+                f"tokenizer has no usable ids: vocab_size={vocab_size}, "
+                f"{len(specials)} special ids excluded"
+            )
+        in_low, in_high = _length_bounds(self.input_len, self.range_ratio)
+        out_low, out_high = _length_bounds(self.output_len, self.range_ratio)
+        input_lens = rng.integers(in_low, in_high + 1, size=self.num_prompts)
+        output_lens = rng.integers(out_low, out_high + 1, size=self.num_prompts)
+        offsets = rng.integers(0, vocab_size, size=self.num_prompts)
+        return [
+            PromptRequest(
+                prompt=self._exact_prompt(
+                    tokenizer, rng, allowed, int(input_lens[i]), int(offsets[i]), i
+                ),
+                prompt_len=int(input_lens[i]),
+                output_len=int(output_lens[i]),
+            )
+            for i in range(self.num_prompts)
+        ]
+
+    def _exact_prompt(
+        self,
+        tokenizer: Tokenizer,
+        rng: np.random.Generator,
+        allowed: np.ndarray,
+        target: int,
+        offset: int,
+        index: int,
+    ) -> str:
+        """A prompt whose encoding has exactly `target` tokens, or ValueError."""
+        seen: list[int] = []
+        for draw in range(_DRAWS):
+            if draw == 0:
+                # vllm's sequence: consecutive allowed ids from a per-request offset.
+                picks = (offset + index + np.arange(target)) % allowed.size
+            else:
+                picks = rng.integers(0, allowed.size, size=target)
+            ids: list[int] = allowed[picks].tolist()
+            for _ in range(_ADJUST_ROUNDS):
+                prompt = tokenizer.decode(ids)
+                got = len(tokenizer.encode(prompt))
+                seen.append(got)
+                if got == target and prompt:
+                    return prompt
+                # Adjust our own ids rather than the re-encoding, so special
+                # tokens the tokenizer adds (BOS) never end up in the text.
+                if got > target:
+                    ids = ids[: len(ids) - (got - target)]
+                    if not ids:
+                        break
+                else:
+                    extra = rng.integers(0, allowed.size, size=max(target - got, 1))
+                    ids.extend(allowed[extra].tolist())
+        raise ValueError(
+            f"random dataset: could not build prompt {index} with exactly {target} tokens "
+            f"after {_DRAWS} draws x {_ADJUST_ROUNDS} decode/encode rounds "
+            f"(re-encoded lengths seen: {seen[-6:]}); the tokenizer may add more special "
+            "tokens than the target allows or not round-trip decoded text. Raise input_len "
+            "or check the tokenizer's special_ids."
+        )
+
+    def describe(self) -> dict[str, object]:
+        """Provenance record for results."""
+        return {
+            "name": "random",
+            "input_len": self.input_len,
+            "output_len": self.output_len,
+            "num_prompts": self.num_prompts,
+            "range_ratio": self.range_ratio,
+            "seed": self.seed,
+        }
+
+    def scaled(self, factor: float) -> RandomDataset:
+        """Same dataset with num_prompts scaled by `factor` (rounded, at least 1)."""
+        if not math.isfinite(factor) or factor <= 0:
+            raise ValueError(f"RandomDataset.scaled: factor must be finite and > 0, got {factor!r}")
+        return replace(self, num_prompts=max(1, round(self.num_prompts * factor)))

@@ -1,0 +1,83 @@
+"""The served model's tokenizer, reached through vLLM's /tokenize and /detokenize."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# openai 3.x ships httpx under the name httpx2; it is the HTTP client already present.
+import httpx2
+
+
+class ServedTokenizer:
+    """Tokenizer protocol over HTTP, so prompt lengths are counted by the server itself.
+
+    /tokenize adds special tokens (BOS) exactly as a /v1/completions prompt does,
+    so `len(encode(p))` equals the server's `usage.prompt_tokens` for prompt `p`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        model: str,
+        vocab_size: int,
+        special_ids: frozenset[int] = frozenset(),
+        timeout: float = 60.0,
+    ) -> None:
+        if vocab_size < 1:
+            raise ValueError(f"ServedTokenizer: vocab_size must be >= 1, got {vocab_size}")
+        self._model = model
+        self._vocab_size = vocab_size
+        self._special_ids = frozenset(special_ids)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx2.Client(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout
+        )
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    @property
+    def special_ids(self) -> frozenset[int]:
+        """Ids random prompts must not contain (BOS, EOS, pad, ...)."""
+        return self._special_ids
+
+    def encode(self, text: str) -> list[int]:
+        body = self._post(
+            "/tokenize", {"model": self._model, "prompt": text, "add_special_tokens": True}
+        )
+        tokens = body.get("tokens")
+        if not isinstance(tokens, list):
+            raise RuntimeError(f"/tokenize answered without a 'tokens' list: keys {sorted(body)}")
+        return [int(t) for t in tokens]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        body = self._post("/detokenize", {"model": self._model, "tokens": [int(i) for i in ids]})
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            raise RuntimeError(
+                f"/detokenize answered without a 'prompt' string: keys {sorted(body)}"
+            )
+        return prompt
+
+    def _post(self, path: str, payload: dict[str, object]) -> dict[str, object]:
+        response = self._client.post(path, json=payload)
+        if response.status_code != 200:
+            # The body carries vLLM's error message; the request headers (API key) are not echoed.
+            raise RuntimeError(
+                f"POST {path} failed with HTTP {response.status_code}: {response.text[:500]}"
+            )
+        body = response.json()
+        if not isinstance(body, dict):
+            raise RuntimeError(f"POST {path} returned {type(body).__name__}, expected an object")
+        return body
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> ServedTokenizer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

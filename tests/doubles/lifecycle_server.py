@@ -1,0 +1,48 @@
+"""Test double for server lifecycle mechanics: a process that becomes ready, crashes or
+ignores SIGTERM on request. It measures the harness, never an engine.
+
+usage: python lifecycle_server.py MODE PORT [DELAY]
+  serve        wait DELAY s, then answer 200 on /health; also spawns a child
+  crash        print an engine-like error line and exit 3 after DELAY s
+  stubborn     like serve, but ignores SIGTERM
+"""
+
+from __future__ import annotations
+
+import http.server
+import signal
+import subprocess
+import sys
+import time
+
+
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        body = b'{"version": "0.0-double"}'
+        self.send_response(200 if self.path in ("/health", "/version") else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def main() -> None:
+    mode, port = sys.argv[1], int(sys.argv[2])
+    delay = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+    print(f"double starting mode={mode}", flush=True)
+    time.sleep(delay)
+    if mode == "crash":
+        print("Traceback (most recent call last):", flush=True)
+        print("ValueError: simulated engine failure", flush=True)
+        sys.exit(3)
+    if mode == "stubborn":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    print(f"child pid {child.pid}", flush=True)
+    http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
+
+
+if __name__ == "__main__":
+    main()

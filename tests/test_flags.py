@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import pytest
+
+from pytest_mi300x.engines.vllm import REMOVED_FLAGS, VLLMEngine
+from pytest_mi300x.flags import FlagSet, flag_sets
+from pytest_mi300x.settings import join_engine_args, parse_engine_env
+
+
+def test_mapping_becomes_command_line() -> None:
+    fs = FlagSet.of("tuned", enable_chunked_prefill=False, enable_prefix_caching=True,
+                    max_num_seqs=512, kv_cache_dtype="fp8", cudagraph_capture_sizes=[1, 2, 4])
+    assert fs.to_argv() == [
+        "--no-enable-chunked-prefill", "--enable-prefix-caching", "--max-num-seqs", "512",
+        "--kv-cache-dtype", "fp8", "--cudagraph-capture-sizes", "1", "2", "4",
+    ]
+
+
+def test_digest_changes_with_what_is_launched_not_only_the_name() -> None:
+    a = FlagSet.of("x", max_num_seqs=8)
+    assert a.digest == FlagSet.of("x", max_num_seqs=8).digest
+    assert a.digest != FlagSet.of("x", max_num_seqs=16).digest
+    assert a.digest != FlagSet.of("x", env={"A": "1"}, max_num_seqs=8).digest
+
+
+@pytest.mark.parametrize("name", ["has space", "", "-leading"])
+def test_unreadable_names_are_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="readable test id"):
+        FlagSet(name)
+
+
+def test_flag_with_dashes_is_refused_with_the_fix() -> None:
+    with pytest.raises(ValueError, match="max_num_seqs"):
+        FlagSet("x", (("--max-num-seqs", 8),))
+
+
+def test_flag_sets_uses_names_as_ids_and_refuses_duplicates() -> None:
+    mark = flag_sets(FlagSet("a"), FlagSet("b"))
+    assert mark.kwargs["ids"] == ["a", "b"]
+    with pytest.raises(ValueError, match="unique"):
+        flag_sets(FlagSet("a"), FlagSet("a"))
+
+
+@pytest.mark.parametrize(("flag", "version", "skipped"), [
+    ("num_scheduler_steps", "0.32.0", True),
+    ("num_scheduler_steps", "0.6.2", False),
+    ("max_seq_len_to_capture", "0.11.0", True),
+    ("max_seq_len_to_capture", "0.10.2+rocm", False),
+    ("max_num_seqs", "0.32.0", False),
+])
+def test_removed_seed_flags_skip_with_the_successor(flag: str, version: str,
+                                                    skipped: bool) -> None:
+    engine = VLLMEngine(python=__import__("pathlib").Path("/x/python"), build="test")
+    reason = engine.skip_reason(FlagSet.of("case", **{flag: 10}), version)
+    assert (reason is not None) is skipped
+    if reason:
+        removed = REMOVED_FLAGS[flag.replace("_", "-")]
+        assert removed.replacement in reason and version in reason
+
+
+def test_engine_arg_space_form_is_joined() -> None:
+    args = ["suites/", "--engine-arg", "--no-such-flag", "-x", "--engine-arg=--y"]
+    join_engine_args(args)
+    assert args == ["suites/", "--engine-arg=--no-such-flag", "-x", "--engine-arg=--y"]
+
+
+def test_engine_env_needs_key_equals_value() -> None:
+    assert parse_engine_env("A_B=1=2") == ("A_B", "1=2")
+    with pytest.raises(pytest.UsageError, match="--engine-env 'nokey'"):
+        parse_engine_env("nokey")

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from pytest_mi300x.hosts import CPU_HOST, TINY_MODEL, HostConfigError, load_hosts, select_host
+
+GOOD = """
+[hosts.mi300x-01]
+accelerator = "mi300x"
+accelerator_count = 8
+launcher = "docker"
+engine_args = ["--max-num-seqs", "1024"]
+scale = { prompts = 1.0, rate = 1.0, lengths = 1.0 }
+[hosts.mi300x-01.env]
+NCCL_MIN_NCHANNELS = "112"
+[hosts.mi300x-01.models]
+"llama-3.1-70b" = "/models/Llama-3.1-70B-Instruct"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "hosts.toml"
+    path.write_text(text)
+    return path
+
+
+def test_cpu_host_is_built_in_and_maps_every_model_to_the_tiny_one() -> None:
+    host = select_host("cpu", None)
+    assert host is CPU_HOST
+    assert host.resolve_model("llama-3.1-405b") == TINY_MODEL
+    assert host.env["HF_HUB_OFFLINE"] == "1"
+
+
+def test_hosts_file_adds_profiles(tmp_path: Path) -> None:
+    hosts = load_hosts(write(tmp_path, GOOD))
+    host = hosts["mi300x-01"]
+    assert set(hosts) == {"cpu", "mi300x-01"}
+    assert host.accelerator_count == 8
+    assert host.launcher == "docker"
+    assert host.env["NCCL_MIN_NCHANNELS"] == "112"
+    assert host.engine_args == ("--max-num-seqs", "1024")
+    assert host.max_servers == 8
+    assert host.resolve_model("llama-3.1-70b") == "/models/Llama-3.1-70B-Instruct"
+
+
+def test_unknown_host_names_file_and_known_hosts(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    with pytest.raises(HostConfigError) as exc:
+        select_host("mi300x-99", path)
+    message = str(exc.value)
+    assert "\n" not in message
+    assert str(path) in message and "'mi300x-99'" in message
+    assert "cpu, mi300x-01" in message
+
+
+@pytest.mark.parametrize(("snippet", "field", "value"), [
+    ('accelerator = "h100x"', "accelerator", "'h100x'"),
+    ('accelerator = "mi300x"\naccelerator_count = -1', "accelerator_count", "-1"),
+    ('accelerator = "mi300x"\naccelerator_count = 8\nlauncher = "ssh"', "launcher", "'ssh'"),
+    ('accelerator = "cpu"\nscale = { rate = 0 }', "scale.rate", "0"),
+    ('accelerator = "cpu"\ngpus = 8', "gpus", "known field"),
+])
+def test_bad_field_names_file_field_and_value(tmp_path: Path, snippet: str, field: str,
+                                              value: str) -> None:
+    path = write(tmp_path, f"[hosts.bad]\n{snippet}\n")
+    with pytest.raises(HostConfigError) as exc:
+        load_hosts(path)
+    message = str(exc.value)
+    assert "\n" not in message
+    assert str(path) in message and field in message and value in message
+
+
+def test_invalid_toml_is_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "[hosts.x\n")
+    with pytest.raises(HostConfigError, match="not valid TOML"):
+        load_hosts(path)
+
+
+def test_model_missing_on_host_says_where_to_add_it(tmp_path: Path) -> None:
+    host = load_hosts(write(tmp_path, GOOD))["mi300x-01"]
+    with pytest.raises(HostConfigError, match=r"\[hosts.mi300x-01.models\]"):
+        host.resolve_model("llama-3.1-405b")
+
+
+def test_scale_keeps_burst_rate_and_at_least_one_prompt() -> None:
+    scale = CPU_HOST.scale
+    assert math.isinf(scale.request_rate(math.inf))
+    assert scale.request_rate(16) == pytest.approx(4.0)
+    assert scale.num_prompts(400) == 40
+    assert scale.num_prompts(1) == 1
+    assert scale.length(256) == 64

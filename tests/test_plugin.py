@@ -1,0 +1,95 @@
+"""The plugin as pytest sees it, through pytester (no engine started here)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+
+def test_help_lists_the_options_with_their_ini_keys(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines([
+        "*performance regression suite (pytest-mi300x)*",
+        "*--gpu-host=GPU_HOST*",
+        "*--hosts-file=HOSTS_FILE*",
+        "*--vllm-build=VLLM_BUILD*",
+        "*--results-dir=RESULTS_DIR*",
+        "*--engine-cache=ENGINE_CACHE*",
+        "*--engine-env=KEY=VAL*",
+        "*--engine-arg=ARG*",
+        "*gpu_host (string)*",
+    ])
+
+
+def test_flag_set_parametrization_gives_readable_stable_ids(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_cases="""
+        import pytest
+        from pytest_mi300x import FlagSet, flag_sets
+
+        @pytest.mark.parametrize("rate", [pytest.param(16.0, id="qps-16")])
+        @flag_sets(FlagSet.of("cp-on", enable_chunked_prefill=True),
+                   FlagSet.of("cp-off", enable_chunked_prefill=False))
+        def test_case(flag_set, rate):
+            assert flag_set.to_argv()[0].endswith("enable-chunked-prefill")
+    """)
+    result = pytester.runpytest("--collect-only", "-q")
+    result.stdout.fnmatch_lines([
+        "test_cases.py::test_case[cp-off-qps-16]",
+        "test_cases.py::test_case[cp-on-qps-16]",
+    ])
+    run = pytester.runpytest("-q")
+    run.assert_outcomes(passed=2)
+
+
+def test_tests_sharing_a_flag_set_are_grouped(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_order="""
+        import pytest
+        from pytest_mi300x import FlagSet, flag_sets
+
+        @pytest.mark.parametrize("rate", [1, 2])
+        @flag_sets(FlagSet("b"), FlagSet("a"))
+        def test_case(flag_set, rate):
+            pass
+    """)
+    result = pytester.runpytest("--collect-only", "-q")
+    ids = [line for line in result.stdout.lines if "::" in line]
+    assert [i.split("[")[1][0] for i in ids] == ["a", "a", "b", "b"]
+
+
+def test_unknown_host_is_one_line_naming_known_hosts(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", hosts='[hosts.mi300x-01]\naccelerator = "mi300x"\n'
+                                     'accelerator_count = 8\n')
+    result = pytester.runpytest("--gpu-host", "mi300x-99")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.stderr.lines if "mi300x-99" in line]
+    assert len(errors) == 1
+    assert "known hosts: cpu, mi300x-01" in errors[0]
+    assert "hosts.toml" in errors[0]
+
+
+def test_bad_hosts_file_field_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", hosts='[hosts.x]\naccelerator = "tpu"\n')
+    result = pytester.runpytest("--gpu-host", "x")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*hosts.toml: [[]hosts.x[]] accelerator is 'tpu'; use one of*"])
+
+
+def test_ini_key_selects_the_host(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\ngpu_host = nowhere\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--gpu-host 'nowhere' is not defined*"])
+
+
+def test_bad_engine_env_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--engine-env", "NOEQUALS")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--engine-env 'NOEQUALS' is not KEY=VALUE*"])
+
+
+def test_ini_engine_env_is_validated_too(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nengine_env =\n    GOOD=1\n    bad line\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--engine-env 'bad line' is not KEY=VALUE*"])

@@ -1,0 +1,109 @@
+"""ServerPool policy (reuse, restart, eviction, failure caching) on the lifecycle test double."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_mi300x.engines.base import LaunchSpec
+from pytest_mi300x.flags import DEFAULT_FLAGS, FlagSet
+from pytest_mi300x.pool import ServerPool
+from pytest_mi300x.server import ServerExited
+
+DOUBLE = Path(__file__).parent / "doubles" / "lifecycle_server.py"
+
+
+@dataclass(frozen=True)
+class DoubleEngine:
+    """Engine test double: launches the lifecycle double in ``mode``."""
+
+    mode: str = "serve"
+    name: str = "double"
+
+    def command(self, spec: LaunchSpec) -> list[str]:
+        return [sys.executable, str(DOUBLE), self.mode, str(spec.port)]
+
+    def environment(self, spec: LaunchSpec) -> dict[str, str]:
+        return {"VLLM_API_KEY": spec.api_key, "DOUBLE_FLAGS": " ".join(spec.flag_set.to_argv())}
+
+    @property
+    def health_path(self) -> str:
+        return "/health"
+
+    def version(self, base_url: str, api_key: str) -> str:
+        return "0.0-double"
+
+    def skip_reason(self, flag_set: FlagSet, version: str) -> str | None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.name}
+
+
+def spec_for(flag_set: FlagSet = DEFAULT_FLAGS):
+    def make(host: str, port: int) -> LaunchSpec:
+        return LaunchSpec(model="m", served_model_name="m", host=host, port=port,
+                          api_key="secret-key", flag_set=flag_set)
+    return make
+
+
+@pytest.fixture
+def pool(tmp_path: Path):
+    with ServerPool(tmp_path, max_servers=1, start_timeout=30) as p:
+        yield p
+
+
+def test_same_key_reuses_the_server(pool: ServerPool) -> None:
+    a = pool.acquire("k", DoubleEngine(), spec_for())
+    b = pool.acquire("k", DoubleEngine(), spec_for())
+    assert a is b and a.generation == 1
+    assert a.spec.host == "127.0.0.1"
+
+
+def test_dead_server_is_replaced_by_a_new_one(pool: ServerPool) -> None:
+    first = pool.acquire("k", DoubleEngine(), spec_for())
+    os.killpg(first.process.pid, signal.SIGKILL)
+    time.sleep(0.3)
+    with pytest.raises(ServerExited, match="died during the test"):
+        first.check_alive("during the test")
+    second = pool.acquire("k", DoubleEngine(), spec_for())
+    assert second.generation == 2 and second.process.alive()
+    assert second.process.log_path != first.process.log_path
+
+
+def test_capacity_evicts_the_oldest(pool: ServerPool) -> None:
+    a = pool.acquire("a", DoubleEngine(), spec_for(FlagSet("a")))
+    b = pool.acquire("b", DoubleEngine(), spec_for(FlagSet("b")))
+    assert not a.process.alive() and b.process.alive()
+
+
+def test_failed_start_fails_again_at_once(pool: ServerPool) -> None:
+    with pytest.raises(ServerExited, match="simulated engine failure"):
+        pool.acquire("bad", DoubleEngine("crash"), spec_for())
+    started = time.monotonic()
+    with pytest.raises(ServerExited, match="same start failure"):
+        pool.acquire("bad", DoubleEngine("crash"), spec_for())
+    assert time.monotonic() - started < 0.5
+
+
+def test_description_redacts_the_api_key(pool: ServerPool) -> None:
+    server = pool.acquire("k", DoubleEngine(), spec_for(FlagSet.of("x", max_num_seqs=4)))
+    described = server.describe()
+    assert described["env"]["VLLM_API_KEY"] == "<redacted>"
+    assert "secret-key" not in repr(described)
+    assert described["flag_set"]["argv"] == ["--max-num-seqs", "4"]
+
+
+def test_close_stops_everything(tmp_path: Path) -> None:
+    pool = ServerPool(tmp_path, max_servers=2, start_timeout=30)
+    a = pool.acquire("a", DoubleEngine(), spec_for(FlagSet("a")))
+    b = pool.acquire("b", DoubleEngine(), spec_for(FlagSet("b")))
+    pool.close()
+    assert not a.process.alive() and not b.process.alive()
