@@ -10,16 +10,11 @@ import json
 import os
 import re
 import time
-from pathlib import Path
 
 import pytest
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.engine
-
-# pytester points HOME at a temporary folder; pin the caches (engine venvs, the
-# tiny model, vLLM's compile cache) to the real user cache so runs stay warm.
-_CACHE_HOME = os.environ.setdefault("XDG_CACHE_HOME", str(Path.home() / ".cache"))
 
 SMALL = """
 from pytest_mi300x import Arrivals, FlagSet, RandomDataset, Workload, flag_sets

@@ -1,7 +1,7 @@
 """The tiny model folder: vocab reading and the generator, run for real under an engine python.
 
-The generator needs ``tokenizers``, which lives in the engine venv; point
-PYTEST_MI300X_ENGINE_PYTHON at that venv's python to run those tests.
+The generator needs ``tokenizers``, which lives in the engine venv: those tests
+use the ``engine_python`` fixture (the real engine, provisioned on first use).
 """
 
 from __future__ import annotations
@@ -26,11 +26,7 @@ from pytest_mi300x.engines.tiny_model import (
     read_local_vocab,
 )
 
-ENGINE_PYTHON = os.environ.get("PYTEST_MI300X_ENGINE_PYTHON", "")
-needs_engine = pytest.mark.skipif(
-    not ENGINE_PYTHON,
-    reason="set PYTEST_MI300X_ENGINE_PYTHON to an engine venv's python (it has tokenizers)",
-)
+needs_engine = pytest.mark.engine
 
 
 def test_read_local_vocab_counts_model_and_added_tokens(tmp_path: Path) -> None:
@@ -76,8 +72,8 @@ def test_tiny_model_describe() -> None:
 
 
 @pytest.fixture(scope="module")
-def engine_install() -> EngineInstall:
-    python = Path(ENGINE_PYTHON)
+def engine_install(engine_python: Path) -> EngineInstall:
+    python = engine_python
     return EngineInstall(build=str(python), python=python, venv=None, version="", packages={})
 
 
@@ -127,7 +123,8 @@ def test_generation_is_deterministic(engine_install: EngineInstall, tmp_path: Pa
 
 
 @needs_engine
-def test_transformers_loads_it_like_vllm_will(model: TinyModel) -> None:
+def test_transformers_loads_it_like_vllm_will(model: TinyModel,
+                                              engine_install: EngineInstall) -> None:
     # vLLM loads the tokenizer through transformers in the engine venv.
     code = textwrap.dedent(
         """
@@ -144,7 +141,7 @@ def test_transformers_loads_it_like_vllm_will(model: TinyModel) -> None:
         """
     )
     out = subprocess.run(
-        [ENGINE_PYTHON, "-c", code, str(model.path)],
+        [str(engine_install.python), "-c", code, str(model.path)],
         capture_output=True, text=True, check=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
     ).stdout
@@ -159,11 +156,11 @@ def test_transformers_loads_it_like_vllm_will(model: TinyModel) -> None:
 
 @needs_engine
 def test_provision_main_with_an_engine_python(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], engine_python: Path
 ) -> None:
-    assert provision_main(ENGINE_PYTHON, tmp_path) == 0
+    assert provision_main(str(engine_python), tmp_path) == 0
     out = capsys.readouterr().out
-    assert f"python: {ENGINE_PYTHON}" in out
+    assert f"python: {engine_python}" in out
     assert f"model: {tmp_path / 'models' / f'tiny-llama-{generator_hash()}'}" in out
 
 
