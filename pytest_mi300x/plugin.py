@@ -27,12 +27,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     settings.add_options(parser)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser,
-                                  args: list[str]) -> None:
-    settings.join_engine_args(args)
-
-
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "mi300x: a performance test of pytest-mi300x")
     workerinput = getattr(config, "workerinput", None)

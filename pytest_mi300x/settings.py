@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,24 +70,11 @@ def add_options(parser: pytest.Parser) -> None:
                   type="linelist", default=[])
     group.addoption("--engine-arg", dest="engine_arg", action="append", default=[],
                     metavar="ARG",
-                    help="raw argument added to every engine command line (repeatable; "
-                         "--engine-arg --flag works, as does --engine-arg=--flag) "
-                         "[ini: engine_args]")
+                    help="arguments added to every engine command line, split like a shell "
+                         "does; write it with '=': --engine-arg='--max-num-seqs 8' "
+                         "(repeatable) [ini: engine_args]")
     parser.addini("engine_args", "arguments added to every engine command line",
                   type="args", default=[])
-
-
-def join_engine_args(args: list[str]) -> None:
-    """Turn ``--engine-arg --x`` into ``--engine-arg=--x`` in place.
-
-    argparse refuses an option-looking value after a space; users write the
-    space form anyway, and the flag they pass is always the engine's.
-    """
-    i = 0
-    while i < len(args) - 1:
-        if args[i] == "--engine-arg":
-            args[i:i + 2] = [f"--engine-arg={args[i + 1]}"]
-        i += 1
 
 
 def _value(config: pytest.Config, name: str, conv: Callable[[str], Any] = str) -> Any:
@@ -114,7 +102,8 @@ def resolve(config: pytest.Config, run_id: str) -> Settings:
         vllm_build=_value(config, "vllm_build") or DEFAULT_VLLM_BUILD,
         engine_env=(*(parse_engine_env(v) for v in config.getini("engine_env")),
                     *(config.getoption("engine_env") or ())),
-        engine_args=(*config.getini("engine_args"), *(config.getoption("engine_arg") or ())),
+        engine_args=(*config.getini("engine_args"),
+                     *(a for v in config.getoption("engine_arg") or () for a in shlex.split(v))),
         results_dir=results_dir,
         cache_dir=cache_dir or _env_path("PYTEST_MI300X_CACHE"),
         run_id=run_id,

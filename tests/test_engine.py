@@ -151,6 +151,6 @@ def test_engine_arg_reaches_every_server(pytester: pytest.Pytester) -> None:
 def test_default(perf):
     perf.run(Workload(RandomDataset(input_len=64, output_len=8, num_prompts=10)))
 """)
-    result, _ = run(pytester, "--engine-arg", "--no-such-flag")
+    result, _ = run(pytester, "--engine-arg=--no-such-flag")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*unrecognized arguments: --no-such-flag*"])

@@ -4,7 +4,7 @@ import pytest
 
 from pytest_mi300x.engines.vllm import REMOVED_FLAGS, VLLMEngine
 from pytest_mi300x.flags import FlagSet, flag_sets
-from pytest_mi300x.settings import join_engine_args, parse_engine_env
+from pytest_mi300x.settings import parse_engine_env
 
 
 def test_mapping_becomes_command_line() -> None:
@@ -56,12 +56,6 @@ def test_removed_seed_flags_skip_with_the_successor(flag: str, version: str,
     if reason:
         removed = REMOVED_FLAGS[flag.replace("_", "-")]
         assert removed.replacement in reason and version in reason
-
-
-def test_engine_arg_space_form_is_joined() -> None:
-    args = ["suites/", "--engine-arg", "--no-such-flag", "-x", "--engine-arg=--y"]
-    join_engine_args(args)
-    assert args == ["suites/", "--engine-arg=--no-such-flag", "-x", "--engine-arg=--y"]
 
 
 def test_engine_env_needs_key_equals_value() -> None:

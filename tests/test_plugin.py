@@ -93,3 +93,14 @@ def test_ini_engine_env_is_validated_too(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--engine-env 'bad line' is not KEY=VALUE*"])
+
+
+def test_engine_args_are_split_like_a_shell(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nengine_args = --dtype bfloat16\n")
+    pytester.makepyfile(test_args="""
+        def test_args(mi300x_session):
+            assert mi300x_session.settings.engine_args == (
+                "--dtype", "bfloat16", "--max-num-seqs", "8", "--no-such-flag")
+    """)
+    result = pytester.runpytest("--engine-arg=--max-num-seqs 8", "--engine-arg=--no-such-flag")
+    result.assert_outcomes(passed=1)
