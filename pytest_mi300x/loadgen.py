@@ -1,16 +1,22 @@
-"""Streaming load generator for /v1/completions, timed as `vllm bench serve` times it."""
+"""Streaming load generator for /v1/completions, timed as `vllm bench serve` times it.
+
+The hot path speaks SSE over httpx2 (the HTTP stack the openai package is built
+on) without the openai client: on the CPU host the openai client's per-chunk
+object building raised median TTFT from 24 ms to 151 ms on the same server and
+prompts, and doubled client CPU (benchmarks/vs_vllm_bench.py, notes in README).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from time import perf_counter
 
 import httpx2
-from openai import APIStatusError, AsyncOpenAI
 
 from pytest_mi300x.workload.arrivals import Arrivals
 from pytest_mi300x.workload.datasets import PromptRequest
@@ -65,19 +71,28 @@ class LoadRun:
         }
 
 
+class HTTPStatusError(Exception):
+    """The server answered with a non-200 status."""
+
+
+class StreamError(Exception):
+    """The server reported an error inside the event stream."""
+
+
 def _describe_error(exc: BaseException, api_key: str) -> str:
     text = f"{type(exc).__name__}: {exc}"
     cause = exc.__cause__ or exc.__context__
-    if cause is not None and not isinstance(exc, APIStatusError):
-        # openai wraps transport errors ("Connection error."); the cause says what broke.
+    if cause is not None and not isinstance(exc, HTTPStatusError | StreamError):
         text += f" (caused by {type(cause).__name__}: {cause})"
     # Belt and braces: an error body must never carry the key into reports.
     return text.replace(api_key, "***") if api_key else text
 
 
 async def _send_one(
-    client: AsyncOpenAI,
+    client: httpx2.AsyncClient,
     *,
+    url: str,
+    headers: dict[str, str],
     model: str,
     request: PromptRequest,
     record: RequestRecord,
@@ -87,6 +102,15 @@ async def _send_one(
     api_key: str,
 ) -> None:
     """Send one streaming request and fill `record`; never raises."""
+    body = {
+        "model": model,
+        "prompt": request.prompt,
+        "max_tokens": request.output_len,
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "ignore_eos": True,
+    }
     arrival = perf_counter()
     async with semaphore if semaphore is not None else contextlib.nullcontext():
         start = perf_counter()
@@ -96,23 +120,27 @@ async def _send_one(
         append = times.append
         usage = None
         try:
-            async with asyncio.timeout(request_timeout):
-                stream = await client.completions.create(
-                    model=model,
-                    prompt=request.prompt,
-                    max_tokens=request.output_len,
-                    temperature=0.0,
-                    stream=True,
-                    stream_options={"include_usage": True},
-                    extra_body={"ignore_eos": True},
-                )
-                async with stream:
-                    async for chunk in stream:
-                        # Same branch as vllm: a choices chunk is a token event, else usage.
-                        if chunk.choices:
-                            append(perf_counter() - start)
-                        elif chunk.usage is not None:
-                            usage = chunk.usage
+            async with asyncio.timeout(request_timeout), \
+                    client.stream("POST", url, json=body, headers=headers) as resp:
+                if resp.status_code != 200:
+                    detail = (await resp.aread())[:300].decode(errors="replace")
+                    raise HTTPStatusError(f"HTTP {resp.status_code}: {detail}")
+                async for line in resp.aiter_lines():
+                    # Timestamp first: parsing must not sit between arrival and clock.
+                    now = perf_counter()
+                    if not line.startswith("data: "):
+                        continue
+                    payload = line[6:]
+                    if payload == "[DONE]":
+                        break
+                    event = json.loads(payload)
+                    # Same branch as vllm bench serve: a choices chunk is a token event.
+                    if event.get("choices"):
+                        append(now - start)
+                    elif event.get("usage") is not None:
+                        usage = event["usage"]
+                    elif "error" in event:
+                        raise StreamError(str(event["error"])[:300])
         except TimeoutError:
             record.error = f"TimeoutError: no complete response within {request_timeout:g} s"
             return
@@ -120,8 +148,8 @@ async def _send_one(
             record.error = _describe_error(exc, api_key)
             return
         if usage is not None:
-            record.prompt_tokens = usage.prompt_tokens
-            record.completion_tokens = usage.completion_tokens
+            record.prompt_tokens = usage.get("prompt_tokens")
+            record.completion_tokens = usage.get("completion_tokens")
         if not times:
             record.error = "NoChunks: stream ended without any choices chunk (no TTFT)"
             return
@@ -152,13 +180,8 @@ async def run_load(
         limits=httpx2.Limits(max_connections=pool, max_keepalive_connections=pool),
         timeout=httpx2.Timeout(request_timeout, connect=_CONNECT_TIMEOUT),
     )
-    client = AsyncOpenAI(
-        base_url=base_url.rstrip("/") + "/v1",
-        # The openai client refuses an empty key; servers without --api-key ignore it.
-        api_key=api_key or "EMPTY",
-        max_retries=0,
-        http_client=http_client,
-    )
+    url = base_url.rstrip("/") + "/v1/completions"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     semaphore = asyncio.Semaphore(cap) if cap is not None else None
     records = [
         RequestRecord(index=i, prompt_len=r.prompt_len, output_len=r.output_len)
@@ -176,7 +199,9 @@ async def run_load(
             tasks.append(
                 asyncio.create_task(
                     _send_one(
-                        client,
+                        http_client,
+                        url=url,
+                        headers=headers,
                         model=model,
                         request=request,
                         record=record,
@@ -191,7 +216,6 @@ async def run_load(
         duration = perf_counter() - run_start
         cpu_time = time.process_time() - cpu_start
     finally:
-        await client.close()
         await http_client.aclose()
     return LoadRun(
         records=records,

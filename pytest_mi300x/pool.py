@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import openai
+
 from pytest_mi300x.engines.base import Engine, LaunchSpec
 from pytest_mi300x.server import ServerError, ServerExited, ServerProcess, free_port, redact_env
 
@@ -56,6 +58,19 @@ class RunningServer:
             "log": str(self.process.log_path),
             "generation": self.generation,
         }
+
+
+def _check_served_model(spec: LaunchSpec, process: ServerProcess) -> None:
+    """The OpenAI-compatible API must list the name the load will ask for."""
+    client = openai.OpenAI(base_url=f"{spec.base_url}/v1", api_key=spec.api_key,
+                           max_retries=2, timeout=30.0)
+    with client:
+        served = [m.id for m in client.models.list()]
+    if spec.served_model_name not in served:
+        raise ServerError(
+            f"server at {spec.base_url} serves {served}, not {spec.served_model_name!r} "
+            f"(log: {process.log_path}); check --served-model-name in the engine arguments",
+            process.log_tail())
 
 
 def _slug(key: str) -> str:
@@ -112,11 +127,11 @@ class ServerPool:
         try:
             process.start()
             version = engine.version(spec.base_url, spec.api_key)
-        except ServerError as exc:
-            self._failed[key] = exc
-            raise
-        except BaseException:
+            _check_served_model(spec, process)
+        except BaseException as exc:
             process.stop()
+            if isinstance(exc, ServerError):
+                self._failed[key] = exc
             raise
         server = RunningServer(key, engine, spec, process, version, generation, added_env)
         self._live[key] = server

@@ -15,7 +15,7 @@ import pytest
 from pytest_mi300x.engines.base import LaunchSpec
 from pytest_mi300x.flags import DEFAULT_FLAGS, FlagSet
 from pytest_mi300x.pool import ServerPool
-from pytest_mi300x.server import ServerExited
+from pytest_mi300x.server import ServerError, ServerExited
 
 DOUBLE = Path(__file__).parent / "doubles" / "lifecycle_server.py"
 
@@ -107,3 +107,13 @@ def test_close_stops_everything(tmp_path: Path) -> None:
     b = pool.acquire("b", DoubleEngine(), spec_for(FlagSet("b")))
     pool.close()
     assert not a.process.alive() and not b.process.alive()
+
+
+def test_a_server_that_does_not_serve_the_model_name_is_refused(pool: ServerPool) -> None:
+    def other_name(host: str, port: int) -> LaunchSpec:
+        return LaunchSpec(model="m", served_model_name="llama-3.1-70b", host=host, port=port,
+                          api_key="k", flag_set=DEFAULT_FLAGS)
+    with pytest.raises(ServerError, match=r"serves \['m'\], not 'llama-3.1-70b'") as exc:
+        pool.acquire("named", DoubleEngine(), other_name)
+    assert "double starting" in exc.value.log_tail
+    assert pool._live == {}  # nothing left running

@@ -19,7 +19,10 @@ import time
 class Health(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         body = b'{"version": "0.0-double"}'
-        self.send_response(200 if self.path in ("/health", "/version") else 404)
+        if self.path == "/v1/models":
+            body = (b'{"object": "list", "data": [{"id": "m", "object": "model", '
+                    b'"created": 0, "owned_by": "double"}]}')
+        self.send_response(200 if self.path in ("/health", "/version", "/v1/models") else 404)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
