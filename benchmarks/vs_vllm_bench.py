@@ -20,7 +20,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pytest_mi300x import affinity
 from pytest_mi300x.engines.base import LaunchSpec
 from pytest_mi300x.engines.provision import EngineEnvironment
 from pytest_mi300x.engines.tiny_model import ensure_tiny_model
@@ -36,9 +35,7 @@ from pytest_mi300x.workload.datasets import RandomDataset
 from pytest_mi300x.workload.tokenizer import ServedTokenizer
 
 FIGURES = ("request_throughput", "median_ttft_ms", "mean_tpot_ms")
-# Both clients run on the core the engine's compute threads leave free, as the
-# plugin's cpu host does (pytest_mi300x/affinity.py says why).
-ENGINE_CPUS, CLIENT_CPUS = affinity.split(affinity.available_cpus()) or (None, None)
+
 SERVED = "tiny-llama"
 
 # Runs under the engine's python: vllm bench serve's own entry points.
@@ -55,10 +52,8 @@ def ours(spec: LaunchSpec, tokenizer: ServedTokenizer, args: argparse.Namespace,
          seed: int) -> dict[str, float]:
     dataset = RandomDataset(args.input_len, args.output_len, args.num_prompts, seed=seed)
     requests = dataset.build(tokenizer)
-    with affinity.pinned(CLIENT_CPUS):
-        run = run_load_sync(base_url=spec.base_url, api_key=spec.api_key, model=SERVED,
-                            requests=requests, arrivals=Arrivals(request_rate=args.rate),
-                            seed=seed)
+    run = run_load_sync(base_url=spec.base_url, api_key=spec.api_key, model=SERVED,
+                        requests=requests, arrivals=Arrivals(request_rate=args.rate), seed=seed)
     figures = compute_figures(run)
     assert figures["failed"] == 0, figures
     return {k: float(figures[k]) for k in FIGURES}
@@ -75,8 +70,7 @@ def vllm_bench(python: Path, spec: LaunchSpec, model_path: Path, args: argparse.
            "--temperature", "0", "--disable-tqdm", "--save-result",
            "--result-dir", str(out_dir), "--result-filename", name]
     env = {**os.environ, "OPENAI_API_KEY": spec.api_key, "HF_HUB_OFFLINE": "1"}
-    with affinity.pinned(CLIENT_CPUS):
-        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
     result = json.loads((out_dir / name).read_text())
     assert result["failed"] == 0, result
     return {k: float(result[k]) for k in FIGURES}
@@ -100,8 +94,7 @@ def main() -> int:
                           port=free_port(), api_key=secrets.token_urlsafe(16),
                           flag_set=DEFAULT_FLAGS,
                           extra_args=("--load-format", "dummy", *CPU_HOST.engine_args),
-                          env={**CPU_HOST.env, **({affinity.OMP_BIND_ENV: affinity.cpu_list(
-                              ENGINE_CPUS)} if ENGINE_CPUS else {})})
+                          env=dict(CPU_HOST.env))
         server = ServerProcess(engine.command(spec),
                                env={**os.environ, **engine.environment(spec)},
                                log_path=Path(tmp) / "server.log",

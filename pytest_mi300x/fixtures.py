@@ -67,7 +67,7 @@ def perf(request: pytest.FixtureRequest, mi300x_session: PerfSession,
         server=llm_server, tokenizer=tokenizer, host=mi300x_session.host,
         test_id=request.node.nodeid, results_dir=mi300x_session.results_dir,
         model=model.describe(), engine=mi300x_session.engine_description(),
-        run_id=mi300x_session.settings.run_id, client_cpus=mi300x_session.client_cpus,
+        run_id=mi300x_session.settings.run_id,
     )
     request.node.stash[MEASURER_KEY] = measurer
     yield measurer

@@ -57,8 +57,6 @@ class HostProfile:
     scale: WorkloadScale = WorkloadScale()
     max_servers: int = 1
     start_timeout_s: float = 900.0
-    split_cpus: bool = False
-    """Engine compute threads and the load client on separate cores (CPU engines)."""
     source: str = "built-in"
 
     def resolve_model(self, logical: str) -> str:
@@ -83,7 +81,6 @@ class HostProfile:
             "engine_args": list(self.engine_args),
             "scale": {"prompts": self.scale.prompts, "rate": self.scale.rate,
                       "lengths": self.scale.lengths},
-            "split_cpus": self.split_cpus,
             "source": self.source,
         }
 
@@ -106,14 +103,13 @@ CPU_HOST = HostProfile(
     # requests at a quarter of the rate and length.
     scale=WorkloadScale(prompts=0.1, rate=0.25, lengths=0.25),
     max_servers=1,
-    split_cpus=True,
 )
 
 BUILTIN_HOSTS: Mapping[str, HostProfile] = MappingProxyType({"cpu": CPU_HOST})
 
 _FIELDS = {"accelerator", "accelerator_count", "launcher", "env", "engine_args", "models",
            "scale", "max_servers", "start_timeout_s", "description", "docker",
-           "load_format_dummy", "split_cpus"}
+           "load_format_dummy"}
 
 
 def _fail(path: Path, field_name: str, problem: str, fix: str) -> HostConfigError:
@@ -177,7 +173,6 @@ def _profile_from_toml(path: Path, name: str, raw: Any) -> HostProfile:
         scale=WorkloadScale(**factors),
         max_servers=max_servers,
         start_timeout_s=float(timeout),
-        split_cpus=bool(raw.get("split_cpus", accel == "cpu")),
         source=str(path),
     )
 

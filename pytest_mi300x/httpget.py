@@ -1,4 +1,7 @@
-"""Small blocking HTTP helpers for control-plane calls (health, version); not the load path."""
+"""Small blocking HTTP helpers for control-plane calls (health, version, tokenize).
+
+Not the load path: that is pytest_mi300x/loadgen.py.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +27,18 @@ def get_json(url: str, api_key: str | None = None, timeout: float = 10.0) -> Any
     req = urllib.request.Request(url, headers=_auth(api_key))
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())
+
+
+def post_json(url: str, payload: Any, api_key: str | None = None,
+              timeout: float = 60.0) -> tuple[int, bytes]:
+    """(status, body) of a JSON POST; an HTTP error status is returned, not raised."""
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", **_auth(api_key)})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return int(resp.status), resp.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
 
 
 def _auth(api_key: str | None) -> dict[str, str]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pytest_mi300x import affinity, metrics, provenance
+from pytest_mi300x import metrics, provenance
 from pytest_mi300x.hosts import HostProfile, WorkloadScale
 from pytest_mi300x.loadgen import LoadRun, run_load_sync
 from pytest_mi300x.pool import RunningServer
@@ -71,8 +71,7 @@ class Measurer:
 
     def __init__(self, *, server: RunningServer, tokenizer: Tokenizer, host: HostProfile,
                  test_id: str, results_dir: Path, model: dict[str, Any],
-                 engine: dict[str, Any], run_id: str,
-                 client_cpus: frozenset[int] | None = None) -> None:
+                 engine: dict[str, Any], run_id: str) -> None:
         self.server = server
         self.tokenizer = tokenizer
         self.host = host
@@ -81,7 +80,6 @@ class Measurer:
         self.model = model
         self.engine = engine
         self.run_id = run_id
-        self.client_cpus = client_cpus
         self.results: list[PerfResult] = []
 
     def run(self, workload: Workload) -> PerfResult:
@@ -108,12 +106,11 @@ class Measurer:
         return result
 
     def _load(self, requests: Any, arrivals: Arrivals, seed: int) -> LoadRun:
-        with affinity.pinned(self.client_cpus):
-            return run_load_sync(
-                base_url=self.server.base_url, api_key=self.server.api_key,
-                model=self.server.spec.served_model_name, requests=requests,
-                arrivals=arrivals, seed=seed,
-            )
+        return run_load_sync(
+            base_url=self.server.base_url, api_key=self.server.api_key,
+            model=self.server.spec.served_model_name, requests=requests,
+            arrivals=arrivals, seed=seed,
+        )
 
     def summary(self) -> dict[str, Any]:
         """The figures the terminal table shows, from the last run."""
@@ -146,7 +143,6 @@ class Measurer:
             "model": self.model,
             "host": self.host.describe(),
             "fingerprint": provenance.host_fingerprint(),
-            "client_cpus": sorted(self.client_cpus) if self.client_cpus else None,
             "harness": provenance.harness(),
         }
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_mi300x import affinity
 from pytest_mi300x.engines.base import Engine, LaunchSpec
 from pytest_mi300x.engines.provision import EngineEnvironment, EngineInstall
 from pytest_mi300x.engines.tiny_model import ensure_tiny_model, read_local_vocab
@@ -54,8 +53,6 @@ class PerfSession:
                                start_timeout=host.start_timeout_s)
         self._install: EngineInstall | None = None
         self._models: dict[str, ServedModel] = {}
-        cpus = affinity.split(affinity.available_cpus()) if host.split_cpus else None
-        self.engine_cpus, self.client_cpus = cpus if cpus else (None, None)
 
     def install(self) -> EngineInstall:
         """The engine build, provisioned on first use."""
@@ -100,8 +97,6 @@ class PerfSession:
         model = self.model(logical_model)
         extra = (*model.engine_args, *self.host.engine_args, *self.settings.engine_args)
         env = {**self.host.env, **dict(self.settings.engine_env)}
-        if self.engine_cpus is not None:
-            env.setdefault(affinity.OMP_BIND_ENV, affinity.cpu_list(self.engine_cpus))
         blob = repr((self.install().build, model.path, extra, sorted(env.items())))
         key = (f"{engine_name}-{logical_model}-{flag_set.name}-{flag_set.digest}-"
                f"{hashlib.sha256(blob.encode()).hexdigest()[:8]}")

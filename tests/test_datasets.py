@@ -165,7 +165,7 @@ def test_invalid_config_rejected(kwargs: dict[str, object]) -> None:
         RandomDataset(**kwargs)  # type: ignore[arg-type]
 
 
-def test_describe_and_scaled() -> None:
+def test_describe() -> None:
     ds = RandomDataset(input_len=128, output_len=32, num_prompts=200, range_ratio=0.1, seed=7)
     assert ds.describe() == {
         "name": "random",
@@ -175,13 +175,6 @@ def test_describe_and_scaled() -> None:
         "range_ratio": 0.1,
         "seed": 7,
     }
-    small = ds.scaled(0.05)
-    assert small.num_prompts == 10
-    assert (small.input_len, small.output_len, small.range_ratio, small.seed) == (128, 32, 0.1, 7)
-    assert ds.scaled(0.0001).num_prompts == 1
-    assert ds.scaled(2).num_prompts == 400
-    with pytest.raises(ValueError, match="factor"):
-        ds.scaled(0)
 
 
 def test_served_tokenizer_speaks_vllm_tokenize_api() -> None:

@@ -99,7 +99,7 @@ def test_errors_are_recorded_per_request_without_the_key() -> None:
     ok, fail, cut, ok2 = result.records
     assert ok.ok and ok2.ok
     assert fail.error is not None and "HTTPStatusError: HTTP 500" in fail.error
-    assert cut.error is not None and "RemoteProtocolError" in cut.error
+    assert cut.error is not None and "ClientPayloadError" in cut.error
     assert not fail.ok and not cut.ok and cut.ttft is None
     for r in result.records:
         assert KEY not in (r.error or "")
@@ -114,7 +114,7 @@ def test_refused_connection_is_an_error_not_a_crash() -> None:
         port = s.getsockname()[1]  # bound, never listening: connections are refused
         result = run_load_sync(base_url=f"http://127.0.0.1:{port}", api_key=KEY, model="m",
                                requests=requests(3), arrivals=Arrivals(), seed=0)
-    assert all(r.error and "ConnectError" in r.error for r in result.records)
+    assert all(r.error and "ClientConnectorError" in r.error for r in result.records)
     f = compute_figures(result)
     assert (f["completed"], f["failed"], f["mean_ttft_ms"]) == (0, 3, 0.0)
     assert "no request completed (0 of 3)" in find_problems(result)

@@ -30,7 +30,10 @@ class LaunchSpec:
 class Engine(Protocol):
     """How to launch, probe and identify one serving engine."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """Short engine name used in server keys and results (``vllm``, ``tgi``)."""
+        ...
 
     def command(self, spec: LaunchSpec) -> list[str]:
         """The argv that starts a server for ``spec``."""

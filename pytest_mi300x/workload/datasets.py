@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -157,9 +157,3 @@ class RandomDataset:
             "range_ratio": self.range_ratio,
             "seed": self.seed,
         }
-
-    def scaled(self, factor: float) -> RandomDataset:
-        """Same dataset with num_prompts scaled by `factor` (rounded, at least 1)."""
-        if not math.isfinite(factor) or factor <= 0:
-            raise ValueError(f"RandomDataset.scaled: factor must be finite and > 0, got {factor!r}")
-        return replace(self, num_prompts=max(1, round(self.num_prompts * factor)))

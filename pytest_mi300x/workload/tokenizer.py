@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
-# openai 3.x ships httpx under the name httpx2; it is the HTTP client already present.
-import httpx2
+from pytest_mi300x.httpget import post_json
 
 
 class ServedTokenizer:
@@ -29,10 +29,9 @@ class ServedTokenizer:
         self._model = model
         self._vocab_size = vocab_size
         self._special_ids = frozenset(special_ids)
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx2.Client(
-            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout
-        )
+        self._base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._timeout = timeout
 
     @property
     def vocab_size(self) -> int:
@@ -62,19 +61,19 @@ class ServedTokenizer:
         return prompt
 
     def _post(self, path: str, payload: dict[str, object]) -> dict[str, object]:
-        response = self._client.post(path, json=payload)
-        if response.status_code != 200:
+        status, raw = post_json(f"{self._base_url}{path}", payload, self._api_key,
+                                self._timeout)
+        if status != 200:
             # The body carries vLLM's error message; the request headers (API key) are not echoed.
-            raise RuntimeError(
-                f"POST {path} failed with HTTP {response.status_code}: {response.text[:500]}"
-            )
-        body = response.json()
+            text = raw[:500].decode(errors="replace")
+            raise RuntimeError(f"POST {path} failed with HTTP {status}: {text}")
+        body = json.loads(raw)
         if not isinstance(body, dict):
             raise RuntimeError(f"POST {path} returned {type(body).__name__}, expected an object")
         return body
 
     def close(self) -> None:
-        self._client.close()
+        """Nothing to release: each call is its own connection."""
 
     def __enter__(self) -> ServedTokenizer:
         return self

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+import math
+
+from pytest_mi300x.hosts import CPU_HOST, WorkloadScale
+from pytest_mi300x.measure import Workload
+from pytest_mi300x.workload.arrivals import Arrivals
+from pytest_mi300x.workload.datasets import RandomDataset
+
+
+def test_workload_scales_prompts_rate_and_lengths_but_keeps_seed_and_burst() -> None:
+    full = Workload(RandomDataset(input_len=256, output_len=128, num_prompts=400, seed=3),
+                    Arrivals(request_rate=16.0, max_concurrency=8))
+    small = full.scaled(CPU_HOST.scale)
+    assert (small.dataset.input_len, small.dataset.output_len) == (64, 32)
+    assert small.dataset.num_prompts == 40 and small.dataset.seed == 3
+    assert small.arrivals.request_rate == 4.0 and small.arrivals.max_concurrency == 8
+    burst = Workload(full.dataset).scaled(CPU_HOST.scale)
+    assert math.isinf(burst.arrivals.request_rate)
+    assert full.scaled(WorkloadScale()) == full
