@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import signal
+import sys
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,8 @@ def pytest_configure(config: pytest.Config) -> None:
     except HostConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     results_dir = resolved.results_dir or settings.default_results_dir(config.rootpath, run_id)
-    config.stash[SESSION_KEY] = PerfSession(resolved, host, Path(results_dir))
+    config.stash[SESSION_KEY] = PerfSession(resolved, host, Path(results_dir),
+                                            progress=_progress_printer(config))
     config.stash[SUMMARIES_KEY] = []
     config.pluginmanager.register(SummaryCollector(config.stash[SUMMARIES_KEY]),
                                   "mi300x-summaries")
@@ -47,6 +50,17 @@ def pytest_configure(config: pytest.Config) -> None:
         # CI cancels with SIGTERM; turning it into KeyboardInterrupt lets the
         # servers' teardown run instead of leaving engines behind.
         signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _progress_printer(config: pytest.Config) -> Callable[[str], None]:
+    """Engine provisioning takes minutes: show its steps through pytest's capture."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+
+    def emit(line: str) -> None:
+        with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+            print(f"[pytest-mi300x] {line}", file=sys.stderr, flush=True)
+
+    return emit
 
 
 def _interrupt(signum: int, frame: Any) -> None:

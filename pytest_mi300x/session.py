@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,8 @@ from pytest_mi300x.pool import RunningServer, ServerPool
 from pytest_mi300x.settings import Settings
 
 
-def progress(line: str) -> None:
-    """Provisioning progress, shown even while pytest captures output."""
-    print(f"[pytest-mi300x] {line}", file=sys.__stderr__, flush=True)
+def print_progress(line: str) -> None:
+    print(f"[pytest-mi300x] {line}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,10 @@ class ServedModel:
 class PerfSession:
     """Lives in ``config.stash`` for one pytest process (controller or worker)."""
 
-    def __init__(self, settings: Settings, host: HostProfile, results_dir: Path) -> None:
+    def __init__(self, settings: Settings, host: HostProfile, results_dir: Path,
+                 progress: Callable[[str], None] = print_progress) -> None:
         self.settings = settings
+        self.progress = progress
         self.host = host
         self.results_dir = results_dir
         # One key per session: engines accept only it, and it never leaves this process tree.
@@ -58,7 +60,7 @@ class PerfSession:
         """The engine build, provisioned on first use."""
         if self._install is None:
             env = EngineEnvironment(self.settings.vllm_build, self.settings.cache_dir,
-                                    progress=progress)
+                                    progress=self.progress)
             self._install = env.__enter__()
         return self._install
 
@@ -77,7 +79,8 @@ class PerfSession:
         if logical not in self._models:
             ref = self.host.resolve_model(logical)
             if ref == TINY_MODEL:
-                tiny = ensure_tiny_model(self.install(), self.settings.cache_dir, progress=progress)
+                tiny = ensure_tiny_model(self.install(), self.settings.cache_dir,
+                                         progress=self.progress)
                 # The tiny model ships no weights: the engine makes random ones.
                 served = ServedModel(logical, ref, str(tiny.path), tiny.vocab_size,
                                      tiny.special_ids, ("--load-format", "dummy"))

