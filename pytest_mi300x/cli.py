@@ -1,10 +1,12 @@
-"""The ``pytest-mi300x`` command: engine provisioning and information outside a test run."""
+"""The ``pytest-mi300x`` command: provisioning, baselines and comparisons outside a test run."""
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pytest_mi300x import __version__
@@ -25,7 +27,53 @@ def _parser() -> argparse.ArgumentParser:
                       help=f"pip requirement or python/venv path (default: {DEFAULT_VLLM_BUILD})")
     prov.add_argument("--engine-cache", type=Path, default=None,
                       help="cache folder (default: $PYTEST_MI300X_CACHE or ~/.cache/pytest-mi300x)")
+
+    base = sub.add_parser("baselines", help="refresh or list stored baselines")
+    base_sub = base.add_subparsers(dest="action", required=True)
+    refresh = base_sub.add_parser(
+        "refresh", help="run the selection with --update-baselines (5 repetitions by default); "
+                        "all other arguments go to pytest (default: suites/)")
+    refresh.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    show = base_sub.add_parser("show", help="list stored baselines with age and provenance")
+    show.add_argument("--baselines-dir", type=Path, default=Path("baselines"))
+
+    compare = sub.add_parser("compare", help="apply the verdicts to two result folders; "
+                                             "exit 1 on a regression")
+    compare.add_argument("baseline", type=Path, help="results folder of the reference run")
+    compare.add_argument("candidate", type=Path, help="results folder of the run to judge")
     return parser
+
+
+def _refresh(pytest_args: list[str]) -> int:
+    args = [a for a in pytest_args if a != "--"] or ["suites/"]
+    cmd = [sys.executable, "-m", "pytest", "--update-baselines", *args]
+    print("running:", " ".join(cmd), flush=True)
+    return subprocess.call(cmd)
+
+
+def _show(root: Path) -> int:
+    from pytest_mi300x.baselines import BaselineError, BaselineStore
+
+    try:
+        stored = BaselineStore(root).all()
+    except BaselineError as exc:
+        print(f"pytest-mi300x: {exc}", file=sys.stderr)
+        return 2
+    if not stored:
+        print(f"no baselines under {root}; make them with: pytest-mi300x baselines refresh")
+        return 0
+    now = datetime.now(UTC)
+    for path, b in stored:
+        try:
+            created = datetime.strptime(b.created_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            age = f"{(now - created).total_seconds() / 86400:.1f} d"
+        except ValueError:
+            age = "?"
+        stack = b.comparability
+        print(f"{path.relative_to(root)}  age {age}  reps {len(b.repetitions)}  "
+              f"engine {stack.get('engine_build')} ({stack.get('engine_version')})  "
+              f"torch {stack.get('torch')}  cpu {stack.get('cpu_model')} x{stack.get('cpu_count')}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,6 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ProvisionError as exc:
             print(f"pytest-mi300x: {exc}", file=sys.stderr)
             return 2
+    if args.command == "baselines":
+        return _refresh(args.pytest_args) if args.action == "refresh" else _show(
+            args.baselines_dir)
+    if args.command == "compare":
+        from pytest_mi300x.compare import compare_folders
+
+        return compare_folders(args.baseline, args.candidate)
     return 2
 
 

@@ -63,11 +63,14 @@ def perf(request: pytest.FixtureRequest, mi300x_session: PerfSession,
     tokenizer = ServedTokenizer(llm_server.base_url, llm_server.api_key,
                                 llm_server.spec.served_model_name, model.vocab_size,
                                 model.special_ids)
+    floor_marks = [m.kwargs for m in request.node.iter_markers("perf_floor")]
+    floors = {k: float(v) for kwargs in reversed(floor_marks) for k, v in kwargs.items()}
     measurer = Measurer(
         server=llm_server, tokenizer=tokenizer, host=mi300x_session.host,
         test_id=request.node.nodeid, results_dir=mi300x_session.results_dir,
         model=model.describe(), engine=mi300x_session.engine_description(),
-        run_id=mi300x_session.settings.run_id,
+        run_id=mi300x_session.settings.run_id, repeats=mi300x_session.settings.repeats,
+        gate=mi300x_session.gate, floors=floors,
     )
     request.node.stash[MEASURER_KEY] = measurer
     yield measurer

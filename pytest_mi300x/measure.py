@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import statistics
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from pytest_mi300x import metrics, provenance
+from pytest_mi300x.gate import Gate, GateOutcome, evaluate
 from pytest_mi300x.hosts import HostProfile, WorkloadScale
 from pytest_mi300x.loadgen import LoadRun, run_load_sync
 from pytest_mi300x.pool import RunningServer
@@ -53,12 +56,12 @@ class Workload:
 
 
 @dataclass(frozen=True)
-class PerfResult:
-    """Figures of one measured run and where they were written."""
+class Repetition:
+    """One measured run of a workload."""
 
+    seed: int
     figures: dict[str, float | int]
     problems: list[str]
-    path: Path
     run: LoadRun
 
     @property
@@ -66,12 +69,33 @@ class PerfResult:
         return not self.problems
 
 
+@dataclass
+class PerfResult:
+    """Every repetition of one workload, the median figures, and the gate's outcome."""
+
+    repetitions: list[Repetition]
+    path: Path
+    outcome: GateOutcome | None = None
+
+    @property
+    def figures(self) -> dict[str, float]:
+        """Median over the repetitions, per figure."""
+        keys = self.repetitions[0].figures.keys()
+        return {k: float(statistics.median(float(r.figures[k]) for r in self.repetitions))
+                for k in keys}
+
+    @property
+    def valid(self) -> bool:
+        return all(r.valid for r in self.repetitions)
+
+
 class Measurer:
     """Drives workloads at one server for one test; the ``perf`` fixture hands this out."""
 
     def __init__(self, *, server: RunningServer, tokenizer: Tokenizer, host: HostProfile,
                  test_id: str, results_dir: Path, model: dict[str, Any],
-                 engine: dict[str, Any], run_id: str) -> None:
+                 engine: dict[str, Any], run_id: str, repeats: int = 1,
+                 gate: Gate | None = None, floors: dict[str, float] | None = None) -> None:
         self.server = server
         self.tokenizer = tokenizer
         self.host = host
@@ -80,30 +104,57 @@ class Measurer:
         self.model = model
         self.engine = engine
         self.run_id = run_id
+        self.repeats = repeats
+        self.gate = gate
+        self.floors = floors or {}
         self.results: list[PerfResult] = []
 
     def run(self, workload: Workload) -> PerfResult:
-        """Warm up, measure, check and record; raises InvalidRun when the run is not valid."""
+        """Warm up, measure ``repeats`` times, check, record, then gate against the baseline.
+
+        Raises InvalidRun when a repetition is not valid, PerfRegression when a
+        gated metric regressed, MissingBaseline under ``--require-baseline``.
+        """
         scaled = workload.scaled(self.host.scale)
-        requests = scaled.dataset.build(self.tokenizer)
         if scaled.warmup_requests:
             warm = replace(scaled.dataset, num_prompts=scaled.warmup_requests,
                            seed=scaled.dataset.seed + WARMUP_SEED_OFFSET)
             self._load(warm.build(self.tokenizer), Arrivals(), seed=warm.seed)
             self.server.check_alive("during warm-up")
-        run = self._load(requests, scaled.arrivals, seed=scaled.dataset.seed)
-        figures = metrics.compute_figures(run)
-        problems = metrics.find_problems(run)
-        if problems:
-            # A dead server explains failed requests better than the requests do.
-            self.server.check_alive("during the measured run")
-        path = result_path(self.results_dir, self.test_id)
-        result = PerfResult(figures, problems, path, run)
+        result = PerfResult([], result_path(self.results_dir, self.test_id))
         self.results.append(result)
-        write_json_atomic(path, self._document(workload, scaled))
-        if problems:
-            raise InvalidRun("invalid run, figures not used: " + "; ".join(problems))
+        for rep in range(self.repeats):
+            # A fresh seed per repetition: identical prompts would hit the prefix
+            # cache from the previous repetition and measure the cache instead.
+            seed = scaled.dataset.seed + rep
+            requests = replace(scaled.dataset, seed=seed).build(self.tokenizer)
+            run = self._load(requests, scaled.arrivals, seed=seed)
+            problems = metrics.find_problems(run)
+            result.repetitions.append(
+                Repetition(seed, metrics.compute_figures(run), problems, run))
+            if problems:
+                # A dead server explains failed requests better than the requests do.
+                self.server.check_alive("during the measured run")
+                self._write(workload, scaled)
+                raise InvalidRun(f"invalid run (repetition {rep + 1} of {self.repeats}), "
+                                 "figures not used: " + "; ".join(problems))
+        try:
+            if self.gate is not None:
+                result.outcome = evaluate(
+                    self.gate, nodeid=self.test_id, engine_name=self.server.engine.name,
+                    model=str(self.model["logical"]),
+                    repetitions=[_finite(r.figures) for r in result.repetitions],
+                    fingerprint=provenance.host_fingerprint(), engine=self.engine,
+                    provenance=self._provenance(scaled), floors=self.floors)
+        finally:
+            self._write(workload, scaled)
+        if result.outcome is not None:
+            result.outcome.check()
         return result
+
+    def _write(self, workload: Workload, scaled: Workload) -> None:
+        write_json_atomic(result_path(self.results_dir, self.test_id),
+                          self._document(workload, scaled))
 
     def _load(self, requests: Any, arrivals: Arrivals, seed: int) -> LoadRun:
         return run_load_sync(
@@ -113,12 +164,22 @@ class Measurer:
         )
 
     def summary(self) -> dict[str, Any]:
-        """The figures the terminal table shows, from the last run."""
+        """What the terminal table shows: median figures of the last workload and its verdicts."""
         last = self.results[-1]
         row: dict[str, Any] = {k: last.figures.get(k) for k in SUMMARY_FIGURES}
         row["valid"] = last.valid
+        row["repeats"] = len(last.repetitions)
         row["result"] = str(last.path)
+        if last.outcome is not None:
+            row["gate"] = last.outcome.to_dict()
         return row
+
+    def _provenance(self, scaled: Workload) -> dict[str, Any]:
+        return {"engine": self.engine, "server": self.server.describe(),
+                "workload": scaled.describe(), "host": self.host.describe(),
+                "fingerprint": provenance.host_fingerprint(),
+                "harness": provenance.harness(), "run_id": self.run_id,
+                "seeds": [r.seed for r in self.results[-1].repetitions]}
 
     def _document(self, workload: Workload, scaled: Workload) -> dict[str, Any]:
         return {
@@ -129,13 +190,17 @@ class Measurer:
             "valid": all(r.valid for r in self.results),
             "runs": [
                 {
-                    "started_at": r.run.started_at,
-                    "figures": _finite(r.figures),
-                    "problems": r.problems,
-                    "records": [rec.to_dict() for rec in r.run.records],
+                    "seed": rep.seed,
+                    "started_at": rep.run.started_at,
+                    "duration": rep.run.duration,
+                    "client_cpu_time": rep.run.client_cpu_time,
+                    "figures": _finite(rep.figures),
+                    "problems": rep.problems,
+                    "records": [rec.to_dict() for rec in rep.run.records],
                 }
-                for r in self.results
+                for r in self.results for rep in r.repetitions
             ],
+            "gate": [r.outcome.to_dict() for r in self.results if r.outcome is not None],
             "workload": {"full_size": workload.describe(), "scaled": scaled.describe()},
             "formulas": metrics.FORMULAS,
             "server": self.server.describe(),
@@ -147,6 +212,6 @@ class Measurer:
         }
 
 
-def _finite(figures: dict[str, float | int]) -> dict[str, float | int | None]:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in figures.items()}
+def _finite(figures: Mapping[str, float | int]) -> dict[str, float]:
+    return {k: float(v) for k, v in figures.items()
+            if not (isinstance(v, float) and not math.isfinite(v))}

@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 
 from pytest_mi300x import fixtures, settings
+from pytest_mi300x.baselines import BASELINE_PROPERTY, BaselineWriter
 from pytest_mi300x.hosts import HostConfigError, select_host
 from pytest_mi300x.measure import SUMMARY_PROPERTY
 from pytest_mi300x.report import SummaryCollector, summary_table
 from pytest_mi300x.session import PerfSession
-from pytest_mi300x.stash import MEASURER_KEY, SERVER_KEY, SESSION_KEY, SUMMARIES_KEY
+from pytest_mi300x.stash import MEASURER_KEY, SERVER_KEY, SESSION_KEY, SUMMARIES_KEY, WRITER_KEY
 
 RUN_ID_INPUT = "mi300x_run_id"
 
@@ -31,6 +32,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "mi300x: a performance test of pytest-mi300x")
+    config.addinivalue_line(
+        "markers", "perf_floor(**metric_pct): per-test floor tolerances in percent, "
+        "e.g. perf_floor(median_ttft_ms=15)")
     workerinput = getattr(config, "workerinput", None)
     run_id = (workerinput or {}).get(RUN_ID_INPUT) or (
         time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3))
@@ -46,6 +50,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(SummaryCollector(config.stash[SUMMARIES_KEY]),
                                   "mi300x-summaries")
     config.pluginmanager.register(fixtures, "mi300x-fixtures")
+    if workerinput is None:
+        writer = BaselineWriter(config.stash[SESSION_KEY].gate.store)
+        config.stash[WRITER_KEY] = writer
+        config.pluginmanager.register(writer, "mi300x-baseline-writer")
     if threading.current_thread() is threading.main_thread():
         # CI cancels with SIGTERM; turning it into KeyboardInterrupt lets the
         # servers' teardown run instead of leaving engines behind.
@@ -89,6 +97,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     measurer = item.stash.get(MEASURER_KEY, None)
     if call.when == "call" and measurer is not None and measurer.results:
         report.user_properties.append((SUMMARY_PROPERTY, json.dumps(measurer.summary())))
+        for result in measurer.results:
+            outcome = result.outcome
+            if outcome is not None and outcome.baseline is not None \
+                    and outcome.status == "baseline written":
+                report.user_properties.append(
+                    (BASELINE_PROPERTY, json.dumps(outcome.baseline.to_dict())))
     server = item.stash.get(SERVER_KEY, None)
     if report.failed and server is not None:
         report.sections.append(("mi300x server log tail", server.process.log_tail(60)))
@@ -110,6 +124,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(line)
     perf_session = config.stash[SESSION_KEY]
     terminalreporter.write_line(f"results: {perf_session.results_dir}")
+    writer = config.stash.get(WRITER_KEY, None)
+    if writer is not None and writer.changes:
+        terminalreporter.section("pytest-mi300x baselines written")
+        for line in writer.changes:
+            terminalreporter.write_line(line)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

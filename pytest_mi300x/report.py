@@ -15,8 +15,8 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("output_throughput", "out tok/s", "{:.1f}"),
     ("median_ttft_ms", "med TTFT ms", "{:.1f}"),
     ("mean_tpot_ms", "mean TPOT ms", "{:.2f}"),
-    ("completed", "completed", "{}"),
-    ("failed", "failed", "{}"),
+    ("completed", "completed", "{:.0f}"),
+    ("failed", "failed", "{:.0f}"),
 )
 
 
@@ -29,17 +29,36 @@ def _cell(fmt: str, value: Any) -> str:
         return str(value)
 
 
+def gate_cell(row: dict[str, Any]) -> str:
+    """The baseline verdict of a row in a few words."""
+    gate = row.get("gate")
+    if not gate:
+        return "-"
+    status = str(gate.get("status"))
+    if status != "compared":
+        return {"baseline written": "written"}.get(status, status)
+    verdicts = gate.get("verdicts", [])
+    worse = [v["metric"] for v in verdicts if v["kind"] == "regression" and v["gated"]]
+    if worse:
+        return "REGRESSION: " + ",".join(worse)
+    better = [v["metric"] for v in verdicts if v["kind"] == "improvement" and v["gated"]]
+    if better:
+        return "improved: " + ",".join(better)
+    warned = [v["metric"] for v in verdicts if v["kind"] == "regression"]
+    return "no change" + (f" (warn: {','.join(warned)})" if warned else "")
+
+
 def summary_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
-    """Lines of a fixed-width table: one row per test."""
-    header = ["test", *(label for _, label, _ in COLUMNS), "valid"]
+    """Lines of a fixed-width table: one row per test (median of its repetitions)."""
+    header = ["test", *(label for _, label, _ in COLUMNS), "valid", "vs baseline"]
     body = [[name, *(_cell(fmt, row.get(key)) for key, _, fmt in COLUMNS),
-             "yes" if row.get("valid") else "NO"] for name, row in rows]
+             "yes" if row.get("valid") else "NO", gate_cell(row)] for name, row in rows]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
         first = cells[0].ljust(widths[0])
-        rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
-        return "  ".join([first, *rest])
+        rest = (c.rjust(w) for c, w in zip(cells[1:-1], widths[1:-1], strict=True))
+        return "  ".join([first, *rest, cells[-1].ljust(widths[-1])]).rstrip()
 
     return [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in body)]
 

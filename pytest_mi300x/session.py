@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_mi300x.baselines import BaselineStore
 from pytest_mi300x.engines.base import Engine, LaunchSpec
 from pytest_mi300x.engines.provision import EngineEnvironment, EngineInstall
 from pytest_mi300x.engines.tiny_model import ensure_tiny_model, read_local_vocab
 from pytest_mi300x.engines.vllm import VLLMEngine
 from pytest_mi300x.flags import FlagSet
+from pytest_mi300x.gate import Gate
 from pytest_mi300x.hosts import TINY_MODEL, HostConfigError, HostProfile
 from pytest_mi300x.pool import RunningServer, ServerPool
 from pytest_mi300x.settings import Settings
@@ -53,6 +55,10 @@ class PerfSession:
         self.api_key = secrets.token_urlsafe(24)
         self.pool = ServerPool(results_dir / "servers", max_servers=host.max_servers,
                                start_timeout=host.start_timeout_s)
+        self.gate = Gate(BaselineStore(settings.baselines_dir), host.name,
+                         update=settings.update_baselines,
+                         require=settings.require_baseline,
+                         floors={**host.floors, **dict(settings.floors)})
         self._install: EngineInstall | None = None
         self._models: dict[str, ServedModel] = {}
 

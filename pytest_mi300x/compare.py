@@ -1,0 +1,59 @@
+"""Compare two result folders (two engine builds, say) with the same verdicts as the gate."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from pytest_mi300x import verdict
+from pytest_mi300x.baselines import comparability
+from pytest_mi300x.results import read_results
+
+
+def _by_test(folder: Path) -> dict[str, dict[str, Any]]:
+    return {doc["test"]: doc for doc in read_results(folder)}
+
+
+def _reps(doc: dict[str, Any]) -> list[dict[str, float]]:
+    return [{k: float(v) for k, v in run["figures"].items() if v is not None}
+            for run in doc["runs"] if not run.get("problems")]
+
+
+def compare_folders(baseline: Path, candidate: Path, out: Any = sys.stdout) -> int:
+    """Print one line per gated verdict; 1 when any gated metric regressed, 2 on bad input."""
+    for folder in (baseline, candidate):
+        if not folder.is_dir():
+            print(f"pytest-mi300x compare: {folder} is not a results folder; give two "
+                  ".perf-results/<run-id> folders", file=sys.stderr)
+            return 2
+    a, b = _by_test(baseline), _by_test(candidate)
+    common = sorted(set(a) & set(b))
+    if not common:
+        print(f"pytest-mi300x compare: no test appears in both {baseline} and {candidate}",
+              file=sys.stderr)
+        return 2
+    regressed = False
+    print(f"{'test':<60} {'metric':<22} {'baseline':>10} {'candidate':>10} {'change':>8} "
+          f"{'thresh':>7}  verdict", file=out)
+    for test in common:
+        stack_a = comparability(a[test]["fingerprint"], a[test]["engine"])
+        stack_b = comparability(b[test]["fingerprint"], b[test]["engine"])
+        hardware = {k: v for k, v in stack_a.items() if not k.startswith(("engine", "torch"))}
+        hardware_b = {k: v for k, v in stack_b.items() if not k.startswith(("engine", "torch"))}
+        # Comparing engine builds is the point here; different hardware is not.
+        differs = verdict.fingerprint_diff(hardware, hardware_b)
+        if differs:
+            print(f"{test:<60} inconclusive: different hardware: {'; '.join(differs)}", file=out)
+            continue
+        for v in verdict.judge_all(_reps(a[test]), _reps(b[test])):
+            if not v.gated:
+                continue
+            regressed |= v.fails
+            print(f"{test[-60:]:<60} {v.metric:<22} {v.baseline_median:>10.4g} "
+                  f"{v.candidate_median:>10.4g} {v.change_pct:>+7.1f}% {v.threshold_pct:>6.1f}%  "
+                  f"{v.kind.value}", file=out)
+    only = sorted(set(a) ^ set(b))
+    if only:
+        print(f"{len(only)} test(s) in only one folder, not compared", file=out)
+    return 1 if regressed else 0

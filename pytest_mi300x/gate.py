@@ -1,0 +1,99 @@
+"""The gate: a test's repetitions against its stored baseline, and what that means for the test."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_mi300x import verdict
+from pytest_mi300x.baselines import Baseline, BaselineStore, comparability
+
+
+class PerfRegression(AssertionError):
+    """A gated metric regressed against the baseline."""
+
+
+class MissingBaseline(AssertionError):
+    """No baseline for a test while ``--require-baseline`` is on."""
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Where baselines live and how this session uses them."""
+
+    store: BaselineStore
+    host: str
+    update: bool = False
+    require: bool = False
+    floors: Mapping[str, float] = field(default_factory=dict)
+
+    def refresh_command(self, nodeid: str) -> str:
+        return f"pytest-mi300x baselines refresh --gpu-host {self.host} '{nodeid}'"
+
+
+@dataclass
+class GateOutcome:
+    """What the gate concluded for one test."""
+
+    status: str  # "compared", "no baseline", "not comparable", "baseline written"
+    verdicts: list[verdict.Verdict] = field(default_factory=list)
+    detail: str = ""
+    baseline: Baseline | None = None
+
+    required: bool = False
+
+    @property
+    def failing(self) -> list[verdict.Verdict]:
+        return [v for v in self.verdicts if v.fails]
+
+    def check(self) -> None:
+        """Raise what the outcome means: a regression, or a missing required baseline."""
+        if self.failing:
+            raise PerfRegression(regression_message(self))
+        if self.status == "no baseline" and self.required:
+            raise MissingBaseline(f"{self.detail} (--require-baseline is on)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "detail": self.detail,
+                "verdicts": [{"metric": v.metric, "kind": v.kind.value, "gated": v.gated,
+                              "baseline_median": v.baseline_median,
+                              "candidate_median": v.candidate_median,
+                              "change_pct": v.change_pct, "threshold_pct": v.threshold_pct,
+                              "reason": v.reason} for v in self.verdicts]}
+
+
+def evaluate(gate: Gate, *, nodeid: str, engine_name: str, model: str,
+             repetitions: Sequence[Mapping[str, float]], fingerprint: dict[str, Any],
+             engine: dict[str, Any], provenance: dict[str, Any],
+             floors: Mapping[str, float] | None = None) -> GateOutcome:
+    """Compare (or, when updating, hand back as the new baseline) the repetitions of one test.
+
+    Never raises for what it finds: ``GateOutcome.check`` does, once the result is written.
+    """
+    stack = comparability(fingerprint, engine)
+    reps = [dict(r) for r in repetitions]
+    if gate.update:
+        new = Baseline(test=nodeid, host=gate.host, engine=engine_name, model=model,
+                       repetitions=reps, comparability=stack, provenance=provenance)
+        return GateOutcome("baseline written", detail="", baseline=new)
+    stored = gate.store.load(gate.host, engine_name, model, nodeid)
+    if stored is None:
+        detail = f"no baseline; make one with: {gate.refresh_command(nodeid)}"
+        return GateOutcome("no baseline", detail=detail, required=gate.require)
+    differs = verdict.fingerprint_diff(stored.comparability, stack)
+    if differs:
+        reason = "baseline from a different stack: " + "; ".join(differs)
+        names = sorted(set(stored.repetitions[0]) & set(reps[0])) if stored.repetitions else []
+        return GateOutcome("not comparable", verdict.inconclusive_all(names, reason),
+                           detail=reason, baseline=stored)
+    merged = {**gate.floors, **(floors or {})}
+    verdicts = verdict.judge_all(stored.repetitions, reps, floors=merged)
+    return GateOutcome("compared", verdicts, baseline=stored)
+
+
+def regression_message(outcome: GateOutcome) -> str:
+    lines = [f"performance regression in {len(outcome.failing)} gated metric(s):"]
+    for v in outcome.failing:
+        lines.append(v.message())
+    return "\n".join(lines)

@@ -1,0 +1,368 @@
+"""Regression or not: a verdict per metric from a few repetitions on each side.
+
+The rule (per metric, with its direction; values compared on a log scale):
+
+- shift: the Hodges-Lehmann estimate, the median of all baseline/candidate
+  pairwise log ratios, reported as a percent. It uses every run yet shrugs
+  off a stalled run; medians alone are too coarse with 3 runs (same rule on
+  medians at CV 3%: 1.4% false alarms with 94.5% of 10% slowdowns caught).
+- noise: pooled robust spread of both sides' runs around their own median
+  (median absolute log deviation, scaled to a standard deviation).
+- threshold = max(floor, NOISE_K * noise); REGRESSION when the shift is worse
+  than the threshold AND at least 80% of the baseline/candidate pairs are
+  ordered worse (12 of 15 with 5 vs 3: tolerates one stalled baseline run);
+  IMPROVEMENT symmetric; NO_CHANGE within the threshold.
+- INCONCLUSIVE: fewer than 2 runs on a side, NaN/inf/zero/negative values,
+  a threshold above MAX_THRESHOLD_PCT (too noisy to decide), or a shift past
+  the threshold without the pairs ordered (borderline: add repetitions).
+
+`benchmarks/detection_sim.py` measured it: 20,000 seeded trials per cell,
+5 baseline vs 3 candidate runs, share of REGRESSION verdicts (latency up by
+p% | throughput down by p%; normal noise gives the same within 0.5 points):
+
+    log-normal noise        false alarms   5% caught     10% caught    20% caught
+    CV 2%                    0.03 | 0.01   35 | 34       99.6 | 99.9   100 | 100
+    CV 3%                    0.88 | 0.53   39 | 38       95.9 | 97.9   100 | 100
+    CV 4%                    2.9  | 2.2    38 | 38       88.1 | 91.7   100 | 100
+    CV 3%, 5% runs stall 3x  2.1  | 1.8    39 | 37       91.4 | 93.5    98 | 98
+
+The targets (<= 1% false alarms, >= 95% of 10% slowdowns caught) hold up to
+CV 3%. No pairwise rule meets both much beyond: with 5 vs 3 runs even the mean
+of logs has a standard error of 0.73 CV, so 1% false alarms needs a threshold
+of 1.7 CV and 95% power at 10% needs one under 10% - 1.2 CV: CV <= 3.4%.
+For noisier metrics set a per-metric floor of about 2 x CV (simulated: false
+alarms 0.6% at CV 4% floor 8, 0.6% at CV 6% floor 12, 0.8% at CV 10% floor
+20) or take more repetitions.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from pytest_mi300x.metrics import METRIC_DIRECTIONS
+
+_THROUGHPUTS = ("request_throughput", "output_throughput", "total_token_throughput")
+_LATENCIES = ("ttft", "tpot", "itl", "e2el")
+
+GATED_METRICS: frozenset[str] = frozenset(
+    (*_THROUGHPUTS, *(f"median_{name}_ms" for name in _LATENCIES))
+)
+# Means, tails and spreads move with a single stall: reported, never fail.
+WARN_METRICS: frozenset[str] = frozenset(METRIC_DIRECTIONS) - GATED_METRICS
+
+# Simulated at CV 3%, 5 vs 3 runs: floor 5.5 gives 0.9% false alarms and 96.1%
+# of 10% slowdowns caught; 5.6 gives 0.8% and 95.8%; 5.75 gives 0.7% and
+# 95.3%. 5.6 leaves the most slack on both targets at once.
+DEFAULT_FLOOR_PCT: float = 5.6
+# The noise estimate from 8 runs is itself noisy (its 90th percentile is 1.6x
+# its median); k > 1 widens the threshold at CV 3% often enough to cost 1-5
+# points of power, while k = 1 still tracks genuinely noisy metrics.
+NOISE_K: float = 1.0
+# Beyond this no threshold means anything: the verdict is INCONCLUSIVE.
+MAX_THRESHOLD_PCT: float = 25.0
+# Share of baseline/candidate pairs that must be ordered in the shift's
+# direction; 0.8 keeps power when one baseline run stalled (complete
+# separation loses a quarter of catches when 5% of runs stall).
+PAIR_FRACTION: float = 0.8
+MIN_REPETITIONS: int = 2
+# Median absolute deviation (each side's median run left out, its deviation is
+# zero by construction) to standard deviation, for 5 + 3 normal runs; the
+# simulation prints the calibration.
+MAD_TO_SD: float = 1.43
+
+
+class Kind(enum.StrEnum):
+    """What a comparison concluded."""
+
+    REGRESSION = "regression"
+    IMPROVEMENT = "improvement"
+    NO_CHANGE = "no change"
+    INCONCLUSIVE = "inconclusive"
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def _pct(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:+.1f}%"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One metric's verdict with the numbers that justify it."""
+
+    metric: str
+    kind: Kind
+    gated: bool
+    direction: str
+    baseline: tuple[float, ...]
+    candidate: tuple[float, ...]
+    baseline_median: float
+    candidate_median: float
+    change_pct: float
+    threshold_pct: float
+    reason: str
+    # Beyond the medians: what the decision actually used.
+    shift_pct: float = math.nan
+    noise_pct: float = math.nan
+    floor_pct: float = math.nan
+
+    @property
+    def fails(self) -> bool:
+        """Whether this verdict should fail the test."""
+        return self.gated and self.kind is Kind.REGRESSION
+
+    def message(self) -> str:
+        """Human text: the verdict, every repetition, the effect and the noise."""
+        better = "higher" if self.direction == "higher" else "lower"
+        role = "gated" if self.gated else "warn only"
+        threshold = "n/a" if math.isnan(self.threshold_pct) else f"{self.threshold_pct:.1f}%"
+        if not math.isnan(self.noise_pct):
+            threshold += (
+                f" = max(floor {self.floor_pct:.1f}%, {NOISE_K:g} x noise {self.noise_pct:.1f}%)"
+            )
+        return "\n".join(
+            [
+                f"{self.metric}: {self.kind.value.upper()} ({role}, {better} is better)",
+                _side("baseline", self.baseline_median, self.baseline),
+                _side("candidate", self.candidate_median, self.candidate),
+                f"  change {_pct(self.change_pct)} (medians), "
+                f"shift {_pct(self.shift_pct)} (Hodges-Lehmann)",
+                f"  threshold {threshold}",
+                f"  reason: {self.reason}",
+            ]
+        )
+
+
+def _side(name: str, median: float, values: tuple[float, ...]) -> str:
+    runs = ", ".join(_fmt(v) for v in values) or "none"
+    return f"  {name} median {_fmt(median)} over {len(values)} runs: {runs}"
+
+
+def _median(values: Sequence[float]) -> float:
+    if not values or not all(math.isfinite(v) for v in values):
+        return math.nan
+    return float(statistics.median(values))
+
+
+def _change(base: float, cand: float) -> float:
+    if math.isnan(base) or math.isnan(cand) or base <= 0:
+        return math.nan
+    return (cand - base) / base * 100
+
+
+def _problem(name: str, values: Sequence[float]) -> str | None:
+    if len(values) < MIN_REPETITIONS:
+        return None  # reported for both sides together
+    bad = [v for v in values if not math.isfinite(v)]
+    if bad:
+        return f"{name} has non-finite values ({', '.join(_fmt(v) for v in bad)})"
+    low = [v for v in values if v <= 0]
+    if low:
+        return f"{name} has zero or negative values ({', '.join(_fmt(v) for v in low)})"
+    return None
+
+
+def _robust_noise(logs: Sequence[Sequence[float]]) -> float:
+    """Pooled spread of log values around each side's own median, as a log SD."""
+    deviations: list[float] = []
+    for side in logs:
+        center = statistics.median(side)
+        spread = sorted(abs(v - center) for v in side)
+        # An odd side's median run deviates by exactly zero: not information.
+        deviations.extend(spread[1:] if len(side) % 2 else spread)
+    return MAD_TO_SD * statistics.median(deviations)
+
+
+def _as_float(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def judge(
+    metric: str,
+    baseline: Sequence[float],
+    candidate: Sequence[float],
+    *,
+    floor_pct: float = DEFAULT_FLOOR_PCT,
+    direction: str | None = None,
+) -> Verdict:
+    """Compare a candidate's repetitions of one metric with the baseline's."""
+    direction = direction if direction is not None else METRIC_DIRECTIONS.get(metric)
+    if direction not in ("higher", "lower"):
+        raise ValueError(f"{metric}: direction must be 'higher' or 'lower', got {direction!r}")
+    base = tuple(_as_float(v) for v in baseline)
+    cand = tuple(_as_float(v) for v in candidate)
+    base_median, cand_median = _median(base), _median(cand)
+
+    def verdict(kind: Kind, reason: str, **numbers: float) -> Verdict:
+        return Verdict(
+            metric=metric,
+            kind=kind,
+            gated=metric in GATED_METRICS,
+            direction=direction,
+            baseline=base,
+            candidate=cand,
+            baseline_median=base_median,
+            candidate_median=cand_median,
+            change_pct=_change(base_median, cand_median),
+            threshold_pct=numbers.get("threshold_pct", math.nan),
+            reason=reason,
+            shift_pct=numbers.get("shift_pct", math.nan),
+            noise_pct=numbers.get("noise_pct", math.nan),
+            floor_pct=floor_pct,
+        )
+
+    if len(base) < MIN_REPETITIONS or len(cand) < MIN_REPETITIONS:
+        return verdict(
+            Kind.INCONCLUSIVE,
+            f"needs at least {MIN_REPETITIONS} repetitions per side, "
+            f"got {len(base)} baseline and {len(cand)} candidate",
+        )
+    problem = _problem("baseline", base) or _problem("candidate", cand)
+    if problem is not None:
+        return verdict(Kind.INCONCLUSIVE, f"{problem}: not a valid measurement")
+
+    # Orient so that positive means worse, whatever the metric's direction.
+    sign = 1.0 if direction == "lower" else -1.0
+    log_base = [math.log(v) for v in base]
+    log_cand = [math.log(v) for v in cand]
+    diffs = [c - b for b in log_base for c in log_cand]
+    shift_pct = math.expm1(statistics.median(diffs)) * 100
+    worse_pct = sign * shift_pct
+    noise_pct = math.expm1(_robust_noise((log_base, log_cand))) * 100
+    threshold_pct = max(floor_pct, NOISE_K * noise_pct)
+    numbers = {"shift_pct": shift_pct, "noise_pct": noise_pct, "threshold_pct": threshold_pct}
+
+    if threshold_pct > MAX_THRESHOLD_PCT:
+        return verdict(
+            Kind.INCONCLUSIVE,
+            f"run-to-run noise of {noise_pct:.1f}% puts the threshold above "
+            f"{MAX_THRESHOLD_PCT:g}%: too noisy to decide",
+            **numbers,
+        )
+    if abs(worse_pct) <= threshold_pct:
+        return verdict(
+            Kind.NO_CHANGE,
+            f"the shift of {shift_pct:+.1f}% is within the {threshold_pct:.1f}% threshold",
+            **numbers,
+        )
+    word = "worse" if worse_pct > 0 else "better"
+    # Ties count half, as in the Mann-Whitney U statistic.
+    ordered = sum(1.0 if d * shift_pct > 0 else 0.5 if d == 0 else 0.0 for d in diffs)
+    pairs = len(diffs)
+    needed = math.ceil(PAIR_FRACTION * pairs - 1e-9)
+    if ordered < needed:
+        return verdict(
+            Kind.INCONCLUSIVE,
+            f"the shift of {shift_pct:+.1f}% passes the {threshold_pct:.1f}% threshold but "
+            f"only {ordered:g} of {pairs} run pairs are {word} ({needed} needed): "
+            "add repetitions",
+            **numbers,
+        )
+    kind = Kind.REGRESSION if worse_pct > 0 else Kind.IMPROVEMENT
+    return verdict(
+        kind,
+        f"{word} by {abs(shift_pct):.1f}% (shift), beyond the {threshold_pct:.1f}% "
+        f"threshold, with {ordered:g} of {pairs} run pairs {word}",
+        **numbers,
+    )
+
+
+def _column(reps: Sequence[Mapping[str, float]], metric: str) -> list[float]:
+    return [_as_float(rep[metric]) for rep in reps if metric in rep]
+
+
+def _metrics_in(reps: Sequence[Mapping[str, float]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for rep in reps:
+        seen.update(dict.fromkeys(rep))
+    return list(seen)
+
+
+def judge_all(
+    baseline_reps: Sequence[Mapping[str, float]],
+    candidate_reps: Sequence[Mapping[str, float]],
+    *,
+    floors: Mapping[str, float] | None = None,
+) -> list[Verdict]:
+    """Verdicts for every metric with a direction present on both sides."""
+    floors = floors or {}
+    in_candidate = set(_metrics_in(candidate_reps))
+    return [
+        judge(
+            metric,
+            _column(baseline_reps, metric),
+            _column(candidate_reps, metric),
+            floor_pct=floors.get(metric, DEFAULT_FLOOR_PCT),
+        )
+        for metric in _metrics_in(baseline_reps)
+        if metric in in_candidate and metric in METRIC_DIRECTIONS
+    ]
+
+
+_MISSING = "<missing>"
+
+
+def _flatten(tree: Mapping[str, object], prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def fingerprint_diff(baseline: Mapping[str, object], candidate: Mapping[str, object]) -> list[str]:
+    """Lines 'key: baseline -> candidate' for every differing (dotted) key."""
+    old, new = _flatten(baseline), _flatten(candidate)
+    lines = []
+    for key in sorted(old.keys() | new.keys()):
+        before, after = old.get(key, _MISSING), new.get(key, _MISSING)
+        if key not in old or key not in new or before != after:
+            lines.append(f"{key}: {before} -> {after}")
+    return lines
+
+
+def inconclusive_all(
+    metrics: Iterable[str],
+    reason: str,
+    *,
+    baseline_reps: Sequence[Mapping[str, float]] = (),
+    candidate_reps: Sequence[Mapping[str, float]] = (),
+) -> list[Verdict]:
+    """Every metric with a direction INCONCLUSIVE for one reason (e.g. a
+    fingerprint mismatch or an invalid run), keeping any runs given for the report."""
+    verdicts = []
+    for metric in metrics:
+        direction = METRIC_DIRECTIONS.get(metric)
+        if direction is None:
+            continue
+        base = tuple(_column(baseline_reps, metric))
+        cand = tuple(_column(candidate_reps, metric))
+        base_median, cand_median = _median(base), _median(cand)
+        verdicts.append(
+            Verdict(
+                metric=metric,
+                kind=Kind.INCONCLUSIVE,
+                gated=metric in GATED_METRICS,
+                direction=direction,
+                baseline=base,
+                candidate=cand,
+                baseline_median=base_median,
+                candidate_median=cand_median,
+                change_pct=_change(base_median, cand_median),
+                threshold_pct=math.nan,
+                reason=reason,
+            )
+        )
+    return verdicts

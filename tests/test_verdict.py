@@ -1,0 +1,269 @@
+"""Verdicts on hand-built repetitions, and a small seeded check of the error rates."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pytest_mi300x.metrics import METRIC_DIRECTIONS
+from pytest_mi300x.verdict import (
+    DEFAULT_FLOOR_PCT,
+    GATED_METRICS,
+    MAD_TO_SD,
+    MAX_THRESHOLD_PCT,
+    WARN_METRICS,
+    Kind,
+    Verdict,
+    fingerprint_diff,
+    inconclusive_all,
+    judge,
+    judge_all,
+)
+
+STEADY = [100.0, 101.0, 99.0, 100.5, 99.5]
+
+
+def test_metric_sets_split_every_directed_metric() -> None:
+    assert {"request_throughput", "median_ttft_ms", "median_e2el_ms"} <= GATED_METRICS
+    assert {"p99_ttft_ms", "mean_tpot_ms"} <= WARN_METRICS
+    assert not GATED_METRICS & WARN_METRICS
+    assert set(METRIC_DIRECTIONS) == GATED_METRICS | WARN_METRICS
+
+
+def test_throughput_drop_is_a_failing_regression() -> None:
+    verdict = judge("request_throughput", STEADY, [85.0, 86.0, 84.0])
+
+    assert verdict.kind is Kind.REGRESSION
+    assert verdict.gated and verdict.fails
+    assert verdict.direction == "higher"
+    assert verdict.baseline == tuple(STEADY)
+    assert verdict.candidate == (85.0, 86.0, 84.0)
+    assert verdict.baseline_median == 100.0
+    assert verdict.candidate_median == 85.0
+    assert verdict.change_pct == pytest.approx(-15.0)
+    # Median of the 15 pairwise log ratios: log(85/100) here.
+    assert verdict.shift_pct == pytest.approx(-15.0)
+    # Deviations from each side's median, median runs left out: the middle two
+    # of (0.5, 0.5, 1, 1, ~1.2, ~1.2)% are log(1.01) and -log(0.99).
+    mad = (math.log(1.01) - math.log(0.99)) / 2
+    assert verdict.noise_pct == pytest.approx(math.expm1(MAD_TO_SD * mad) * 100)
+    assert verdict.threshold_pct == DEFAULT_FLOOR_PCT
+    assert "15 of 15 run pairs worse" in verdict.reason
+
+
+def test_latency_rise_is_a_regression_that_fails_only_when_gated() -> None:
+    gated = judge("median_ttft_ms", STEADY, [112.0, 111.0, 113.0])
+    warned = judge("mean_ttft_ms", STEADY, [112.0, 111.0, 113.0])
+
+    assert gated.kind is warned.kind is Kind.REGRESSION
+    assert gated.change_pct == pytest.approx(12.0)
+    assert gated.fails
+    assert not warned.gated and not warned.fails
+
+
+def test_improvement_in_each_direction() -> None:
+    faster = judge("median_tpot_ms", STEADY, [80.0, 81.0, 79.0])
+    more = judge("output_throughput", STEADY, [120.0, 121.0, 119.0])
+
+    assert faster.kind is more.kind is Kind.IMPROVEMENT
+    assert faster.change_pct == pytest.approx(-20.0)
+    assert more.change_pct == pytest.approx(20.0)
+    assert not faster.fails and not more.fails
+
+
+def test_small_change_within_noise_is_no_change() -> None:
+    verdict = judge("median_ttft_ms", STEADY, [102.0, 98.5, 103.0])
+
+    assert verdict.kind is Kind.NO_CHANGE
+    assert verdict.change_pct == pytest.approx(2.0)
+    assert abs(verdict.shift_pct) < verdict.threshold_pct == DEFAULT_FLOOR_PCT
+    assert not verdict.fails
+
+
+def test_noise_widens_the_threshold() -> None:
+    # 8% worse, but with ~7% run-to-run noise the threshold follows the noise.
+    verdict = judge("median_ttft_ms", [100, 107, 93, 106, 94], [100, 115, 101])
+
+    assert verdict.threshold_pct == pytest.approx(verdict.noise_pct)
+    assert verdict.threshold_pct > DEFAULT_FLOOR_PCT
+    assert verdict.kind is Kind.NO_CHANGE
+
+
+def test_huge_spread_is_inconclusive() -> None:
+    verdict = judge("median_ttft_ms", [100, 150, 70, 130, 60], [90, 160, 50])
+
+    assert verdict.kind is Kind.INCONCLUSIVE
+    assert verdict.threshold_pct > MAX_THRESHOLD_PCT
+    assert "too noisy" in verdict.reason
+    assert not verdict.fails
+
+
+def test_shift_without_ordered_runs_is_inconclusive() -> None:
+    # Median shift +8%, but one candidate run sits below every baseline run.
+    verdict = judge("median_ttft_ms", STEADY, [108.0, 94.0, 109.0])
+
+    assert verdict.kind is Kind.INCONCLUSIVE
+    assert verdict.change_pct == pytest.approx(8.0)
+    assert "10 of 15 run pairs" in verdict.reason
+    assert "add repetitions" in verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("baseline", "candidate", "words"),
+    [
+        (STEADY, [120.0], "got 5 baseline and 1 candidate"),
+        ([100.0], [120.0, 121.0, 119.0], "got 1 baseline and 3 candidate"),
+        ([], [], "got 0 baseline and 0 candidate"),
+        ([0.0, 0.0, 0.0, 0.0, 0.0], [10.0, 11.0, 9.0], "baseline has zero or negative"),
+        ([-1.0, 2.0, 3.0], [1.0, 2.0, 3.0], "baseline has zero or negative"),
+        ([math.nan, 100.0, 101.0], [1.0, 2.0, 3.0], "baseline has non-finite values (nan)"),
+        (STEADY, [100.0, math.inf, 99.0], "candidate has non-finite values (inf)"),
+        (STEADY, [0.0, 0.0, 0.0], "candidate has zero or negative"),
+    ],
+)
+def test_invalid_inputs_are_inconclusive(
+    baseline: list[float], candidate: list[float], words: str
+) -> None:
+    verdict = judge("request_throughput", baseline, candidate)
+
+    assert verdict.kind is Kind.INCONCLUSIVE
+    assert words in verdict.reason
+    assert not verdict.fails
+    assert verdict.message()  # renders without crashing
+
+
+def test_zero_baseline_has_no_change_percent() -> None:
+    verdict = judge("request_throughput", [0.0, 0.0, 0.0], [10.0, 11.0, 9.0])
+
+    assert math.isnan(verdict.change_pct)
+    assert verdict.baseline_median == 0.0
+    assert verdict.candidate_median == 10.0
+
+
+def test_message_shows_every_number() -> None:
+    verdict = judge("median_ttft_ms", [100.0, 101.5, 99.25, 100.75, 99.5], [112.5, 113.25, 111.75])
+    text = verdict.message()
+
+    assert verdict.kind is Kind.REGRESSION
+    assert text.startswith("median_ttft_ms: REGRESSION (gated, lower is better)")
+    assert "baseline median 100 over 5 runs: 100, 101.5, 99.25, 100.75, 99.5" in text
+    assert "candidate median 112.5 over 3 runs: 112.5, 113.25, 111.75" in text
+    assert "change +12.5% (medians)" in text
+    assert "threshold 5.6% = max(floor 5.6%" in text
+    assert f"noise {verdict.noise_pct:.1f}%" in text
+    assert verdict.reason in text
+    assert len(text.splitlines()) == 6
+
+
+def test_direction_override_and_unknown_metric() -> None:
+    verdict = judge("my_tokens_per_joule", STEADY, [80.0, 81.0, 79.0], direction="higher")
+    assert verdict.kind is Kind.REGRESSION
+    assert not verdict.gated
+    with pytest.raises(ValueError, match="direction"):
+        judge("completed", STEADY, STEADY)
+    with pytest.raises(ValueError, match="direction"):
+        judge("median_ttft_ms", STEADY, STEADY, direction="up")
+
+
+def _reps(**columns: list[float]) -> list[dict[str, float]]:
+    count = len(next(iter(columns.values())))
+    return [{name: values[i] for name, values in columns.items()} for i in range(count)]
+
+
+def test_judge_all_uses_per_metric_floors_and_skips_undirected() -> None:
+    baseline = _reps(
+        request_throughput=STEADY,
+        median_ttft_ms=STEADY,
+        completed=[100.0] * 5,
+        p99_ttft_ms=STEADY,
+    )
+    candidate = _reps(
+        request_throughput=[88.0, 89.0, 87.0],
+        median_ttft_ms=[112.0, 111.0, 113.0],
+        completed=[90.0, 90.0, 90.0],
+    )
+
+    verdicts = judge_all(baseline, candidate, floors={"median_ttft_ms": 20.0})
+    by_metric = {v.metric: v for v in verdicts}
+
+    # completed has no direction; p99 is missing from the candidate.
+    assert list(by_metric) == ["request_throughput", "median_ttft_ms"]
+    assert by_metric["request_throughput"].kind is Kind.REGRESSION
+    assert by_metric["request_throughput"].threshold_pct == DEFAULT_FLOOR_PCT
+    assert by_metric["median_ttft_ms"].kind is Kind.NO_CHANGE
+    assert by_metric["median_ttft_ms"].threshold_pct == 20.0
+    assert [v.metric for v in verdicts if v.fails] == ["request_throughput"]
+
+
+def test_judge_all_uses_only_reps_holding_the_metric() -> None:
+    baseline = [{"median_tpot_ms": v} for v in STEADY]
+    candidate = [{"median_tpot_ms": 120.0}, {}, {"median_tpot_ms": 121.0}]
+
+    (verdict,) = judge_all(baseline, candidate)
+
+    assert verdict.candidate == (120.0, 121.0)
+    assert verdict.kind is Kind.REGRESSION  # 2 runs, all 10 pairs worse
+
+
+def test_fingerprint_diff_names_what_differs() -> None:
+    baseline = {
+        "host": {"gpu": "MI300X", "driver": "6.1", "cpu": {"model": "EPYC"}},
+        "torch": "2.13.0+cpu",
+        "vllm": "0.6.3",
+        "flags": ["--enforce-eager"],
+    }
+    candidate = {
+        "host": {"gpu": "MI300X", "driver": "6.2", "cpu": {"model": "EPYC"}},
+        "torch": "2.14.0",
+        "flags": ["--enforce-eager"],
+        "seed": 0,
+    }
+
+    assert fingerprint_diff(baseline, candidate) == [
+        "host.driver: 6.1 -> 6.2",
+        "seed: <missing> -> 0",
+        "torch: 2.13.0+cpu -> 2.14.0",
+        "vllm: 0.6.3 -> <missing>",
+    ]
+    assert fingerprint_diff(baseline, baseline) == []
+
+
+def test_inconclusive_all_keeps_the_reason_and_runs() -> None:
+    baseline = _reps(request_throughput=STEADY, completed=[100.0] * 5)
+    candidate = _reps(request_throughput=[50.0, 51.0, 49.0], completed=[100.0] * 3)
+
+    verdicts = inconclusive_all(
+        ["request_throughput", "median_ttft_ms", "completed"],
+        "fingerprint differs: torch: 2.13.0+cpu -> 2.14.0",
+        baseline_reps=baseline,
+        candidate_reps=candidate,
+    )
+
+    assert [v.metric for v in verdicts] == ["request_throughput", "median_ttft_ms"]
+    assert all(isinstance(v, Verdict) and v.kind is Kind.INCONCLUSIVE for v in verdicts)
+    assert not any(v.fails for v in verdicts)
+    assert verdicts[0].reason == "fingerprint differs: torch: 2.13.0+cpu -> 2.14.0"
+    assert verdicts[0].change_pct == pytest.approx(-50.0)
+    assert verdicts[1].baseline == () and math.isnan(verdicts[1].baseline_median)
+    assert "fingerprint differs" in verdicts[1].message()
+
+
+@pytest.mark.parametrize("metric", ["median_ttft_ms", "request_throughput"])
+def test_seeded_error_rates_at_cv_3_percent(metric: str) -> None:
+    """Looser than the benchmark's targets (1%, 95%) so it never flakes; seeded."""
+    rng = np.random.default_rng(20240611)
+    trials, sigma = 4000, math.sqrt(math.log1p(0.03**2))
+    worse = 1.10 if METRIC_DIRECTIONS[metric] == "lower" else 0.90
+
+    def regression_rate(scale: float) -> float:
+        base = 100 * np.exp(rng.normal(0, sigma, (trials, 5)))
+        cand = 100 * scale * np.exp(rng.normal(0, sigma, (trials, 3)))
+        kinds = [
+            judge(metric, b, c).kind for b, c in zip(base.tolist(), cand.tolist(), strict=True)
+        ]
+        return kinds.count(Kind.REGRESSION) / trials
+
+    assert regression_rate(1.0) <= 0.02
+    assert regression_rate(worse) >= 0.90
