@@ -83,6 +83,7 @@ class HostProfile:
             "engine_args": list(self.engine_args),
             "scale": {"prompts": self.scale.prompts, "rate": self.scale.rate,
                       "lengths": self.scale.lengths},
+            "floors": dict(self.floors),
             "source": self.source,
         }
 
@@ -119,8 +120,7 @@ CPU_HOST = HostProfile(
 BUILTIN_HOSTS: Mapping[str, HostProfile] = MappingProxyType({"cpu": CPU_HOST})
 
 _FIELDS = {"accelerator", "accelerator_count", "launcher", "env", "engine_args", "models",
-           "scale", "max_servers", "start_timeout_s", "description", "docker",
-           "load_format_dummy", "floors"}
+           "scale", "max_servers", "start_timeout_s", "description", "floors"}
 
 
 def _fail(path: Path, field_name: str, problem: str, fix: str) -> HostConfigError:
