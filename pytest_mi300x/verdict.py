@@ -186,6 +186,27 @@ def _as_float(value: object) -> float:
         return math.nan
 
 
+def _verdict(metric: str, direction: str, base: tuple[float, ...], cand: tuple[float, ...],
+             kind: Kind, reason: str, **numbers: float) -> Verdict:
+    base_median, cand_median = _median(base), _median(cand)
+    return Verdict(
+        metric=metric,
+        kind=kind,
+        gated=metric in GATED_METRICS,
+        direction=direction,
+        baseline=base,
+        candidate=cand,
+        baseline_median=base_median,
+        candidate_median=cand_median,
+        change_pct=_change(base_median, cand_median),
+        threshold_pct=numbers.get("threshold_pct", math.nan),
+        reason=reason,
+        shift_pct=numbers.get("shift_pct", math.nan),
+        noise_pct=numbers.get("noise_pct", math.nan),
+        floor_pct=numbers.get("floor_pct", math.nan),
+    )
+
+
 def judge(
     metric: str,
     baseline: Sequence[float],
@@ -200,25 +221,10 @@ def judge(
         raise ValueError(f"{metric}: direction must be 'higher' or 'lower', got {direction!r}")
     base = tuple(_as_float(v) for v in baseline)
     cand = tuple(_as_float(v) for v in candidate)
-    base_median, cand_median = _median(base), _median(cand)
 
     def verdict(kind: Kind, reason: str, **numbers: float) -> Verdict:
-        return Verdict(
-            metric=metric,
-            kind=kind,
-            gated=metric in GATED_METRICS,
-            direction=direction,
-            baseline=base,
-            candidate=cand,
-            baseline_median=base_median,
-            candidate_median=cand_median,
-            change_pct=_change(base_median, cand_median),
-            threshold_pct=numbers.get("threshold_pct", math.nan),
-            reason=reason,
-            shift_pct=numbers.get("shift_pct", math.nan),
-            noise_pct=numbers.get("noise_pct", math.nan),
-            floor_pct=floor_pct,
-        )
+        return _verdict(metric, direction, base, cand, kind, reason, floor_pct=floor_pct,
+                        **numbers)
 
     if len(base) < MIN_REPETITIONS or len(cand) < MIN_REPETITIONS:
         return verdict(
@@ -349,20 +355,5 @@ def inconclusive_all(
             continue
         base = tuple(_column(baseline_reps, metric))
         cand = tuple(_column(candidate_reps, metric))
-        base_median, cand_median = _median(base), _median(cand)
-        verdicts.append(
-            Verdict(
-                metric=metric,
-                kind=Kind.INCONCLUSIVE,
-                gated=metric in GATED_METRICS,
-                direction=direction,
-                baseline=base,
-                candidate=cand,
-                baseline_median=base_median,
-                candidate_median=cand_median,
-                change_pct=_change(base_median, cand_median),
-                threshold_pct=math.nan,
-                reason=reason,
-            )
-        )
+        verdicts.append(_verdict(metric, direction, base, cand, Kind.INCONCLUSIVE, reason))
     return verdicts
