@@ -190,13 +190,10 @@ class Measurer:
             "valid": all(r.valid for r in self.results),
             "runs": [
                 {
+                    **rep.run.to_dict(),
                     "seed": rep.seed,
-                    "started_at": rep.run.started_at,
-                    "duration": rep.run.duration,
-                    "client_cpu_time": rep.run.client_cpu_time,
                     "figures": _finite(rep.figures),
                     "problems": rep.problems,
-                    "records": [rec.to_dict() for rec in rep.run.records],
                 }
                 for r in self.results for rep in r.repetitions
             ],

@@ -76,7 +76,7 @@ class PerfSession:
                 f"serving_engine {name!r} is not available on host {self.host.name!r}; "
                 "use 'vllm' (TGI runs on GPU hosts only)")
         install = self.install()
-        return VLLMEngine(install.python, install.build, tuple(sorted(install.packages.items())))
+        return VLLMEngine(install.python, install.build)
 
     def engine_description(self) -> dict[str, Any]:
         return self.install().describe()

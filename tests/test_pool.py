@@ -8,7 +8,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -42,9 +41,6 @@ class DoubleEngine:
 
     def skip_reason(self, flag_set: FlagSet, version: str) -> str | None:
         return None
-
-    def describe(self) -> dict[str, Any]:
-        return {"engine": self.name}
 
 
 def spec_for(flag_set: FlagSet = DEFAULT_FLAGS):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from pytest_mi300x.flags import FlagSet
 
@@ -54,8 +54,4 @@ class Engine(Protocol):
 
     def skip_reason(self, flag_set: FlagSet, version: str) -> str | None:
         """Why this build cannot run ``flag_set`` (a flag it no longer has), else None."""
-        ...
-
-    def describe(self) -> dict[str, Any]:
-        """Build provenance: spec, version, packages."""
         ...

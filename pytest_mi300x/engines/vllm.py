@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
@@ -55,7 +54,6 @@ class VLLMEngine:
 
     python: Path
     build: str
-    package_versions: tuple[tuple[str, str], ...] = ()
     name: str = "vllm"
 
     def command(self, spec: LaunchSpec) -> list[str]:
@@ -94,7 +92,3 @@ class VLLMEngine:
             if running is None or running >= Version(removed.removed_in):
                 return removed.reason(version)
         return None
-
-    def describe(self) -> dict[str, Any]:
-        return {"engine": self.name, "build": self.build, "python": str(self.python),
-                "packages": dict(self.package_versions)}
