@@ -41,6 +41,22 @@ def _parser() -> argparse.ArgumentParser:
                                              "exit 1 on a regression")
     compare.add_argument("baseline", type=Path, help="results folder of the reference run")
     compare.add_argument("candidate", type=Path, help="results folder of the run to judge")
+
+    hist = sub.add_parser("history", help="a metric over past runs, change points marked")
+    hist.add_argument("--history-file", type=Path, default=Path(".perf-results/history.jsonl"),
+                      help="history to read (default: .perf-results/history.jsonl)")
+    hist.add_argument("-k", "--test", default="",
+                      help="only tests whose id contains this text")
+    hist.add_argument("--metric", action="append", default=[],
+                      help="metric to show (repeatable; default: request_throughput and "
+                           "median_ttft_ms)")
+    hist.add_argument("--host", default=None, help="only runs on this host profile")
+    hist.add_argument("--last", type=int, default=30, help="show at most this many runs")
+
+    rep = sub.add_parser("report", help="write report.md and report.html for a results folder")
+    rep.add_argument("results", type=Path, help="a .perf-results/<run-id> folder")
+    rep.add_argument("--history-file", type=Path, default=None,
+                     help="history for the plots' history lines (not appended to)")
     return parser
 
 
@@ -76,6 +92,55 @@ def _show(root: Path) -> int:
     return 0
 
 
+def _history(args: argparse.Namespace) -> int:
+    from pytest_mi300x.changepoints import find_change_points
+    from pytest_mi300x.history import HistoryError, HistoryStore
+
+    store = HistoryStore(args.history_file)
+    try:
+        tests = [t for t in store.tests() if args.test in t]
+    except HistoryError as exc:
+        print(f"pytest-mi300x: {exc}", file=sys.stderr)
+        return 2
+    if not tests:
+        print(f"no runs in {args.history_file}" + (f" for tests matching {args.test!r}"
+                                                   if args.test else "")
+              + "; every pytest run of the suite appends to it")
+        return 0
+    for test in tests:
+        for metric in args.metric or ["request_throughput", "median_ttft_ms"]:
+            points = store.series(test, metric, args.host)
+            if not points:
+                continue
+            marks = {cp.index: cp for cp in find_change_points([p.value for p in points], metric)}
+            print(f"{test}  {metric}")
+            first = max(0, len(points) - args.last)
+            for i, p in enumerate(points[first:], start=first):
+                cp = marks.get(i)
+                note = (f"  <- change point: {cp.kind} {cp.change_pct:+.1f}% "
+                        f"(median {cp.before:.4g} -> {cp.after:.4g})") if cp else ""
+                print(f"  {p.date}  {p.run_id:<26} {p.engine_version:<12} {p.value:>10.4g}{note}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pytest_mi300x.history import HistoryStore
+    from pytest_mi300x.report_files import collect, outcome_from_result, write_reports
+    from pytest_mi300x.results import read_results
+
+    docs = read_results(args.results) if args.results.is_dir() else []
+    if not docs:
+        print(f"pytest-mi300x report: {args.results} holds no result files; give a "
+              ".perf-results/<run-id> folder", file=sys.stderr)
+        return 2
+    history = HistoryStore(args.history_file) if args.history_file else None
+    outcomes = {d["test"]: outcome_from_result(d) for d in docs}
+    run_ids = sorted({str(d.get("run_id")) for d in docs})
+    paths = write_reports(collect(docs, outcomes, "+".join(run_ids), history), args.results)
+    print("wrote", *paths)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "provision":
@@ -93,6 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pytest_mi300x.compare import compare_folders
 
         return compare_folders(args.baseline, args.candidate)
+    if args.command == "history":
+        return _history(args)
+    if args.command == "report":
+        return _report(args)
     return 2
 
 

@@ -56,11 +56,7 @@ class GateOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status, "detail": self.detail,
-                "verdicts": [{"metric": v.metric, "kind": v.kind.value, "gated": v.gated,
-                              "baseline_median": v.baseline_median,
-                              "candidate_median": v.candidate_median,
-                              "change_pct": v.change_pct, "threshold_pct": v.threshold_pct,
-                              "reason": v.reason} for v in self.verdicts]}
+                "verdicts": [v.to_dict() for v in self.verdicts]}
 
 
 def evaluate(gate: Gate, *, nodeid: str, engine_name: str, model: str,

@@ -174,6 +174,18 @@ class Measurer:
             row["gate"] = last.outcome.to_dict()
         return row
 
+    def junit_properties(self) -> list[tuple[str, str]]:
+        """Median figures and verdicts of the last workload as flat junit properties."""
+        last = self.results[-1]
+        props = [(f"mi300x.{k}", f"{v:.6g}") for k, v in sorted(last.figures.items())
+                 if math.isfinite(v)]
+        props.append(("mi300x.repeats", str(len(last.repetitions))))
+        if last.outcome is not None:
+            props.append(("mi300x.baseline", last.outcome.status))
+            props += [(f"mi300x.verdict.{v.metric}", v.kind.value) for v in last.outcome.verdicts]
+        props.append(("mi300x.result", str(last.path)))
+        return props
+
     def _provenance(self, scaled: Workload) -> dict[str, Any]:
         return {"engine": self.engine, "server": self.server.describe(),
                 "workload": scaled.describe(), "host": self.host.describe(),

@@ -17,11 +17,21 @@ import pytest
 
 from pytest_mi300x import fixtures, settings
 from pytest_mi300x.baselines import BASELINE_PROPERTY, BaselineWriter
+from pytest_mi300x.history import HistoryError, HistoryStore
 from pytest_mi300x.hosts import HostConfigError, select_host
 from pytest_mi300x.measure import SUMMARY_PROPERTY
-from pytest_mi300x.report import SummaryCollector, summary_table
+from pytest_mi300x.report import SummaryCollector, summary_table, verdict_table
+from pytest_mi300x.report_files import publish
 from pytest_mi300x.session import PerfSession
-from pytest_mi300x.stash import MEASURER_KEY, SERVER_KEY, SESSION_KEY, SUMMARIES_KEY, WRITER_KEY
+from pytest_mi300x.stash import (
+    MEASURER_KEY,
+    OUTCOMES_KEY,
+    REPORTS_KEY,
+    SERVER_KEY,
+    SESSION_KEY,
+    SUMMARIES_KEY,
+    WRITER_KEY,
+)
 
 RUN_ID_INPUT = "mi300x_run_id"
 
@@ -47,8 +57,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION_KEY] = PerfSession(resolved, host, Path(results_dir),
                                             progress=_progress_printer(config))
     config.stash[SUMMARIES_KEY] = []
-    config.pluginmanager.register(SummaryCollector(config.stash[SUMMARIES_KEY]),
-                                  "mi300x-summaries")
+    config.stash[OUTCOMES_KEY] = {}
+    config.pluginmanager.register(
+        SummaryCollector(config.stash[SUMMARIES_KEY], config.stash[OUTCOMES_KEY]),
+        "mi300x-summaries")
     config.pluginmanager.register(fixtures, "mi300x-fixtures")
     if workerinput is None:
         writer = BaselineWriter(config.stash[SESSION_KEY].gate.store)
@@ -97,6 +109,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     measurer = item.stash.get(MEASURER_KEY, None)
     if call.when == "call" and measurer is not None and measurer.results:
         report.user_properties.append((SUMMARY_PROPERTY, json.dumps(measurer.summary())))
+        # Plain name/value pairs too, so junit XML consumers see every figure and verdict.
+        report.user_properties.extend(measurer.junit_properties())
         for result in measurer.results:
             outcome = result.outcome
             if outcome is not None and outcome.baseline is not None \
@@ -110,9 +124,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    perf_session = session.config.stash.get(SESSION_KEY, None)
-    if perf_session is not None:
-        perf_session.close()
+    config = session.config
+    perf_session = config.stash.get(SESSION_KEY, None)
+    if perf_session is None:
+        return
+    perf_session.close()
+    if hasattr(config, "workerinput"):
+        return
+    settings = perf_session.settings
+    try:
+        written = publish(perf_session.results_dir, settings.run_id, config.stash[OUTCOMES_KEY],
+                          HistoryStore(settings.history_file))
+    except HistoryError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if written is not None:
+        config.stash[REPORTS_KEY] = written
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -124,6 +150,15 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(line)
     perf_session = config.stash[SESSION_KEY]
     terminalreporter.write_line(f"results: {perf_session.results_dir}")
+    verdicts = verdict_table(config.stash[SUMMARIES_KEY])
+    if verdicts:
+        terminalreporter.section("pytest-mi300x verdicts")
+        for line in verdicts:
+            terminalreporter.write_line(line)
+    reports = config.stash.get(REPORTS_KEY, None)
+    if reports is not None:
+        terminalreporter.write_line("reports: " + "  ".join(str(p) for p in reports))
+    terminalreporter.write_line(f"history: {perf_session.settings.history_file}")
     writer = config.stash.get(WRITER_KEY, None)
     if writer is not None and writer.changes:
         terminalreporter.section("pytest-mi300x baselines written")

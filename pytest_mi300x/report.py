@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pytest
 
 from pytest_mi300x.measure import SUMMARY_PROPERTY
+from pytest_mi300x.verdict import GATED_METRICS
 
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("request_throughput", "req/s", "{:.2f}"),
@@ -63,13 +65,60 @@ def summary_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
     return [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in body)]
 
 
-class SummaryCollector:
-    """Gathers each test's figures from its report; under xdist reports reach the controller."""
+VERDICT_HEADER = ["test", "metric", "baseline", "now", "change", "threshold", "verdict"]
 
-    def __init__(self, rows: list[tuple[str, dict[str, Any]]]) -> None:
+
+def fmt_number(value: Any, fmt: str = "{:.4g}") -> str:
+    """A figure for a table cell; '-' when missing or NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return fmt.format(value)
+
+
+def verdict_rows(judged: Iterable[tuple[str, Sequence[dict[str, Any]]]]) -> list[list[str]]:
+    """One row per gated metric, and per tail metric that got worse (a warning)."""
+    rows = []
+    for test, verdicts in judged:
+        for v in verdicts:
+            kind = str(v["kind"])
+            if v["metric"] not in GATED_METRICS:
+                if kind != "regression":
+                    continue
+                kind = "warn: regression"
+            rows.append([test, v["metric"], fmt_number(v.get("baseline_median"), "{:.4g}"),
+                         fmt_number(v.get("candidate_median"), "{:.4g}"),
+                         fmt_number(v.get("change_pct"), "{:+.1f}%"),
+                         fmt_number(v.get("threshold_pct"), "{:.1f}%"), kind])
+    return rows
+
+
+def verdict_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Fixed-width lines of every verdict in the summary rows; empty when nothing was judged."""
+    body = verdict_rows((name, (row.get("gate") or {}).get("verdicts", [])) for name, row in rows)
+    if not body:
+        return []
+    widths = [max(len(r[i]) for r in [VERDICT_HEADER, *body]) for i in range(len(VERDICT_HEADER))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i in (0, 1, 6) else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    return [line(VERDICT_HEADER), "  ".join("-" * w for w in widths), *(line(r) for r in body)]
+
+
+class SummaryCollector:
+    """Gathers each test's figures and outcome from its reports; under xdist, reports reach
+    the controller, so the controller's collector sees every test."""
+
+    def __init__(self, rows: list[tuple[str, dict[str, Any]]], outcomes: dict[str, str]) -> None:
         self.rows = rows
+        self.outcomes = outcomes
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
             if name == SUMMARY_PROPERTY:
                 self.rows.append((report.nodeid, json.loads(str(value))))
+        if report.when == "call":
+            self.outcomes[report.nodeid] = report.outcome
+        elif report.outcome != "passed" and self.outcomes.get(report.nodeid) != "failed":
+            self.outcomes[report.nodeid] = "skipped" if report.skipped else "error"

@@ -35,6 +35,7 @@ class Settings:
     update_baselines: bool = False
     require_baseline: bool = False
     floors: tuple[tuple[str, float], ...] = ()
+    history_file: Path = Path(".perf-results/history.jsonl")
 
 
 def parse_repeats(value: str) -> int:
@@ -87,6 +88,9 @@ _OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
               f"{REFRESH_REPEATS} when updating baselines)", "default": None}),
     ("--baselines-dir", "baselines_dir",
      {"help": "baseline store (default: baselines/ at the rootdir)", "default": None}),
+    ("--history-file", "history_file",
+     {"help": "JSON Lines file every run's figures are appended to "
+              "(default: .perf-results/history.jsonl at the rootdir)", "default": None}),
 ]
 
 
@@ -154,6 +158,7 @@ def resolve(config: pytest.Config, run_id: str) -> Settings:
         update_baselines=update,
         require_baseline=bool(config.getoption("require_baseline")),
         floors=tuple(parse_floor(v) for v in config.getini("perf_floors")),
+        history_file=_value(config, "history_file", Path) or default_history_file(root),
     )
 
 
@@ -165,3 +170,7 @@ def _env_path(name: str) -> Path | None:
 def default_results_dir(root: Path, run_id: str) -> Path:
     return root / ".perf-results" / run_id
 
+
+
+def default_history_file(root: Path) -> Path:
+    return root / ".perf-results" / "history.jsonl"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,3 +17,5 @@ SUMMARIES_KEY = pytest.StashKey[list[tuple[str, dict[str, Any]]]]()
 SERVER_KEY = pytest.StashKey[RunningServer]()
 MEASURER_KEY = pytest.StashKey[Measurer]()
 WRITER_KEY = pytest.StashKey[BaselineWriter]()
+OUTCOMES_KEY = pytest.StashKey[dict[str, str]]()
+REPORTS_KEY = pytest.StashKey[tuple[Path, Path]]()

@@ -117,6 +117,16 @@ class Verdict:
         """Whether this verdict should fail the test."""
         return self.gated and self.kind is Kind.REGRESSION
 
+    def to_dict(self) -> dict[str, object]:
+        """Every number of the verdict, repetitions included (reports plot them)."""
+        return {"metric": self.metric, "kind": self.kind.value, "gated": self.gated,
+                "direction": self.direction, "baseline": list(self.baseline),
+                "candidate": list(self.candidate), "baseline_median": self.baseline_median,
+                "candidate_median": self.candidate_median, "change_pct": self.change_pct,
+                "threshold_pct": self.threshold_pct, "shift_pct": self.shift_pct,
+                "noise_pct": self.noise_pct, "floor_pct": self.floor_pct,
+                "reason": self.reason}
+
     def message(self) -> str:
         """Human text: the verdict, every repetition, the effect and the noise."""
         better = "higher" if self.direction == "higher" else "lower"

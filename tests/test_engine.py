@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import time
+from xml.etree import ElementTree
 
 import pytest
 
@@ -191,14 +194,33 @@ def test_rate(perf):
 
     original = path.read_text()
     scale_baseline(1.3)
-    regressed, _ = run(pytester)
+    regressed, _ = run(pytester, "--junitxml", "junit.xml")
     regressed.assert_outcomes(failed=1)
     regressed.stdout.fnmatch_lines(["*performance regression in 1 gated metric*",
-                                    "*request_throughput*", "*REGRESSION: request_throughput*"])
+                                    "*request_throughput*", "*REGRESSION: request_throughput*",
+                                    "*pytest-mi300x verdicts*",
+                                    "*test_rate*request_throughput*regression*"])
     assert "threshold" in regressed.stdout.str()
+    # The same verdict reaches the junit XML, report.md, report.html and the history.
+    props = {p.get("name"): p.get("value") for p in
+             ElementTree.parse(pytester.path / "junit.xml").iter("property")}
+    assert props["mi300x.verdict.request_throughput"] == "regression"
+    assert float(props["mi300x.request_throughput"]) > 0
+    report_md = next((pytester.path / ".perf-results").glob("*/report.md")).read_text()
+    assert "| request_throughput |" in report_md and "| regression |" in report_md
+    report_html = next((pytester.path / ".perf-results").glob("*/report.html")).read_text()
+    assert report_html.count("<svg") >= 2
+    history = (pytester.path / ".perf-results" / "history.jsonl").read_text().splitlines()
+    assert len(history) == 2
 
     path.write_text(original)
     scale_baseline(0.7)
     improved, _ = run(pytester)
     improved.assert_outcomes(passed=1)
     improved.stdout.fnmatch_lines(["*improved: request_throughput*"])
+    history_cmd = subprocess.run(
+        [sys.executable, "-m", "pytest_mi300x.cli", "history", "--history-file",
+         str(pytester.path / ".perf-results" / "history.jsonl")],
+        capture_output=True, text=True, check=True)
+    assert history_cmd.stdout.count("test_gate.py::test_rate") == 2  # two metrics, three runs
+    assert len([line for line in history_cmd.stdout.splitlines() if "Z  " in line]) == 6

@@ -1,0 +1,160 @@
+"""Detection on the real CPU engine: false alarms (A/A) and catch rates (A/B) of the gate.
+
+Runs the suite as a user would, one `pytest` process (so one fresh vLLM server)
+per instance, alternating A and B instances:
+
+- A: the default engine build and flags.
+- B: the same with a real slowdown given as engine env or engine args
+  (`--slowdown-env KEY=VAL`, `--slowdown-arg='--max-num-seqs 4'`).
+
+Each instance measures every selected test with 5 repetitions (what
+`baselines refresh` stores). Then, per test and gated metric:
+
+- A/A false alarms: every ordered pair of different A instances, the first's
+  5 runs as the baseline and the second's first 3 as the candidate (a plain
+  run's default), judged with the host's floors, as the gate does.
+- 10% injected: the same pairs with the candidate made 10% worse (throughput
+  x 0.9, latency x 1.1): the power at 10% on the real noise.
+- A/B: every (A, B) pair: the catch rate of the real slowdown, with its size.
+- Noise: coefficient of variation within one server and between servers
+  (the spread of the per-instance medians), which the gate's per-run noise
+  estimate cannot see.
+
+    python benchmarks/detection_real.py --instances 8 --slowdown-env ATEN_CPU_CAPABILITY=avx2
+
+Pairs share instances, so they are not independent trials: read the rates
+with the instance count beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from pytest_mi300x.hosts import CPU_HOST
+from pytest_mi300x.metrics import METRIC_DIRECTIONS
+from pytest_mi300x.results import read_results
+from pytest_mi300x.verdict import DEFAULT_FLOOR_PCT, GATED_METRICS, Kind, judge
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE_REPS, CAND_REPS = 5, 3
+DEFAULT_SELECTION = "chunked-prefill-on and (qps-16 or qps-1000)"
+
+
+def run_instance(out: Path, selection: str, extra: list[str]) -> float:
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "suites" / "test_headline.py"),
+           "-k", selection, "--repeats", str(BASE_REPS), "--results-dir", str(out),
+           "--history-file", str(out / "history.jsonl"), "-q", "-p", "no:cacheprovider", *extra]
+    started = time.monotonic()
+    with (out.parent / f"{out.name}.log").open("w") as log:
+        subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
+    return time.monotonic() - started
+
+
+def load(folder: Path) -> dict[str, list[dict[str, float]]]:
+    return {doc["test"]: [r["figures"] for r in doc["runs"] if not r.get("problems")]
+            for doc in read_results(folder)}
+
+
+def floor_for(metric: str, floors: dict[str, float]) -> float:
+    return floors.get(metric, DEFAULT_FLOOR_PCT)
+
+
+def worsen(values: list[float], metric: str, pct: float) -> list[float]:
+    factor = 1 + pct / 100 if METRIC_DIRECTIONS[metric] == "lower" else 1 - pct / 100
+    return [v * factor for v in values]
+
+
+def cv(values: list[float]) -> float:
+    return statistics.stdev(values) / statistics.mean(values) * 100 if len(values) > 1 else 0.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instances", type=int, default=8, help="servers per variant")
+    parser.add_argument("--slowdown-env", action="append", default=[], metavar="KEY=VAL")
+    parser.add_argument("--slowdown-arg", action="append", default=[], metavar="ARGS")
+    parser.add_argument("-k", dest="selection", default=DEFAULT_SELECTION)
+    parser.add_argument("--out", type=Path, default=Path(".perf-results/detection"))
+    parser.add_argument("--reuse", action="store_true",
+                        help="analyse instances already in --out instead of running new ones")
+    parser.add_argument("--floor", action="append", default=[], metavar="METRIC=PCT",
+                        help="override a floor (default: the cpu host's floors)")
+    args = parser.parse_args()
+    slowdown = [*(f"--engine-env={e}" for e in args.slowdown_env),
+                *(f"--engine-arg={a}" for a in args.slowdown_arg)]
+    if not slowdown:
+        parser.error("give the B variant's slowdown: --slowdown-env KEY=VAL or --slowdown-arg")
+    floors = dict(CPU_HOST.floors)
+    for item in args.floor:
+        metric, _, pct = item.partition("=")
+        floors[metric] = float(pct)
+
+    if not args.reuse:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for i in range(args.instances):
+            order = [("A", []), ("B", slowdown)]
+            for variant, extra in order if i % 2 == 0 else order[::-1]:
+                took = run_instance(args.out / f"{variant}{i}", args.selection, extra)
+                print(f"instance {variant}{i}: {took:.0f} s", flush=True)
+    instances: dict[str, list[dict[str, list[dict[str, float]]]]] = {"A": [], "B": []}
+    for folder in sorted(args.out.glob("[AB]*")):
+        if folder.is_dir():
+            instances[folder.name[0]].append(load(folder))
+    a_runs, b_runs = instances["A"], instances["B"]
+    print(f"\n{len(a_runs)} A and {len(b_runs)} B instances (B: {' '.join(slowdown)}); "
+          f"{BASE_REPS} baseline vs {CAND_REPS} candidate runs; floors: host cpu")
+    tests = sorted(set().union(*(set(x) for x in a_runs)))
+    header = (f"{'test':<44} {'metric':<22} {'floor':>6} {'CV in':>6} {'CV betw':>8} "
+              f"{'A/A alarms':>13} {'10% caught':>13} {'B/A':>7} {'A/B caught':>13}")
+    print(header)
+    print("-" * len(header))
+    for test in tests:
+        for metric in sorted(GATED_METRICS):
+            a_sets = [x[test] for x in a_runs if len(x.get(test, [])) >= BASE_REPS]
+            b_sets = [x[test] for x in b_runs if len(x.get(test, [])) >= CAND_REPS]
+            if len(a_sets) < 2 or metric not in a_sets[0][0]:
+                continue
+            col = [[float(r[metric]) for r in reps] for reps in a_sets]
+            floor = floor_for(metric, floors)
+            within = statistics.median(cv(c) for c in col)
+            between = cv([statistics.median(c) for c in col])
+            aa, inj = Counter(), Counter()
+            for base, cand in itertools.permutations(col, 2):
+                aa[judge(metric, base, cand[:CAND_REPS], floor_pct=floor).kind] += 1
+                worse = worsen(cand[:CAND_REPS], metric, 10.0)
+                inj[judge(metric, base, worse, floor_pct=floor).kind] += 1
+            ab: Counter[Kind] = Counter()
+            ratios = []
+            for base, reps in itertools.product(col, b_sets):
+                cand = [float(r[metric]) for r in reps[:CAND_REPS]]
+                ab[judge(metric, base, cand, floor_pct=floor).kind] += 1
+                ratios.append(statistics.median(cand) / statistics.median(base))
+            n_aa, n_ab = sum(aa.values()), sum(ab.values())
+
+            def share(counter: Counter[Kind], n: int) -> str:
+                return f"{counter[Kind.REGRESSION]:>3}/{n:<3}" + (
+                    f"{counter[Kind.REGRESSION] / n * 100:>4.0f}%" if n else "    -")
+
+            ratio = f"{statistics.median(ratios):.3f}" if ratios else "-"
+            print(f"{test.split('::')[-1][:44]:<44} {metric:<22} {floor:>5.1f}% "
+                  f"{within:>5.1f}% {between:>7.1f}% {share(aa, n_aa):>13} "
+                  f"{share(inj, n_aa):>13} {ratio:>7} {share(ab, n_ab):>13}")
+    bound = 1 - 0.05 ** (1 / max(1, len(a_runs) * (len(a_runs) - 1)))
+    print(f"\nWith zero A/A alarms in {len(a_runs) * (len(a_runs) - 1)} pairs the one-sided 95% "
+          f"upper bound on the false-alarm rate is about {bound * 100:.1f}% (pairs share "
+          "instances, so fewer effective trials).")
+    json.dump({"slowdown": slowdown, "instances": {k: len(v) for k, v in instances.items()}},
+              (args.out / "summary.json").open("w"))
+    return 0 if a_runs else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""The session's report files: ``report.md`` (fit for ``$GITHUB_STEP_SUMMARY``) and
+``report.html`` (the same tables with plots), built from the result documents."""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_mi300x import plots
+from pytest_mi300x.changepoints import find_change_points
+from pytest_mi300x.history import HistoryStore, Point, entry_from_result
+from pytest_mi300x.report import VERDICT_HEADER, fmt_number, verdict_rows
+from pytest_mi300x.results import read_results
+
+FIGURE_COLUMNS = (("request_throughput", "req/s", "{:.2f}"),
+                  ("output_throughput", "out tok/s", "{:.1f}"),
+                  ("median_ttft_ms", "med TTFT ms", "{:.1f}"),
+                  ("median_tpot_ms", "med TPOT ms", "{:.2f}"),
+                  ("median_e2el_ms", "med E2E ms", "{:.0f}"))
+
+
+@dataclass
+class TestRecord:
+    """What the reports know of one test: its pytest outcome and its result document."""
+
+    test: str
+    outcome: str
+    doc: dict[str, Any] | None = None
+
+    @property
+    def runs(self) -> list[dict[str, Any]]:
+        return [r for r in (self.doc or {}).get("runs", []) if not r.get("problems")]
+
+    @property
+    def verdicts(self) -> list[dict[str, Any]]:
+        gates = (self.doc or {}).get("gate", [])
+        return list(gates[-1]["verdicts"]) if gates else []
+
+    @property
+    def gate_status(self) -> str:
+        gates = (self.doc or {}).get("gate", [])
+        return str(gates[-1]["status"]) if gates else "-"
+
+    def medians(self) -> dict[str, float]:
+        values: dict[str, list[float]] = {}
+        for run in self.runs:
+            for k, v in run["figures"].items():
+                values.setdefault(k, []).append(float(v))
+        return {k: sorted(v)[len(v) // 2] if len(v) % 2 else
+                (sorted(v)[len(v) // 2 - 1] + sorted(v)[len(v) // 2]) / 2
+                for k, v in values.items()}
+
+
+@dataclass
+class ReportInput:
+    """Everything one report shows."""
+
+    run_id: str
+    tests: list[TestRecord]
+    history: HistoryStore | None = None
+    header: dict[str, str] = field(default_factory=dict)
+
+
+def collect(docs: Sequence[dict[str, Any]], outcomes: Mapping[str, str], run_id: str,
+            history: HistoryStore | None = None) -> ReportInput:
+    """Join result documents with pytest outcomes (tests that failed before measuring too)."""
+    by_test = {d["test"]: d for d in docs}
+    names = sorted(set(by_test) | set(outcomes))
+    tests = [TestRecord(n, outcomes.get(n, "unknown"), by_test.get(n)) for n in names]
+    header: dict[str, str] = {}
+    for d in docs:
+        header = {"host": str(d.get("host", {}).get("name")),
+                  "engine": f"{d.get('engine', {}).get('build')} "
+                            f"({d.get('engine', {}).get('version')})",
+                  "harness": str(d.get("harness", {}).get("version")),
+                  "cpu": str(d.get("fingerprint", {}).get("cpu_model"))}
+        break
+    return ReportInput(run_id, tests, history, header)
+
+
+def outcome_from_result(doc: dict[str, Any]) -> str:
+    """What a result file alone says of its test (no pytest outcome at hand)."""
+    if not doc.get("valid"):
+        return "invalid"
+    verdicts = [v for g in doc.get("gate", []) for v in g["verdicts"]]
+    return "regression" if any(v["gated"] and v["kind"] == "regression" for v in verdicts) \
+        else "measured"
+
+
+def _verdict_rows(tests: Sequence[TestRecord]) -> list[list[str]]:
+    return verdict_rows((t.test, t.verdicts) for t in tests)
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    def esc(cell: str) -> str:
+        return cell.replace("|", "\\|")
+
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(esc(c) for c in r) + " |" for r in rows)]
+
+
+def _figure_rows(tests: Sequence[TestRecord]) -> list[list[str]]:
+    rows = []
+    for t in tests:
+        med = t.medians()
+        rows.append([t.test, t.outcome, str(len(t.runs)),
+                     *(fmt_number(med.get(k), fmt) for k, _, fmt in FIGURE_COLUMNS), t.gate_status])
+    return rows
+
+
+FIGURE_HEADER = ["test", "outcome", "reps", *(label for _, label, _ in FIGURE_COLUMNS), "baseline"]
+
+
+def _counts(tests: Sequence[TestRecord]) -> str:
+    counts: dict[str, int] = {}
+    for t in tests:
+        counts[t.outcome] = counts.get(t.outcome, 0) + 1
+    regressions = sum(1 for t in tests for v in t.verdicts
+                      if v.get("gated") and v["kind"] == "regression")
+    parts = [f"{n} {k}" for k, n in sorted(counts.items())]
+    return ", ".join(parts) + f"; {regressions} gated regression verdict(s)"
+
+
+def render_markdown(data: ReportInput) -> str:
+    """The run as Markdown: headline counts, verdicts, figures, failure details."""
+    lines = [f"# pytest-mi300x run {data.run_id}", ""]
+    if data.header:
+        lines += [" · ".join(f"{k} {v}" for k, v in data.header.items()), ""]
+    lines += [_counts(data.tests), "", "## Verdicts against the baselines", ""]
+    rows = _verdict_rows(data.tests)
+    lines += _md_table(VERDICT_HEADER, rows) if rows else ["No test was compared with a baseline."]
+    lines += ["", "## Figures (median of the repetitions)", ""]
+    lines += _md_table(FIGURE_HEADER, _figure_rows(data.tests))
+    failing = [(t, v) for t in data.tests for v in t.verdicts
+               if v.get("gated") and v["kind"] == "regression"]
+    if failing:
+        lines += ["", "## Regressions", ""]
+        for t, v in failing:
+            change = fmt_number(v["change_pct"], "{:+.1f}%")
+            threshold = fmt_number(v["threshold_pct"], "{:.1f}%")
+            lines += [f"- `{t.test}` **{v['metric']}**: "
+                      f"baseline {fmt_number(v['baseline_median'])} {_reps(v['baseline'])}, "
+                      f"now {fmt_number(v['candidate_median'])} {_reps(v['candidate'])}, "
+                      f"change {change}, threshold {threshold}: {v['reason']}"]
+    return "\n".join(lines) + "\n"
+
+
+def _reps(values: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{x:.4g}" for x in values) + "]"
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{_css(c)}">{html.escape(c)}</td>' for c in r) + "</tr>"
+        for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _css(cell: str) -> str:
+    return {"regression": "bad", "failed": "bad", "improvement": "good",
+            "inconclusive": "warn", "warn: regression": "warn"}.get(cell, "")
+
+
+def _history(data: ReportInput, test: str, host: str | None
+             ) -> tuple[dict[str, list[Point]], dict[str, list[Any]]]:
+    if data.history is None:
+        return {}, {}
+    series = {m: data.history.series(test, m, host) for m in plots.HISTORY_METRICS}
+    changes = {m: find_change_points([p.value for p in pts], m) for m, pts in series.items()}
+    return series, changes
+
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#263238}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}
+td,th{border:1px solid #cfd8dc;padding:3px 8px;text-align:right}
+td:first-child,th:first-child{text-align:left}
+.bad{background:#ffcdd2}.good{background:#c8e6c9}.warn{background:#ffe0b2}
+section{border-top:2px solid #eceff1;margin-top:2em}svg{max-width:100%;height:auto}"""
+
+
+def render_html(data: ReportInput) -> str:
+    """A standalone page: the Markdown's tables, then per test bars, distributions, history."""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'>"
+             f"<title>pytest-mi300x {html.escape(data.run_id)}</title><style>{STYLE}</style>"
+             f"</head><body><h1>pytest-mi300x run {html.escape(data.run_id)}</h1>"]
+    if data.header:
+        parts.append("<p>" + " · ".join(html.escape(f"{k} {v}") for k, v in data.header.items())
+                     + "</p>")
+    parts.append(f"<p>{html.escape(_counts(data.tests))}</p><h2>Verdicts</h2>")
+    rows = _verdict_rows(data.tests)
+    parts.append(_html_table(VERDICT_HEADER, rows) if rows
+                 else "<p>No test was compared with a baseline.</p>")
+    parts.append("<h2>Figures</h2>" + _html_table(FIGURE_HEADER, _figure_rows(data.tests)))
+    for t in data.tests:
+        if not t.runs:
+            continue
+        parts.append(f"<section><h2>{html.escape(t.test)}</h2>")
+        verdicts = {v["metric"]: v for v in t.verdicts}
+        parts.append("<h3>Against the baseline (bars: medians; dots: repetitions)</h3>")
+        parts.append(plots.baseline_bars([r["figures"] for r in t.runs], verdicts))
+        parts.append("<h3>Latency distributions</h3>")
+        parts.append(plots.latency_distributions(t.runs))
+        series, changes = _history(data, t.test, data.header.get("host"))
+        if any(len(s) > 1 for s in series.values()):
+            parts.append("<h3>History (dashed: change points)</h3>")
+            parts.append(plots.history_lines(series, changes))
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_reports(data: ReportInput, folder: Path) -> tuple[Path, Path]:
+    """Write report.md and report.html; append the Markdown to the GitHub job summary."""
+    folder.mkdir(parents=True, exist_ok=True)
+    md, page = folder / "report.md", folder / "report.html"
+    text = render_markdown(data)
+    md.write_text(text)
+    page.write_text(render_html(data))
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a") as fh:
+            fh.write(text)
+    return md, page
+
+
+def publish(results_dir: Path, run_id: str, outcomes: Mapping[str, str],
+            history: HistoryStore) -> tuple[Path, Path] | None:
+    """End of a session: append this run's figures to the history, then write the reports.
+
+    Only the process where all results converge calls it (the xdist controller)."""
+    if not results_dir.is_dir():
+        return None
+    docs = [d for d in read_results(results_dir) if d.get("run_id") == run_id]
+    if not docs:
+        return None
+    history.append(entry_from_result(d) for d in docs)
+    return write_reports(collect(docs, outcomes, run_id, history), results_dir)

