@@ -46,6 +46,10 @@ def flag_set() -> FlagSet:
 def llm_server(request: pytest.FixtureRequest, mi300x_session: PerfSession,
                serving_engine: str, served_model: str, flag_set: FlagSet) -> RunningServer:
     """A ready server for (engine, model, flag set), shared with every test that asks the same."""
+    wanted = tuple(a for m in request.node.iter_markers("accelerator") for a in m.args)
+    reason = mi300x_session.unavailable(serving_engine, flag_set, wanted)
+    if reason:
+        pytest.skip(reason)
     engine = mi300x_session.engine(serving_engine)
     reason = engine.skip_reason(flag_set, mi300x_session.install().version)
     if reason:

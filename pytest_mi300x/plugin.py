@@ -45,6 +45,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "perf_floor(**metric_pct): per-test floor tolerances in percent, "
         "e.g. perf_floor(median_ttft_ms=15)")
+    config.addinivalue_line(
+        "markers", "accelerator(*kinds): run only on hosts with one of these accelerators "
+        "(e.g. accelerator('mi300x', 'mi325x')); elsewhere the test skips with the reason")
     workerinput = getattr(config, "workerinput", None)
     run_id = (workerinput or {}).get(RUN_ID_INPUT) or (
         time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3))

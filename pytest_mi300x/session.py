@@ -70,6 +70,22 @@ class PerfSession:
             self._install = env.__enter__()
         return self._install
 
+    def unavailable(self, engine_name: str, flag_set: FlagSet,
+                    accelerators: tuple[str, ...] = ()) -> str | None:
+        """Why this host cannot run the case at all (a skip, not a failure), else None."""
+        host = self.host
+        if accelerators and host.accelerator not in accelerators:
+            return (f"runs on the GPU host: needs {' or '.join(accelerators)}; "
+                    f"host {host.name!r} is {host.accelerator}")
+        tp = dict(flag_set.flags).get("tensor_parallel_size")
+        if isinstance(tp, int) and tp > max(1, host.accelerator_count):
+            return (f"runs on the GPU host: tensor parallel {tp} needs {tp} GPUs; "
+                    f"host {host.name!r} has {host.accelerator_count}")
+        if engine_name != "vllm" and host.accelerator == "cpu":
+            return (f"runs on the GPU host: {engine_name} has no CPU build here; "
+                    f"host {host.name!r} runs vllm only")
+        return None
+
     def engine(self, name: str) -> Engine:
         if name != "vllm":
             raise HostConfigError(

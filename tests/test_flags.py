@@ -62,3 +62,15 @@ def test_engine_env_needs_key_equals_value() -> None:
     assert parse_engine_env("A_B=1=2") == ("A_B", "1=2")
     with pytest.raises(pytest.UsageError, match="--engine-env 'nokey'"):
         parse_engine_env("nokey")
+
+
+@pytest.mark.engine
+def test_env_vars_the_running_vllm_does_not_read_skip_with_the_successor(engine_python) -> None:
+    engine = VLLMEngine(python=engine_python, build="test")
+    gone = FlagSet.of("ck", env={"VLLM_USE_TRITON_FLASH_ATTN": "0"})
+    reason = engine.skip_reason(gone, "0.32.0")
+    assert reason is not None and "VLLM_USE_TRITON_FLASH_ATTN" in reason
+    assert "--attention-backend" in reason
+    # Env vars it does read, and non-vLLM env (ROCm's, NCCL's), are left to the engine.
+    kept = FlagSet.of("ok", env={"VLLM_CPU_KVCACHE_SPACE": "1", "NCCL_MIN_NCHANNELS": "112"})
+    assert engine.skip_reason(kept, "0.32.0") is None

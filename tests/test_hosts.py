@@ -101,3 +101,20 @@ def test_floors_come_from_the_host_profile(tmp_path: Path) -> None:
     bad = write(tmp_path, '[hosts.x]\naccelerator = "cpu"\nfloors = { median_ttft_ms = "ten" }\n')
     with pytest.raises(HostConfigError, match="floors"):
         load_hosts(bad)
+
+
+def test_cases_this_host_cannot_run_say_they_run_on_the_gpu_host(tmp_path: Path) -> None:
+    from pytest_mi300x.flags import FlagSet
+    from pytest_mi300x.session import PerfSession
+    from pytest_mi300x.settings import Settings
+
+    settings = Settings(gpu_host="cpu", hosts_file=None, vllm_build="x", engine_env=(),
+                        engine_args=(), results_dir=None, cache_dir=None, run_id="r")
+    session = PerfSession(settings, CPU_HOST, tmp_path, progress=lambda line: None)
+    plain = FlagSet("default")
+    assert session.unavailable("vllm", plain) is None
+    assert "needs mi300x" in session.unavailable("vllm", plain, ("mi300x",))
+    tp8 = FlagSet.of("tp-8", tensor_parallel_size=8)
+    assert "tensor parallel 8 needs 8 GPUs" in session.unavailable("vllm", tp8)
+    assert session.unavailable("vllm", FlagSet.of("tp-1", tensor_parallel_size=1)) is None
+    assert session.unavailable("tgi", plain).startswith("runs on the GPU host")

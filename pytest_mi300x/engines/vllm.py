@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +40,25 @@ REMOVED_FLAGS: dict[str, RemovedFlag] = {
 }
 """From vLLM's release history; the seed guide was written for v0.6.x."""
 
+ENV_SUCCESSORS: dict[str, str] = {
+    "VLLM_USE_TRITON_FLASH_ATTN": "--attention-backend (on ROCm, AMD's configs set "
+                                  "VLLM_ROCM_USE_AITER=1)",
+}
+"""Env vars of the seed's era that vLLM dropped, and what replaced them."""
+
 SECRET_ENV = "VLLM_API_KEY"
+
+
+@functools.cache
+def known_env_vars(python: Path) -> frozenset[str] | None:
+    """The VLLM_* env vars this vLLM reads (its ``vllm.envs`` table); None if unreadable."""
+    try:
+        script = "import vllm.envs as e; print('\\n'.join(e.environment_variables))"
+        out = subprocess.run([str(python), "-c", script], capture_output=True, text=True,
+                             timeout=120, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return frozenset(line.strip() for line in out.splitlines() if line.strip())
 
 
 def _release(version: str) -> Version | None:
@@ -91,4 +111,12 @@ class VLLMEngine:
                 continue
             if running is None or running >= Version(removed.removed_in):
                 return removed.reason(version)
+        asked = [k for k, _ in flag_set.env if k.startswith("VLLM_")]
+        known = known_env_vars(self.python) if asked else None
+        for key in asked:
+            if known is not None and key not in known:
+                # vLLM ignores env vars it does not know: the case would measure nothing.
+                successor = ENV_SUCCESSORS.get(key, "nothing known")
+                return (f"vLLM {version} no longer reads {key} (it would be silently ignored); "
+                        f"replaced by {successor}")
         return None

@@ -1,0 +1,66 @@
+"""The guide's eight tuning cases, each as flag sets measured against their baselines.
+
+One rate per case: the guide's QPS 1000 column, where the server, not the
+arrival rate, sets throughput and TTFT, so a flag's effect shows. A case whose
+flag or env var today's vLLM no longer has skips with the version that dropped
+it and its successor; a case that needs MI300X hardware (ROCm env vars, tensor
+parallelism across GPUs) skips elsewhere and runs on the GPU host.
+Case 3 (prefix caching, fresh run vs 2nd run) lives in test_prefix_caching.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_mi300x import DEFAULT_FLAGS, Arrivals, FlagSet, RandomDataset, Workload, flag_sets
+
+MI300_CLASS = ("mi300x", "mi325x", "mi355x")
+
+
+def measure(perf) -> None:
+    result = perf.run(Workload(
+        dataset=RandomDataset(input_len=256, output_len=256, num_prompts=400, seed=0),
+        arrivals=Arrivals(request_rate=1000.0),
+    ))
+    assert result.figures["failed"] == 0
+
+
+@flag_sets(FlagSet.of("chunked-prefill-on", enable_chunked_prefill=True),
+           FlagSet.of("chunked-prefill-off", enable_chunked_prefill=False))
+def test_case1_chunked_prefill(perf) -> None:
+    measure(perf)
+
+
+@flag_sets(*(FlagSet.of(f"scheduler-steps-{n}", num_scheduler_steps=n) for n in (1, 10, 15)))
+def test_case2_scheduler_steps(perf) -> None:
+    measure(perf)
+
+
+@flag_sets(*(FlagSet.of(f"capture-{n}", max_seq_len_to_capture=n) for n in (8192, 16384)))
+def test_case4_graph_capture_length(perf) -> None:
+    measure(perf)
+
+
+@pytest.mark.accelerator(*MI300_CLASS)
+@flag_sets(DEFAULT_FLAGS,
+           FlagSet.of("amd-env", env={"NCCL_MIN_NCHANNELS": "112", "HIP_FORCE_DEV_KERNARG": "1",
+                                      "TORCH_BLAS_PREFER_HIPBLASLT": "1"}),
+           FlagSet.of("ck-flash-attn", env={"VLLM_USE_TRITON_FLASH_ATTN": "0"}))
+def test_case5_amd_env_vars(perf) -> None:
+    measure(perf)
+
+
+@flag_sets(FlagSet.of("kv-cache-auto", kv_cache_dtype="auto"),
+           FlagSet.of("kv-cache-fp8", kv_cache_dtype="fp8"))
+def test_case6_kv_cache_dtype(perf) -> None:
+    measure(perf)
+
+
+@flag_sets(*(FlagSet.of(f"tp-{n}", tensor_parallel_size=n) for n in (4, 8)))
+def test_case7_tensor_parallelism(perf) -> None:
+    measure(perf)
+
+
+@flag_sets(*(FlagSet.of(f"max-num-seqs-{n}", max_num_seqs=n) for n in (256, 512, 1024)))
+def test_case8_max_num_seqs(perf) -> None:
+    measure(perf)
