@@ -45,7 +45,8 @@ from pytest_mi300x.verdict import DEFAULT_FLOOR_PCT, GATED_METRICS, Kind, judge
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_REPS, CAND_REPS = 5, 3
-DEFAULT_SELECTION = "chunked-prefill-on and (qps-16 or qps-1000)"
+DEFAULT_SELECTION = "vllm-default and (qps-16 or qps-1000)"
+CALIBRATION_FLOORS = (5.6, 8.0, 10.0, 12.0, 15.0, 20.0, 25.0, 30.0, 40.0, 60.0)
 
 
 def run_instance(out: Path, selection: str, extra: list[str]) -> float:
@@ -147,6 +148,33 @@ def main() -> int:
             print(f"{test.split('::')[-1][:44]:<44} {metric:<22} {floor:>5.1f}% "
                   f"{within:>5.1f}% {between:>7.1f}% {share(aa, n_aa):>13} "
                   f"{share(inj, n_aa):>13} {ratio:>7} {share(ab, n_ab):>13}")
+    print("\nCalibration: the smallest floor with A/A alarms <= 1% of pairs, and its power at a "
+          "10% (injected) and the real (A/B) slowdown")
+    for test in tests:
+        for metric in sorted(GATED_METRICS):
+            a_sets = [x[test] for x in a_runs if len(x.get(test, [])) >= BASE_REPS]
+            b_sets = [x[test] for x in b_runs if len(x.get(test, [])) >= CAND_REPS]
+            if len(a_sets) < 2 or metric not in a_sets[0][0]:
+                continue
+            col = [[float(r[metric]) for r in reps] for reps in a_sets]
+            bcol = [[float(r[metric]) for r in reps[:CAND_REPS]] for reps in b_sets]
+            pairs = list(itertools.permutations(col, 2))
+            for floor in CALIBRATION_FLOORS:
+                alarms = sum(judge(metric, b, c[:CAND_REPS], floor_pct=floor).kind
+                             is Kind.REGRESSION for b, c in pairs)
+                if alarms <= 0.01 * len(pairs):
+                    caught = sum(judge(metric, b, worsen(c[:CAND_REPS], metric, 10.0),
+                                       floor_pct=floor).kind is Kind.REGRESSION for b, c in pairs)
+                    real = [judge(metric, b, c, floor_pct=floor).kind is Kind.REGRESSION
+                            for b in col for c in bcol]
+                    real_share = f"{sum(real) / len(real) * 100:.0f}%" if real else "-"
+                    print(f"  {test.split('::')[-1][:44]:<44} {metric:<22} floor {floor:>5.1f}%: "
+                          f"A/A {alarms}/{len(pairs)}, 10% caught {caught / len(pairs) * 100:.0f}%,"
+                          f" A/B caught {real_share}")
+                    break
+            else:
+                print(f"  {test.split('::')[-1][:44]:<44} {metric:<22} no floor up to "
+                      f"{CALIBRATION_FLOORS[-1]}% keeps A/A alarms <= 1%")
     bound = 1 - 0.05 ** (1 / max(1, len(a_runs) * (len(a_runs) - 1)))
     print(f"\nWith zero A/A alarms in {len(a_runs) * (len(a_runs) - 1)} pairs the one-sided 95% "
           f"upper bound on the false-alarm rate is about {bound * 100:.1f}% (pairs share "

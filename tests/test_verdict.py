@@ -267,3 +267,11 @@ def test_seeded_error_rates_at_cv_3_percent(metric: str) -> None:
 
     assert regression_rate(1.0) <= 0.02
     assert regression_rate(worse) >= 0.90
+
+
+def test_a_floor_wider_than_the_noise_cap_still_decides() -> None:
+    # A host that gates only big changes (floor 60%) must still catch a doubling.
+    base, cand = [20.0, 20.5, 19.8, 20.2, 20.1], [40.0, 41.0, 39.5]
+    assert judge("median_ttft_ms", base, cand, floor_pct=60.0).kind is Kind.REGRESSION
+    assert judge("median_ttft_ms", base, [25.0, 25.5, 24.8], floor_pct=60.0).kind \
+        is Kind.NO_CHANGE
