@@ -31,11 +31,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import statistics
 import subprocess
 import sys
 import time
-from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_mi300x.hosts import CPU_HOST
@@ -64,10 +65,6 @@ def load(folder: Path) -> dict[str, list[dict[str, float]]]:
             for doc in read_results(folder)}
 
 
-def floor_for(metric: str, floors: dict[str, float]) -> float:
-    return floors.get(metric, DEFAULT_FLOOR_PCT)
-
-
 def worsen(values: list[float], metric: str, pct: float) -> list[float]:
     factor = 1 + pct / 100 if METRIC_DIRECTIONS[metric] == "lower" else 1 - pct / 100
     return [v * factor for v in values]
@@ -75,6 +72,52 @@ def worsen(values: list[float], metric: str, pct: float) -> list[float]:
 
 def cv(values: list[float]) -> float:
     return statistics.stdev(values) / statistics.mean(values) * 100 if len(values) > 1 else 0.0
+
+
+def columns(a_runs: list[dict[str, list[dict[str, float]]]],
+            b_runs: list[dict[str, list[dict[str, float]]]], test: str, metric: str
+            ) -> tuple[list[list[float]], list[list[float]]] | None:
+    """Per-instance values of one metric: A with all runs, B with the candidate's runs."""
+    a_sets = [x[test] for x in a_runs if len(x.get(test, [])) >= BASE_REPS]
+    b_sets = [x[test] for x in b_runs if len(x.get(test, [])) >= CAND_REPS]
+    if len(a_sets) < 2 or metric not in a_sets[0][0]:
+        return None
+    return ([[float(r[metric]) for r in reps] for reps in a_sets],
+            [[float(r[metric]) for r in reps[:CAND_REPS]] for reps in b_sets])
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Regression verdicts among A/A pairs, A/A pairs made 10% worse, and A/B pairs."""
+
+    aa: int
+    injected: int
+    pairs: int
+    ab: int
+    ab_pairs: int
+    ratio: float
+
+    @classmethod
+    def of(cls, col: list[list[float]], bcol: list[list[float]], metric: str,
+           floor: float) -> Rates:
+        def regressed(base: list[float], cand: list[float]) -> bool:
+            return judge(metric, base, cand, floor_pct=floor).kind is Kind.REGRESSION
+
+        pairs = list(itertools.permutations(col, 2))
+        ab = [(b, c) for b in col for c in bcol]
+        ratios = [statistics.median(c) / statistics.median(b) for b, c in ab]
+        return cls(
+            aa=sum(regressed(b, c[:CAND_REPS]) for b, c in pairs),
+            injected=sum(regressed(b, worsen(c[:CAND_REPS], metric, 10.0)) for b, c in pairs),
+            pairs=len(pairs),
+            ab=sum(regressed(b, c) for b, c in ab),
+            ab_pairs=len(ab),
+            ratio=statistics.median(ratios) if ratios else math.nan,
+        )
+
+
+def share(count: int, n: int) -> str:
+    return f"{count:>3}/{n:<3}" + (f"{count / n * 100:>4.0f}%" if n else "    -")
 
 
 def main() -> int:
@@ -117,64 +160,30 @@ def main() -> int:
               f"{'A/A alarms':>13} {'10% caught':>13} {'B/A':>7} {'A/B caught':>13}")
     print(header)
     print("-" * len(header))
-    for test in tests:
-        for metric in sorted(GATED_METRICS):
-            a_sets = [x[test] for x in a_runs if len(x.get(test, [])) >= BASE_REPS]
-            b_sets = [x[test] for x in b_runs if len(x.get(test, [])) >= CAND_REPS]
-            if len(a_sets) < 2 or metric not in a_sets[0][0]:
-                continue
-            col = [[float(r[metric]) for r in reps] for reps in a_sets]
-            floor = floor_for(metric, floors)
-            within = statistics.median(cv(c) for c in col)
-            between = cv([statistics.median(c) for c in col])
-            aa, inj = Counter(), Counter()
-            for base, cand in itertools.permutations(col, 2):
-                aa[judge(metric, base, cand[:CAND_REPS], floor_pct=floor).kind] += 1
-                worse = worsen(cand[:CAND_REPS], metric, 10.0)
-                inj[judge(metric, base, worse, floor_pct=floor).kind] += 1
-            ab: Counter[Kind] = Counter()
-            ratios = []
-            for base, reps in itertools.product(col, b_sets):
-                cand = [float(r[metric]) for r in reps[:CAND_REPS]]
-                ab[judge(metric, base, cand, floor_pct=floor).kind] += 1
-                ratios.append(statistics.median(cand) / statistics.median(base))
-            n_aa, n_ab = sum(aa.values()), sum(ab.values())
-
-            def share(counter: Counter[Kind], n: int) -> str:
-                return f"{counter[Kind.REGRESSION]:>3}/{n:<3}" + (
-                    f"{counter[Kind.REGRESSION] / n * 100:>4.0f}%" if n else "    -")
-
-            ratio = f"{statistics.median(ratios):.3f}" if ratios else "-"
-            print(f"{test.split('::')[-1][:44]:<44} {metric:<22} {floor:>5.1f}% "
-                  f"{within:>5.1f}% {between:>7.1f}% {share(aa, n_aa):>13} "
-                  f"{share(inj, n_aa):>13} {ratio:>7} {share(ab, n_ab):>13}")
+    cells = [(test, metric, cols) for test in tests for metric in sorted(GATED_METRICS)
+             if (cols := columns(a_runs, b_runs, test, metric)) is not None]
+    for test, metric, (col, bcol) in cells:
+        floor = floors.get(metric, DEFAULT_FLOOR_PCT)
+        r = Rates.of(col, bcol, metric, floor)
+        within = statistics.median(cv(c) for c in col)
+        between = cv([statistics.median(c) for c in col])
+        ratio = f"{r.ratio:.3f}" if bcol else "-"
+        print(f"{test.split('::')[-1][:44]:<44} {metric:<22} {floor:>5.1f}% "
+              f"{within:>5.1f}% {between:>7.1f}% {share(r.aa, r.pairs):>13} "
+              f"{share(r.injected, r.pairs):>13} {ratio:>7} {share(r.ab, r.ab_pairs):>13}")
     print("\nCalibration: the smallest floor with A/A alarms <= 1% of pairs, and its power at a "
           "10% (injected) and the real (A/B) slowdown")
-    for test in tests:
-        for metric in sorted(GATED_METRICS):
-            a_sets = [x[test] for x in a_runs if len(x.get(test, [])) >= BASE_REPS]
-            b_sets = [x[test] for x in b_runs if len(x.get(test, [])) >= CAND_REPS]
-            if len(a_sets) < 2 or metric not in a_sets[0][0]:
-                continue
-            col = [[float(r[metric]) for r in reps] for reps in a_sets]
-            bcol = [[float(r[metric]) for r in reps[:CAND_REPS]] for reps in b_sets]
-            pairs = list(itertools.permutations(col, 2))
-            for floor in CALIBRATION_FLOORS:
-                alarms = sum(judge(metric, b, c[:CAND_REPS], floor_pct=floor).kind
-                             is Kind.REGRESSION for b, c in pairs)
-                if alarms <= 0.01 * len(pairs):
-                    caught = sum(judge(metric, b, worsen(c[:CAND_REPS], metric, 10.0),
-                                       floor_pct=floor).kind is Kind.REGRESSION for b, c in pairs)
-                    real = [judge(metric, b, c, floor_pct=floor).kind is Kind.REGRESSION
-                            for b in col for c in bcol]
-                    real_share = f"{sum(real) / len(real) * 100:.0f}%" if real else "-"
-                    print(f"  {test.split('::')[-1][:44]:<44} {metric:<22} floor {floor:>5.1f}%: "
-                          f"A/A {alarms}/{len(pairs)}, 10% caught {caught / len(pairs) * 100:.0f}%,"
-                          f" A/B caught {real_share}")
-                    break
-            else:
-                print(f"  {test.split('::')[-1][:44]:<44} {metric:<22} no floor up to "
-                      f"{CALIBRATION_FLOORS[-1]}% keeps A/A alarms <= 1%")
+    for test, metric, (col, bcol) in cells:
+        name = f"  {test.split('::')[-1][:44]:<44} {metric:<22}"
+        for floor in CALIBRATION_FLOORS:
+            r = Rates.of(col, bcol, metric, floor)
+            if r.aa <= 0.01 * r.pairs:
+                print(f"{name} floor {floor:>5.1f}%: A/A {share(r.aa, r.pairs)}, "
+                      f"10% caught {share(r.injected, r.pairs)}, A/B caught "
+                      f"{share(r.ab, r.ab_pairs)}")
+                break
+        else:
+            print(f"{name} no floor up to {CALIBRATION_FLOORS[-1]}% keeps A/A alarms <= 1%")
     bound = 1 - 0.05 ** (1 / max(1, len(a_runs) * (len(a_runs) - 1)))
     print(f"\nWith zero A/A alarms in {len(a_runs) * (len(a_runs) - 1)} pairs the one-sided 95% "
           f"upper bound on the false-alarm rate is about {bound * 100:.1f}% (pairs share "
