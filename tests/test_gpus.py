@@ -146,7 +146,7 @@ def test_holder_names_the_process_from_amd_smi() -> None:
                    "amd-smi process": read("amd-smi-process-by-pid.json")})
     inv = gpus.discover("mi300x", run=tools)
     assert inv.holder(1) == "pid 2168274 (python3.12, 0.1 GiB VRAM)"
-    assert inv.holder(0) == "pid 2168274 (python3.12)"  # 48 kB: listed, so held
+    assert inv.holder(0) == "pid 2168274 (python3.12, 0.0 GiB VRAM)"  # listed, so held
 
 
 def test_holder_by_vram_when_no_process_is_visible() -> None:
