@@ -47,7 +47,7 @@ def llm_server(request: pytest.FixtureRequest, mi300x_session: PerfSession,
                serving_engine: str, served_model: str, flag_set: FlagSet) -> RunningServer:
     """A ready server for (engine, model, flag set), shared with every test that asks the same."""
     engine = mi300x_session.engine(serving_engine)
-    reason = engine.skip_reason(flag_set, mi300x_session.install().version)
+    reason = engine.skip_reason(flag_set, mi300x_session.engine_version(serving_engine))
     if reason:
         pytest.skip(reason)
     server = mi300x_session.server(serving_engine, served_model, flag_set)
@@ -57,7 +57,8 @@ def llm_server(request: pytest.FixtureRequest, mi300x_session: PerfSession,
 
 @pytest.fixture
 def perf(request: pytest.FixtureRequest, mi300x_session: PerfSession,
-         llm_server: RunningServer, served_model: str) -> Iterator[Measurer]:
+         llm_server: RunningServer, served_model: str,
+         serving_engine: str) -> Iterator[Measurer]:
     """Drives workloads at ``llm_server`` and records figures: ``perf.run(Workload(...))``."""
     model = mi300x_session.model(served_model)
     tokenizer = ServedTokenizer(llm_server.base_url, llm_server.api_key,
@@ -68,7 +69,7 @@ def perf(request: pytest.FixtureRequest, mi300x_session: PerfSession,
     measurer = Measurer(
         server=llm_server, tokenizer=tokenizer, host=mi300x_session.host,
         test_id=request.node.nodeid, results_dir=mi300x_session.results_dir,
-        model=model.describe(), engine=mi300x_session.engine_description(),
+        model=model.describe(), engine=mi300x_session.engine_description(serving_engine),
         run_id=mi300x_session.settings.run_id, repeats=mi300x_session.settings.repeats,
         gate=mi300x_session.gate, floors=floors,
     )

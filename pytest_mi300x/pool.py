@@ -6,13 +6,14 @@ import os
 import re
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import openai
 
 from pytest_mi300x.engines.base import Engine, LaunchSpec
+from pytest_mi300x.leases import GpuLease
 from pytest_mi300x.server import ServerError, ServerExited, ServerProcess, free_port, redact_env
 
 
@@ -27,6 +28,7 @@ class RunningServer:
     version: str
     generation: int
     added_env: dict[str, str] = field(default_factory=dict)
+    lease: GpuLease | None = None
 
     @property
     def base_url(self) -> str:
@@ -57,6 +59,7 @@ class RunningServer:
             "startup_s": self.process.startup_s,
             "log": str(self.process.log_path),
             "generation": self.generation,
+            "gpus": list(self.spec.gpus),
         }
 
 
@@ -85,7 +88,8 @@ class ServerPool:
     """
 
     def __init__(self, log_dir: Path, *, max_servers: int = 1, start_timeout: float = 900.0,
-                 bind_host: str = "127.0.0.1") -> None:
+                 bind_host: str = "127.0.0.1",
+                 lease: Callable[[int, str], GpuLease] | None = None) -> None:
         self.log_dir = log_dir
         self.max_servers = max_servers
         self.start_timeout = start_timeout
@@ -93,6 +97,7 @@ class ServerPool:
         self._live: OrderedDict[str, RunningServer] = OrderedDict()
         self._failed: dict[str, ServerError] = {}
         self._starts: dict[str, int] = {}
+        self._lease = lease
 
     def acquire(self, key: str, engine: Engine,
                 make_spec: Callable[[str, int], LaunchSpec]) -> RunningServer:
@@ -116,6 +121,14 @@ class ServerPool:
         generation = self._starts.get(key, 0) + 1
         self._starts[key] = generation
         spec = make_spec(self.bind_host, free_port(self.bind_host))
+        lease = None
+        if spec.gpus_needed and self._lease is not None:
+            # One server per process on GPU hosts: a worker never waits for GPUs
+            # while its idle servers hold others (that is how workers deadlock).
+            self.close()
+            lease = self._lease(spec.gpus_needed, key)
+            lease.acquire()
+            spec = replace(spec, env={**spec.env, **lease.env}, gpus=lease.gpus)
         added_env = engine.environment(spec)
         process = ServerProcess(
             engine.command(spec),
@@ -123,6 +136,7 @@ class ServerPool:
             log_path=self.log_dir / f"{_slug(key)}-{generation}.log",
             ready_url=f"{spec.base_url}{engine.health_path}",
             start_timeout=self.start_timeout,
+            on_spawn=None if lease is None else lease.attach,
         )
         try:
             process.start()
@@ -130,10 +144,12 @@ class ServerPool:
             _check_served_model(spec, process)
         except BaseException as exc:
             process.stop()
+            if lease is not None:
+                lease.release()
             if isinstance(exc, ServerError):
                 self._failed[key] = exc
             raise
-        server = RunningServer(key, engine, spec, process, version, generation, added_env)
+        server = RunningServer(key, engine, spec, process, version, generation, added_env, lease)
         self._live[key] = server
         return server
 
@@ -141,6 +157,8 @@ class ServerPool:
         server = self._live.pop(key, None)
         if server is not None:
             server.process.stop()
+            if server.lease is not None:
+                server.lease.release()
 
     def close(self) -> None:
         """Stop every server; safe to call more than once."""
