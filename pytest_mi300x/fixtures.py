@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from pytest_mi300x.flags import DEFAULT_FLAGS, FlagSet
+from pytest_mi300x.sharding import strip_group
 from pytest_mi300x.measure import Measurer
 from pytest_mi300x.pool import RunningServer
 from pytest_mi300x.session import PerfSession
@@ -44,7 +45,8 @@ def flag_set() -> FlagSet:
 
 @pytest.fixture
 def llm_server(request: pytest.FixtureRequest, mi300x_session: PerfSession,
-               serving_engine: str, served_model: str, flag_set: FlagSet) -> RunningServer:
+               serving_engine: str, served_model: str,
+               flag_set: FlagSet) -> Iterator[RunningServer]:
     """A ready server for (engine, model, flag set), shared with every test that asks the same."""
     engine = mi300x_session.engine(serving_engine)
     reason = engine.skip_reason(flag_set, mi300x_session.engine_version(serving_engine))
@@ -52,7 +54,8 @@ def llm_server(request: pytest.FixtureRequest, mi300x_session: PerfSession,
         pytest.skip(reason)
     server = mi300x_session.server(serving_engine, served_model, flag_set)
     request.node.stash[SERVER_KEY] = server
-    return server
+    yield server
+    mi300x_session.pool.idle()
 
 
 @pytest.fixture
@@ -68,7 +71,7 @@ def perf(request: pytest.FixtureRequest, mi300x_session: PerfSession,
     floors = {k: float(v) for kwargs in reversed(floor_marks) for k, v in kwargs.items()}
     measurer = Measurer(
         server=llm_server, tokenizer=tokenizer, host=mi300x_session.host,
-        test_id=request.node.nodeid, results_dir=mi300x_session.results_dir,
+        test_id=strip_group(request.node.nodeid, request.node), results_dir=mi300x_session.results_dir,
         model=model.describe(), engine=mi300x_session.engine_description(serving_engine),
         run_id=mi300x_session.settings.run_id, repeats=mi300x_session.settings.repeats,
         gate=mi300x_session.gate, floors=floors,

@@ -53,12 +53,13 @@ def visibility_env(gpus: Sequence[int], accelerator: str) -> dict[str, str]:
 
 
 def _start_time(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (guards against a reused pid)."""
+    """The kernel's start time of a running ``pid`` (guards against a reused pid)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]  # a zombie has ended
 
 
 class GpuLease:
@@ -98,6 +99,14 @@ class GpuLease:
 
     def acquire(self) -> tuple[int, ...]:
         self.lock_dir.mkdir(parents=True, exist_ok=True)
+        wanted = self.lock_dir / f"wanted-{os.getpid()}"
+        try:
+            return self._acquire(wanted)
+        finally:
+            with contextlib.suppress(OSError):
+                wanted.unlink()
+
+    def _acquire(self, wanted: Path) -> tuple[int, ...]:
         deadline = time.monotonic() + self.timeout_s
         said_waiting = False
         while True:
@@ -114,6 +123,8 @@ class GpuLease:
                     f"no {self.count} free GPU(s) after {self.timeout_s:.0f} s for {self.label}: "
                     + "; ".join(f"GPU {g} {why}" for g, why in sorted(blocked.items()))
                     + f" (locks in {self.lock_dir})")
+            # Tell idle servers of other workers that someone waits for a GPU.
+            wanted.touch()
             if not said_waiting and self.progress is not None:
                 self.progress(f"waiting for {self.count} free GPU(s) for {self.label}: "
                               + "; ".join(f"GPU {g} {w}" for g, w in sorted(blocked.items())))
@@ -193,20 +204,59 @@ class GpuLease:
                 f"{owner.get('label') or '?'} since {owner.get('since')}")
 
     def _stop_orphan(self, gpu: int) -> None:
-        """A lock we could take whose owner file names a live server: its worker died."""
-        owner = self._read_owner(gpu)
-        pgid = owner.get("server_pgid")
-        if isinstance(pgid, int) and owner.get("server_start") == _start_time(pgid):
-            if self.progress is not None:
-                self.progress(f"GPU {gpu}: stopping server pid {pgid} left by dead worker "
-                              f"{owner.get('worker')} (pid {owner.get('pid')})")
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pgid, sig)
-                for _ in range(50):
-                    if _start_time(pgid) is None:
-                        break
-                    time.sleep(0.1)
+        stop_orphan(self.lock_dir, gpu, self.progress)
+
+
+def stop_orphan(lock_dir: Path, gpu: int, progress: Callable[[str], None] | None = None) -> None:
+    """Stop the server the owner file of ``gpu`` names, if it still runs.
+
+    Call only while holding the GPU's lock: then the owner that started it is dead.
+    """
+    try:
+        owner = json.loads((lock_dir / f"gpu-{gpu}.owner.json").read_text())
+    except (OSError, ValueError):
+        return
+    pgid = owner.get("server_pgid") if isinstance(owner, dict) else None
+    if not isinstance(pgid, int) or owner.get("server_start") != _start_time(pgid):
+        return
+    if progress is not None:
+        progress(f"GPU {gpu}: stopping server pid {pgid} left by dead worker "
+                 f"{owner.get('worker')} (pid {owner.get('pid')})")
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+        for _ in range(50):
+            if _start_time(pgid) is None:
+                return
+            time.sleep(0.1)
+
+
+def sweep_orphans(lock_dir: Path, progress: Callable[[str], None] | None = None) -> None:
+    """Stop servers left by dead lease holders on every GPU no one leases now."""
+    for path in sorted(lock_dir.glob("gpu-*.lock")):
+        gpu = path.name.removeprefix("gpu-").removesuffix(".lock")
+        if not gpu.isdigit():
+            continue
+        lock = FileLock(path)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue
+        try:
+            stop_orphan(lock_dir, int(gpu), progress)
+            with contextlib.suppress(OSError):
+                (lock_dir / f"gpu-{gpu}.owner.json").unlink()
+        finally:
+            lock.release()
+
+
+def others_waiting(lock_dir: Path) -> bool:
+    """Whether another live process waits for GPUs in ``lock_dir``."""
+    for flag in lock_dir.glob("wanted-*"):
+        pid = flag.name.removeprefix("wanted-")
+        if pid.isdigit() and int(pid) != os.getpid() and _start_time(int(pid)) is not None:
+            return True
+    return False
 
 
 def lock_dir_from_env(default: Path = DEFAULT_LOCK_DIR) -> Path:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -89,7 +91,8 @@ class ServerPool:
 
     def __init__(self, log_dir: Path, *, max_servers: int = 1, start_timeout: float = 900.0,
                  bind_host: str = "127.0.0.1",
-                 lease: Callable[[int, str], GpuLease] | None = None) -> None:
+                 lease: Callable[[int, str], GpuLease] | None = None,
+                 others_waiting: Callable[[], bool] | None = None) -> None:
         self.log_dir = log_dir
         self.max_servers = max_servers
         self.start_timeout = start_timeout
@@ -98,10 +101,46 @@ class ServerPool:
         self._failed: dict[str, ServerError] = {}
         self._starts: dict[str, int] = {}
         self._lease = lease
+        self._others_waiting = others_waiting
+        self._mu = threading.Lock()
+        self._busy = False
+        self._reaper: threading.Thread | None = None
 
     def acquire(self, key: str, engine: Engine,
                 make_spec: Callable[[str, int], LaunchSpec]) -> RunningServer:
-        """The live server for ``key``, starting (or restarting) it if needed."""
+        """The live server for ``key``, starting (or restarting) it if needed.
+
+        The server counts as in use until ``idle()``.
+        """
+        with self._mu:
+            self._busy = True
+            return self._acquire(key, engine, make_spec)
+
+    def idle(self) -> None:
+        """The test using the server ended. On GPU hosts a watcher then stops the
+        idle server as soon as another worker waits for GPUs: an xdist worker
+        blocks between tests until it gets more, and must not hold GPUs meanwhile."""
+        with self._mu:
+            self._busy = False
+            if (self._others_waiting is not None and self._live
+                    and (self._reaper is None or not self._reaper.is_alive())):
+                self._reaper = threading.Thread(target=self._reap, name="mi300x-idle-servers",
+                                                daemon=True)
+                self._reaper.start()
+
+    def _reap(self, poll_s: float = 0.5) -> None:
+        assert self._others_waiting is not None
+        while True:
+            time.sleep(poll_s)
+            with self._mu:
+                if self._busy or not self._live:
+                    return
+                if self._others_waiting():
+                    self.close()
+                    return
+
+    def _acquire(self, key: str, engine: Engine,
+                 make_spec: Callable[[str, int], LaunchSpec]) -> RunningServer:
         if key in self._failed:
             failed = self._failed[key]
             raise type(failed)(f"(same start failure as before) {failed.args[0]}", failed.log_tail)

@@ -20,7 +20,7 @@ from pytest_mi300x.engines.vllm import VLLMEngine
 from pytest_mi300x.flags import FlagSet
 from pytest_mi300x.gate import Gate
 from pytest_mi300x.hosts import TINY_MODEL, HostConfigError, HostProfile
-from pytest_mi300x.leases import GpuLease, lock_dir_from_env
+from pytest_mi300x.leases import GpuLease, lock_dir_from_env, others_waiting, sweep_orphans
 from pytest_mi300x.pool import RunningServer, ServerPool
 from pytest_mi300x.settings import Settings
 
@@ -75,7 +75,9 @@ class PerfSession:
         self.api_key = secrets.token_urlsafe(24)
         self.pool = ServerPool(results_dir / "servers", max_servers=host.max_servers,
                                start_timeout=host.start_timeout_s,
-                               lease=self.lease if host.has_gpus else None)
+                               lease=self.lease if host.has_gpus else None,
+                               others_waiting=((lambda: others_waiting(self.lock_dir))
+                                               if host.has_gpus else None))
         self.gate = Gate(BaselineStore(settings.baselines_dir), host.name,
                          update=settings.update_baselines,
                          require=settings.require_baseline,
@@ -94,11 +96,14 @@ class PerfSession:
                 f"{self.host.accelerator}, {self.host.source}): its GPUs are not reachable from "
                 f"this machine ({exc}); run on that host, or use --gpu-host cpu here") from None
 
+    @property
+    def lock_dir(self) -> Path:
+        return Path(self.host.lock_dir) if self.host.lock_dir else lock_dir_from_env()
+
     def lease(self, count: int, label: str) -> GpuLease:
         """An unentered lease of ``count`` GPUs on this host (the pool enters it)."""
-        lock_dir = Path(self.host.lock_dir) if self.host.lock_dir else lock_dir_from_env()
         return GpuLease(count, accelerator=self.host.accelerator, inventory=self.inventory,
-                        lock_dir=lock_dir, label=label, timeout_s=self.host.lease_timeout_s,
+                        lock_dir=self.lock_dir, label=label, timeout_s=self.host.lease_timeout_s,
                         progress=self.progress)
 
     def gpu_build(self, name: str) -> ResolvedBuild:
@@ -106,6 +111,10 @@ class PerfSession:
             raw = self.settings.vllm_build if name == "vllm" else self.settings.tgi_build
             self._gpu_builds[name] = resolve_gpu_build(name, raw, self.host)
         return self._gpu_builds[name]
+
+    def use_build(self, name: str, build: ResolvedBuild) -> None:
+        """Serve ``name`` with an already resolved build (tests, custom launchers)."""
+        self._gpu_builds[name] = build
 
     def engine_version(self, name: str) -> str:
         return self.gpu_build(name).version if self.host.has_gpus else self.install().version
@@ -177,3 +186,8 @@ class PerfSession:
 
     def close(self) -> None:
         self.pool.close()
+
+    def sweep(self) -> None:
+        """Controller, at the end: stop servers of workers that died holding GPUs."""
+        if self.host.has_gpus and self.lock_dir.is_dir():
+            sweep_orphans(self.lock_dir, self.progress)
