@@ -95,6 +95,18 @@ def _host_before_configure(config: pytest.Config) -> HostProfile | None:
         return None
 
 
+def pytest_report_header(config: pytest.Config) -> str | None:
+    perf_session = config.stash.get(SESSION_KEY, None)
+    if perf_session is None:
+        return None
+    host, scale = perf_session.host, perf_session.host.scale
+    size = ("full size" if (scale.prompts, scale.rate, scale.lengths) == (1.0, 1.0, 1.0)
+            else f"x{scale.prompts} prompts, x{scale.rate} rate, x{scale.lengths} lengths")
+    gpus = (f"{host.accelerator_count} x {host.accelerator}"
+            + (f" {host.gfx}" if host.gfx else "")) if host.has_gpus else "CPU"
+    return f"pytest-mi300x: host {host.name} ({gpus}, {host.source}); workloads at {size}"
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
     perf_session = config.stash.get(SESSION_KEY, None)
