@@ -75,6 +75,8 @@ def perf(request: pytest.FixtureRequest, mi300x_session: PerfSession,
         model=model.describe(), engine=mi300x_session.engine_description(serving_engine),
         run_id=mi300x_session.settings.run_id, repeats=mi300x_session.settings.repeats,
         gate=mi300x_session.gate, floors=floors,
+        telemetry=mi300x_session.telemetry(llm_server.spec.gpus),
     )
     request.node.stash[MEASURER_KEY] = measurer
     yield measurer
+    measurer.stop_telemetry()

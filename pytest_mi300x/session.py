@@ -23,6 +23,7 @@ from pytest_mi300x.hosts import TINY_MODEL, HostConfigError, HostProfile
 from pytest_mi300x.leases import GpuLease, lock_dir_from_env, others_waiting, sweep_orphans
 from pytest_mi300x.pool import RunningServer, ServerPool
 from pytest_mi300x.settings import Settings
+from pytest_mi300x.telemetry import GpuTelemetry
 
 
 TP_FLAG = "tensor_parallel_size"
@@ -105,6 +106,12 @@ class PerfSession:
         return GpuLease(count, accelerator=self.host.accelerator, inventory=self.inventory,
                         lock_dir=self.lock_dir, label=label, timeout_s=self.host.lease_timeout_s,
                         progress=self.progress)
+
+    def telemetry(self, gpu_indices: tuple[int, ...]) -> Callable[[], GpuTelemetry] | None:
+        """A sampler factory for the measured runs on these GPUs (None on the cpu host)."""
+        if not self.host.has_gpus or not gpu_indices:
+            return None
+        return lambda: GpuTelemetry.for_gpus(self.host.accelerator, gpu_indices)
 
     def gpu_build(self, name: str) -> ResolvedBuild:
         if name not in self._gpu_builds:
