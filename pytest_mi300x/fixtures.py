@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import pytest
 
 from pytest_mi300x.flags import DEFAULT_FLAGS, FlagSet
-from pytest_mi300x.sharding import strip_group
 from pytest_mi300x.measure import Measurer
 from pytest_mi300x.pool import RunningServer
 from pytest_mi300x.session import PerfSession
+from pytest_mi300x.sharding import strip_group
 from pytest_mi300x.stash import MEASURER_KEY, SERVER_KEY, SESSION_KEY
 from pytest_mi300x.workload.tokenizer import ServedTokenizer
 
@@ -71,7 +71,8 @@ def perf(request: pytest.FixtureRequest, mi300x_session: PerfSession,
     floors = {k: float(v) for kwargs in reversed(floor_marks) for k, v in kwargs.items()}
     measurer = Measurer(
         server=llm_server, tokenizer=tokenizer, host=mi300x_session.host,
-        test_id=strip_group(request.node.nodeid, request.node), results_dir=mi300x_session.results_dir,
+        test_id=strip_group(request.node.nodeid, request.node),
+        results_dir=mi300x_session.results_dir,
         model=model.describe(), engine=mi300x_session.engine_description(serving_engine),
         run_id=mi300x_session.settings.run_id, repeats=mi300x_session.settings.repeats,
         gate=mi300x_session.gate, floors=floors,

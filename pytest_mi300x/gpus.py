@@ -103,12 +103,13 @@ class Inventory:
         if on_it:
             return ", ".join(str(p) for p in on_it)
         gpu = next((g for g in self.gpus if g.index == index), None)
-        if gpu is not None and (gpu.vram_used_mib or 0.0) > busy_vram_mib:
+        used = gpu.vram_used_mib if gpu is not None else None
+        if used is not None and used > busy_vram_mib:
             unplaced = [p for p in self.processes if p.gpu is None]
             who = (f"; processes on this host's GPUs: {', '.join(map(str, unplaced))}"
                    if unplaced else f" by a process {self.tool} cannot name "
                                     "(another container or user)")
-            return f"{gpu.vram_used_mib / 1024:.1f} GiB VRAM in use{who}"
+            return f"{used / 1024:.1f} GiB VRAM in use{who}"
         return None
 
 

@@ -25,7 +25,6 @@ from pytest_mi300x.pool import RunningServer, ServerPool
 from pytest_mi300x.settings import Settings
 from pytest_mi300x.telemetry import GpuTelemetry
 
-
 TP_FLAG = "tensor_parallel_size"
 
 

@@ -45,7 +45,7 @@ def _stats(values: Sequence[float]) -> dict[str, float] | None:
 
 
 class GpuTelemetry:
-    """Context manager: samples ``sampler`` every ``interval_s`` until exit; usable without pytest."""
+    """Context manager: samples ``sampler`` every ``interval_s`` until exit; no pytest needed."""
 
     def __init__(self, sampler: Sampler, *, interval_s: float = 1.0) -> None:
         self.sampler = sampler
@@ -107,7 +107,8 @@ def throttle_reason(samples: Sequence[GpuSample]) -> str | None:
     flagged = sorted({s.index for s in samples if s.throttled})
     if flagged:
         return f"the GPU tool reports throttling on GPU {', '.join(map(str, flagged))}"
-    slow = [s for s in samples if s.gfx_clock_mhz and s.max_gfx_clock_mhz and (s.util_pct or 0) >= 50
+    slow = [s for s in samples
+            if s.gfx_clock_mhz and s.max_gfx_clock_mhz and (s.util_pct or 0) >= 50
             and s.gfx_clock_mhz < CLOCK_DROP * s.max_gfx_clock_mhz]
     if slow:
         worst = min(slow, key=lambda s: (s.gfx_clock_mhz or 0) / (s.max_gfx_clock_mhz or 1))

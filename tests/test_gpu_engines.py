@@ -16,7 +16,7 @@ import pytest
 
 from pytest_mi300x.engines.base import LaunchSpec
 from pytest_mi300x.engines.builds import resolve_gpu_build
-from pytest_mi300x.engines.docker import DockerSettings, Dockerized, resolve_image
+from pytest_mi300x.engines.docker import Dockerized, DockerSettings, resolve_image
 from pytest_mi300x.engines.tgi import LAUNCHER_FLAGS, TGIEngine, output_length_drift
 from pytest_mi300x.engines.vllm import VLLMEngine
 from pytest_mi300x.flags import FlagSet
@@ -116,7 +116,8 @@ def test_two_tgi_servers_on_one_host_get_distinct_ports_and_sockets() -> None:
 def test_tgi_skips_vllm_only_flag_sets_with_a_reason() -> None:
     engine = TGIEngine("local")
     reason = engine.skip_reason(FlagSet.of("cp-off", enable_chunked_prefill=False), "3.3.4")
-    assert reason == "TGI 3.3.4 has no --enable-chunked-prefill (a vLLM flag); this case is vLLM-only"
+    assert reason == ("TGI 3.3.4 has no --enable-chunked-prefill (a vLLM flag); "
+                      "this case is vLLM-only")
     assert engine.skip_reason(FlagSet.of("x", max_batch_prefill_tokens=8192), "3.3.4") is None
     assert "sets --port" in (engine.skip_reason(FlagSet.of("x", port=1), "3") or "")
 

@@ -110,7 +110,8 @@ def _docker(argv: Sequence[str]) -> str:
     proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=3600, check=False)
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
-        raise DockerError(f"`{' '.join(argv[:3])} ...` failed: {lines[-1] if lines else 'no output'}")
+        last = lines[-1] if lines else "no output"
+        raise DockerError(f"`{' '.join(argv[:3])} ...` failed: {last}")
     return proc.stdout
 
 
