@@ -71,10 +71,13 @@ def make_group_scheduler(config: pytest.Config, log: Any, results_dir: Path) -> 
             return self._groups.get(nodeid, nodeid)
 
         def _reschedule(self, node: Any) -> None:
+            # After a crash xdist requeues every group of the dead worker, finished
+            # ones too; sent on, a finished group is an empty batch its new worker
+            # never reports back on, and the run waits forever.
+            for scope in [k for k, unit in self.workqueue.items() if all(unit.values())]:
+                del self.workqueue[scope]
             super()._reschedule(node)
-            # A worker that replaced a crashed one gets the crashed group back; when
-            # that was the last work, tell it so, or it waits forever for a next test
-            # (workers run their last queued test only on shutdown).
+            # Workers run their last queued test only once told there is no more.
             if not self.workqueue and not node.shutting_down:
                 node.shutdown()
 

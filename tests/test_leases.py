@@ -253,10 +253,15 @@ def test_xdist_n4_two_fake_gpus_never_two_servers_on_one_gpu(
 
 def test_xdist_without_dist_keeps_each_flag_set_on_one_worker(
         pytester: pytest.Pytester, fake_gpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    make_fake_host(pytester, monkeypatch)
-    result = pytester.runpytest_subprocess("-n", "2", "--gpu-host", "fake2", "-p", "xdist",
-                                           "-v", "-k", "not victim", timeout=240)
-    result.assert_outcomes(passed=12)
+    journal = make_fake_host(pytester, monkeypatch)
+    result = pytester.runpytest_subprocess("-n", "4", "--gpu-host", "fake2", "-p", "xdist",
+                                           "-v", timeout=240)
+    # The crash, then the victim again on the worker that replaced the dead one.
+    result.assert_outcomes(passed=13, failed=1)
+    result.stdout.fnmatch_lines(["*PASSED test_gpu_servers.py::test_worker_dies_holding*",
+                                 "*worker 'gw*' crashed while running*victim*"])
+    events = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [e for e in events if e["event"] == "collision"] == []
     workers: dict[str, set[str]] = {}
     for line in result.stdout.lines:
         if "PASSED" in line and "test_serve[" in line:
