@@ -57,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("results", type=Path, help="a .perf-results/<run-id> folder")
     rep.add_argument("--history-file", type=Path, default=None,
                      help="history for the plots' history lines (not appended to)")
+
+    merge = sub.add_parser("merge", help="join result folders of a fleet run (one per host and "
+                                         "shard) into one folder with a Markdown summary")
+    merge.add_argument("out", type=Path, help="folder to write (one sub-folder per source)")
+    merge.add_argument("sources", type=Path, nargs="+", help="--results-dir folders to join")
     return parser
 
 
@@ -154,6 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "baselines":
         return _refresh(args.pytest_args) if args.action == "refresh" else _show(
             args.baselines_dir)
+    if args.command == "merge":
+        from pytest_mi300x.merge import merge_folders
+
+        return merge_folders(args.out, args.sources)
     if args.command == "compare":
         from pytest_mi300x.compare import compare_folders
 

@@ -14,6 +14,7 @@ from pytest_mi300x.flags import DEFAULT_FLAGS, FlagSet
 from pytest_mi300x.measure import Measurer
 from pytest_mi300x.pool import RunningServer
 from pytest_mi300x.session import PerfSession
+from pytest_mi300x.sharding import strip_group
 from pytest_mi300x.stash import MEASURER_KEY, SERVER_KEY, SESSION_KEY
 from pytest_mi300x.workload.tokenizer import ServedTokenizer
 
@@ -44,24 +45,27 @@ def flag_set() -> FlagSet:
 
 @pytest.fixture
 def llm_server(request: pytest.FixtureRequest, mi300x_session: PerfSession,
-               serving_engine: str, served_model: str, flag_set: FlagSet) -> RunningServer:
+               serving_engine: str, served_model: str,
+               flag_set: FlagSet) -> Iterator[RunningServer]:
     """A ready server for (engine, model, flag set), shared with every test that asks the same."""
     wanted = tuple(a for m in request.node.iter_markers("accelerator") for a in m.args)
     reason = mi300x_session.unavailable(serving_engine, flag_set, wanted)
     if reason:
         pytest.skip(reason)
     engine = mi300x_session.engine(serving_engine)
-    reason = engine.skip_reason(flag_set, mi300x_session.install().version)
+    reason = engine.skip_reason(flag_set, mi300x_session.engine_version(serving_engine))
     if reason:
         pytest.skip(reason)
     server = mi300x_session.server(serving_engine, served_model, flag_set)
     request.node.stash[SERVER_KEY] = server
-    return server
+    yield server
+    mi300x_session.pool.idle()
 
 
 @pytest.fixture
 def perf(request: pytest.FixtureRequest, mi300x_session: PerfSession,
-         llm_server: RunningServer, served_model: str) -> Iterator[Measurer]:
+         llm_server: RunningServer, served_model: str,
+         serving_engine: str) -> Iterator[Measurer]:
     """Drives workloads at ``llm_server`` and records figures: ``perf.run(Workload(...))``."""
     model = mi300x_session.model(served_model)
     tokenizer = ServedTokenizer(llm_server.base_url, llm_server.api_key,
@@ -71,10 +75,13 @@ def perf(request: pytest.FixtureRequest, mi300x_session: PerfSession,
     floors = {k: float(v) for kwargs in reversed(floor_marks) for k, v in kwargs.items()}
     measurer = Measurer(
         server=llm_server, tokenizer=tokenizer, host=mi300x_session.host,
-        test_id=request.node.nodeid, results_dir=mi300x_session.results_dir,
-        model=model.describe(), engine=mi300x_session.engine_description(),
+        test_id=strip_group(request.node.nodeid, request.node),
+        results_dir=mi300x_session.results_dir,
+        model=model.describe(), engine=mi300x_session.engine_description(serving_engine),
         run_id=mi300x_session.settings.run_id, repeats=mi300x_session.settings.repeats,
         gate=mi300x_session.gate, floors=floors,
+        telemetry=mi300x_session.telemetry(llm_server.spec.gpus),
     )
     request.node.stash[MEASURER_KEY] = measurer
     yield measurer
+    measurer.stop_telemetry()

@@ -14,6 +14,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from pytest_mi300x.engines.docker import DockerSettings
+
 TINY_MODEL = "tiny:llama"
 """Model reference that stands for the locally generated tiny Llama (random weights)."""
 
@@ -60,6 +62,25 @@ class HostProfile:
     floors: Mapping[str, float] = field(default_factory=dict)
     """Per-metric floor tolerances (percent) for this host's noise; ini and markers override."""
     source: str = "built-in"
+    tensor_parallel: int = 1
+    """GPUs per server unless a flag set says ``tensor_parallel_size``."""
+    dummy_weights: bool = False
+    """Serve random weights (``--load-format dummy``): speed only, no download."""
+    docker: DockerSettings = DockerSettings()
+    lock_dir: str | None = None
+    """Folder of the GPU lease locks (default $PYTEST_MI300X_LOCK_DIR or
+    /tmp/pytest-mi300x-gpu-locks); every worker on the host must share it."""
+    lease_timeout_s: float = 3600.0
+    gfx: str | None = None
+    description: str = ""
+
+    @property
+    def has_gpus(self) -> bool:
+        return self.accelerator != "cpu"
+
+    def servers_at_once(self) -> int:
+        """How many default-sized servers fit on the host's GPUs at the same time."""
+        return max(1, self.accelerator_count // max(1, self.tensor_parallel))
 
     def resolve_model(self, logical: str) -> str:
         """What this host serves for a logical model name (``*`` is the fallback)."""
@@ -85,6 +106,9 @@ class HostProfile:
                       "lengths": self.scale.lengths},
             "floors": dict(self.floors),
             "source": self.source,
+            **({"gfx": self.gfx, "tensor_parallel": self.tensor_parallel,
+                "dummy_weights": self.dummy_weights, "docker": self.docker.describe()}
+               if self.has_gpus else {}),
         }
 
 
@@ -120,7 +144,9 @@ CPU_HOST = HostProfile(
 BUILTIN_HOSTS: Mapping[str, HostProfile] = MappingProxyType({"cpu": CPU_HOST})
 
 _FIELDS = {"accelerator", "accelerator_count", "launcher", "env", "engine_args", "models",
-           "scale", "max_servers", "start_timeout_s", "description", "floors"}
+           "scale", "max_servers", "start_timeout_s", "description", "floors",
+           "tensor_parallel", "dummy_weights", "docker", "lock_dir", "lease_timeout_s", "gfx"}
+_DOCKER_FIELDS = {"shm_size", "model_cache", "extra_args"}
 
 
 def _fail(path: Path, field_name: str, problem: str, fix: str) -> HostConfigError:
@@ -178,6 +204,20 @@ def _profile_from_toml(path: Path, name: str, raw: Any) -> HostProfile:
             isinstance(v, int | float) and v >= 0 for v in floors_raw.values()):
         raise _fail(path, f"{where} floors", f"is {floors_raw!r}",
                     "write a table of METRIC = PERCENT, e.g. median_ttft_ms = 10")
+    tp = raw.get("tensor_parallel", 1)
+    if not isinstance(tp, int) or tp < 1 or (count and tp > count):
+        raise _fail(path, f"{where} tensor_parallel", f"is {tp!r}",
+                    f"give GPUs per server, 1 to {count or 1}")
+    dummy = raw.get("dummy_weights", False)
+    if not isinstance(dummy, bool):
+        raise _fail(path, f"{where} dummy_weights", f"is {dummy!r}", "write true or false")
+    lease_timeout = raw.get("lease_timeout_s", 3600.0)
+    if not isinstance(lease_timeout, int | float) or lease_timeout < 0:
+        raise _fail(path, f"{where} lease_timeout_s", f"is {lease_timeout!r}",
+                    "give seconds >= 0")
+    for key in ("lock_dir", "gfx", "description"):
+        if not isinstance(raw.get(key, ""), str):
+            raise _fail(path, f"{where} {key}", f"is {raw[key]!r}", "write a string")
     return HostProfile(
         name=name,
         accelerator=accel,
@@ -191,7 +231,33 @@ def _profile_from_toml(path: Path, name: str, raw: Any) -> HostProfile:
         start_timeout_s=float(timeout),
         floors=MappingProxyType({k: float(v) for k, v in floors_raw.items()}),
         source=str(path),
+        tensor_parallel=tp,
+        dummy_weights=dummy,
+        docker=_docker_settings(path, where, raw.get("docker", {})),
+        lock_dir=raw.get("lock_dir"),
+        lease_timeout_s=float(lease_timeout),
+        gfx=raw.get("gfx"),
+        description=raw.get("description", ""),
     )
+
+
+def _docker_settings(path: Path, where: str, raw: Any) -> DockerSettings:
+    if not isinstance(raw, dict):
+        raise _fail(path, f"{where} docker", f"is {raw!r}",
+                    "write a table with shm_size, model_cache, extra_args")
+    unknown = sorted(set(raw) - _DOCKER_FIELDS)
+    if unknown:
+        raise _fail(path, f"{where} docker.{unknown[0]}", "is not a known field",
+                    f"use one of {', '.join(sorted(_DOCKER_FIELDS))}")
+    extra = raw.get("extra_args", [])
+    if not isinstance(extra, list) or not all(isinstance(a, str) for a in extra):
+        raise _fail(path, f"{where} docker.extra_args", f"is {extra!r}",
+                    "write a list of strings")
+    for key in ("shm_size", "model_cache"):
+        if not isinstance(raw.get(key, ""), str):
+            raise _fail(path, f"{where} docker.{key}", f"is {raw[key]!r}", "write a string")
+    return DockerSettings(shm_size=raw.get("shm_size", "16G"),
+                          model_cache=raw.get("model_cache"), extra_args=tuple(extra))
 
 
 def load_hosts(path: Path | None) -> dict[str, HostProfile]:

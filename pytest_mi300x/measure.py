@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pytest_mi300x import metrics, provenance
+from pytest_mi300x import metrics, provenance, telemetry
 from pytest_mi300x.gate import Gate, GateOutcome, evaluate
 from pytest_mi300x.hosts import HostProfile, WorkloadScale
 from pytest_mi300x.loadgen import LoadRun, run_load_sync
@@ -95,7 +95,8 @@ class Measurer:
     def __init__(self, *, server: RunningServer, tokenizer: Tokenizer, host: HostProfile,
                  test_id: str, results_dir: Path, model: dict[str, Any],
                  engine: dict[str, Any], run_id: str, repeats: int = 1,
-                 gate: Gate | None = None, floors: dict[str, float] | None = None) -> None:
+                 gate: Gate | None = None, floors: dict[str, float] | None = None,
+                 telemetry: Callable[[], Any] | None = None) -> None:
         self.server = server
         self.tokenizer = tokenizer
         self.host = host
@@ -108,6 +109,10 @@ class Measurer:
         self.gate = gate
         self.floors = floors or {}
         self.results: list[PerfResult] = []
+        self.telemetry = telemetry
+        """Factory of a GPU sampler run during the measured repetitions (GPU hosts)."""
+        self.telemetry_summary: dict[str, Any] | None = None
+        self._sampler: Any = None
 
     def run(self, workload: Workload) -> PerfResult:
         """Warm up, measure ``repeats`` times, check, record, then gate against the baseline.
@@ -123,6 +128,7 @@ class Measurer:
             self.server.check_alive("during warm-up")
         result = PerfResult([], result_path(self.results_dir, self.test_id))
         self.results.append(result)
+        self._start_telemetry()
         for rep in range(self.repeats):
             # A fresh seed per repetition: identical prompts would hit the prefix
             # cache from the previous repetition and measure the cache instead.
@@ -134,10 +140,12 @@ class Measurer:
                 Repetition(seed, metrics.compute_figures(run), problems, run))
             if problems:
                 # A dead server explains failed requests better than the requests do.
+                self.stop_telemetry()
                 self.server.check_alive("during the measured run")
                 self._write(workload, scaled)
                 raise InvalidRun(f"invalid run (repetition {rep + 1} of {self.repeats}), "
                                  "figures not used: " + "; ".join(problems))
+        self.stop_telemetry()
         try:
             if self.gate is not None:
                 result.outcome = evaluate(
@@ -151,6 +159,19 @@ class Measurer:
         if result.outcome is not None:
             result.outcome.check()
         return result
+
+    def _start_telemetry(self) -> None:
+        if self.telemetry is not None and self._sampler is None:
+            self._sampler = self.telemetry().__enter__()
+
+    def stop_telemetry(self) -> None:
+        """End GPU sampling and keep its summary; idempotent (the fixture calls it too)."""
+        if self._sampler is None:
+            return
+        sampler, self._sampler = self._sampler, None
+        sampler.__exit__(None, None, None)
+        self.telemetry_summary = sampler.summary()
+        telemetry.warn_if_throttled(self.telemetry_summary, self.test_id)
 
     def _write(self, workload: Workload, scaled: Workload) -> None:
         write_json_atomic(result_path(self.results_dir, self.test_id),
@@ -218,6 +239,7 @@ class Measurer:
             "host": self.host.describe(),
             "fingerprint": provenance.host_fingerprint(),
             "harness": provenance.harness(),
+            **({"telemetry": self.telemetry_summary} if self.telemetry_summary else {}),
         }
 
 

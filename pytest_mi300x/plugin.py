@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from pytest_mi300x import fixtures, settings
+from pytest_mi300x import fixtures, settings, sharding
 from pytest_mi300x.baselines import BASELINE_PROPERTY, BaselineWriter
 from pytest_mi300x.history import HistoryError, HistoryStore
-from pytest_mi300x.hosts import HostConfigError, select_host
+from pytest_mi300x.hosts import HostConfigError, HostProfile, select_host
 from pytest_mi300x.measure import SUMMARY_PROPERTY
 from pytest_mi300x.report import SummaryCollector, summary_table, verdict_table
 from pytest_mi300x.report_files import publish
@@ -69,6 +69,10 @@ def pytest_configure(config: pytest.Config) -> None:
         writer = BaselineWriter(config.stash[SESSION_KEY].gate.store)
         config.stash[WRITER_KEY] = writer
         config.pluginmanager.register(writer, "mi300x-baseline-writer")
+    if (workerinput is None and getattr(config.option, "dist", "no") == "load"
+            and not any(a.startswith(("--dist", "-d")) for a in config.invocation_params.args)):
+        # -n without --dist: one xdist group per flag set keeps each server on one worker.
+        config.option.dist = "loadgroup"
     if threading.current_thread() is threading.main_thread():
         # CI cancels with SIGTERM; turning it into KeyboardInterrupt lets the
         # servers' teardown run instead of leaving engines behind.
@@ -91,18 +95,78 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 @pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` on a GPU host: as many workers as default-sized servers fit at once."""
+    host = _host_before_configure(config)
+    return host.servers_at_once() if host is not None and host.has_gpus else None
+
+
+def _host_before_configure(config: pytest.Config) -> HostProfile | None:
+    # xdist asks before pytest_configure; a bad host is reported there, not here.
+    try:
+        resolved = settings.resolve(config, "probe")
+        return select_host(resolved.gpu_host, resolved.hosts_file)
+    except (HostConfigError, pytest.UsageError):
+        return None
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    perf_session = config.stash.get(SESSION_KEY, None)
+    if perf_session is None:
+        return None
+    host, scale = perf_session.host, perf_session.host.scale
+    size = ("full size" if (scale.prompts, scale.rate, scale.lengths) == (1.0, 1.0, 1.0)
+            else f"x{scale.prompts} prompts, x{scale.rate} rate, x{scale.lengths} lengths")
+    gpus = (f"{host.accelerator_count} x {host.accelerator}"
+            + (f" {host.gfx}" if host.gfx else "")) if host.has_gpus else "CPU"
+    return f"pytest-mi300x: host {host.name} ({gpus}, {host.source}); workloads at {size}"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    perf_session = config.stash.get(SESSION_KEY, None)
+    if (perf_session is None or not perf_session.host.has_gpus
+            or hasattr(config, "workerinput") or config.option.collectonly):
+        return
+    try:
+        perf_session.inventory()
+    except HostConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+@pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     node.workerinput[RUN_ID_INPUT] = node.config.stash[SESSION_KEY].settings.run_id
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Tests that share a flag set run back to back, so each server starts once.
+    # Tests that share a flag set run back to back, so each server starts once;
+    # under xdist (--dist loadgroup) they share one worker for the same reason.
     def flag_set_of(item: pytest.Item) -> str:
         callspec = getattr(item, "callspec", None)
         params = callspec.params if callspec is not None else {}
         return str(params.get("flag_set", ""))
 
     items.sort(key=flag_set_of)
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(sharding.group_of(item)))
+    perf_session = config.stash.get(SESSION_KEY, None)
+    shard = perf_session.settings.shard if perf_session is not None else None
+    if shard is not None:
+        kept, dropped = sharding.split(items, *shard)
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+    if perf_session is not None and hasattr(config, "workerinput") and items:
+        sharding.write_groups(perf_session.results_dir, items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    return sharding.make_group_scheduler(config, log, config.stash[SESSION_KEY].results_dir)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -134,6 +198,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     perf_session.close()
     if hasattr(config, "workerinput"):
         return
+    perf_session.sweep()
     settings = perf_session.settings
     try:
         written = publish(perf_session.results_dir, settings.run_id, config.stash[OUTCOMES_KEY],

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import openai
 
 from pytest_mi300x.engines.base import Engine, LaunchSpec
+from pytest_mi300x.leases import GpuLease
 from pytest_mi300x.server import ServerError, ServerExited, ServerProcess, free_port, redact_env
 
 
@@ -27,6 +30,7 @@ class RunningServer:
     version: str
     generation: int
     added_env: dict[str, str] = field(default_factory=dict)
+    lease: GpuLease | None = None
 
     @property
     def base_url(self) -> str:
@@ -57,6 +61,7 @@ class RunningServer:
             "startup_s": self.process.startup_s,
             "log": str(self.process.log_path),
             "generation": self.generation,
+            "gpus": list(self.spec.gpus),
         }
 
 
@@ -85,7 +90,9 @@ class ServerPool:
     """
 
     def __init__(self, log_dir: Path, *, max_servers: int = 1, start_timeout: float = 900.0,
-                 bind_host: str = "127.0.0.1") -> None:
+                 bind_host: str = "127.0.0.1",
+                 lease: Callable[[int, str], GpuLease] | None = None,
+                 others_waiting: Callable[[], bool] | None = None) -> None:
         self.log_dir = log_dir
         self.max_servers = max_servers
         self.start_timeout = start_timeout
@@ -93,10 +100,47 @@ class ServerPool:
         self._live: OrderedDict[str, RunningServer] = OrderedDict()
         self._failed: dict[str, ServerError] = {}
         self._starts: dict[str, int] = {}
+        self._lease = lease
+        self._others_waiting = others_waiting
+        self._mu = threading.Lock()
+        self._busy = False
+        self._reaper: threading.Thread | None = None
 
     def acquire(self, key: str, engine: Engine,
                 make_spec: Callable[[str, int], LaunchSpec]) -> RunningServer:
-        """The live server for ``key``, starting (or restarting) it if needed."""
+        """The live server for ``key``, starting (or restarting) it if needed.
+
+        The server counts as in use until ``idle()``.
+        """
+        with self._mu:
+            self._busy = True
+            return self._acquire(key, engine, make_spec)
+
+    def idle(self) -> None:
+        """The test using the server ended. On GPU hosts a watcher then stops the
+        idle server as soon as another worker waits for GPUs: an xdist worker
+        blocks between tests until it gets more, and must not hold GPUs meanwhile."""
+        with self._mu:
+            self._busy = False
+            if (self._others_waiting is not None and self._live
+                    and (self._reaper is None or not self._reaper.is_alive())):
+                self._reaper = threading.Thread(target=self._reap, name="mi300x-idle-servers",
+                                                daemon=True)
+                self._reaper.start()
+
+    def _reap(self, poll_s: float = 0.5) -> None:
+        assert self._others_waiting is not None
+        while True:
+            time.sleep(poll_s)
+            with self._mu:
+                if self._busy or not self._live:
+                    return
+                if self._others_waiting():
+                    self.close()
+                    return
+
+    def _acquire(self, key: str, engine: Engine,
+                 make_spec: Callable[[str, int], LaunchSpec]) -> RunningServer:
         if key in self._failed:
             failed = self._failed[key]
             raise type(failed)(f"(same start failure as before) {failed.args[0]}", failed.log_tail)
@@ -116,6 +160,14 @@ class ServerPool:
         generation = self._starts.get(key, 0) + 1
         self._starts[key] = generation
         spec = make_spec(self.bind_host, free_port(self.bind_host))
+        lease = None
+        if spec.gpus_needed and self._lease is not None:
+            # One server per process on GPU hosts: a worker never waits for GPUs
+            # while its idle servers hold others (that is how workers deadlock).
+            self.close()
+            lease = self._lease(spec.gpus_needed, key)
+            lease.acquire()
+            spec = replace(spec, env={**spec.env, **lease.env}, gpus=lease.gpus)
         added_env = engine.environment(spec)
         process = ServerProcess(
             engine.command(spec),
@@ -123,6 +175,7 @@ class ServerPool:
             log_path=self.log_dir / f"{_slug(key)}-{generation}.log",
             ready_url=f"{spec.base_url}{engine.health_path}",
             start_timeout=self.start_timeout,
+            on_spawn=None if lease is None else lease.attach,
         )
         try:
             process.start()
@@ -130,10 +183,12 @@ class ServerPool:
             _check_served_model(spec, process)
         except BaseException as exc:
             process.stop()
+            if lease is not None:
+                lease.release()
             if isinstance(exc, ServerError):
                 self._failed[key] = exc
             raise
-        server = RunningServer(key, engine, spec, process, version, generation, added_env)
+        server = RunningServer(key, engine, spec, process, version, generation, added_env, lease)
         self._live[key] = server
         return server
 
@@ -141,6 +196,8 @@ class ServerPool:
         server = self._live.pop(key, None)
         if server is not None:
             server.process.stop()
+            if server.lease is not None:
+                server.lease.release()
 
     def close(self) -> None:
         """Stop every server; safe to call more than once."""

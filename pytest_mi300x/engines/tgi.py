@@ -1,0 +1,112 @@
+"""Hugging Face TGI (text-generation-inference) behind the Engine protocol.
+
+What differs from vLLM and matters for a fair comparison:
+- ``--num-shard`` is always explicit: TGI counts GPUs only from
+  CUDA_VISIBLE_DEVICES, so on ROCm it would otherwise run on one GPU unnoticed.
+- Several servers on one host need their own ``--port``, ``--prometheus-port``,
+  ``--shard-uds-path`` and ``--master-port`` (torch distributed).
+- Its router ignores ``ignore_eos``: output lengths cannot be forced, so the
+  measurement reports real output lengths (see ``output_length_drift``).
+- Version and commit sha come from ``/info``; readiness from ``/health``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pytest_mi300x.engines.base import LaunchSpec
+from pytest_mi300x.flags import FlagSet, cli_name
+from pytest_mi300x.httpget import get_json
+from pytest_mi300x.server import free_port
+
+SECRET_ENV = "API_KEY"
+"""TGI reads ``--api-key`` from this env var: the key stays off the command line."""
+
+LAUNCHER_FLAGS = frozenset({
+    "model-id", "revision", "validation-workers", "sharded", "num-shard", "quantize",
+    "speculate", "dtype", "kv-cache-dtype", "trust-remote-code", "max-concurrent-requests",
+    "max-best-of", "max-stop-sequences", "max-top-n-tokens", "max-input-tokens",
+    "max-input-length", "max-total-tokens", "waiting-served-ratio", "max-batch-prefill-tokens",
+    "max-batch-total-tokens", "max-waiting-tokens", "max-batch-size", "cuda-graphs", "hostname",
+    "port", "prometheus-port", "shard-uds-path", "master-addr", "master-port",
+    "huggingface-hub-cache", "weights-cache-override", "disable-custom-kernels",
+    "cuda-memory-fraction", "rope-scaling", "rope-factor", "json-output", "otlp-endpoint",
+    "otlp-service-name", "cors-allow-origin", "api-key", "watermark-gamma", "watermark-delta",
+    "tokenizer-config-path", "disable-grammar-support", "max-client-batch-size",
+    "lora-adapters", "usage-stats", "payload-limit", "enable-prefill-logprobs",
+})
+"""``text-generation-launcher --help`` as documented (docs/source/reference/launcher.md),
+plus ``--prometheus-port`` of TGI 3.x."""
+
+_OWNED = frozenset({"model-id", "num-shard", "sharded", "hostname", "port", "prometheus-port",
+                    "shard-uds-path", "master-port", "api-key"})
+"""Flags the harness sets itself (uniqueness per server, the shard count, the key)."""
+
+SHARDS_FROM = "tensor-parallel-size"
+"""A flag set's tensor-parallel size becomes TGI's --num-shard (via the GPU lease)."""
+
+
+def _launcher_flags(flag_set: FlagSet) -> FlagSet:
+    return FlagSet(flag_set.name, tuple((k, v) for k, v in flag_set.flags
+                                        if cli_name(k) != SHARDS_FROM), flag_set.env)
+
+
+@dataclass(frozen=True)
+class TGIEngine:
+    """``text-generation-launcher`` (a local install, or the image's entrypoint in docker)."""
+
+    build: str
+    launcher: str = "text-generation-launcher"
+    name: str = "tgi"
+
+    def command(self, spec: LaunchSpec) -> list[str]:
+        shards = max(1, spec.gpus_needed)
+        return [
+            self.launcher,
+            "--model-id", spec.model,
+            "--hostname", spec.host,
+            "--port", str(spec.port),
+            "--num-shard", str(shards),
+            "--sharded", "true" if shards > 1 else "false",
+            "--prometheus-port", str(free_port()),
+            "--shard-uds-path", f"/tmp/pytest-mi300x-tgi-{spec.port}",
+            "--master-port", str(free_port()),
+            "--usage-stats", "off",
+            *_launcher_flags(spec.flag_set).to_argv(),
+            *spec.extra_args,
+        ]
+
+    def environment(self, spec: LaunchSpec) -> dict[str, str]:
+        return {**spec.env, **dict(spec.flag_set.env), SECRET_ENV: spec.api_key}
+
+    @property
+    def health_path(self) -> str:
+        return "/health"
+
+    def version(self, base_url: str, api_key: str) -> str:
+        info = get_json(f"{base_url}/info", api_key)
+        version, sha = info.get("version", "unknown"), info.get("sha")
+        return f"{version}+{str(sha)[:12]}" if sha else str(version)
+
+    def skip_reason(self, flag_set: FlagSet, version: str) -> str | None:
+        for name in _launcher_flags(flag_set).flag_names:
+            bare = name.removeprefix("no-")
+            if bare in _OWNED:
+                return (f"flag set {flag_set.name!r} sets --{bare}, which the harness sets "
+                        "itself for TGI; use tensor_parallel_size for the shard count")
+            if bare not in LAUNCHER_FLAGS:
+                return f"TGI {version} has no --{bare} (a vLLM flag); this case is vLLM-only"
+        return None
+
+
+def output_length_drift(target: int, lengths: list[int]) -> dict[str, float]:
+    """How far real output lengths fell from the target (TGI stops at EOS regardless).
+
+    Per-token figures stay valid on the real lengths; this says how different
+    the work was from what vLLM (with ``ignore_eos``) did for the same target.
+    """
+    if not lengths or target <= 0:
+        return {"target": float(target), "mean": 0.0, "drift_pct": 0.0}
+    mean = sum(lengths) / len(lengths)
+    return {"target": float(target), "mean": mean, "min": float(min(lengths)),
+            "max": float(max(lengths)), "drift_pct": 100.0 * (mean - target) / target}

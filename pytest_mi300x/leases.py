@@ -1,0 +1,264 @@
+"""GPU leases: one lock file per GPU, so servers of parallel workers never share a GPU.
+
+A lease takes ``count`` free GPUs: each one's lock in a local lock folder
+(``gpu-N.lock``, an advisory ``flock`` the kernel drops when the holder dies, so
+a crashed or killed worker frees its GPUs), and only GPUs no outside process
+holds (asked of amd-smi / rocm-smi / nvidia-smi at lease time). Beside each lock
+an owner file says who holds it, for the messages of anyone waiting, and which
+server runs on it: a server outlives a worker killed with SIGKILL (it has its
+own session), so the next lease holder stops that orphan before using the GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from pytest_mi300x.gpus import Inventory, vendor
+
+DEFAULT_LOCK_DIR = Path("/tmp/pytest-mi300x-gpu-locks")
+LOCK_DIR_ENV = "PYTEST_MI300X_LOCK_DIR"
+
+
+class LeaseError(Exception):
+    """Not enough free GPUs in time; the message is one line naming who holds each."""
+
+
+def visibility_env(gpus: Sequence[int], accelerator: str) -> dict[str, str]:
+    """Env that shows a server exactly ``gpus`` (physical ids, as amd-smi/nvidia-smi number them).
+
+    ROCm: ROCR_VISIBLE_DEVICES filters by physical (kernel) id first; HIP ids then
+    index what is left, so HIP_VISIBLE_DEVICES is 0..k-1. CUDA_VISIBLE_DEVICES
+    acts like HIP's on ROCm: it gets the same value, since vLLM refuses HIP and
+    CUDA values that differ and TGI counts GPUs only from CUDA_VISIBLE_DEVICES.
+    Setting ROCR also overrides any narrower value the harness inherited.
+    CUDA: device ids in PCI bus order, the order nvidia-smi numbers them in.
+    """
+    physical = ",".join(str(g) for g in gpus)
+    if vendor(accelerator) == "cuda":
+        return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": physical}
+    local = ",".join(str(i) for i in range(len(gpus)))
+    return {"ROCR_VISIBLE_DEVICES": physical, "HIP_VISIBLE_DEVICES": local,
+            "CUDA_VISIBLE_DEVICES": local}
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of a running ``pid`` (guards against a reused pid)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]  # a zombie has ended
+
+
+class GpuLease:
+    """Context manager for ``count`` GPUs; usable without pytest.
+
+    ``inventory`` is called once per attempt (it runs the GPU tools). While fewer
+    than ``count`` GPUs are free it waits, up to ``timeout_s``.
+    """
+
+    def __init__(self, count: int, *, accelerator: str, inventory: Callable[[], Inventory],
+                 lock_dir: Path = DEFAULT_LOCK_DIR, label: str = "", timeout_s: float = 3600.0,
+                 poll_s: float = 0.5, progress: Callable[[str], None] | None = None) -> None:
+        if count < 1:
+            raise ValueError(f"a lease needs at least one GPU, not {count}")
+        self.count = count
+        self.accelerator = accelerator
+        self.inventory = inventory
+        self.lock_dir = lock_dir
+        self.label = label
+        self.timeout_s = timeout_s
+        self.poll_s = poll_s
+        self.progress = progress
+        self.gpus: tuple[int, ...] = ()
+        self._locks: list[FileLock] = []
+
+    @property
+    def env(self) -> dict[str, str]:
+        return visibility_env(self.gpus, self.accelerator)
+
+    def __enter__(self) -> GpuLease:
+        self.acquire()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+    def acquire(self) -> tuple[int, ...]:
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        wanted = self.lock_dir / f"wanted-{os.getpid()}"
+        try:
+            return self._acquire(wanted)
+        finally:
+            with contextlib.suppress(OSError):
+                wanted.unlink()
+
+    def _acquire(self, wanted: Path) -> tuple[int, ...]:
+        deadline = time.monotonic() + self.timeout_s
+        said_waiting = False
+        while True:
+            inventory = self.inventory()
+            if len(inventory.indices) < self.count:
+                raise LeaseError(
+                    f"a server needs {self.count} GPUs but {inventory.tool} lists "
+                    f"{len(inventory.indices)} on this host; lower the tensor-parallel size")
+            blocked = self._try(inventory)
+            if len(self._locks) == self.count:
+                return self.gpus
+            if time.monotonic() >= deadline:
+                raise LeaseError(
+                    f"no {self.count} free GPU(s) after {self.timeout_s:.0f} s for {self.label}: "
+                    + "; ".join(f"GPU {g} {why}" for g, why in sorted(blocked.items()))
+                    + f" (locks in {self.lock_dir})")
+            # Tell idle servers of other workers that someone waits for a GPU.
+            wanted.touch()
+            if not said_waiting and self.progress is not None:
+                self.progress(f"waiting for {self.count} free GPU(s) for {self.label}: "
+                              + "; ".join(f"GPU {g} {w}" for g, w in sorted(blocked.items())))
+                said_waiting = True
+            time.sleep(self.poll_s)
+
+    def _try(self, inventory: Inventory) -> dict[int, str]:
+        """Lock free GPUs until ``count`` are held; return why the others were passed over."""
+        blocked: dict[int, str] = {}
+        for gpu in inventory.indices:
+            if len(self._locks) == self.count:
+                break
+            lock = FileLock(self.lock_dir / f"gpu-{gpu}.lock")
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                blocked[gpu] = f"leased by {self._owner_text(gpu)}"
+                continue
+            self._stop_orphan(gpu)
+            holder = inventory.holder(gpu)
+            if holder is not None:
+                lock.release()
+                blocked[gpu] = f"held outside this harness: {holder}"
+                continue
+            self._locks.append(lock)
+            self.gpus = (*self.gpus, gpu)
+            self._write_owner(gpu, {})
+        if len(self._locks) < self.count:
+            self.release()  # all or nothing: holding some while waiting could deadlock
+        return blocked
+
+    def attach(self, server_pid: int) -> None:
+        """Record the server started on the leased GPUs, so an orphan can be stopped later.
+
+        The server leads its own process group; a docker client forwards the
+        SIGTERM it gets to its container (docker run proxies signals).
+        """
+        extra = {"server_pgid": server_pid, "server_start": _start_time(server_pid)}
+        for gpu in self.gpus:
+            self._write_owner(gpu, extra)
+
+    def release(self) -> None:
+        """Drop every lock held; idempotent."""
+        for gpu in self.gpus:
+            with contextlib.suppress(OSError):
+                self._owner_path(gpu).unlink()
+        for lock in self._locks:
+            lock.release()
+        self._locks = []
+        self.gpus = ()
+
+    # --- owner files --------------------------------------------------------------
+
+    def _owner_path(self, gpu: int) -> Path:
+        return self.lock_dir / f"gpu-{gpu}.owner.json"
+
+    def _write_owner(self, gpu: int, extra: dict[str, Any]) -> None:
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "label": self.label,
+                  "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+                  "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
+        tmp = self._owner_path(gpu).with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, self._owner_path(gpu))
+
+    def _read_owner(self, gpu: int) -> dict[str, Any]:
+        try:
+            data = json.loads(self._owner_path(gpu).read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _owner_text(self, gpu: int) -> str:
+        owner = self._read_owner(gpu)
+        if not owner:
+            return "another process (no owner record)"
+        return (f"worker {owner.get('worker')} (pid {owner.get('pid')}) for "
+                f"{owner.get('label') or '?'} since {owner.get('since')}")
+
+    def _stop_orphan(self, gpu: int) -> None:
+        stop_orphan(self.lock_dir, gpu, self.progress)
+
+
+def stop_orphan(lock_dir: Path, gpu: int, progress: Callable[[str], None] | None = None) -> None:
+    """Stop the server the owner file of ``gpu`` names, if it still runs.
+
+    Call only while holding the GPU's lock: then the owner that started it is dead.
+    """
+    try:
+        owner = json.loads((lock_dir / f"gpu-{gpu}.owner.json").read_text())
+    except (OSError, ValueError):
+        return
+    pgid = owner.get("server_pgid") if isinstance(owner, dict) else None
+    if not isinstance(pgid, int) or owner.get("server_start") != _start_time(pgid):
+        return
+    if progress is not None:
+        progress(f"GPU {gpu}: stopping server pid {pgid} left by dead worker "
+                 f"{owner.get('worker')} (pid {owner.get('pid')})")
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+        for _ in range(50):
+            if _start_time(pgid) is None:
+                return
+            time.sleep(0.1)
+
+
+def sweep_orphans(lock_dir: Path, progress: Callable[[str], None] | None = None) -> None:
+    """Stop servers left by dead lease holders on every GPU no one leases now."""
+    for path in sorted(lock_dir.glob("gpu-*.lock")):
+        gpu = path.name.removeprefix("gpu-").removesuffix(".lock")
+        if not gpu.isdigit():
+            continue
+        lock = FileLock(path)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue
+        try:
+            stop_orphan(lock_dir, int(gpu), progress)
+            with contextlib.suppress(OSError):
+                (lock_dir / f"gpu-{gpu}.owner.json").unlink()
+        finally:
+            lock.release()
+
+
+def others_waiting(lock_dir: Path) -> bool:
+    """Whether another live process waits for GPUs in ``lock_dir``."""
+    for flag in lock_dir.glob("wanted-*"):
+        pid = flag.name.removeprefix("wanted-")
+        if pid.isdigit() and int(pid) != os.getpid() and _start_time(int(pid)) is not None:
+            return True
+    return False
+
+
+def lock_dir_from_env(default: Path = DEFAULT_LOCK_DIR) -> Path:
+    value = os.environ.get(LOCK_DIR_ENV)
+    return Path(value) if value else default

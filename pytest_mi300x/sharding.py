@@ -1,0 +1,84 @@
+"""Splitting a suite across machines (``--shard i/n``) and naming its xdist groups.
+
+A slice never splits a server group: all tests of one (engine, flag set) land
+in the same slice, so each server starts once fleet-wide.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_mi300x.results import write_json_atomic
+
+GROUPS_FILE = ".xdist-groups.json"
+
+
+def group_of(item: pytest.Item) -> str:
+    """The server a test needs, as a group name: engine and flag set."""
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params if callspec is not None else {}
+    return f"{params.get('serving_engine', 'vllm')}-{params.get('flag_set', 'default')}"
+
+
+def split(items: list[pytest.Item], index: int, total: int
+          ) -> tuple[list[pytest.Item], list[pytest.Item]]:
+    """(kept, dropped) for slice ``index`` of ``total`` (1-based).
+
+    Groups are dealt round-robin in name order, so every slice of the same
+    collection agrees on the split and sizes differ by at most one group.
+    """
+    groups = sorted({group_of(item) for item in items})
+    mine = {g for k, g in enumerate(groups) if k % total == index - 1}
+    kept = [item for item in items if group_of(item) in mine]
+    dropped = [item for item in items if group_of(item) not in mine]
+    return kept, dropped
+
+
+def strip_group(nodeid: str, item: pytest.Item) -> str:
+    """The test id without the ``@group`` suffix xdist's loadgroup mode appends."""
+    suffix = f"@{group_of(item)}"
+    return nodeid.removesuffix(suffix)
+
+
+def write_groups(results_dir: Path, items: list[pytest.Item]) -> None:
+    """Worker side: publish each test's server group for the controller's scheduler."""
+    write_json_atomic(results_dir / GROUPS_FILE, {item.nodeid: group_of(item) for item in items})
+
+
+def make_group_scheduler(config: pytest.Config, log: Any, results_dir: Path) -> Any:
+    """An xdist scheduler that sends each server group to one worker.
+
+    xdist's own ``loadgroup`` renames node ids (``item._nodeid``), which pytest
+    9.2 no longer reads, so its groups are lost; this reads them from the file
+    the workers wrote at collection instead. A crashed worker's group goes to
+    its replacement (xdist runs the crashed test again there).
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ServerGroupScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        _groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self._groups is None:
+                try:
+                    self._groups = json.loads((results_dir / GROUPS_FILE).read_text())
+                except (OSError, ValueError):
+                    return nodeid
+            return self._groups.get(nodeid, nodeid)
+
+        def _reschedule(self, node: Any) -> None:
+            # After a crash xdist requeues every group of the dead worker, finished
+            # ones too; sent on, a finished group is an empty batch its new worker
+            # never reports back on, and the run waits forever.
+            for scope in [k for k, unit in self.workqueue.items() if all(unit.values())]:
+                del self.workqueue[scope]
+            super()._reschedule(node)
+            # Workers run their last queued test only once told there is no more.
+            if not self.workqueue and not node.shutting_down:
+                node.shutdown()
+
+    return ServerGroupScheduling(config, log)

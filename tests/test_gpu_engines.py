@@ -1,0 +1,172 @@
+"""vLLM-on-ROCm and TGI command lines, local and docker, against the tools' documented flags.
+
+The docker flags are checked against the real ``docker run --help`` (the docker
+CLI needs no daemon for that); vLLM's against the real engine's ``--help``;
+TGI's against text-generation-launcher's documented arguments.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pytest_mi300x.engines.base import LaunchSpec
+from pytest_mi300x.engines.builds import resolve_gpu_build
+from pytest_mi300x.engines.docker import Dockerized, DockerSettings, resolve_image
+from pytest_mi300x.engines.tgi import LAUNCHER_FLAGS, TGIEngine, output_length_drift
+from pytest_mi300x.engines.vllm import VLLMEngine
+from pytest_mi300x.flags import FlagSet
+from pytest_mi300x.hosts import HostConfigError, select_host
+from pytest_mi300x.leases import visibility_env
+
+ROOT = Path(__file__).parent.parent
+MI300X = select_host("mi300x-01", ROOT / "hosts.toml")
+SEED_VLLM = FlagSet.of("seed-tuned", enable_chunked_prefill=False, max_num_seqs=1024,
+                       tensor_parallel_size=8)
+
+
+def spec(flag_set: FlagSet = SEED_VLLM, port: int = 8100, gpus: tuple[int, ...] = tuple(range(8)),
+         model: str = "/data/models/Meta-Llama-3.1-70B-Instruct") -> LaunchSpec:
+    env = {**MI300X.env, **visibility_env(gpus, "mi300x")}
+    return LaunchSpec(model=model, served_model_name="llama-3.1-70b", host="127.0.0.1",
+                      port=port, api_key="sk-secret", flag_set=flag_set, env=env,
+                      gpus_needed=len(gpus), gpus=gpus)
+
+
+def long_flags(argv: list[str]) -> set[str]:
+    return {a.split("=")[0][2:] for a in argv if a.startswith("--")}
+
+
+def docker_run_flags() -> set[str]:
+    if shutil.which("docker") is None:
+        pytest.skip("docker CLI not installed")
+    text = subprocess.run(["docker", "run", "--help"], capture_output=True, text=True,
+                          check=True).stdout
+    return set(re.findall(r"--([a-z][a-z0-9-]+)", text))
+
+
+def docker_split(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(docker run argv up to the image, the container's argv)."""
+    i = argv.index("--entrypoint")
+    return argv[:i + 3], [argv[i + 1], *argv[i + 3:]]
+
+
+def test_vllm_docker_command_uses_rocm_devices_and_keeps_secrets_off_argv() -> None:
+    engine = Dockerized(VLLMEngine(Path("python3"), "docker:rocm/vllm-ci:abc123"),
+                        "rocm/vllm-ci:abc123", "mi300x", MI300X.docker)
+    argv = engine.command(spec())
+    docker, inner = docker_split(argv)
+    assert argv[:3] == ["docker", "run", "--rm"]
+    for pair in (["--device", "/dev/kfd"], ["--device", "/dev/dri"], ["--group-add", "video"],
+                 ["--security-opt", "seccomp=unconfined"], ["--shm-size", "16G"],
+                 ["-p", "127.0.0.1:8100:8100"], ["-v", "/data/models:/data/models:ro"]):
+        assert any(docker[i:i + 2] == pair for i in range(len(docker))), pair
+    assert "--ipc=host" in docker
+    assert docker[-1] == "rocm/vllm-ci:abc123"
+    assert inner[:3] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    assert inner[inner.index("--host") + 1] == "0.0.0.0"  # published on 127.0.0.1 only
+    env = engine.environment(spec())
+    passed = {docker[i + 1] for i, a in enumerate(docker) if a == "-e"}
+    assert passed == set(env)  # every env name goes in, by name only
+    assert {"VLLM_API_KEY", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",
+            "NCCL_MIN_NCHANNELS"} <= passed
+    assert "sk-secret" not in " ".join(argv)
+    assert env["ROCR_VISIBLE_DEVICES"] == "0,1,2,3,4,5,6,7"
+
+
+def test_docker_options_are_real_docker_run_options() -> None:
+    known = docker_run_flags()
+    for engine in (VLLMEngine(Path("python3"), "b"), TGIEngine("b")):
+        docker, _ = docker_split(Dockerized(engine, "img", "mi300x", MI300X.docker)
+                                 .command(spec()))
+        assert long_flags(docker) <= known, long_flags(docker) - known
+    cuda, _ = docker_split(Dockerized(TGIEngine("b"), "img", "cuda", DockerSettings())
+                           .command(spec(gpus=(2, 3))))
+    assert cuda[cuda.index("--gpus") + 1] == '"device=2,3"'
+    assert long_flags(cuda) <= known
+
+
+def test_tgi_command_uses_only_documented_launcher_flags_and_explicit_shards() -> None:
+    flags = FlagSet.of("seed-tgi", max_concurrent_requests=1024, max_total_tokens=131072,
+                       max_input_tokens=131000, tensor_parallel_size=8)
+    engine = TGIEngine("local")
+    argv = engine.command(spec(flags))
+    assert argv[0] == "text-generation-launcher"
+    assert long_flags(argv) <= LAUNCHER_FLAGS, long_flags(argv) - LAUNCHER_FLAGS
+    assert argv[argv.index("--num-shard") + 1] == "8"
+    assert argv[argv.index("--sharded") + 1] == "true"
+    assert "--tensor-parallel-size" not in argv  # it became --num-shard
+    assert engine.environment(spec(flags))["API_KEY"] == "sk-secret"
+    assert "sk-secret" not in argv
+    single = engine.command(spec(FlagSet("default"), gpus=(3,)))
+    assert single[single.index("--num-shard") + 1] == "1"  # explicit even for one GPU
+
+
+def test_two_tgi_servers_on_one_host_get_distinct_ports_and_sockets() -> None:
+    engine = TGIEngine("local")
+    a, b = engine.command(spec(port=8100)), engine.command(spec(port=8200))
+    for flag in ("--port", "--prometheus-port", "--shard-uds-path", "--master-port"):
+        assert a[a.index(flag) + 1] != b[b.index(flag) + 1], flag
+
+
+def test_tgi_skips_vllm_only_flag_sets_with_a_reason() -> None:
+    engine = TGIEngine("local")
+    reason = engine.skip_reason(FlagSet.of("cp-off", enable_chunked_prefill=False), "3.3.4")
+    assert reason == ("TGI 3.3.4 has no --enable-chunked-prefill (a vLLM flag); "
+                      "this case is vLLM-only")
+    assert engine.skip_reason(FlagSet.of("x", max_batch_prefill_tokens=8192), "3.3.4") is None
+    assert "sets --port" in (engine.skip_reason(FlagSet.of("x", port=1), "3") or "")
+
+
+def test_tgi_output_length_drift_is_reported_on_real_lengths() -> None:
+    drift = output_length_drift(256, [256, 200, 100, 256])
+    assert drift["mean"] == 203.0 and drift["min"] == 100.0
+    assert drift["drift_pct"] == pytest.approx(-20.703125)
+
+
+def test_image_digest_and_version_are_recorded() -> None:
+    calls: list[list[str]] = []
+
+    def docker(argv):
+        calls.append(list(argv))
+        if argv[1:3] == ["image", "inspect"]:
+            if not any(c[1] == "pull" for c in calls):
+                from pytest_mi300x.engines.docker import DockerError
+                raise DockerError("No such image")
+            return ('[{"Id": "sha256:feed", "RepoDigests": '
+                    '["rocm/vllm-ci@sha256:beef"]}]')
+        if argv[1] == "pull":
+            return ""
+        return "0.11.1rc2.dev1+gabc123.rocm700\n"
+
+    image = resolve_image("rocm/vllm-ci:abc123", ("python3", "-c", "..."), run=docker)
+    assert [c[1] for c in calls] == ["image", "pull", "image", "run"]
+    assert image.describe() == {
+        "build": "docker:rocm/vllm-ci:abc123", "image": "rocm/vllm-ci:abc123",
+        "image_id": "sha256:feed", "digests": ["rocm/vllm-ci@sha256:beef"],
+        "version": "0.11.1rc2.dev1+gabc123.rocm700"}
+
+
+@pytest.mark.parametrize("raw, message", [
+    (None, "--vllm-build None: no build given"),
+    ("vllm==0.11.0", "host 'mi300x-01' launches in docker, which needs an image"),
+    ("docker:", "the image name is empty"),
+])
+def test_bad_gpu_builds_are_one_line(raw: str | None, message: str) -> None:
+    with pytest.raises(HostConfigError, match=re.escape(message)) as exc:
+        resolve_gpu_build("vllm", raw, MI300X)
+    assert "\n" not in str(exc.value) and "docker:rocm/vllm-ci:<commit>" in str(exc.value)
+
+
+@pytest.mark.engine
+def test_vllm_flags_in_the_rocm_command_exist_in_the_real_engine(engine_python: Path) -> None:
+    text = subprocess.run([str(engine_python), "-m", "vllm.entrypoints.openai.api_server",
+                           "--help"], capture_output=True, text=True, timeout=300).stdout
+    known = set(re.findall(r"--([a-z][a-z0-9-]+)", text))
+    _, inner = docker_split(Dockerized(VLLMEngine(Path("python3"), "b"), "img", "mi300x",
+                                       MI300X.docker).command(spec()))
+    assert long_flags(inner) <= known, long_flags(inner) - known

@@ -1,0 +1,40 @@
+"""pytest-mi300x merge: result folders of a fleet run joined into one, with a Markdown summary."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from pytest_mi300x.cli import main
+from pytest_mi300x.merge import merge_folders
+from pytest_mi300x.results import SCHEMA, result_path, write_json_atomic
+
+
+def result(folder: Path, test: str, host: str, ttft: list[float]) -> None:
+    runs = [{"figures": {"request_throughput": 10.0, "output_throughput": 640.0,
+                         "median_ttft_ms": t, "mean_tpot_ms": 2.0}, "problems": []}
+            for t in ttft]
+    write_json_atomic(result_path(folder, test), {
+        "schema": SCHEMA, "test": test, "runs": runs, "valid": True,
+        "host": {"name": host}, "engine": {"build": "docker:rocm/vllm-ci:abc"},
+        "gate": [{"status": "compared"}]})
+
+
+def test_merge_keeps_each_source_apart_and_summarises(tmp_path: Path) -> None:
+    a, b = tmp_path / "mi300x-01-shard1", tmp_path / "mi300x-02-shard1"
+    result(a, "suites/t.py::test_x[cp-off]", "mi300x-01", [20.0, 30.0, 25.0])
+    result(b, "suites/t.py::test_x[cp-off]", "mi300x-02", [40.0, 44.0])
+    assert main(["merge", str(tmp_path / "merged"), str(a), str(b)]) == 0
+    merged = tmp_path / "merged"
+    assert len(list((merged / a.name).glob("*.json"))) == 1
+    assert len(list((merged / b.name).glob("*.json"))) == 1
+    summary = (merged / "summary.md").read_text()
+    assert "| mi300x-01-shard1 | mi300x-01 | `suites/t.py::test_x[cp-off]` |" in summary
+    assert "| 25 | 2 | yes | compared |" in summary  # median of 20, 30, 25
+    assert "| 42 | 2 | yes | compared |" in summary  # median of 40, 44
+
+
+def test_merge_refuses_a_folder_without_results_in_one_line(tmp_path: Path) -> None:
+    err = io.StringIO()
+    assert merge_folders(tmp_path / "out", [tmp_path], err=err) == 2
+    assert err.getvalue().count("\n") == 1 and "holds no pytest-mi300x/result/1" in err.getvalue()

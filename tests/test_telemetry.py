@@ -1,0 +1,64 @@
+"""GPU telemetry during a run: sampling, summary, throttle warning, NUMA state."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_mi300x import gpus
+from pytest_mi300x.gpus import GpuSample, GpuToolError
+from pytest_mi300x.telemetry import (
+    GpuTelemetry,
+    ThrottleWarning,
+    numa_balancing,
+    throttle_reason,
+    warn_if_throttled,
+)
+
+DATA = Path(__file__).parent / "data" / "smi"
+
+
+def test_sampling_summarises_power_clock_vram_of_real_nvidia_samples() -> None:
+    idle = gpus.parse_nvidia_query((DATA / "query-gpu-idle.csv").read_text())
+    busy = gpus.parse_nvidia_query((DATA / "query-gpu-busy.csv").read_text())
+    readings = iter([idle, busy, busy])
+    with GpuTelemetry(lambda: next(readings, busy), interval_s=0.02) as sampler:
+        while len(sampler.samples) < 3:
+            time.sleep(0.01)
+    summary = sampler.summary()
+    assert summary["gpus"] == [0]
+    assert summary["power_w"]["max"] == 308.73 and summary["power_w"]["min"] == 112.0
+    assert summary["vram_used_mib"]["max"] == 8641
+    assert summary["throttled"] is True  # the busy H100 sample reports its SW power cap
+    assert "GPU 0" in summary["throttle_reason"]
+
+
+def test_clock_held_down_while_busy_is_throttling() -> None:
+    busy_slow = GpuSample(2, gfx_clock_mhz=1200, max_gfx_clock_mhz=2100, util_pct=98)
+    idle_slow = GpuSample(3, gfx_clock_mhz=132, max_gfx_clock_mhz=2100, util_pct=0)
+    assert throttle_reason([idle_slow]) is None  # idle GPUs clock down by design
+    assert throttle_reason([busy_slow, idle_slow]) == \
+        "GPU 2 ran at 1200 MHz of 2100 MHz while 98% busy"
+
+
+def test_throttled_run_warns_and_a_failing_tool_is_recorded_not_raised() -> None:
+    with pytest.warns(ThrottleWarning, match="t::x: clocks throttled during the measured run"):
+        warn_if_throttled({"throttled": True, "throttle_reason": "why"}, "t::x")
+
+    def broken() -> list[GpuSample]:
+        raise GpuToolError("amd-smi did not answer within 20 s (driver hung?)")
+
+    with GpuTelemetry(broken, interval_s=0.01) as sampler:
+        time.sleep(0.05)
+    summary = sampler.summary()
+    assert summary["samples"] == 0 and summary["throttled"] is False
+    assert summary["errors"][0].startswith("amd-smi did not answer")
+
+
+def test_numa_balancing_is_read_from_procfs(tmp_path: Path) -> None:
+    knob = tmp_path / "numa_balancing"
+    knob.write_text("1\n")
+    assert numa_balancing(knob) == "1"
+    assert numa_balancing(tmp_path / "absent") is None
