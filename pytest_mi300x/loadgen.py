@@ -1,4 +1,4 @@
-"""Streaming load generator for /v1/completions, timed as `vllm bench serve` times it.
+"""Streaming load generator for /v1/completions (or chat), timed as `vllm bench serve` times it.
 
 The hot path speaks SSE over aiohttp, as vllm bench serve's client does. The
 alternatives measured worse on the CPU host (2 cores shared with the engine),
@@ -6,6 +6,20 @@ same server and prompts at 10 req/s: the openai client's per-chunk objects gave
 about 6x the median TTFT and twice the client CPU; raw httpx2 sent requests a
 median 195 ms behind schedule (median TTFT 820 ms) where aiohttp kept to 1 ms
 (median TTFT 19.5 ms).
+
+Every time is `time.perf_counter()`, which on Linux is CLOCK_MONOTONIC: one
+system-wide clock, so records from several load processes (`run_load_spread`)
+share one time base.
+
+The client watches itself (`ClientHealth`): its CPU use during the run, how late
+requests left against their schedule, and how late its event loop woke. A run
+whose client was saturated is invalid (metrics.find_problems says why).
+
+Chat endpoint: TTFT is the first chunk whose delta carries content. vLLM's chat
+stream opens with a role-only chunk that can leave before prefill is done (with
+chunked prefill), which `vllm bench serve` counts as the first token (vLLM
+#15106): its chat TTFT reads too good. Measure TTFT on /v1/completions unless
+the chat path is the point.
 """
 
 from __future__ import annotations
@@ -13,12 +27,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from time import perf_counter
+from typing import Any
 
 import aiohttp
+import numpy as np
 
 from pytest_mi300x.workload.arrivals import Arrivals
 from pytest_mi300x.workload.datasets import PromptRequest
@@ -43,6 +60,7 @@ class RequestRecord:
     completion_tokens: int | None = None  # server usage
     error: str | None = None
     queue_time: float = 0.0  # waiting on the client concurrency cap; not part of TTFT
+    dispatch_lag: float = 0.0  # how late the client picked it up against its schedule
 
     @property
     def ok(self) -> bool:
@@ -62,6 +80,9 @@ class LoadRun:
     started_at: float  # unix time
     arrivals: dict[str, object]
     client_cpu_time: float = 0.0  # process CPU seconds during the run: is the client the limit?
+    health: list[ClientHealth] = field(default_factory=list)  # one per load process
+    endpoint: str = "completions"
+    clock_start: float = 0.0  # perf_counter (CLOCK_MONOTONIC) value of run start
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -69,8 +90,91 @@ class LoadRun:
             "started_at": self.started_at,
             "arrivals": dict(self.arrivals),
             "client_cpu_time": self.client_cpu_time,
+            "client_health": [asdict(h) for h in self.health],
+            "endpoint": self.endpoint,
+            "clock": "perf_counter (CLOCK_MONOTONIC)",
+            "clock_start": self.clock_start,
             "records": [r.to_dict() for r in self.records],
         }
+
+    @property
+    def saturation(self) -> list[str]:
+        """Why the client could not keep up, per load process; empty when it could."""
+        return [f"load process {i}: {reason}" if len(self.health) > 1 else reason
+                for i, h in enumerate(self.health) for reason in h.problems()]
+
+
+# A Python client is one core at most: above this share of it, its timestamps
+# trail the bytes. Runs shorter than the window are too short to judge CPU.
+SATURATED_CPU = 0.90
+CPU_WINDOW = 0.5
+# Requests leaving this much behind schedule (median) mean the loop cannot keep up.
+LATE_DISPATCH_S = 0.010
+# Event-loop wake-ups this late (p99) blur every timestamp by as much.
+LATE_WAKEUP_S = 0.025
+_TICK = 0.005
+
+
+@dataclass
+class ClientHealth:
+    """One load process's view of itself during a run."""
+
+    cpu_seconds: float
+    wall_seconds: float
+    peak_cpu_share: float  # busiest CPU_WINDOW of the run, share of one core
+    dispatch_lag_median_s: float
+    dispatch_lag_p99_s: float
+    wakeup_lag_p99_s: float
+
+    @property
+    def cpu_share(self) -> float:
+        return self.cpu_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.wall_seconds >= CPU_WINDOW and self.cpu_share >= SATURATED_CPU:
+            out.append(f"client saturated: its process used {self.cpu_share:.0%} of a core "
+                       f"over the run (limit {SATURATED_CPU:.0%}); spread the load over more "
+                       "processes or lower the rate")
+        if self.dispatch_lag_median_s > LATE_DISPATCH_S:
+            out.append(f"client fell behind its schedule: requests left a median "
+                       f"{self.dispatch_lag_median_s * 1000:.1f} ms late "
+                       f"(limit {LATE_DISPATCH_S * 1000:g} ms)")
+        if self.wakeup_lag_p99_s > LATE_WAKEUP_S:
+            out.append(f"client event loop overloaded: p99 wake-up "
+                       f"{self.wakeup_lag_p99_s * 1000:.1f} ms late "
+                       f"(limit {LATE_WAKEUP_S * 1000:g} ms), so timestamps trail arrivals")
+        return out
+
+
+class _Watch:
+    """Samples the loop's wake-up lag and the process's CPU while a run is in flight."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self.peak = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        window_cpu, window_wall = time.process_time(), perf_counter()
+        while True:
+            before = perf_counter()
+            await asyncio.sleep(_TICK)
+            now = perf_counter()
+            self.lags.append(now - before - _TICK)
+            if now - window_wall >= CPU_WINDOW:
+                cpu = time.process_time()
+                self.peak = max(self.peak, (cpu - window_cpu) / (now - window_wall))
+                window_cpu, window_wall = cpu, now
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 class HTTPStatusError(Exception):
@@ -102,18 +206,25 @@ async def _send_one(
     run_start: float,
     request_timeout: float,
     api_key: str,
+    scheduled: float,
+    chat: bool,
 ) -> None:
     """Send one streaming request and fill `record`; never raises."""
-    body = {
+    body: dict[str, object] = {
         "model": model,
-        "prompt": request.prompt,
-        "max_tokens": request.output_len,
         "temperature": 0.0,
         "stream": True,
         "stream_options": {"include_usage": True},
         "ignore_eos": True,
     }
+    if chat:
+        body["messages"] = [{"role": "user", "content": request.prompt}]
+        body["max_completion_tokens"] = request.output_len
+    else:
+        body["prompt"] = request.prompt
+        body["max_tokens"] = request.output_len
     arrival = perf_counter()
+    record.dispatch_lag = max(0.0, arrival - scheduled)
     async with semaphore if semaphore is not None else contextlib.nullcontext():
         start = perf_counter()
         record.queue_time = start - arrival
@@ -137,8 +248,11 @@ async def _send_one(
                         break
                     event = json.loads(payload)
                     # Same branch as vllm bench serve: a choices chunk is a token event.
-                    if event.get("choices"):
+                    choices = event.get("choices")
+                    if choices and (not chat or _has_content(choices[0])):
                         append(now - start)
+                    elif choices:
+                        continue  # chat: role-only or empty delta, not a token
                     elif event.get("usage") is not None:
                         usage = event["usage"]
                     elif "error" in event:
@@ -159,6 +273,14 @@ async def _send_one(
         record.latency = times[-1]
 
 
+def _has_content(choice: dict[str, object]) -> bool:
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        return False
+    return bool(delta.get("content") or delta.get("reasoning_content")
+                or delta.get("reasoning"))
+
+
 async def run_load(
     *,
     base_url: str,
@@ -168,16 +290,25 @@ async def run_load(
     arrivals: Arrivals,
     seed: int,
     request_timeout: float = 600.0,
+    endpoint: str = "completions",
+    start_at: float | None = None,
+    subset: Sequence[int] | None = None,
 ) -> LoadRun:
     """Send `requests` on the `arrivals` schedule and time every stream.
 
     `base_url` is the server root (e.g. http://127.0.0.1:8000); /v1 is added here.
+    `endpoint` is "completions" or "chat". `start_at` (a perf_counter value) and
+    `subset` (request indices) let several processes share one schedule: each
+    sends its subset at start_at + offset, and records keep their global index.
     """
     if request_timeout <= 0:
         raise ValueError(f"run_load: request_timeout must be > 0 seconds, got {request_timeout}")
+    if endpoint not in ENDPOINTS:
+        raise ValueError(f"run_load: endpoint {endpoint!r} is not one of {sorted(ENDPOINTS)}")
     offsets = arrivals.offsets(len(requests), seed)
+    chosen = list(range(len(requests))) if subset is None else list(subset)
     cap = arrivals.max_concurrency
-    pool = max(1, min(cap, len(requests)) if cap is not None else len(requests))
+    pool = max(1, min(cap, len(chosen)) if cap is not None else len(chosen))
     http_client = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=pool, ttl_dns_cache=300),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=_CONNECT_TIMEOUT),
@@ -185,20 +316,26 @@ async def run_load(
         # cut vLLM's own client throughput at long context.
         read_bufsize=2**20,
     )
-    url = base_url.rstrip("/") + "/v1/completions"
+    url = base_url.rstrip("/") + ENDPOINTS[endpoint]
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     semaphore = asyncio.Semaphore(cap) if cap is not None else None
     records = [
-        RequestRecord(index=i, prompt_len=r.prompt_len, output_len=r.output_len)
-        for i, r in enumerate(requests)
+        RequestRecord(index=i, prompt_len=requests[i].prompt_len,
+                      output_len=requests[i].output_len)
+        for i in chosen
     ]
+    watch = _Watch()
     try:
+        if start_at is not None:
+            await asyncio.sleep(max(0.0, start_at - perf_counter()))
         cpu_start = time.process_time()
         started_at = time.time()
-        run_start = perf_counter()
+        run_start = perf_counter() if start_at is None else start_at
+        watch.start()
         tasks: list[asyncio.Task[None]] = []
-        for request, record, offset in zip(requests, records, offsets, strict=True):
-            wait = run_start + offset - perf_counter()
+        for record in records:
+            scheduled = run_start + offsets[record.index]
+            wait = scheduled - perf_counter()
             if wait > 0:
                 await asyncio.sleep(wait)
             tasks.append(
@@ -208,12 +345,14 @@ async def run_load(
                         url=url,
                         headers=headers,
                         model=model,
-                        request=request,
+                        request=requests[record.index],
                         record=record,
                         semaphore=semaphore,
                         run_start=run_start,
                         request_timeout=request_timeout,
                         api_key=api_key,
+                        scheduled=scheduled,
+                        chat=endpoint == "chat",
                     )
                 )
             )
@@ -221,14 +360,28 @@ async def run_load(
         duration = perf_counter() - run_start
         cpu_time = time.process_time() - cpu_start
     finally:
+        await watch.stop()
         await http_client.close()
+    lags = sorted(r.dispatch_lag for r in records) or [0.0]
+    health = ClientHealth(
+        cpu_seconds=cpu_time, wall_seconds=duration, peak_cpu_share=watch.peak,
+        dispatch_lag_median_s=float(np.median(lags)),
+        dispatch_lag_p99_s=float(np.percentile(lags, 99)),
+        wakeup_lag_p99_s=float(np.percentile(watch.lags, 99)) if watch.lags else 0.0,
+    )
     return LoadRun(
         records=records,
         duration=duration,
         started_at=started_at,
         arrivals=arrivals.describe(),
         client_cpu_time=cpu_time,
+        health=[health],
+        endpoint=endpoint,
+        clock_start=run_start,
     )
+
+
+ENDPOINTS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 
 
 def run_load_sync(
@@ -240,16 +393,76 @@ def run_load_sync(
     arrivals: Arrivals,
     seed: int,
     request_timeout: float = 600.0,
+    endpoint: str = "completions",
+    processes: int = 1,
 ) -> LoadRun:
-    """Blocking wrapper around `run_load` (creates its own event loop)."""
-    return asyncio.run(
-        run_load(
-            base_url=base_url,
-            api_key=api_key,
-            model=model,
-            requests=requests,
-            arrivals=arrivals,
-            seed=seed,
-            request_timeout=request_timeout,
-        )
+    """Blocking wrapper around `run_load`; `processes` > 1 spreads it (run_load_spread)."""
+    kwargs: dict[str, Any] = dict(base_url=base_url, api_key=api_key, model=model,
+                                  requests=requests, arrivals=arrivals, seed=seed,
+                                  request_timeout=request_timeout, endpoint=endpoint)
+    if processes > 1:
+        return run_load_spread(processes=processes, **kwargs)
+    return asyncio.run(run_load(**kwargs))
+
+
+def _worker(kwargs: dict[str, Any]) -> dict[str, Any]:
+    run = asyncio.run(run_load(**kwargs))
+    return {"records": [r.to_dict() for r in run.records], "health": asdict(run.health[0]),
+            "cpu": run.client_cpu_time, "end": run.clock_start + run.duration,
+            "started_at": run.started_at}
+
+
+# Workers are spawned fresh (no forked event loops or locks) and need this long
+# to import before the shared start.
+_SPAWN_LEAD_S = 3.0
+
+
+def run_load_spread(*, processes: int, **kwargs: Any) -> LoadRun:
+    """One schedule sent from `processes` load processes, merged into one LoadRun.
+
+    Request i goes to process i % processes. All processes start at one
+    perf_counter instant (CLOCK_MONOTONIC is system-wide on Linux, so every
+    timestamp shares one time base) and the merged duration runs from that
+    start to the last completion of any process. Each process's health is kept.
+    """
+    if processes < 1:
+        raise ValueError(f"run_load_spread: processes must be >= 1, got {processes}")
+    if time.get_clock_info("perf_counter").implementation != "clock_gettime(CLOCK_MONOTONIC)":
+        raise RuntimeError("run_load_spread needs perf_counter on CLOCK_MONOTONIC (Linux) "
+                           "so processes share one clock; use processes=1 here")
+    n = len(kwargs["requests"])
+    arrivals: Arrivals = kwargs["arrivals"]
+    if arrivals.max_concurrency is not None:
+        # One cap split evenly keeps the total cap; the remainder goes to the first few.
+        caps = [arrivals.max_concurrency // processes + (i < arrivals.max_concurrency % processes)
+                for i in range(processes)]
+        if min(caps) < 1:
+            raise ValueError(f"run_load_spread: max_concurrency {arrivals.max_concurrency} "
+                             f"is below {processes} processes; use fewer processes")
+    else:
+        caps = [None] * processes  # type: ignore[list-item]
+    start_at = perf_counter() + _SPAWN_LEAD_S
+    jobs = []
+    for i in range(processes):
+        sub = list(range(i, n, processes))
+        if sub:
+            jobs.append({**kwargs, "requests": list(kwargs["requests"]),
+                         "arrivals": replace(arrivals, max_concurrency=caps[i]),
+                         "start_at": start_at, "subset": sub})
+    # A cap split per process equals the total cap only if each process's share
+    # of the schedule is served by its own slots: documented, not hidden.
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(len(jobs)) as pool:
+        parts = pool.map(_worker, jobs)
+    records = sorted((RequestRecord(**r) for part in parts for r in part["records"]),
+                     key=lambda r: r.index)
+    return LoadRun(
+        records=records,
+        duration=max(p["end"] for p in parts) - start_at,
+        started_at=min(p["started_at"] for p in parts),
+        arrivals={**arrivals.describe(), "processes": len(jobs)},
+        client_cpu_time=sum(p["cpu"] for p in parts),
+        health=[ClientHealth(**p["health"]) for p in parts],
+        endpoint=kwargs.get("endpoint", "completions"),
+        clock_start=start_at,
     )

@@ -17,7 +17,7 @@ from pytest_mi300x.loadgen import LoadRun, run_load_sync
 from pytest_mi300x.pool import RunningServer
 from pytest_mi300x.results import SCHEMA, result_path, write_json_atomic
 from pytest_mi300x.workload.arrivals import Arrivals
-from pytest_mi300x.workload.datasets import RandomDataset, Tokenizer
+from pytest_mi300x.workload.datasets import Dataset, Tokenizer
 
 SUMMARY_PROPERTY = "mi300x_summary"
 SUMMARY_FIGURES = ("request_throughput", "output_throughput", "median_ttft_ms",
@@ -35,19 +35,15 @@ class InvalidRun(AssertionError):
 class Workload:
     """What load to drive, written at full (MI300X) size; hosts scale it down."""
 
-    dataset: RandomDataset
+    dataset: Dataset
     arrivals: Arrivals = Arrivals()
     warmup_requests: int = 2
 
     def scaled(self, scale: WorkloadScale) -> Workload:
-        ds = self.dataset
         return replace(
             self,
-            dataset=replace(ds, num_prompts=scale.num_prompts(ds.num_prompts),
-                            input_len=scale.length(ds.input_len),
-                            output_len=scale.length(ds.output_len)),
-            arrivals=replace(self.arrivals,
-                             request_rate=scale.request_rate(self.arrivals.request_rate)),
+            dataset=self.dataset.scaled(scale),
+            arrivals=self.arrivals.scaled(scale),
         )
 
     def describe(self) -> dict[str, Any]:
