@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import multiprocessing
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -39,6 +40,11 @@ import numpy as np
 
 from pytest_mi300x.workload.arrivals import Arrivals
 from pytest_mi300x.workload.datasets import PromptRequest
+
+# `"choices":[{` (compact or spaced) near the chunk's start: vLLM and TGI put
+# choices before the text, so the first few hundred bytes decide.
+_TOKEN_CHUNK = re.compile(rb'"choices"\s*:\s*\[\s*\{')
+_HEAD = 512
 
 # Connect and pool waits are bounded apart from the whole-request timeout, so a
 # dead server fails fast instead of after request_timeout.
@@ -83,6 +89,7 @@ class LoadRun:
     health: list[ClientHealth] = field(default_factory=list)  # one per load process
     endpoint: str = "completions"
     clock_start: float = 0.0  # perf_counter (CLOCK_MONOTONIC) value of run start
+    server: dict[str, object] = field(default_factory=dict)  # engine telemetry (telemetry.py)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -94,6 +101,7 @@ class LoadRun:
             "endpoint": self.endpoint,
             "clock": "perf_counter (CLOCK_MONOTONIC)",
             "clock_start": self.clock_start,
+            "server": self.server,
             "records": [r.to_dict() for r in self.records],
         }
 
@@ -111,7 +119,7 @@ CPU_WINDOW = 0.5
 # Requests leaving this much behind schedule (median) mean the loop cannot keep up.
 LATE_DISPATCH_S = 0.010
 # Event-loop wake-ups this late (p99) blur every timestamp by as much.
-LATE_WAKEUP_S = 0.025
+LATE_WAKEUP_S = 0.050
 _TICK = 0.005
 
 
@@ -122,8 +130,8 @@ class ClientHealth:
     cpu_seconds: float
     wall_seconds: float
     peak_cpu_share: float  # busiest CPU_WINDOW of the run, share of one core
-    dispatch_lag_median_s: float
-    dispatch_lag_p99_s: float
+    dispatch_lag_median_s: float | None  # None for a burst (rate inf): no schedule
+    dispatch_lag_p99_s: float | None
     wakeup_lag_p99_s: float
 
     @property
@@ -136,7 +144,9 @@ class ClientHealth:
             out.append(f"client saturated: its process used {self.cpu_share:.0%} of a core "
                        f"over the run (limit {SATURATED_CPU:.0%}); spread the load over more "
                        "processes or lower the rate")
-        if self.dispatch_lag_median_s > LATE_DISPATCH_S:
+        # A burst (rate inf) has no schedule to keep: its sends are as fast as possible.
+        if self.dispatch_lag_median_s is not None and \
+                self.dispatch_lag_median_s > LATE_DISPATCH_S:
             out.append(f"client fell behind its schedule: requests left a median "
                        f"{self.dispatch_lag_median_s * 1000:.1f} ms late "
                        f"(limit {LATE_DISPATCH_S * 1000:g} ms)")
@@ -238,25 +248,41 @@ async def _send_one(
                 if resp.status != 200:
                     detail = (await resp.read())[:300].decode(errors="replace")
                     raise HTTPStatusError(f"HTTP {resp.status}: {detail}")
-                async for raw in resp.content:
+                tail = b""
+                done = False
+                # Whole reads, split here: one await per network read instead of
+                # two per SSE event (readline) roughly doubled the client's ceiling.
+                async for data in resp.content.iter_any():
                     # Timestamp first: parsing must not sit between arrival and clock.
                     now = perf_counter()
-                    if not raw.startswith(b"data: "):
-                        continue
-                    payload = raw[6:].rstrip()
-                    if payload == b"[DONE]":
+                    lines = (tail + data).split(b"\n")
+                    tail = lines.pop()  # an incomplete line waits for the next read
+                    for raw in lines:
+                        if not raw.startswith(b"data: "):
+                            continue
+                        payload = raw[6:].rstrip()
+                        if payload == b"[DONE]":
+                            done = True
+                            break
+                        if not chat and _TOKEN_CHUNK.search(payload, 0, _HEAD):
+                            # A non-empty top-level choices list (JSON strings escape
+                            # their quotes, so this cannot match inside text): a
+                            # token event, counted without parsing the chunk.
+                            append(now - start)
+                            continue
+                        event = json.loads(payload)
+                        # Same branch as vllm bench serve: a choices chunk is a token event.
+                        choices = event.get("choices")
+                        if choices and (not chat or _has_content(choices[0])):
+                            append(now - start)
+                        elif choices:
+                            continue  # chat: role-only or empty delta, not a token
+                        elif event.get("usage") is not None:
+                            usage = event["usage"]
+                        elif "error" in event:
+                            raise StreamError(str(event["error"])[:300])
+                    if done:
                         break
-                    event = json.loads(payload)
-                    # Same branch as vllm bench serve: a choices chunk is a token event.
-                    choices = event.get("choices")
-                    if choices and (not chat or _has_content(choices[0])):
-                        append(now - start)
-                    elif choices:
-                        continue  # chat: role-only or empty delta, not a token
-                    elif event.get("usage") is not None:
-                        usage = event["usage"]
-                    elif "error" in event:
-                        raise StreamError(str(event["error"])[:300])
         except TimeoutError:
             record.error = f"TimeoutError: no complete response within {request_timeout:g} s"
             return
@@ -362,11 +388,12 @@ async def run_load(
     finally:
         await watch.stop()
         await http_client.close()
-    lags = sorted(r.dispatch_lag for r in records) or [0.0]
+    lags = [r.dispatch_lag for r in records]
+    timed = bool(lags) and any(o > 0 for o in offsets)
     health = ClientHealth(
         cpu_seconds=cpu_time, wall_seconds=duration, peak_cpu_share=watch.peak,
-        dispatch_lag_median_s=float(np.median(lags)),
-        dispatch_lag_p99_s=float(np.percentile(lags, 99)),
+        dispatch_lag_median_s=float(np.median(lags)) if timed else None,
+        dispatch_lag_p99_s=float(np.percentile(lags, 99)) if timed else None,
         wakeup_lag_p99_s=float(np.percentile(watch.lags, 99)) if watch.lags else 0.0,
     )
     return LoadRun(
@@ -405,16 +432,24 @@ def run_load_sync(
     return asyncio.run(run_load(**kwargs))
 
 
-def _worker(kwargs: dict[str, Any]) -> dict[str, Any]:
-    run = asyncio.run(run_load(**kwargs))
-    return {"records": [r.to_dict() for r in run.records], "health": asdict(run.health[0]),
-            "cpu": run.client_cpu_time, "end": run.clock_start + run.duration,
-            "started_at": run.started_at}
+def _worker(conn: Any, kwargs: dict[str, Any]) -> None:
+    """A load process: say ready once imported, wait for the shared start, run, report."""
+    try:
+        conn.send("ready")
+        start_at = conn.recv()
+        run = asyncio.run(run_load(**kwargs, start_at=start_at))
+        conn.send({"records": [r.to_dict() for r in run.records],
+                   "health": asdict(run.health[0]), "cpu": run.client_cpu_time,
+                   "end": run.clock_start + run.duration, "started_at": run.started_at})
+    except BaseException as exc:  # the parent raises it with the worker's reason
+        conn.send({"error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        conn.close()
 
 
-# Workers are spawned fresh (no forked event loops or locks) and need this long
-# to import before the shared start.
-_SPAWN_LEAD_S = 3.0
+# After every process is ready: time for the start message to reach them all.
+_START_LEAD_S = 0.2
+_READY_TIMEOUT_S = 120.0
 
 
 def run_load_spread(*, processes: int, **kwargs: Any) -> LoadRun:
@@ -441,19 +476,43 @@ def run_load_spread(*, processes: int, **kwargs: Any) -> LoadRun:
                              f"is below {processes} processes; use fewer processes")
     else:
         caps = [None] * processes  # type: ignore[list-item]
-    start_at = perf_counter() + _SPAWN_LEAD_S
     jobs = []
     for i in range(processes):
         sub = list(range(i, n, processes))
         if sub:
             jobs.append({**kwargs, "requests": list(kwargs["requests"]),
                          "arrivals": replace(arrivals, max_concurrency=caps[i]),
-                         "start_at": start_at, "subset": sub})
-    # A cap split per process equals the total cap only if each process's share
-    # of the schedule is served by its own slots: documented, not hidden.
+                         "subset": sub})
+    # Spawned, not forked: no inherited event loops or held locks. Each process
+    # imports, says ready, and only then is the common start instant set, so
+    # slow imports never eat into the schedule.
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(len(jobs)) as pool:
-        parts = pool.map(_worker, jobs)
+    links = []
+    workers = []
+    try:
+        for job in jobs:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(child, job), daemon=True)
+            proc.start()
+            links.append(parent)
+            workers.append(proc)
+        for link in links:
+            if not link.poll(_READY_TIMEOUT_S):
+                raise RuntimeError(f"run_load_spread: a load process was not ready within "
+                                   f"{_READY_TIMEOUT_S:g} s")
+            link.recv()
+        start_at = perf_counter() + _START_LEAD_S
+        for link in links:
+            link.send(start_at)
+        parts = [link.recv() for link in links]
+    finally:
+        for proc in workers:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+    errors = [p["error"] for p in parts if "error" in p]
+    if errors:
+        raise RuntimeError(f"run_load_spread: a load process failed: {errors[0]}")
     records = sorted((RequestRecord(**r) for part in parts for r in part["records"]),
                      key=lambda r: r.index)
     return LoadRun(

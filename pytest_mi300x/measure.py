@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from collections.abc import Mapping
@@ -15,9 +16,11 @@ from pytest_mi300x.gate import Gate, GateOutcome, evaluate
 from pytest_mi300x.hosts import HostProfile, WorkloadScale
 from pytest_mi300x.loadgen import LoadRun, run_load_sync
 from pytest_mi300x.pool import RunningServer
+from pytest_mi300x.telemetry import TelemetrySampler
 from pytest_mi300x.results import SCHEMA, result_path, write_json_atomic
 from pytest_mi300x.workload.arrivals import Arrivals
 from pytest_mi300x.workload.datasets import Dataset, Tokenizer
+from pytest_mi300x.workload.tokenizer import for_chat
 
 SUMMARY_PROPERTY = "mi300x_summary"
 SUMMARY_FIGURES = ("request_throughput", "output_throughput", "median_ttft_ms",
@@ -38,6 +41,9 @@ class Workload:
     dataset: Dataset
     arrivals: Arrivals = Arrivals()
     warmup_requests: int = 2
+    slos: dict[str, float] | None = None  # ms on ttft/tpot/e2el: adds request_goodput
+    endpoint: str = "completions"  # or "chat" (TTFT caveat: see loadgen)
+    processes: int | None = None  # load processes; None: 1, more when one saturates
 
     def scaled(self, scale: WorkloadScale) -> Workload:
         return replace(
@@ -47,8 +53,12 @@ class Workload:
         )
 
     def describe(self) -> dict[str, Any]:
-        return {"dataset": self.dataset.describe(), "arrivals": self.arrivals.describe(),
-                "warmup_requests": self.warmup_requests}
+        out = {"dataset": self.dataset.describe(), "arrivals": self.arrivals.describe(),
+               "warmup_requests": self.warmup_requests}
+        out.update({k: v for k, v in (("slos", self.slos), ("endpoint", self.endpoint),
+                                      ("processes", self.processes))
+                    if v not in (None, "completions")})
+        return out
 
 
 @dataclass(frozen=True)
@@ -115,7 +125,8 @@ class Measurer:
         if scaled.warmup_requests:
             warm = replace(scaled.dataset, num_prompts=scaled.warmup_requests,
                            seed=scaled.dataset.seed + WARMUP_SEED_OFFSET)
-            self._load(warm.build(self.tokenizer), Arrivals(), seed=warm.seed)
+            self._load(warm.build(self.tokenizer), Arrivals(), seed=warm.seed,
+                       workload=scaled)
             self.server.check_alive("during warm-up")
         result = PerfResult([], result_path(self.results_dir, self.test_id))
         self.results.append(result)
@@ -124,10 +135,12 @@ class Measurer:
             # cache from the previous repetition and measure the cache instead.
             seed = scaled.dataset.seed + rep
             requests = replace(scaled.dataset, seed=seed).build(self.tokenizer)
-            run = self._load(requests, scaled.arrivals, seed=seed)
+            if scaled.endpoint == "chat":
+                requests = for_chat(requests, self.tokenizer)
+            run = self._load(requests, scaled.arrivals, seed=seed, workload=scaled)
             problems = metrics.find_problems(run)
             result.repetitions.append(
-                Repetition(seed, metrics.compute_figures(run), problems, run))
+                Repetition(seed, metrics.compute_figures(run, slos=scaled.slos), problems, run))
             if problems:
                 # A dead server explains failed requests better than the requests do.
                 self.server.check_alive("during the measured run")
@@ -152,12 +165,23 @@ class Measurer:
         write_json_atomic(result_path(self.results_dir, self.test_id),
                           self._document(workload, scaled))
 
-    def _load(self, requests: Any, arrivals: Arrivals, seed: int) -> LoadRun:
-        return run_load_sync(
-            base_url=self.server.base_url, api_key=self.server.api_key,
-            model=self.server.spec.served_model_name, requests=requests,
-            arrivals=arrivals, seed=seed,
-        )
+    def _load(self, requests: Any, arrivals: Arrivals, seed: int,
+              workload: Workload) -> LoadRun:
+        """One run with the engine's /metrics around it; a saturated client is
+        retried with twice the load processes (up to the cores), then kept as is."""
+        processes = workload.processes or 1
+        while True:
+            with TelemetrySampler(self.server.base_url, self.server.engine.name) as telemetry:
+                run = run_load_sync(
+                    base_url=self.server.base_url, api_key=self.server.api_key,
+                    model=self.server.spec.served_model_name, requests=requests,
+                    arrivals=arrivals, seed=seed, endpoint=workload.endpoint,
+                    processes=processes)
+            run.server = {"figures": telemetry.figures, **telemetry.describe()}
+            if (workload.processes is not None or not run.saturation
+                    or processes * 2 > (os.cpu_count() or 1)):
+                return run
+            processes *= 2
 
     def summary(self) -> dict[str, Any]:
         """What the terminal table shows: median figures of the last workload and its verdicts."""

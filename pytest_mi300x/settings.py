@@ -35,6 +35,7 @@ class Settings:
     update_baselines: bool = False
     require_baseline: bool = False
     floors: tuple[tuple[str, float], ...] = ()
+    sharegpt_path: Path | None = None
 
 
 def parse_repeats(value: str) -> int:
@@ -87,6 +88,10 @@ _OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
               f"{REFRESH_REPEATS} when updating baselines)", "default": None}),
     ("--baselines-dir", "baselines_dir",
      {"help": "baseline store (default: baselines/ at the rootdir)", "default": None}),
+    ("--sharegpt", "sharegpt_path",
+     {"help": "ShareGPT JSON file (ShareGPT_V3_unfiltered_cleaned_split.json) for the "
+              "sharegpt_path fixture; without it, ShareGPT workloads use the seeded look-alike",
+      "default": None}),
 ]
 
 
@@ -154,7 +159,19 @@ def resolve(config: pytest.Config, run_id: str) -> Settings:
         update_baselines=update,
         require_baseline=bool(config.getoption("require_baseline")),
         floors=tuple(parse_floor(v) for v in config.getini("perf_floors")),
+        sharegpt_path=_sharegpt_path(config, root),
     )
+
+
+def _sharegpt_path(config: pytest.Config, root: Path) -> Path | None:
+    path = _value(config, "sharegpt_path", Path)
+    if path is None:
+        return None
+    path = path if path.is_absolute() else root / path
+    if not path.is_file():
+        raise pytest.UsageError(f"--sharegpt {path} is not a file; give the path of "
+                                "ShareGPT_V3_unfiltered_cleaned_split.json")
+    return path
 
 
 def _env_path(name: str) -> Path | None:

@@ -34,6 +34,7 @@ class SharedPrefixDataset:
     output_len: int
     seed: int = 0
     prefix_seed: int | None = None
+    separator: str = " "  # between prefix and suffix text ("" for tokenizers without spaces)
 
     def __post_init__(self) -> None:
         for name in ("num_prefixes", "num_prompts", "prefix_len", "suffix_len", "output_len"):
@@ -44,9 +45,9 @@ class SharedPrefixDataset:
     @classmethod
     def grid(cls, num_prefixes: int, suffixes_per_prefix: int, *, prefix_len: int,
              suffix_len: int, output_len: int, seed: int = 0,
-             prefix_seed: int | None = None) -> SharedPrefixDataset:
+             prefix_seed: int | None = None, separator: str = " ") -> SharedPrefixDataset:
         return cls(num_prefixes, num_prefixes * suffixes_per_prefix, prefix_len, suffix_len,
-                   output_len, seed, prefix_seed)
+                   output_len, seed, prefix_seed, separator)
 
     def prefixes(self, tokenizer: Tokenizer) -> list[str]:
         seed = self.seed if self.prefix_seed is None else self.prefix_seed
@@ -66,14 +67,15 @@ class SharedPrefixDataset:
         return [
             PromptRequest(
                 exact_prompt(tokenizer, rng, allowed, target, int(offsets[i]), int(i),
-                             head=prefixes[int(i) % self.num_prefixes] + " "),
+                             head=prefixes[int(i) % self.num_prefixes] + self.separator),
                 target, self.output_len)
             for i in order
         ]
 
     def scaled(self, scale: Scale) -> SharedPrefixDataset:
+        # At least two prompts per prefix, or a small host would share nothing.
         return replace(self, num_prompts=max(scale.num_prompts(self.num_prompts),
-                                             self.num_prefixes),
+                                             2 * self.num_prefixes),
                        prefix_len=scale.length(self.prefix_len),
                        suffix_len=scale.length(self.suffix_len),
                        output_len=scale.length(self.output_len))
