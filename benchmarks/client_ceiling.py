@@ -22,6 +22,7 @@ from stubbench import (
     stub_requests,
     vllm_bench,
 )
+
 from pytest_mi300x.loadgen import run_load_sync
 from pytest_mi300x.metrics import compute_figures
 from pytest_mi300x.workload.arrivals import Arrivals

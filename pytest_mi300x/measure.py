@@ -16,8 +16,8 @@ from pytest_mi300x.gate import Gate, GateOutcome, evaluate
 from pytest_mi300x.hosts import HostProfile, WorkloadScale
 from pytest_mi300x.loadgen import LoadRun, run_load_sync
 from pytest_mi300x.pool import RunningServer
-from pytest_mi300x.telemetry import TelemetrySampler
 from pytest_mi300x.results import SCHEMA, result_path, write_json_atomic
+from pytest_mi300x.telemetry import TelemetrySampler
 from pytest_mi300x.workload.arrivals import Arrivals
 from pytest_mi300x.workload.datasets import Dataset, Tokenizer
 from pytest_mi300x.workload.tokenizer import for_chat
@@ -122,9 +122,10 @@ class Measurer:
         gated metric regressed, MissingBaseline under ``--require-baseline``.
         """
         scaled = workload.scaled(self.host.scale)
+        dataset: Any = scaled.dataset  # a frozen dataclass (datasets.Dataset)
         if scaled.warmup_requests:
-            warm = replace(scaled.dataset, num_prompts=scaled.warmup_requests,
-                           seed=scaled.dataset.seed + WARMUP_SEED_OFFSET)
+            warm = replace(dataset, num_prompts=scaled.warmup_requests,
+                           seed=dataset.seed + WARMUP_SEED_OFFSET)
             self._load(warm.build(self.tokenizer), Arrivals(), seed=warm.seed,
                        workload=scaled)
             self.server.check_alive("during warm-up")
@@ -133,8 +134,8 @@ class Measurer:
         for rep in range(self.repeats):
             # A fresh seed per repetition: identical prompts would hit the prefix
             # cache from the previous repetition and measure the cache instead.
-            seed = scaled.dataset.seed + rep
-            requests = replace(scaled.dataset, seed=seed).build(self.tokenizer)
+            seed = dataset.seed + rep
+            requests = replace(dataset, seed=seed).build(self.tokenizer)
             if scaled.endpoint == "chat":
                 requests = for_chat(requests, self.tokenizer)
             run = self._load(requests, scaled.arrivals, seed=seed, workload=scaled)

@@ -31,10 +31,17 @@ class Tokenizer(Protocol):
 
 
 class Dataset(Protocol):
-    """A prompt set: built against the served tokenizer, scaled by a host, described."""
+    """A prompt set: built against the served tokenizer, scaled by a host, described.
 
-    num_prompts: int
-    seed: int
+    Implementations are frozen dataclasses, so `dataclasses.replace` can set
+    `num_prompts` and `seed` (warm-up and per-repetition seeds).
+    """
+
+    @property
+    def num_prompts(self) -> int | None: ...
+
+    @property
+    def seed(self) -> int: ...
 
     def build(self, tokenizer: Tokenizer) -> list[PromptRequest]: ...
 
