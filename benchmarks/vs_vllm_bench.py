@@ -6,11 +6,10 @@ both clients, alternating which goes first each round, and prints
 request_throughput, median TTFT and mean TPOT from each with their ratio
 (median over rounds of each round's paired ratio, and ratio of medians).
 
-Prefix caching is off on this server: both clients draw the same
-consecutive-token prompts for a seed (vLLM's random-dataset rule), so with the
-cache on, whichever client ran second in a round found its prompts cached, and
-with an odd round count one client ran second more often. That, not the
-clients, was the 10% mean-TPOT gap measured earlier (1.099).
+Around every run the engine's /metrics is scraped, and the engine's own mean
+TTFT and TPOT (its histograms) and prefix-cache hit rate are printed per client:
+if the engine saw the same TPOT for both clients' runs, a client-side TPOT gap
+is measurement; if the engine saw it too, the two runs loaded it differently.
 
     python benchmarks/vs_vllm_bench.py --rounds 3 --num-prompts 100 --rate 20
 """
@@ -37,11 +36,13 @@ from pytest_mi300x.loadgen import run_load_sync
 from pytest_mi300x.metrics import compute_figures
 from pytest_mi300x.server import ServerProcess, free_port
 from pytest_mi300x.settings import DEFAULT_VLLM_BUILD
+from pytest_mi300x.telemetry import TelemetrySampler
 from pytest_mi300x.workload.arrivals import Arrivals
 from pytest_mi300x.workload.datasets import RandomDataset
 from pytest_mi300x.workload.tokenizer import ServedTokenizer
 
 FIGURES = ("request_throughput", "median_ttft_ms", "mean_tpot_ms")
+SERVER = ("server_mean_ttft_ms", "server_mean_tpot_ms", "server_prefix_cache_hit_rate")
 
 SERVED = "tiny-llama"
 
@@ -103,8 +104,7 @@ def main() -> int:
         spec = LaunchSpec(model=str(model.path), served_model_name=SERVED, host="127.0.0.1",
                           port=free_port(), api_key=secrets.token_urlsafe(16),
                           flag_set=DEFAULT_FLAGS,
-                          extra_args=("--load-format", "dummy", "--no-enable-prefix-caching",
-                                      *CPU_HOST.engine_args),
+                          extra_args=("--load-format", "dummy", *CPU_HOST.engine_args),
                           env=dict(CPU_HOST.env))
         server = ServerProcess(engine.command(spec),
                                env={**os.environ, **engine.environment(spec)},
@@ -121,11 +121,14 @@ def main() -> int:
             for r in range(args.rounds):
                 order = ("ours", "bench") if r % 2 == 0 else ("bench", "ours")
                 for who in order:
-                    if who == "ours":
-                        mine.append(ours(spec, tokenizer, args, seed=r))
-                    else:
-                        theirs.append(vllm_bench(install.python, spec, model.path, args,
-                                                 seed=r, out_dir=Path(tmp)))
+                    with TelemetrySampler(spec.base_url) as telemetry:
+                        if who == "ours":
+                            got = ours(spec, tokenizer, args, seed=r)
+                        else:
+                            got = vllm_bench(install.python, spec, model.path, args,
+                                             seed=r, out_dir=Path(tmp))
+                    got.update({k: telemetry.figures.get(k, float("nan")) for k in SERVER})
+                    (mine if who == "ours" else theirs).append(got)
     print(f"workload: random {args.input_len} in / {args.output_len} out, "
           f"{args.num_prompts} prompts, rate {args.rate}, {args.rounds} rounds (median shown)")
     print(f"{'figure':<22}{'pytest-mi300x':>15}{'vllm bench':>13}{'ratio':>8}")
@@ -135,7 +138,12 @@ def main() -> int:
         b = statistics.median(t[key] for t in theirs)
         paired = statistics.median(m[key] / t[key] for m, t in zip(mine, theirs, strict=True))
         print(f"{key:<22}{a:>15.2f}{b:>13.2f}{a / b:>8.3f}{paired:>8.3f}")
-    for key in FIGURES:
+    print("the engine's own view of the same runs (its /metrics histograms):")
+    for key in SERVER:
+        a = statistics.median(m[key] for m in mine)
+        b = statistics.median(t[key] for t in theirs)
+        print(f"{key:<30}{a:>10.3f}{b:>13.3f}{a / b if b else float('nan'):>8.3f}")
+    for key in (*FIGURES, *SERVER):
         print(f"  {key} per round: ours {[round(m[key], 2) for m in mine]} "
               f"bench {[round(t[key], 2) for t in theirs]}")
     return 0

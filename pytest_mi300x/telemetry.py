@@ -27,6 +27,10 @@ VLLM_SERIES: dict[str, str] = {
     "queue_time_count": "vllm:request_queue_time_seconds_count",
     "prompt_tokens": "vllm:prompt_tokens_total",
     "generation_tokens": "vllm:generation_tokens_total",
+    "ttft_sum": "vllm:time_to_first_token_seconds_sum",
+    "ttft_count": "vllm:time_to_first_token_seconds_count",
+    "tpot_sum": "vllm:request_time_per_output_token_seconds_sum",
+    "tpot_count": "vllm:request_time_per_output_token_seconds_count",
     "kv_cache_usage": "vllm:kv_cache_usage_perc",
     "running": "vllm:num_requests_running",
     "waiting": "vllm:num_requests_waiting",
@@ -69,7 +73,9 @@ def deltas(before: Mapping[str, float], after: Mapping[str, float],
 
     server_prefix_cache_hit_rate: cached prompt tokens / prompt tokens looked up;
     server_preemptions; server_mean_queue_time_ms (engine-side waiting, not the
-    client's queue); server_peak_kv_cache_usage (0-1) and server_peak_waiting.
+    client's queue); server_mean_ttft_ms and server_mean_tpot_ms (the engine's
+    own clocks: a check on the client's); server_peak_kv_cache_usage (0-1) and
+    server_peak_running / server_peak_waiting.
     """
     d = {k: after[k] - before[k] for k in after if k in before and k not in _GAUGES}
     out: dict[str, float] = {}
@@ -77,8 +83,9 @@ def deltas(before: Mapping[str, float], after: Mapping[str, float],
         out["server_prefix_cache_hit_rate"] = d["prefix_cache_hits"] / d["prefix_cache_queries"]
     if "preemptions" in d:
         out["server_preemptions"] = d["preemptions"]
-    if d.get("queue_time_count", 0) > 0:
-        out["server_mean_queue_time_ms"] = 1000 * d["queue_time_sum"] / d["queue_time_count"]
+    for name in ("queue_time", "ttft", "tpot"):
+        if d.get(f"{name}_count", 0) > 0:
+            out[f"server_mean_{name}_ms"] = 1000 * d[f"{name}_sum"] / d[f"{name}_count"]
     for key in ("prompt_tokens", "generation_tokens"):
         if key in d:
             out[f"server_{key}"] = d[key]

@@ -44,6 +44,24 @@ def stub_prompt(n_words: int, start: int = 2) -> str:
     return " ".join(f"w{start + i}" for i in range(n_words))
 
 
+# asyncio timers wake up to ~1 ms late (epoll's millisecond timeout): with few
+# streams the stub yields in a loop for the last stretch instead, so its
+# delays are exact to well under a millisecond; with many it only sleeps.
+_PRECISE_STREAMS = 4
+_SPIN_S = 0.002
+
+
+async def _sleep_until(deadline: float, precise: bool) -> None:
+    delay = deadline - time.perf_counter()
+    if precise:
+        if delay > _SPIN_S:
+            await asyncio.sleep(delay - _SPIN_S)
+        while time.perf_counter() < deadline:
+            await asyncio.sleep(0)
+    elif delay > 0:
+        await asyncio.sleep(delay)
+
+
 @dataclass(frozen=True)
 class StubBehavior:
     """Timing and faults of the stub."""
@@ -171,6 +189,9 @@ class StubServer:
             start = time.perf_counter()
             async with self._slots:
                 return await self._completions(headers, body, writer, chat, start)
+        if method == "GET" and path == "/health":
+            await self._json(writer, 200, {})
+            return True
         if method == "POST" and path == "/tokenize":
             with self._lock:
                 self.stats.auth_headers.append(headers.get("authorization", ""))
@@ -248,9 +269,7 @@ class StubServer:
             while sent < n_tokens:
                 # Absolute deadlines: gaps average exactly `itl` despite sleep jitter.
                 deadline = start + b.ttft + n_chunk * b.itl
-                delay = deadline - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                await _sleep_until(deadline, precise=self.stats.active <= _PRECISE_STREAMS)
                 take = min(b.tokens_per_chunk, n_tokens - sent)
                 sent += take
                 finish = "length" if sent >= n_tokens else None
