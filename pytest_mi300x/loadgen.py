@@ -30,7 +30,7 @@ import json
 import multiprocessing
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from time import perf_counter
 from typing import Any
@@ -251,21 +251,14 @@ async def _send_one(
                 if resp.status != 200:
                     detail = (await resp.read())[:300].decode(errors="replace")
                     raise HTTPStatusError(f"HTTP {resp.status}: {detail}")
-                tail = b""
-                done = False
                 # Whole reads, split here: one await per network read instead of
                 # two per SSE event (readline) roughly doubled the client's ceiling.
-                async for data in resp.content.iter_any():
-                    # Timestamp first: parsing must not sit between arrival and clock.
-                    now = perf_counter()
-                    lines = (tail + data).split(b"\n")
-                    tail = lines.pop()  # an incomplete line waits for the next read
+                async for now, lines in _sse_lines(resp.content):
                     for raw in lines:
                         if not raw.startswith(b"data: "):
                             continue
                         payload = raw[6:].rstrip()
                         if payload == b"[DONE]":
-                            done = True
                             break
                         if not chat and _TOKEN_CHUNK.search(payload, 0, _HEAD):
                             # A non-empty top-level choices list (JSON strings escape
@@ -284,8 +277,6 @@ async def _send_one(
                             usage = event["usage"]
                         elif "error" in event:
                             raise StreamError(str(event["error"])[:300])
-                    if done:
-                        break
         except TimeoutError:
             record.error = f"TimeoutError: no complete response within {request_timeout:g} s"
             return
@@ -300,6 +291,21 @@ async def _send_one(
             return
         record.ttft = times[0]
         record.latency = times[-1]
+
+
+async def _sse_lines(content: aiohttp.StreamReader) -> AsyncIterator[tuple[float, list[bytes]]]:
+    """(arrival time, complete lines) per network read; a last unterminated line at the end.
+
+    The clock is read first: parsing must not sit between arrival and timestamp.
+    """
+    tail = b""
+    async for chunk in content.iter_any():
+        now = perf_counter()
+        lines = (tail + chunk).split(b"\n")
+        tail = lines.pop()  # an incomplete line waits for the next read
+        yield now, lines
+    if tail:
+        yield perf_counter(), [tail]
 
 
 def _has_content(choice: dict[str, object]) -> bool:
