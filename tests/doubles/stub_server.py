@@ -186,9 +186,8 @@ class StubServer:
             chat = path.endswith("chat/completions")
             if self._slots is None:
                 return await self._completions(headers, body, writer, chat)
-            start = time.perf_counter()
-            async with self._slots:
-                return await self._completions(headers, body, writer, chat, start)
+            async with self._slots:  # service (and its TTFT clock) starts with a slot
+                return await self._completions(headers, body, writer, chat)
         if method == "GET" and path == "/health":
             await self._json(writer, 200, {})
             return True
@@ -223,9 +222,9 @@ class StubServer:
 
     async def _completions(
         self, headers: dict[str, str], body: dict[str, object], writer: asyncio.StreamWriter,
-        chat: bool = False, start: float | None = None,
+        chat: bool = False,
     ) -> bool:
-        start = time.perf_counter() if start is None else start
+        start = time.perf_counter()
         b = self.behavior
         if chat:
             # Chat: the prompt is the user message; a role-only chunk opens the
