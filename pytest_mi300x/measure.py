@@ -92,7 +92,7 @@ class PerfResult:
 
     @property
     def valid(self) -> bool:
-        return all(r.valid for r in self.repetitions)
+        return bool(self.repetitions) and all(r.valid for r in self.repetitions)
 
 
 class Measurer:
@@ -187,7 +187,10 @@ class Measurer:
     def summary(self) -> dict[str, Any]:
         """What the terminal table shows: median figures of the last workload and its verdicts."""
         last = self.results[-1]
-        row: dict[str, Any] = {k: last.figures.get(k) for k in SUMMARY_FIGURES}
+        # A workload that raised before its first repetition (say, a dataset
+        # that cannot be built) has no figures; its test fails on its own error.
+        figures = last.figures if last.repetitions else {}
+        row: dict[str, Any] = {k: figures.get(k) for k in SUMMARY_FIGURES}
         row["valid"] = last.valid
         row["repeats"] = len(last.repetitions)
         row["result"] = str(last.path)

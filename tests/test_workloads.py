@@ -151,3 +151,11 @@ def test_jsonl_bad_lines_are_one_line_errors(tmp_path: Path, text: str, expected
     with pytest.raises(ValueError, match=expected) as info:
         JsonlDataset(path).build(WordTokenizerDouble())
     assert "\n" not in str(info.value)
+
+
+def test_shared_prefix_suffix_budget_is_what_the_prefix_leaves() -> None:
+    # A long prefix and a short suffix: the suffix search starts from the tokens
+    # left, not from the whole target (which overshot by the prefix's length).
+    tok = MergingTokenizerDouble()
+    ds = SharedPrefixDataset(1, 3, prefix_len=300, suffix_len=4, output_len=2, separator="")
+    assert all(len(tok.encode(r.prompt)) == 304 for r in ds.build(tok))

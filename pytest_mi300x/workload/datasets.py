@@ -174,12 +174,15 @@ def exact_prompt(
     counts the whole prompt (shared-prefix prompts keep their prefix verbatim).
 """
     seen: list[int] = []
+    # With a head, only the rest of the budget is drawn: starting from `target`
+    # random ids after a long head overshoots by the head's length.
+    size = max(target - len(tokenizer.encode(head)), 1) if head else target
     for draw in range(_DRAWS):
         if draw == 0:
             # vllm's sequence: consecutive allowed ids from a per-request offset.
-            picks = (offset + index + np.arange(target)) % allowed.size
+            picks = (offset + index + np.arange(size)) % allowed.size
         else:
-            picks = rng.integers(0, allowed.size, size=target)
+            picks = rng.integers(0, allowed.size, size=size)
         ids: list[int] = allowed[picks].tolist()
         for _ in range(_ADJUST_ROUNDS):
             prompt = head + tokenizer.decode(ids)
