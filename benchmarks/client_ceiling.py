@@ -14,9 +14,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 
 from stubbench import (
     SERVED,
+    STUB_PID,
+    cpu_seconds,
     engine_python_and_tokenizer,
     stub_process,
     stub_requests,
@@ -43,6 +46,7 @@ def main() -> int:
     theirs: list[dict[str, float]] = []
     with stub_process(args.ttft, args.itl) as url:
         for r in range(args.rounds):
+            stub_cpu, wall = cpu_seconds(STUB_PID[0]), time.perf_counter()
             run = run_load_sync(base_url=url, api_key="stub", model=SERVED,
                                 requests=stub_requests(args.num_prompts, 31, args.output_len),
                                 arrivals=Arrivals(max_concurrency=args.concurrency), seed=r,
@@ -51,13 +55,18 @@ def main() -> int:
             assert f["failed"] == 0, f
             ours.append({"req/s": float(f["request_throughput"]),
                          "tok/s": float(f["output_throughput"]),
-                         "client CPU s": run.client_cpu_time})
+                         "stub CPU share": (cpu_seconds(STUB_PID[0]) - stub_cpu)
+                         / (time.perf_counter() - wall)})
+            stub_cpu = cpu_seconds(STUB_PID[0])
             res = vllm_bench(python, tokenizer, url, num_prompts=args.num_prompts,
                              input_len=32, output_len=args.output_len,
                              max_concurrency=args.concurrency, seed=r)
             assert res["failed"] == 0, res["failed"]
+            # vllm bench's process start-up is outside its run: share over its duration.
             theirs.append({"req/s": res["request_throughput"],
-                           "tok/s": res["output_throughput"], "client CPU s": float("nan")})
+                           "tok/s": res["output_throughput"],
+                           "stub CPU share": (cpu_seconds(STUB_PID[0]) - stub_cpu)
+                           / res["duration"]})
     print(f"stub TTFT {args.ttft * 1000:g} ms, ITL {args.itl * 1000:g} ms; "
           f"{args.num_prompts} requests x {args.output_len} tokens, burst, client cap "
           f"{args.concurrency}; this client on {args.processes} process(es); "
@@ -67,6 +76,9 @@ def main() -> int:
         a = statistics.median(m[key] for m in ours)
         b = statistics.median(t[key] for t in theirs)
         print(f"{key:<10}{a:>15.1f}{b:>13.1f}{a / b:>8.2f}")
+    print("stub CPU share of a core during the runs (1.0: the stub is the limit): ours",
+          [round(m["stub CPU share"], 2) for m in ours], "vllm bench",
+          [round(t["stub CPU share"], 2) for t in theirs])
     print("per round req/s: ours", [round(m["req/s"], 1) for m in ours],
           "vllm bench", [round(t["req/s"], 1) for t in theirs])
     return 0

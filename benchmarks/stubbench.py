@@ -24,6 +24,7 @@ from pytest_mi300x.workload.datasets import PromptRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVED = "stub-model"
+STUB_PID = [0]
 
 # Runs under the engine's python: vllm bench serve's own entry points.
 VLLM_BENCH = """
@@ -35,15 +36,22 @@ main(parser.parse_args(sys.argv[1:]))
 """
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def stub_process(ttft: float, itl: float) -> Iterator[str]:
-    """The stub server in a child process; yields its base URL."""
+    """The stub server in a child process; yields its base URL (its pid in STUB_PID)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.doubles.stub_server", "--ttft", str(ttft),
          "--itl", str(itl)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         port = int(proc.stdout.readline())
+        STUB_PID[0] = proc.pid
         yield f"http://127.0.0.1:{port}"
     finally:
         assert proc.stdin is not None

@@ -215,6 +215,19 @@ class StubServer:
         )
         await writer.drain()
 
+    @staticmethod
+    def _frame(body: dict[str, object], chat: bool, take: int, last: bool) -> bytes:
+        """One token chunk as vLLM streams it, framed for chunked transfer encoding."""
+        finish = "length" if last else None
+        choice = ({"index": 0, "delta": {"content": " tok" * take}, "finish_reason": finish}
+                  if chat else
+                  {"index": 0, "text": " tok" * take, "logprobs": None,
+                   "finish_reason": finish, "stop_reason": None})
+        payload = json.dumps({"id": "cmpl-stub", "object": "text_completion", "created": 0,
+                              "model": body.get("model"), "choices": [choice], "usage": None})
+        data = f"data: {payload}\n\n".encode()
+        return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
     async def _chunk(self, writer: asyncio.StreamWriter, payload: str) -> None:
         data = f"data: {payload}\n\n".encode()
         writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
@@ -265,20 +278,19 @@ class StubServer:
                      "model": body.get("model"), "choices": [
                          {"index": 0, "delta": {"role": "assistant", "content": ""},
                           "finish_reason": None}]}))
+            frames: dict[tuple[int, bool], bytes] = {}  # the same chunk is built once
             while sent < n_tokens:
                 # Absolute deadlines: gaps average exactly `itl` despite sleep jitter.
                 deadline = start + b.ttft + n_chunk * b.itl
                 await _sleep_until(deadline, precise=self.stats.active <= _PRECISE_STREAMS)
                 take = min(b.tokens_per_chunk, n_tokens - sent)
                 sent += take
-                finish = "length" if sent >= n_tokens else None
-                choice = ({"index": 0, "delta": {"content": " tok" * take},
-                           "finish_reason": finish} if chat else
-                          {"index": 0, "text": " tok" * take, "logprobs": None,
-                           "finish_reason": finish, "stop_reason": None})
-                await self._chunk(writer, json.dumps(
-                    {"id": "cmpl-stub", "object": "text_completion", "created": 0,
-                     "model": body.get("model"), "choices": [choice], "usage": None}))
+                last = sent >= n_tokens
+                frame = frames.get((take, last))
+                if frame is None:
+                    frame = frames[take, last] = self._frame(body, chat, take, last)
+                writer.write(frame)
+                await writer.drain()
                 n_chunk += 1
                 if CUT_MARKER in words:
                     writer.transport.abort()  # mid-stream drop, no [DONE]
