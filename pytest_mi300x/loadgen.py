@@ -364,10 +364,13 @@ async def run_load(
     ]
     watch = _Watch()
     try:
-        # Open the pool's connections before the clock starts, as a long-lived
-        # client holds them: TCP set-up of a 1,000-stream burst is then not
-        # inside its TTFTs (vllm bench serve connects inside them).
-        await _preconnect(http_client, base_url, headers, min(pool, _PRECONNECT_MAX))
+        # A burst opens its connections before the clock starts, as a long-lived
+        # client holds them: TCP set-up of 1,000 streams at once is then not
+        # inside their TTFTs (vllm bench serve connects inside them). Timed
+        # schedules connect as they go: an idle pooled connection outlives the
+        # server's keep-alive (uvicorn: 5 s) and races its close.
+        if not any(offsets[i] > 0 for i in chosen):
+            await _preconnect(http_client, base_url, headers, min(pool, _PRECONNECT_MAX))
         if start_at is not None:
             await asyncio.sleep(max(0.0, start_at - perf_counter()))
         cpu_start = time.process_time()

@@ -105,7 +105,7 @@ class TelemetrySampler:
 
     base_url: str
     engine: str = "vllm"
-    interval: float = 0.25
+    interval: float = 1.0  # each scrape costs the server a render: keep it rare
     before: dict[str, float] = field(default_factory=dict)
     after: dict[str, float] = field(default_factory=dict)
     peaks: dict[str, float] = field(default_factory=dict)
