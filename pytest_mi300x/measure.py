@@ -179,9 +179,11 @@ class Measurer:
                     arrivals=arrivals, seed=seed, endpoint=workload.endpoint,
                     processes=processes)
             run.server = {"figures": telemetry.figures, **telemetry.describe()}
+            cap = arrivals.max_concurrency
             if (workload.processes is not None or not run.saturation
-                    or processes * 2 > (os.cpu_count() or 1)):
-                return run
+                    or processes * 2 > (os.cpu_count() or 1)
+                    or (cap is not None and cap < processes * 2)):
+                return run  # healthy, or nothing left to spread: find_problems says why
             processes *= 2
 
     def summary(self) -> dict[str, Any]:
