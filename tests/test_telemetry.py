@@ -53,3 +53,31 @@ def test_sampler_keeps_scrape_errors_instead_of_raising() -> None:
     with TelemetrySampler("http://127.0.0.1:9", interval=0.05) as t:
         pass
     assert t.figures == {} and t.errors and "URLError" in t.errors[0]
+
+
+def test_sampling_parses_only_the_gauges_it_needs() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = SAMPLE.read_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        from pytest_mi300x.telemetry import scrape
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert scrape(url, only=("kv_cache_usage", "running", "waiting")) == {
+            "kv_cache_usage": 0.0, "running": 0.0, "waiting": 0.0}
+        assert scrape(url)["prompt_tokens"] == 1728.0
+    finally:
+        server.shutdown()
