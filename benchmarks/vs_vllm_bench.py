@@ -88,6 +88,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vllm-build", default=DEFAULT_VLLM_BUILD)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--sample-interval", type=float, default=0.0,
+                        help="scrape /metrics during runs every N s (0: before/after only)")
     parser.add_argument("--num-prompts", type=int, default=100)
     parser.add_argument("--input-len", type=int, default=128)
     parser.add_argument("--output-len", type=int, default=64)
@@ -121,7 +123,8 @@ def main() -> int:
             for r in range(args.rounds):
                 order = ("ours", "bench") if r % 2 == 0 else ("bench", "ours")
                 for who in order:
-                    with TelemetrySampler(spec.base_url) as telemetry:
+                    with TelemetrySampler(spec.base_url,
+                                          interval=args.sample_interval) as telemetry:
                         if who == "ours":
                             got = ours(spec, tokenizer, args, seed=r)
                         else:

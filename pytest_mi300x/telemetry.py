@@ -112,7 +112,8 @@ class TelemetrySampler:
     """Scrapes /metrics before a run, samples gauges while it runs, scrapes after.
 
     A context manager that works without pytest: ``with TelemetrySampler(url) as t:
-    run(); t.figures``. Scrape failures are kept as `errors`, never raised: the
+    run(); t.figures``. `interval` 0 scrapes only before and after (no peaks):
+    each scrape costs the server a render while it streams. Scrape failures are kept as `errors`, never raised: the
     engine's view is extra evidence, the client's figures stand without it.
     """
 
@@ -139,6 +140,8 @@ class TelemetrySampler:
             return {}
 
     def _sample(self) -> None:
+        if self.interval <= 0:
+            return  # before/after only: no scrape can touch the run
         while not self._stop.wait(self.interval):
             got = self._scrape(only=_GAUGES)
             self.samples += 1
