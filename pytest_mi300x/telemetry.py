@@ -113,8 +113,9 @@ class TelemetrySampler:
 
     A context manager that works without pytest: ``with TelemetrySampler(url) as t:
     run(); t.figures``. `interval` 0 scrapes only before and after (no peaks):
-    each scrape costs the server a render while it streams. Scrape failures are kept as `errors`, never raised: the
-    engine's view is extra evidence, the client's figures stand without it.
+    each scrape costs the server a render while it streams. Scrape failures are
+    kept as `errors`, never raised: the engine's view is extra evidence, the
+    client's figures stand without it.
     """
 
     base_url: str
