@@ -6,7 +6,7 @@ concurrency cap) and we print completed requests/s and streamed tokens/s of
 each, and their ratio (goal: this client >= 2x). Both share the 2 cores with
 the stub, so the figures are this machine's, not absolute.
 
-    python benchmarks/client_ceiling.py --num-prompts 2000 --concurrency 256 --processes 2
+    python benchmarks/client_ceiling.py --num-prompts 4000 --concurrency 1024 --processes 2
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from pytest_mi300x.workload.arrivals import Arrivals
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-prompts", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--num-prompts", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=1024)
     parser.add_argument("--output-len", type=int, default=64)
-    parser.add_argument("--ttft", type=float, default=0.0)
-    parser.add_argument("--itl", type=float, default=0.0)
+    parser.add_argument("--ttft", type=float, default=0.05)
+    parser.add_argument("--itl", type=float, default=0.005)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()

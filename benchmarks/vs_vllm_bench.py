@@ -11,7 +11,7 @@ TTFT and TPOT (its histograms) and prefix-cache hit rate are printed per client:
 if the engine saw the same TPOT for both clients' runs, a client-side TPOT gap
 is measurement; if the engine saw it too, the two runs loaded it differently.
 
-    python benchmarks/vs_vllm_bench.py --rounds 3 --num-prompts 100 --rate 20
+    python benchmarks/vs_vllm_bench.py --rounds 8 --rate 10
 """
 
 from __future__ import annotations
