@@ -98,7 +98,8 @@ def test_datasets_and_arrivals_on_the_real_engine(pytester: pytest.Pytester) -> 
     doc = next(d for k, d in docs.items() if "shared_prefix" in k)
     server = doc["runs"][0]["server"]
     assert server["series"]["prefix_cache_hits"] == "vllm:prefix_cache_hits_total"
-    assert server["errors"] == [] and server["samples"] >= 1
+    assert server["errors"] == []
+    assert server["after"]["prefix_cache_queries"] > server["before"]["prefix_cache_queries"]
     assert "server_mean_queue_time_ms" in server["figures"]
     health = doc["runs"][0]["client_health"][0]
     assert health["cpu_seconds"] > 0
