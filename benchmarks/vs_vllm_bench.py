@@ -3,9 +3,15 @@
 Starts the CPU engine on the tiny model (provisioned like the plugin does),
 then runs the same random workload (same lengths, count, rate and seed) with
 both clients, alternating which goes first each round, and prints
-request_throughput, median TTFT and mean TPOT from each with their ratio.
+request_throughput, median TTFT and mean TPOT from each with their ratio
+(median over rounds of each round's paired ratio, and ratio of medians).
 
-    python benchmarks/vs_vllm_bench.py --rounds 3 --num-prompts 100 --rate 20
+Around every run the engine's /metrics is scraped, and the engine's own mean
+TTFT and TPOT (its histograms) and prefix-cache hit rate are printed per client:
+if the engine saw the same TPOT for both clients' runs, a client-side TPOT gap
+is measurement; if the engine saw it too, the two runs loaded it differently.
+
+    python benchmarks/vs_vllm_bench.py --rounds 8 --rate 10
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pytest_mi300x.engine_metrics import TelemetrySampler
 from pytest_mi300x.engines.base import LaunchSpec
 from pytest_mi300x.engines.provision import EngineEnvironment
 from pytest_mi300x.engines.tiny_model import ensure_tiny_model
@@ -35,6 +42,7 @@ from pytest_mi300x.workload.datasets import RandomDataset
 from pytest_mi300x.workload.tokenizer import ServedTokenizer
 
 FIGURES = ("request_throughput", "median_ttft_ms", "mean_tpot_ms")
+SERVER = ("server_mean_ttft_ms", "server_mean_tpot_ms", "server_prefix_cache_hit_rate")
 
 SERVED = "tiny-llama"
 
@@ -79,12 +87,17 @@ def vllm_bench(python: Path, spec: LaunchSpec, model_path: Path, args: argparse.
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vllm-build", default=DEFAULT_VLLM_BUILD)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--sample-interval", type=float, default=0.0,
+                        help="scrape /metrics during runs every N s (0: before/after only)")
     parser.add_argument("--num-prompts", type=int, default=100)
     parser.add_argument("--input-len", type=int, default=128)
     parser.add_argument("--output-len", type=int, default=64)
     parser.add_argument("--rate", type=float, default=20.0)
     args = parser.parse_args()
+    if args.rounds % 2:
+        parser.error(f"--rounds {args.rounds}: use an even number so each client goes first "
+                     "equally often")
 
     with EngineEnvironment(args.vllm_build) as install, \
             tempfile.TemporaryDirectory(prefix="vs-vllm-bench-") as tmp:
@@ -110,19 +123,30 @@ def main() -> int:
             for r in range(args.rounds):
                 order = ("ours", "bench") if r % 2 == 0 else ("bench", "ours")
                 for who in order:
-                    if who == "ours":
-                        mine.append(ours(spec, tokenizer, args, seed=r))
-                    else:
-                        theirs.append(vllm_bench(install.python, spec, model.path, args,
-                                                 seed=r, out_dir=Path(tmp)))
+                    with TelemetrySampler(spec.base_url,
+                                          interval=args.sample_interval) as telemetry:
+                        if who == "ours":
+                            got = ours(spec, tokenizer, args, seed=r)
+                        else:
+                            got = vllm_bench(install.python, spec, model.path, args,
+                                             seed=r, out_dir=Path(tmp))
+                    got.update({k: telemetry.figures.get(k, float("nan")) for k in SERVER})
+                    (mine if who == "ours" else theirs).append(got)
     print(f"workload: random {args.input_len} in / {args.output_len} out, "
           f"{args.num_prompts} prompts, rate {args.rate}, {args.rounds} rounds (median shown)")
     print(f"{'figure':<22}{'pytest-mi300x':>15}{'vllm bench':>13}{'ratio':>8}")
+    print(f"{'':<22}{'':>15}{'':>13}{'':>8}{'paired':>8}")
     for key in FIGURES:
         a = statistics.median(m[key] for m in mine)
         b = statistics.median(t[key] for t in theirs)
-        print(f"{key:<22}{a:>15.2f}{b:>13.2f}{a / b:>8.3f}")
-    for key in FIGURES:
+        paired = statistics.median(m[key] / t[key] for m, t in zip(mine, theirs, strict=True))
+        print(f"{key:<22}{a:>15.2f}{b:>13.2f}{a / b:>8.3f}{paired:>8.3f}")
+    print("the engine's own view of the same runs (its /metrics histograms):")
+    for key in SERVER:
+        a = statistics.median(m[key] for m in mine)
+        b = statistics.median(t[key] for t in theirs)
+        print(f"{key:<30}{a:>10.3f}{b:>13.3f}{a / b if b else float('nan'):>8.3f}")
+    for key in (*FIGURES, *SERVER):
         print(f"  {key} per round: ours {[round(m[key], 2) for m in mine]} "
               f"bench {[round(t[key], 2) for t in theirs]}")
     return 0

@@ -8,6 +8,10 @@ from pytest_mi300x.flags import DEFAULT_FLAGS, FlagSet, flag_sets  # noqa: E402
 from pytest_mi300x.measure import Workload  # noqa: E402
 from pytest_mi300x.workload.arrivals import Arrivals  # noqa: E402
 from pytest_mi300x.workload.datasets import RandomDataset  # noqa: E402
+from pytest_mi300x.workload.jsonl import JsonlDataset  # noqa: E402
+from pytest_mi300x.workload.prefix import SharedPrefixDataset  # noqa: E402
+from pytest_mi300x.workload.sharegpt import ShareGPTDataset, SyntheticShareGPT  # noqa: E402
 
-__all__ = ["DEFAULT_FLAGS", "Arrivals", "FlagSet", "RandomDataset", "Workload", "flag_sets",
-           "__version__"]
+__all__ = ["DEFAULT_FLAGS", "Arrivals", "FlagSet", "JsonlDataset", "RandomDataset",
+           "ShareGPTDataset", "SharedPrefixDataset", "SyntheticShareGPT", "Workload",
+           "flag_sets", "__version__"]

@@ -6,7 +6,7 @@ parametrize them on a test, to choose what a test runs against.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -16,6 +16,8 @@ from pytest_mi300x.pool import RunningServer
 from pytest_mi300x.session import PerfSession
 from pytest_mi300x.sharding import strip_group
 from pytest_mi300x.stash import MEASURER_KEY, SERVER_KEY, SESSION_KEY
+from pytest_mi300x.workload.datasets import Dataset
+from pytest_mi300x.workload.sharegpt import ShareGPTDataset, SyntheticShareGPT
 from pytest_mi300x.workload.tokenizer import ServedTokenizer
 
 
@@ -41,6 +43,20 @@ def served_model() -> str:
 def flag_set() -> FlagSet:
     """Engine flags for the test; parametrize with ``pytest_mi300x.flag_sets(...)``."""
     return DEFAULT_FLAGS
+
+
+@pytest.fixture(scope="session")
+def sharegpt_dataset(mi300x_session: PerfSession) -> Callable[..., Dataset]:
+    """Makes ShareGPT workloads: from ``--sharegpt FILE`` with vLLM's filtering, else
+    the seeded look-alike (SyntheticShareGPT). Call it as ``sharegpt_dataset(num_prompts)``."""
+    path = mi300x_session.settings.sharegpt_path
+
+    def make(num_prompts: int, seed: int = 0) -> Dataset:
+        if path is not None:
+            return ShareGPTDataset(path, num_prompts, seed=seed)
+        return SyntheticShareGPT(num_prompts, seed=seed)
+
+    return make
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -10,14 +11,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pytest_mi300x import metrics, provenance, telemetry
+from pytest_mi300x import gpu_telemetry, metrics, provenance
+from pytest_mi300x.engine_metrics import TelemetrySampler
 from pytest_mi300x.gate import Gate, GateOutcome, evaluate
 from pytest_mi300x.hosts import HostProfile, WorkloadScale
 from pytest_mi300x.loadgen import LoadRun, run_load_sync
 from pytest_mi300x.pool import RunningServer
 from pytest_mi300x.results import SCHEMA, result_path, write_json_atomic
 from pytest_mi300x.workload.arrivals import Arrivals
-from pytest_mi300x.workload.datasets import RandomDataset, Tokenizer
+from pytest_mi300x.workload.datasets import Dataset, Tokenizer
+from pytest_mi300x.workload.tokenizer import for_chat
 
 SUMMARY_PROPERTY = "mi300x_summary"
 SUMMARY_FIGURES = ("request_throughput", "output_throughput", "median_ttft_ms",
@@ -35,24 +38,27 @@ class InvalidRun(AssertionError):
 class Workload:
     """What load to drive, written at full (MI300X) size; hosts scale it down."""
 
-    dataset: RandomDataset
+    dataset: Dataset
     arrivals: Arrivals = Arrivals()
     warmup_requests: int = 2
+    slos: dict[str, float] | None = None  # ms on ttft/tpot/e2el: adds request_goodput
+    endpoint: str = "completions"  # or "chat" (TTFT caveat: see loadgen)
+    processes: int | None = None  # load processes; None: 1, more when one saturates
 
     def scaled(self, scale: WorkloadScale) -> Workload:
-        ds = self.dataset
         return replace(
             self,
-            dataset=replace(ds, num_prompts=scale.num_prompts(ds.num_prompts),
-                            input_len=scale.length(ds.input_len),
-                            output_len=scale.length(ds.output_len)),
-            arrivals=replace(self.arrivals,
-                             request_rate=scale.request_rate(self.arrivals.request_rate)),
+            dataset=self.dataset.scaled(scale),
+            arrivals=self.arrivals.scaled(scale),
         )
 
     def describe(self) -> dict[str, Any]:
-        return {"dataset": self.dataset.describe(), "arrivals": self.arrivals.describe(),
-                "warmup_requests": self.warmup_requests}
+        out = {"dataset": self.dataset.describe(), "arrivals": self.arrivals.describe(),
+               "warmup_requests": self.warmup_requests}
+        out.update({k: v for k, v in (("slos", self.slos), ("endpoint", self.endpoint),
+                                      ("processes", self.processes))
+                    if v not in (None, "completions")})
+        return out
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,7 @@ class PerfResult:
 
     @property
     def valid(self) -> bool:
-        return all(r.valid for r in self.repetitions)
+        return bool(self.repetitions) and all(r.valid for r in self.repetitions)
 
 
 class Measurer:
@@ -121,10 +127,12 @@ class Measurer:
         gated metric regressed, MissingBaseline under ``--require-baseline``.
         """
         scaled = workload.scaled(self.host.scale)
+        dataset: Any = scaled.dataset  # a frozen dataclass (datasets.Dataset)
         if scaled.warmup_requests:
-            warm = replace(scaled.dataset, num_prompts=scaled.warmup_requests,
-                           seed=scaled.dataset.seed + WARMUP_SEED_OFFSET)
-            self._load(warm.build(self.tokenizer), Arrivals(), seed=warm.seed)
+            warm = replace(dataset, num_prompts=scaled.warmup_requests,
+                           seed=dataset.seed + WARMUP_SEED_OFFSET)
+            self._load(warm.build(self.tokenizer), Arrivals(), seed=warm.seed,
+                       workload=scaled)
             self.server.check_alive("during warm-up")
         result = PerfResult([], result_path(self.results_dir, self.test_id))
         self.results.append(result)
@@ -132,12 +140,14 @@ class Measurer:
         for rep in range(self.repeats):
             # A fresh seed per repetition: identical prompts would hit the prefix
             # cache from the previous repetition and measure the cache instead.
-            seed = scaled.dataset.seed + rep
-            requests = replace(scaled.dataset, seed=seed).build(self.tokenizer)
-            run = self._load(requests, scaled.arrivals, seed=seed)
+            seed = dataset.seed + rep
+            requests = replace(dataset, seed=seed).build(self.tokenizer)
+            if scaled.endpoint == "chat":
+                requests = for_chat(requests, self.tokenizer)
+            run = self._load(requests, scaled.arrivals, seed=seed, workload=scaled)
             problems = metrics.find_problems(run)
             result.repetitions.append(
-                Repetition(seed, metrics.compute_figures(run), problems, run))
+                Repetition(seed, metrics.compute_figures(run, slos=scaled.slos), problems, run))
             if problems:
                 # A dead server explains failed requests better than the requests do.
                 self.stop_telemetry()
@@ -171,23 +181,39 @@ class Measurer:
         sampler, self._sampler = self._sampler, None
         sampler.__exit__(None, None, None)
         self.telemetry_summary = sampler.summary()
-        telemetry.warn_if_throttled(self.telemetry_summary, self.test_id)
+        gpu_telemetry.warn_if_throttled(self.telemetry_summary, self.test_id)
 
     def _write(self, workload: Workload, scaled: Workload) -> None:
         write_json_atomic(result_path(self.results_dir, self.test_id),
                           self._document(workload, scaled))
 
-    def _load(self, requests: Any, arrivals: Arrivals, seed: int) -> LoadRun:
-        return run_load_sync(
-            base_url=self.server.base_url, api_key=self.server.api_key,
-            model=self.server.spec.served_model_name, requests=requests,
-            arrivals=arrivals, seed=seed,
-        )
+    def _load(self, requests: Any, arrivals: Arrivals, seed: int,
+              workload: Workload) -> LoadRun:
+        """One run with the engine's /metrics around it; a saturated client is
+        retried with twice the load processes (up to the cores), then kept as is."""
+        processes = workload.processes or 1
+        while True:
+            with TelemetrySampler(self.server.base_url, self.server.engine.name) as telemetry:
+                run = run_load_sync(
+                    base_url=self.server.base_url, api_key=self.server.api_key,
+                    model=self.server.spec.served_model_name, requests=requests,
+                    arrivals=arrivals, seed=seed, endpoint=workload.endpoint,
+                    processes=processes)
+            run.server = {"figures": telemetry.figures, **telemetry.describe()}
+            cap = arrivals.max_concurrency
+            if (workload.processes is not None or not run.saturation
+                    or processes * 2 > (os.cpu_count() or 1)
+                    or (cap is not None and cap < processes * 2)):
+                return run  # healthy, or nothing left to spread: find_problems says why
+            processes *= 2
 
     def summary(self) -> dict[str, Any]:
         """What the terminal table shows: median figures of the last workload and its verdicts."""
         last = self.results[-1]
-        row: dict[str, Any] = {k: last.figures.get(k) for k in SUMMARY_FIGURES}
+        # A workload that raised before its first repetition (say, a dataset
+        # that cannot be built) has no figures; its test fails on its own error.
+        figures = last.figures if last.repetitions else {}
+        row: dict[str, Any] = {k: figures.get(k) for k in SUMMARY_FIGURES}
         row["valid"] = last.valid
         row["repeats"] = len(last.repetitions)
         row["result"] = str(last.path)

@@ -28,6 +28,10 @@ FORMULAS: dict[str, str] = {
         "without usage, the target prompt length and the count of choices chunks"
     ),
     "throughput": "vllm-bench-serve: totals over completed requests / whole run duration",
+    "goodput": (
+        "vllm-bench-serve (DistServe): completed requests with every given SLO met "
+        "(ttft, tpot, e2el <= SLO ms) / whole run duration"
+    ),
     "aggregates": "mean, median, population std, numpy linear percentiles; ms",
 }
 
@@ -38,7 +42,7 @@ def _percentile_word(p: float) -> str:
 
 
 def _direction_table(percentiles: Iterable[float]) -> dict[str, str]:
-    table = {name: "higher" for name in _THROUGHPUTS}
+    table = {name: "higher" for name in (*_THROUGHPUTS, "request_goodput")}
     stats = ["mean", "median", "std", *(f"p{_percentile_word(p)}" for p in percentiles)]
     for metric in _LATENCIES:
         for stat in stats:
@@ -73,10 +77,32 @@ def _stats(
     return out
 
 
+SLO_NAMES = ("ttft", "tpot", "e2el")
+
+
+def check_slos(slos: dict[str, float]) -> dict[str, float]:
+    """SLOs in ms keyed ttft/tpot/e2el (vllm bench serve's --goodput); ValueError otherwise."""
+    for name, value in slos.items():
+        if name not in SLO_NAMES:
+            raise ValueError(f"SLO {name!r} is not one of {', '.join(SLO_NAMES)}; "
+                             "write e.g. {'ttft': 200, 'tpot': 50} (milliseconds)")
+        if not isinstance(value, int | float) or value < 0:
+            raise ValueError(f"SLO {name}={value!r} must be a number of ms >= 0")
+    return dict(slos)
+
+
 def compute_figures(
-    run: LoadRun, percentiles: Sequence[float] = (99,)
+    run: LoadRun, percentiles: Sequence[float] = (99,),
+    slos: dict[str, float] | None = None,
 ) -> dict[str, float | int]:
-    """The figures of vllm bench serve's result JSON, same keys and formulas."""
+    """The figures of vllm bench serve's result JSON, same keys and formulas.
+
+    With `slos` (ms; ttft, tpot, e2el), `request_goodput` is DistServe's goodput
+    as vllm computes it: completed requests meeting every SLO (value <= SLO;
+    TPOT counts 0 for one-token outputs) per second of the whole run.
+    """
+    limits = {k: v / 1000 for k, v in check_slos(slos or {}).items()}
+    good = 0
     ttfts: list[float] = []
     tpots: list[float] = []
     itls: list[float] = []
@@ -93,8 +119,13 @@ def compute_figures(
         total_output += output
         ttfts.append(record.ttft)
         e2els.append(record.latency)
+        tpot = 0.0
         if output > 1:
-            tpots.append((record.latency - record.ttft) / (output - 1))
+            tpot = (record.latency - record.ttft) / (output - 1)
+            tpots.append(tpot)
+        if limits:
+            seen = {"ttft": record.ttft, "tpot": tpot, "e2el": record.latency}
+            good += all(seen[k] <= v for k, v in limits.items())
         times = record.chunk_times
         itls.extend(later - earlier for earlier, later in zip(times, times[1:], strict=False))
 
@@ -110,6 +141,9 @@ def compute_figures(
         "output_throughput": total_output * rate,
         "total_token_throughput": (total_input + total_output) * rate,
     }
+    if limits:
+        figures["request_goodput"] = good * rate
+        figures["slo_attainment"] = good / len(run.records) if run.records else 0.0
     figures.update(_stats("ttft", ttfts, percentiles))
     figures.update(_stats("tpot", tpots, percentiles))
     figures.update(_stats("itl", itls, percentiles))
@@ -136,7 +170,7 @@ def find_problems(run: LoadRun) -> list[str]:
     total = len(run.records)
     if total == 0:
         return ["the run had no requests"]
-    problems: list[str] = []
+    problems: list[str] = list(run.saturation)
     done = [r for r in run.records if r.ok]
     failed = [r for r in run.records if not r.ok]
     if not done:

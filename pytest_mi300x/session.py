@@ -19,11 +19,11 @@ from pytest_mi300x.engines.tiny_model import ensure_tiny_model, read_local_vocab
 from pytest_mi300x.engines.vllm import VLLMEngine
 from pytest_mi300x.flags import FlagSet
 from pytest_mi300x.gate import Gate
+from pytest_mi300x.gpu_telemetry import GpuTelemetry
 from pytest_mi300x.hosts import TINY_MODEL, HostConfigError, HostProfile
 from pytest_mi300x.leases import GpuLease, lock_dir_from_env, others_waiting, sweep_orphans
 from pytest_mi300x.pool import RunningServer, ServerPool
 from pytest_mi300x.settings import Settings
-from pytest_mi300x.telemetry import GpuTelemetry
 
 TP_FLAG = "tensor_parallel_size"
 

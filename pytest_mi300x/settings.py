@@ -39,6 +39,7 @@ class Settings:
     tgi_build: str | None = None
     shard: tuple[int, int] | None = None
     """(i, n): this run takes the i-th of n slices of the collected tests (1-based)."""
+    sharegpt_path: Path | None = None
 
 
 def parse_repeats(value: str) -> int:
@@ -106,6 +107,10 @@ _OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--history-file", "history_file",
      {"help": "JSON Lines file every run's figures are appended to "
               "(default: .perf-results/history.jsonl at the rootdir)", "default": None}),
+    ("--sharegpt", "sharegpt_path",
+     {"help": "ShareGPT JSON file (ShareGPT_V3_unfiltered_cleaned_split.json) for the "
+              "sharegpt_path fixture; without it, ShareGPT workloads use the seeded look-alike",
+      "default": None}),
 ]
 
 
@@ -179,7 +184,19 @@ def resolve(config: pytest.Config, run_id: str) -> Settings:
         history_file=_value(config, "history_file", Path) or default_history_file(root),
         tgi_build=_value(config, "tgi_build"),
         shard=config.getoption("shard"),
+        sharegpt_path=_sharegpt_path(config, root),
     )
+
+
+def _sharegpt_path(config: pytest.Config, root: Path) -> Path | None:
+    path = _value(config, "sharegpt_path", Path)
+    if path is None:
+        return None
+    path = path if path.is_absolute() else root / path
+    if not path.is_file():
+        raise pytest.UsageError(f"--sharegpt {path} is not a file; give the path of "
+                                "ShareGPT_V3_unfiltered_cleaned_split.json")
+    return path
 
 
 def _env_path(name: str) -> Path | None:

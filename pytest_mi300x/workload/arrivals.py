@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,12 @@ class Arrivals:
     request_rate: float = math.inf
     burstiness: float = 1.0
     max_concurrency: int | None = None
+    # Ramp-up as vllm bench serve's --ramp-up-strategy: request i is drawn at
+    # start + (end - start) * i / (n - 1) req/s ("linear") or start * (end/start)
+    # ** (i / (n - 1)) ("exponential"); request_rate is then unused.
+    ramp_up: str | None = None
+    ramp_start_rps: float | None = None
+    ramp_end_rps: float | None = None
 
     def __post_init__(self) -> None:
         if math.isnan(self.request_rate) or self.request_rate <= 0:
@@ -42,6 +49,33 @@ class Arrivals:
                 f"got {self.max_concurrency!r}; use None for no client-side cap"
             )
 
+        if self.ramp_up is not None:
+            if self.ramp_up not in ("linear", "exponential"):
+                raise ValueError(f"Arrivals.ramp_up must be 'linear', 'exponential' or None, "
+                                 f"got {self.ramp_up!r}")
+            for name in ("ramp_start_rps", "ramp_end_rps"):
+                value = getattr(self, name)
+                if value is None or not math.isfinite(value) or value <= 0:
+                    raise ValueError(f"Arrivals.{name} must be a finite rate > 0 with "
+                                     f"ramp_up={self.ramp_up!r}, got {value!r}")
+
+    def rate_at(self, i: int, n: int) -> float:
+        """Request rate in force for request `i` of `n` (vllm's _get_current_request_rate)."""
+        if self.ramp_up is None:
+            return self.request_rate
+        start, end = float(self.ramp_start_rps or 0), float(self.ramp_end_rps or 0)
+        progress = i / max(n - 1, 1)
+        if self.ramp_up == "linear":
+            return start + (end - start) * progress
+        return start * (end / start) ** progress
+
+    def scaled(self, scale: Any) -> Arrivals:
+        """These arrivals at a host's size (rates scaled, caps kept)."""
+        if self.ramp_up is None:
+            return replace(self, request_rate=scale.request_rate(self.request_rate))
+        return replace(self, ramp_start_rps=scale.request_rate(self.ramp_start_rps),
+                       ramp_end_rps=scale.request_rate(self.ramp_end_rps))
+
     def offsets(self, n: int, seed: int) -> list[float]:
         """Send time of each of `n` requests, in seconds from run start.
 
@@ -54,6 +88,8 @@ class Arrivals:
             raise ValueError(f"offsets: n must be >= 0, got {n}")
         if n == 0:
             return []
+        if self.ramp_up is not None:
+            return self._ramp_offsets(n, seed)
         rate = self.request_rate
         if math.isinf(rate):
             return [0.0] * n
@@ -68,10 +104,26 @@ class Arrivals:
             cumulative = cumulative * ((n / rate) / last)
         return [float(x) for x in cumulative]
 
+    def _ramp_offsets(self, n: int, seed: int) -> list[float]:
+        # vllm draws one gamma per request at that request's rate, from the same
+        # seeded legacy stream, and does not rescale ramped schedules.
+        draw = np.random.RandomState(seed)
+        gaps = []
+        for i in range(n):
+            rate = self.rate_at(i, n)
+            if math.isinf(self.burstiness):
+                gaps.append(1.0 / rate)
+            else:
+                gaps.append(float(draw.gamma(shape=self.burstiness,
+                                             scale=1.0 / (rate * self.burstiness))))
+        return [float(x) for x in np.cumsum(gaps)]
+
     @property
     def label(self) -> str:
         """Short readable id, e.g. "rate-inf", "rate-4-burst-0.5-conc-8"."""
-        parts = [f"rate-{_num(self.request_rate)}"]
+        parts = ([f"ramp-{self.ramp_up}-{_num(self.ramp_start_rps or 0)}-"
+                  f"{_num(self.ramp_end_rps or 0)}"] if self.ramp_up
+                 else [f"rate-{_num(self.request_rate)}"])
         if self.burstiness != 1.0:
             parts.append(f"burst-{_num(self.burstiness)}")
         if self.max_concurrency is not None:
@@ -80,9 +132,13 @@ class Arrivals:
 
     def describe(self) -> dict[str, object]:
         """JSON-safe description; an infinite rate is the string "inf" as in vllm's result JSON."""
-        return {
+        out: dict[str, object] = {
             "request_rate": "inf" if math.isinf(self.request_rate) else self.request_rate,
             "burstiness": "inf" if math.isinf(self.burstiness) else self.burstiness,
             "max_concurrency": self.max_concurrency,
             "label": self.label,
         }
+        if self.ramp_up is not None:
+            out.update(ramp_up=self.ramp_up, ramp_start_rps=self.ramp_start_rps,
+                       ramp_end_rps=self.ramp_end_rps)
+        return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -28,6 +28,34 @@ class Tokenizer(Protocol):
     def encode(self, text: str) -> list[int]: ...
 
     def decode(self, ids: Sequence[int]) -> str: ...
+
+
+class Dataset(Protocol):
+    """A prompt set: built against the served tokenizer, scaled by a host, described.
+
+    Implementations are frozen dataclasses, so `dataclasses.replace` can set
+    `num_prompts` and `seed` (warm-up and per-repetition seeds).
+    """
+
+    @property
+    def num_prompts(self) -> int | None: ...
+
+    @property
+    def seed(self) -> int: ...
+
+    def build(self, tokenizer: Tokenizer) -> list[PromptRequest]: ...
+
+    def scaled(self, scale: Scale) -> Dataset: ...
+
+    def describe(self) -> dict[str, object]: ...
+
+
+class Scale(Protocol):
+    """How a host shrinks a full-size workload (hosts.WorkloadScale)."""
+
+    def num_prompts(self, n: int) -> int: ...
+
+    def length(self, n: int) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -81,15 +109,7 @@ class RandomDataset:
         """
         rng = np.random.default_rng(self.seed)
         vocab_size = tokenizer.vocab_size
-        specials = _special_ids(tokenizer)
-        allowed = np.setdiff1d(
-            np.arange(vocab_size), np.fromiter(specials, dtype=np.int64, count=len(specials))
-        )
-        if allowed.size == 0:
-            raise ValueError(
-                f"tokenizer has no usable ids: vocab_size={vocab_size}, "
-                f"{len(specials)} special ids excluded"
-            )
+        allowed = allowed_ids(tokenizer)
         in_low, in_high = _length_bounds(self.input_len, self.range_ratio)
         out_low, out_high = _length_bounds(self.output_len, self.range_ratio)
         input_lens = rng.integers(in_low, in_high + 1, size=self.num_prompts)
@@ -97,7 +117,7 @@ class RandomDataset:
         offsets = rng.integers(0, vocab_size, size=self.num_prompts)
         return [
             PromptRequest(
-                prompt=self._exact_prompt(
+                prompt=exact_prompt(
                     tokenizer, rng, allowed, int(input_lens[i]), int(offsets[i]), i
                 ),
                 prompt_len=int(input_lens[i]),
@@ -106,46 +126,11 @@ class RandomDataset:
             for i in range(self.num_prompts)
         ]
 
-    def _exact_prompt(
-        self,
-        tokenizer: Tokenizer,
-        rng: np.random.Generator,
-        allowed: np.ndarray,
-        target: int,
-        offset: int,
-        index: int,
-    ) -> str:
-        """A prompt whose encoding has exactly `target` tokens, or ValueError."""
-        seen: list[int] = []
-        for draw in range(_DRAWS):
-            if draw == 0:
-                # vllm's sequence: consecutive allowed ids from a per-request offset.
-                picks = (offset + index + np.arange(target)) % allowed.size
-            else:
-                picks = rng.integers(0, allowed.size, size=target)
-            ids: list[int] = allowed[picks].tolist()
-            for _ in range(_ADJUST_ROUNDS):
-                prompt = tokenizer.decode(ids)
-                got = len(tokenizer.encode(prompt))
-                seen.append(got)
-                if got == target and prompt:
-                    return prompt
-                # Adjust our own ids rather than the re-encoding, so special
-                # tokens the tokenizer adds (BOS) never end up in the text.
-                if got > target:
-                    ids = ids[: len(ids) - (got - target)]
-                    if not ids:
-                        break
-                else:
-                    extra = rng.integers(0, allowed.size, size=max(target - got, 1))
-                    ids.extend(allowed[extra].tolist())
-        raise ValueError(
-            f"random dataset: could not build prompt {index} with exactly {target} tokens "
-            f"after {_DRAWS} draws x {_ADJUST_ROUNDS} decode/encode rounds "
-            f"(re-encoded lengths seen: {seen[-6:]}); the tokenizer may add more special "
-            "tokens than the target allows or not round-trip decoded text. Raise input_len "
-            "or check the tokenizer's special_ids."
-        )
+    def scaled(self, scale: Scale) -> RandomDataset:
+        """This dataset at a host's size: fewer prompts, shorter lengths."""
+        return replace(self, num_prompts=scale.num_prompts(self.num_prompts),
+                       input_len=scale.length(self.input_len),
+                       output_len=scale.length(self.output_len))
 
     def describe(self) -> dict[str, object]:
         """Provenance record for results."""
@@ -157,3 +142,67 @@ class RandomDataset:
             "range_ratio": self.range_ratio,
             "seed": self.seed,
         }
+
+
+def allowed_ids(tokenizer: Tokenizer) -> np.ndarray:
+    """Ids a random prompt may contain: the vocabulary minus special ids."""
+    specials = _special_ids(tokenizer)
+    allowed = np.setdiff1d(
+        np.arange(tokenizer.vocab_size),
+        np.fromiter(specials, dtype=np.int64, count=len(specials)),
+    )
+    if allowed.size == 0:
+        raise ValueError(
+            f"tokenizer has no usable ids: vocab_size={tokenizer.vocab_size}, "
+            f"{len(specials)} special ids excluded"
+        )
+    return allowed
+
+
+def exact_prompt(
+    tokenizer: Tokenizer,
+    rng: np.random.Generator,
+    allowed: np.ndarray,
+    target: int,
+    offset: int,
+    index: int,
+    head: str = "",
+) -> str:
+    """A prompt whose encoding has exactly `target` tokens, or ValueError.
+
+    With `head`, the prompt is `head` followed by random text, and `target`
+    counts the whole prompt (shared-prefix prompts keep their prefix verbatim).
+"""
+    seen: list[int] = []
+    # With a head, only the rest of the budget is drawn: starting from `target`
+    # random ids after a long head overshoots by the head's length.
+    size = max(target - len(tokenizer.encode(head)), 1) if head else target
+    for draw in range(_DRAWS):
+        if draw == 0:
+            # vllm's sequence: consecutive allowed ids from a per-request offset.
+            picks = (offset + index + np.arange(size)) % allowed.size
+        else:
+            picks = rng.integers(0, allowed.size, size=size)
+        ids: list[int] = allowed[picks].tolist()
+        for _ in range(_ADJUST_ROUNDS):
+            prompt = head + tokenizer.decode(ids)
+            got = len(tokenizer.encode(prompt))
+            seen.append(got)
+            if got == target and prompt[len(head):]:
+                return prompt
+            # Adjust our own ids rather than the re-encoding, so special
+            # tokens the tokenizer adds (BOS) never end up in the text.
+            if got > target:
+                ids = ids[: len(ids) - (got - target)]
+                if not ids:
+                    break
+            else:
+                extra = rng.integers(0, allowed.size, size=max(target - got, 1))
+                ids.extend(allowed[extra].tolist())
+    raise ValueError(
+        f"dataset: could not build prompt {index} with exactly {target} tokens "
+        f"after {_DRAWS} draws x {_ADJUST_ROUNDS} decode/encode rounds "
+        f"(re-encoded lengths seen: {seen[-6:]}); the tokenizer may add more special "
+        "tokens than the target allows or not round-trip decoded text. Raise input_len "
+        "or check the tokenizer's special_ids."
+    )

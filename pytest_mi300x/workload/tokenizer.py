@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 
 from pytest_mi300x.httpget import post_json
+from pytest_mi300x.workload.datasets import PromptRequest
 
 
 class ServedTokenizer:
@@ -51,6 +53,17 @@ class ServedTokenizer:
             raise RuntimeError(f"/tokenize answered without a 'tokens' list: keys {sorted(body)}")
         return [int(t) for t in tokens]
 
+    def count_chat(self, prompt: str) -> int:
+        """Prompt tokens of `prompt` sent as one user message to /v1/chat/completions
+        (the chat template's tokens included), as the server's usage counts them."""
+        body = self._post("/tokenize", {"model": self._model, "add_generation_prompt": True,
+                                        "messages": [{"role": "user", "content": prompt}]})
+        count = body.get("count")
+        if not isinstance(count, int):
+            raise RuntimeError(f"/tokenize (messages) answered without a 'count': keys "
+                               f"{sorted(body)}")
+        return count
+
     def decode(self, ids: Sequence[int]) -> str:
         body = self._post("/detokenize", {"model": self._model, "tokens": [int(i) for i in ids]})
         prompt = body.get("prompt")
@@ -80,3 +93,13 @@ class ServedTokenizer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def for_chat(requests: Sequence[PromptRequest], tokenizer: object) -> list[PromptRequest]:
+    """The same requests with prompt_len counted as chat messages (template included),
+    so the server's usage still checks them; needs a tokenizer with `count_chat`."""
+    count = getattr(tokenizer, "count_chat", None)
+    if count is None:
+        raise ValueError(f"endpoint 'chat' needs a tokenizer that counts chat prompts "
+                         f"(count_chat); {type(tokenizer).__name__} has none")
+    return [replace(r, prompt_len=count(r.prompt)) for r in requests]

@@ -44,6 +44,24 @@ def stub_prompt(n_words: int, start: int = 2) -> str:
     return " ".join(f"w{start + i}" for i in range(n_words))
 
 
+# asyncio timers wake up to ~1 ms late (epoll's millisecond timeout): with few
+# streams the stub yields in a loop for the last stretch instead, so its
+# delays are exact to well under a millisecond; with many it only sleeps.
+_PRECISE_STREAMS = 4
+_SPIN_S = 0.002
+
+
+async def _sleep_until(deadline: float, precise: bool) -> None:
+    delay = deadline - time.perf_counter()
+    if precise:
+        if delay > _SPIN_S:
+            await asyncio.sleep(delay - _SPIN_S)
+        while time.perf_counter() < deadline:
+            await asyncio.sleep(0)
+    elif delay > 0:
+        await asyncio.sleep(delay)
+
+
 @dataclass(frozen=True)
 class StubBehavior:
     """Timing and faults of the stub."""
@@ -55,6 +73,7 @@ class StubBehavior:
     prompt_tokens_delta: int = 0  # usage reports true prompt tokens + delta
     include_usage: bool = True  # False mimics a server that ignores stream_options
     vocab_size: int = 1000
+    capacity: int | None = None  # streams served at once; more wait (a server queue)
 
 
 @dataclass
@@ -75,6 +94,7 @@ class StubServer:
         self.behavior = behavior or StubBehavior()
         self.stats = StubStats()
         self._lock = threading.Lock()
+        self._slots: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
         self._thread: threading.Thread | None = None
@@ -95,6 +115,8 @@ class StubServer:
         def serve() -> None:
             loop = asyncio.new_event_loop()
             self._loop = loop
+            if self.behavior.capacity is not None:
+                self._slots = asyncio.Semaphore(self.behavior.capacity)
             self._server = loop.run_until_complete(
                 asyncio.start_server(self._handle, sock=sock, backlog=256)
             )
@@ -160,8 +182,15 @@ class StubServer:
         body: dict[str, object],
         writer: asyncio.StreamWriter,
     ) -> bool:
-        if method == "POST" and path == "/v1/completions":
-            return await self._completions(headers, body, writer)
+        if method == "POST" and path in ("/v1/completions", "/v1/chat/completions"):
+            chat = path.endswith("chat/completions")
+            if self._slots is None:
+                return await self._completions(headers, body, writer, chat)
+            async with self._slots:  # service (and its TTFT clock) starts with a slot
+                return await self._completions(headers, body, writer, chat)
+        if method == "GET" and path == "/health":
+            await self._json(writer, 200, {})
+            return True
         if method == "POST" and path == "/tokenize":
             with self._lock:
                 self.stats.auth_headers.append(headers.get("authorization", ""))
@@ -186,17 +215,37 @@ class StubServer:
         )
         await writer.drain()
 
+    @staticmethod
+    def _frame(body: dict[str, object], chat: bool, take: int, last: bool) -> bytes:
+        """One token chunk as vLLM streams it, framed for chunked transfer encoding."""
+        finish = "length" if last else None
+        choice = ({"index": 0, "delta": {"content": " tok" * take}, "finish_reason": finish}
+                  if chat else
+                  {"index": 0, "text": " tok" * take, "logprobs": None,
+                   "finish_reason": finish, "stop_reason": None})
+        payload = json.dumps({"id": "cmpl-stub", "object": "text_completion", "created": 0,
+                              "model": body.get("model"), "choices": [choice], "usage": None})
+        data = f"data: {payload}\n\n".encode()
+        return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
     async def _chunk(self, writer: asyncio.StreamWriter, payload: str) -> None:
         data = f"data: {payload}\n\n".encode()
         writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         await writer.drain()
 
     async def _completions(
-        self, headers: dict[str, str], body: dict[str, object], writer: asyncio.StreamWriter
+        self, headers: dict[str, str], body: dict[str, object], writer: asyncio.StreamWriter,
+        chat: bool = False,
     ) -> bool:
         start = time.perf_counter()
         b = self.behavior
-        prompt = str(body.get("prompt", ""))
+        if chat:
+            # Chat: the prompt is the user message; a role-only chunk opens the
+            # stream at once, before the first token (as vLLM's does).
+            messages = body.get("messages") or [{}]
+            prompt = str(messages[-1].get("content", ""))  # type: ignore[index,union-attr]
+        else:
+            prompt = str(body.get("prompt", ""))
         with self._lock:
             self.stats.requests += 1
             self.stats.bodies.append(body)
@@ -209,7 +258,8 @@ class StubServer:
                 {"error": {"message": "stub failure on request", "type": "Internal", "code": 500}},
             )
             return True
-        max_tokens = int(body.get("max_tokens") or 16)  # type: ignore[call-overload]
+        max_tokens = int(body.get("max_completion_tokens") or body.get("max_tokens")  # type: ignore[call-overload]
+                         or 16)
         n_tokens = max(1, max_tokens + b.completion_tokens_delta)
         prompt_tokens = len(stub_token_ids(prompt)) + b.prompt_tokens_delta
         with self._lock:
@@ -222,20 +272,25 @@ class StubServer:
             )
             sent = 0
             n_chunk = 0
+            if chat:
+                await self._chunk(writer, json.dumps(
+                    {"id": "chat-stub", "object": "chat.completion.chunk", "created": 0,
+                     "model": body.get("model"), "choices": [
+                         {"index": 0, "delta": {"role": "assistant", "content": ""},
+                          "finish_reason": None}]}))
+            frames: dict[tuple[int, bool], bytes] = {}  # the same chunk is built once
             while sent < n_tokens:
                 # Absolute deadlines: gaps average exactly `itl` despite sleep jitter.
                 deadline = start + b.ttft + n_chunk * b.itl
-                delay = deadline - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                await _sleep_until(deadline, precise=self.stats.active <= _PRECISE_STREAMS)
                 take = min(b.tokens_per_chunk, n_tokens - sent)
                 sent += take
-                finish = "length" if sent >= n_tokens else None
-                choice = {"index": 0, "text": " tok" * take, "logprobs": None,
-                          "finish_reason": finish, "stop_reason": None}
-                await self._chunk(writer, json.dumps(
-                    {"id": "cmpl-stub", "object": "text_completion", "created": 0,
-                     "model": body.get("model"), "choices": [choice], "usage": None}))
+                last = sent >= n_tokens
+                frame = frames.get((take, last))
+                if frame is None:
+                    frame = frames[take, last] = self._frame(body, chat, take, last)
+                writer.write(frame)
+                await writer.drain()
                 n_chunk += 1
                 if CUT_MARKER in words:
                     writer.transport.abort()  # mid-stream drop, no [DONE]
@@ -266,3 +321,22 @@ def stub_server(behavior: StubBehavior | None = None) -> Iterator[StubServer]:
         yield server
     finally:
         server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the TEST DOUBLE in its own process (benchmarks): prints its port, serves
+    until SIGTERM or stdin closes."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="stub completions server (TEST DOUBLE)")
+    parser.add_argument("--ttft", type=float, default=0.05)
+    parser.add_argument("--itl", type=float, default=0.005)
+    args = parser.parse_args(argv)
+    with stub_server(StubBehavior(ttft=args.ttft, itl=args.itl)) as server:
+        print(server.port, flush=True)
+        sys.stdin.read()  # the parent closes stdin (or dies) to stop us
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Rate sweep: the highest request rate at which the server still meets given SLOs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_mi300x.metrics import check_slos
+
+# DistServe's SLO attainment: the share of requests meeting every SLO.
+DEFAULT_ATTAINMENT = 0.9
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One measured rate."""
+
+    rate: float
+    attainment: float  # requests meeting every SLO / requests sent (failures count as misses)
+    valid: bool  # a run with problems (failures, saturated client) never counts as a pass
+    figures: dict[str, Any]
+
+    def passes(self, target: float) -> bool:
+        return self.valid and self.attainment >= target
+
+
+@dataclass
+class SweepResult:
+    """Every point measured, and the highest passing rate (None if none passed)."""
+
+    slos: dict[str, float]
+    attainment: float
+    points: list[SweepPoint] = field(default_factory=list)
+
+    @property
+    def best_rate(self) -> float | None:
+        passing = [p.rate for p in self.points if p.passes(self.attainment)]
+        return max(passing) if passing else None
+
+    def describe(self) -> dict[str, Any]:
+        return {"slos": self.slos, "attainment": self.attainment, "best_rate": self.best_rate,
+                "points": [{"rate": p.rate, "attainment": p.attainment, "valid": p.valid}
+                           for p in self.points]}
+
+
+def find_max_rate(
+    measure: Callable[[float], tuple[dict[str, Any], bool]],
+    rates: Sequence[float],
+    slos: dict[str, float],
+    *,
+    attainment: float = DEFAULT_ATTAINMENT,
+    refine: int = 2,
+) -> SweepResult:
+    """Walk `rates` upwards until one misses, then bisect `refine` times between the
+    last passing and first failing rate.
+
+    `measure(rate)` runs the load at that rate with `slos` and returns
+    (figures, valid); figures need `slo_attainment` (metrics.compute_figures
+    with slos). Rates above the first failing one are not run: past the knee,
+    latency only grows.
+    """
+    check_slos(slos)
+    if not rates or any(r <= 0 for r in rates) or list(rates) != sorted(rates):
+        raise ValueError(f"find_max_rate: rates must be ascending and > 0, got {list(rates)}")
+    if not 0 < attainment <= 1:
+        raise ValueError(f"find_max_rate: attainment must be in (0, 1], got {attainment}")
+    result = SweepResult(dict(slos), attainment)
+
+    def run(rate: float) -> bool:
+        figures, valid = measure(rate)
+        if "slo_attainment" not in figures:
+            raise ValueError("find_max_rate: measure() must return figures computed with slos "
+                             "(metrics.compute_figures(run, slos=...)); slo_attainment missing")
+        point = SweepPoint(rate, float(figures["slo_attainment"]), valid, figures)
+        result.points.append(point)
+        return point.passes(attainment)
+
+    good: float | None = None
+    bad: float | None = None
+    for rate in rates:
+        if run(rate):
+            good = rate
+        else:
+            bad = rate
+            break
+    if good is None or bad is None:
+        return result
+    for _ in range(refine):
+        middle = (good + bad) / 2
+        if run(middle):
+            good = middle
+        else:
+            bad = middle
+    return result

@@ -1,0 +1,190 @@
+"""Arrival modes, chat, client health, multi-process load and the rate sweep, timed
+against the stub server (TEST DOUBLE) with known delays."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from pytest_mi300x.loadgen import ClientHealth, LoadRun, RequestRecord, run_load_sync
+from pytest_mi300x.metrics import compute_figures, find_problems
+from pytest_mi300x.sweep import find_max_rate
+from pytest_mi300x.workload.arrivals import Arrivals
+from tests.doubles.stub_server import StubBehavior, StubServer, stub_server
+from tests.test_loadgen import KEY, requests
+
+
+def run(server: StubServer, n: int, arrivals: Arrivals, output_len: int = 4,
+        **kwargs: object) -> LoadRun:
+    return run_load_sync(base_url=server.base_url, api_key=KEY, model="stub-model",
+                         requests=requests(n, output_len=output_len), arrivals=arrivals,
+                         seed=0, **kwargs)  # type: ignore[arg-type]
+
+
+def test_ramp_up_offsets_follow_vllms_per_request_rate() -> None:
+    arrivals = Arrivals(ramp_up="linear", ramp_start_rps=2.0, ramp_end_rps=20.0)
+    n = 10
+    draw = np.random.RandomState(5)
+    rates = [2.0 + 18.0 * i / (n - 1) for i in range(n)]
+    expected = np.cumsum([draw.gamma(1.0, 1.0 / r) for r in rates])
+    assert arrivals.offsets(n, seed=5) == pytest.approx(list(expected))
+    exp = Arrivals(ramp_up="exponential", ramp_start_rps=1.0, ramp_end_rps=16.0)
+    assert [exp.rate_at(i, 5) for i in range(5)] == pytest.approx([1, 2, 4, 8, 16])
+    with pytest.raises(ValueError, match="ramp_end_rps must be a finite rate > 0"):
+        Arrivals(ramp_up="linear", ramp_start_rps=1.0)
+
+
+def test_ramp_up_sends_ever_closer_together_on_schedule() -> None:
+    arrivals = Arrivals(ramp_up="linear", ramp_start_rps=4.0, ramp_end_rps=40.0,
+                        burstiness=math.inf)
+    expected = arrivals.offsets(12, seed=0)
+    with stub_server(StubBehavior(ttft=0.01, itl=0.0)) as server:
+        result = run(server, 12, arrivals, output_len=2)
+    assert find_problems(result) == []
+    sends = [r.send_time for r in result.records]
+    for got, want in zip(sends, expected, strict=True):
+        assert want - 0.005 <= got <= want + 0.05
+    gaps = np.diff(sends)
+    assert gaps[0] > 3 * gaps[-1]  # 1/4 s at the start, 1/40 s at the end
+    assert result.arrivals["ramp_up"] == "linear"
+
+
+def test_chat_ttft_waits_for_content_not_the_role_chunk() -> None:
+    with stub_server(StubBehavior(ttft=0.15, itl=0.01)) as server:
+        result = run(server, 3, Arrivals(), output_len=5, endpoint="chat")
+    assert find_problems(result) == []
+    assert server.stats.bodies[0]["messages"][0]["content"]  # type: ignore[index]
+    for r in result.records:
+        # The stub's role-only chunk leaves at once; TTFT is the first content chunk.
+        assert r.ttft is not None and r.ttft >= 0.14
+        assert len(r.chunk_times) == 5
+    assert result.endpoint == "chat"
+
+
+def test_goodput_counts_requests_meeting_every_slo() -> None:
+    def rec(i: int, ttft: float, latency: float, tokens: int) -> RequestRecord:
+        return RequestRecord(index=i, prompt_len=4, output_len=tokens, ttft=ttft,
+                             latency=latency, chunk_times=[ttft, latency],
+                             prompt_tokens=4, completion_tokens=tokens)
+    records = [rec(0, 0.1, 1.1, 11), rec(1, 0.3, 1.3, 11), rec(2, 0.1, 3.1, 11),
+               RequestRecord(index=3, prompt_len=4, output_len=11, error="boom")]
+    run = LoadRun(records=records, duration=2.0, started_at=0.0, arrivals={})
+    # TPOTs: 100, 100, 300 ms; TTFTs 100, 300, 100 ms.
+    f = compute_figures(run, slos={"ttft": 200, "tpot": 150})
+    assert f["request_goodput"] == pytest.approx(0.5)  # only request 0, over 2 s
+    assert f["slo_attainment"] == pytest.approx(0.25)  # the failed one counts as a miss
+    assert compute_figures(run, slos={"e2el": 1500})["request_goodput"] == pytest.approx(1.0)
+    assert "request_goodput" not in compute_figures(run)
+    with pytest.raises(ValueError, match="SLO 'itl' is not one of ttft, tpot, e2el"):
+        compute_figures(run, slos={"itl": 5})
+
+
+@pytest.fixture
+def busy_client() -> Iterator[None]:
+    """Another thread of the client process spinning on the GIL: a client that
+    cannot keep up, as a loaded load generator is."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        x = 0
+        while not stop.is_set():
+            x += 1
+
+    threads = [threading.Thread(target=spin, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    yield
+    stop.set()
+    for t in threads:
+        t.join()
+
+
+def test_saturated_client_makes_the_run_invalid(busy_client: None) -> None:
+    with stub_server(StubBehavior(ttft=0.01, itl=0.002)) as server:
+        result = run(server, 60, Arrivals(request_rate=60.0), output_len=20)
+    problems = find_problems(result)
+    # Whichever symptom shows first (CPU, late sends, late wake-ups), the run is invalid.
+    assert result.saturation, result.health
+    assert all(reason in problems for reason in result.saturation)
+    assert all(reason.startswith("client ") for reason in result.saturation)
+
+
+def test_idle_client_is_healthy() -> None:
+    with stub_server(StubBehavior(ttft=0.05, itl=0.01)) as server:
+        result = run(server, 20, Arrivals(request_rate=20.0), output_len=5)
+    assert result.saturation == [] and find_problems(result) == []
+    health = result.health[0]
+    assert health.cpu_share < 0.9
+    assert health.dispatch_lag_median_s is not None and health.dispatch_lag_median_s < 0.01
+
+
+def test_health_problems_name_their_limits() -> None:
+    h = ClientHealth(cpu_seconds=0.1, wall_seconds=1.0, peak_cpu_share=0.2,
+                     dispatch_lag_median_s=0.05, dispatch_lag_p99_s=0.1, wakeup_lag_p99_s=0.2,
+                     wakeups=400)
+    assert h.problems() == ["client fell behind its schedule: requests left a median "
+                            "50.0 ms late (limit 25 ms)"]
+    assert h.notes() == ["client event loop woke p99 200.0 ms late (over 50 ms): "
+                         "timestamps may trail arrivals"]
+
+
+def test_load_spread_over_processes_shares_one_clock() -> None:
+    arrivals = Arrivals(request_rate=40.0, burstiness=math.inf)
+    expected = arrivals.offsets(16, seed=0)
+    with stub_server(StubBehavior(ttft=0.02, itl=0.005)) as server:
+        result = run(server, 16, arrivals, output_len=3, processes=2)
+    assert find_problems(result) == []
+    assert [r.index for r in result.records] == list(range(16))
+    assert len(result.health) == 2 and result.arrivals["processes"] == 2
+    # Both processes' send times sit on the one schedule, interleaved.
+    for r, want in zip(result.records, expected, strict=True):
+        assert want - 0.005 <= r.send_time <= want + 0.05
+    assert result.duration >= expected[-1]
+    assert server.stats.requests == 16
+
+
+def test_spread_splits_the_concurrency_cap() -> None:
+    with stub_server(StubBehavior(ttft=0.1, itl=0.01)) as server:
+        result = run(server, 12, Arrivals(max_concurrency=4), output_len=3, processes=2)
+    assert find_problems(result) == []
+    assert server.stats.max_active <= 4
+    assert max(r.queue_time for r in result.records) > 0.1  # the cap made requests wait
+
+
+def test_rate_sweep_finds_the_knee_of_a_server_with_known_capacity() -> None:
+    # 2 streams at once, each 0.02 + 4 * 0.01 = 0.06 s: capacity 33 req/s.
+    behavior = StubBehavior(ttft=0.02, itl=0.01, capacity=2)
+    capacity = 2 / (behavior.ttft + 4 * behavior.itl)
+    slos = {"ttft": 100.0}
+    with stub_server(behavior) as server:
+        def measure(rate: float) -> tuple[dict[str, float], bool]:
+            result = run(server, 40, Arrivals(request_rate=rate, burstiness=math.inf),
+                         output_len=5)
+            return compute_figures(result, slos=slos), not find_problems(result)
+
+        sweep = find_max_rate(measure, [4.0, 16.0, 64.0], slos, refine=2)
+    assert [p.rate for p in sweep.points][:3] == [4.0, 16.0, 64.0], sweep.describe()
+    assert not sweep.points[2].passes(sweep.attainment)  # 64/s queues for up to 0.6 s
+    assert len(sweep.points) == 5  # two bisection steps between 16 and 64
+    assert sweep.best_rate is not None
+    assert 16.0 <= sweep.best_rate <= capacity * 1.15
+    assert sweep.describe()["best_rate"] == sweep.best_rate
+
+
+def test_rate_sweep_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="rates must be ascending"):
+        find_max_rate(lambda r: ({}, True), [4.0, 2.0], {"ttft": 1.0})
+    with pytest.raises(ValueError, match="slo_attainment missing"):
+        find_max_rate(lambda r: ({}, True), [1.0], {"ttft": 1.0})
+
+
+def test_dispatch_lag_is_recorded_apart_from_queue_time() -> None:
+    with stub_server(StubBehavior(ttft=0.05, itl=0.01)) as server:
+        result = run(server, 8, Arrivals(max_concurrency=2), output_len=3)
+    assert all(r.dispatch_lag < 0.05 for r in result.records)
+    assert statistics.median(r.queue_time for r in result.records) > 0.05
