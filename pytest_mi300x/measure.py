@@ -15,6 +15,7 @@ from pytest_mi300x import gpu_telemetry, metrics, provenance
 from pytest_mi300x.engine_metrics import TelemetrySampler
 from pytest_mi300x.gate import Gate, GateOutcome, evaluate
 from pytest_mi300x.hosts import HostProfile, WorkloadScale
+from pytest_mi300x.httpget import post_json
 from pytest_mi300x.loadgen import LoadRun, run_load_sync
 from pytest_mi300x.pool import RunningServer
 from pytest_mi300x.results import SCHEMA, result_path, write_json_atomic
@@ -22,6 +23,7 @@ from pytest_mi300x.workload.arrivals import Arrivals
 from pytest_mi300x.workload.datasets import Dataset, Tokenizer
 from pytest_mi300x.workload.tokenizer import for_chat
 
+PREFIX_CACHE_MODES = ("as-is", "fresh", "second-run")
 SUMMARY_PROPERTY = "mi300x_summary"
 SUMMARY_FIGURES = ("request_throughput", "output_throughput", "median_ttft_ms",
                    "mean_tpot_ms", "completed", "failed")
@@ -44,6 +46,16 @@ class Workload:
     slos: dict[str, float] | None = None  # ms on ttft/tpot/e2el: adds request_goodput
     endpoint: str = "completions"  # or "chat" (TTFT caveat: see loadgen)
     processes: int | None = None  # load processes; None: 1, more when one saturates
+    prefix_cache: str = "as-is"
+    """``as-is``; ``fresh``: the engine's prefix cache is emptied before each repetition
+    (the guide's "fresh run"); ``second-run``: emptied, the same prompts sent once
+    unmeasured, then measured (its "2nd run"). Both need /reset_prefix_cache
+    (vLLM: VLLM_SERVER_DEV_MODE=1 in the server's env)."""
+
+    def __post_init__(self) -> None:
+        if self.prefix_cache not in PREFIX_CACHE_MODES:
+            raise ValueError(f"Workload.prefix_cache {self.prefix_cache!r} is not one of "
+                             f"{', '.join(PREFIX_CACHE_MODES)}")
 
     def scaled(self, scale: WorkloadScale) -> Workload:
         return replace(
@@ -56,8 +68,9 @@ class Workload:
         out = {"dataset": self.dataset.describe(), "arrivals": self.arrivals.describe(),
                "warmup_requests": self.warmup_requests}
         out.update({k: v for k, v in (("slos", self.slos), ("endpoint", self.endpoint),
-                                      ("processes", self.processes))
-                    if v not in (None, "completions")})
+                                      ("processes", self.processes),
+                                      ("prefix_cache", self.prefix_cache))
+                    if v not in (None, "completions", "as-is")})
         return out
 
 
@@ -144,6 +157,10 @@ class Measurer:
             requests = replace(dataset, seed=seed).build(self.tokenizer)
             if scaled.endpoint == "chat":
                 requests = for_chat(requests, self.tokenizer)
+            if scaled.prefix_cache != "as-is":
+                self._reset_prefix_cache()
+            if scaled.prefix_cache == "second-run":
+                self._load(requests, scaled.arrivals, seed=seed, workload=scaled)
             run = self._load(requests, scaled.arrivals, seed=seed, workload=scaled)
             problems = metrics.find_problems(run)
             result.repetitions.append(
@@ -182,6 +199,14 @@ class Measurer:
         sampler.__exit__(None, None, None)
         self.telemetry_summary = sampler.summary()
         gpu_telemetry.warn_if_throttled(self.telemetry_summary, self.test_id)
+
+    def _reset_prefix_cache(self) -> None:
+        status, _ = post_json(f"{self.server.base_url}/reset_prefix_cache", {},
+                              self.server.api_key)
+        if status != 200:
+            raise InvalidRun(
+                f"POST /reset_prefix_cache answered {status}: a fresh or second-run workload "
+                "needs it; add VLLM_SERVER_DEV_MODE=1 to the flag set's env")
 
     def _write(self, workload: Workload, scaled: Workload) -> None:
         write_json_atomic(result_path(self.results_dir, self.test_id),

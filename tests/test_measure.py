@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from pytest_mi300x.hosts import CPU_HOST, WorkloadScale
 from pytest_mi300x.measure import Workload
 from pytest_mi300x.workload.arrivals import Arrivals
@@ -18,3 +20,11 @@ def test_workload_scales_prompts_rate_and_lengths_but_keeps_seed_and_burst() -> 
     burst = Workload(full.dataset).scaled(CPU_HOST.scale)
     assert math.isinf(burst.arrivals.request_rate)
     assert full.scaled(WorkloadScale()) == full
+
+
+def test_prefix_cache_mode_is_checked_and_described() -> None:
+    ds = RandomDataset(input_len=8, output_len=4, num_prompts=2)
+    assert Workload(ds, prefix_cache="fresh").describe()["prefix_cache"] == "fresh"
+    assert "prefix_cache" not in Workload(ds).describe()
+    with pytest.raises(ValueError, match="prefix_cache 'cold' is not one of as-is, fresh"):
+        Workload(ds, prefix_cache="cold")

@@ -59,6 +59,16 @@ def test_shared_prefix(perf):
     # Within a fresh run the later suffixes of each prefix hit; a 2nd run hits more.
     assert 0.3 < hit1 < hit2, (hit1, hit2)
 
+def test_prefix_cache_fresh_and_second_run(perf):
+    ds = SharedPrefixDataset.grid(2, 5, prefix_len=512, suffix_len=64, output_len=16,
+                                  prefix_seed=7)
+    fresh = check(perf.run(Workload(ds, warmup_requests=0, prefix_cache="fresh")))
+    second = check(perf.run(Workload(ds, warmup_requests=0, prefix_cache="second-run")))
+    hit1 = fresh.server["figures"]["server_prefix_cache_hit_rate"]
+    hit2 = second.server["figures"]["server_prefix_cache_hit_rate"]
+    # Emptied first, only later suffixes of a prefix hit; a 2nd run finds every prompt.
+    assert 0.3 < hit1 < 0.85 < hit2, (hit1, hit2)
+
 def test_jsonl(perf):
     Path("prompts.jsonl").write_text("\\n".join(json.dumps({"prompt": p, "output_len": n})
         for p, n in [("Tell me about GPUs.", 12), ("Write a haiku on caches.", 8),
@@ -91,9 +101,12 @@ def test_ramp_up_concurrency_and_goodput(perf):
 def test_datasets_and_arrivals_on_the_real_engine(pytester: pytest.Pytester) -> None:
     shutil.copy(DATA / "sharegpt-sample.json", pytester.path / "sharegpt-sample.json")
     pytester.makepyfile(test_modes=SUITE)
+    # Dev mode opens /reset_prefix_cache for the fresh/second-run workloads.
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA", "--repeats", "1",
-                                           "--results-dir", "res", timeout=1500)
-    result.assert_outcomes(passed=7)
+                                           "--results-dir", "res",
+                                           "--engine-env", "VLLM_SERVER_DEV_MODE=1",
+                                           timeout=1500)
+    result.assert_outcomes(passed=8)
     docs = {p.stem: json.loads(p.read_text()) for p in (pytester.path / "res").glob("*.json")}
     doc = next(d for k, d in docs.items() if "shared_prefix" in k)
     server = doc["runs"][0]["server"]
