@@ -6,6 +6,7 @@ import math
 import os
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +31,10 @@ SUMMARY_FIGURES = ("request_throughput", "output_throughput", "median_ttft_ms",
 WARMUP_SEED_OFFSET = 1_000_003
 """Warm-up prompts come from another seed, so they never pre-fill the prefix cache
 with the measured prompts."""
+
+
+class OutputLengthDrift(UserWarning):
+    """An engine's outputs stopped well short of (or past) the asked lengths."""
 
 
 class InvalidRun(AssertionError):
@@ -162,9 +167,12 @@ class Measurer:
             if scaled.prefix_cache == "second-run":
                 self._load(requests, scaled.arrivals, seed=seed, workload=scaled)
             run = self._load(requests, scaled.arrivals, seed=seed, workload=scaled)
-            problems = metrics.find_problems(run)
-            result.repetitions.append(
-                Repetition(seed, metrics.compute_figures(run, slos=scaled.slos), problems, run))
+            exact = getattr(self.server.engine, "exact_output_lengths", True)
+            problems = metrics.find_problems(run, exact_output=exact)
+            figures = metrics.compute_figures(run, slos=scaled.slos)
+            if not exact:
+                figures.update(self._drift(run))
+            result.repetitions.append(Repetition(seed, figures, problems, run))
             if problems:
                 # A dead server explains failed requests better than the requests do.
                 self.stop_telemetry()
@@ -199,6 +207,17 @@ class Measurer:
         sampler.__exit__(None, None, None)
         self.telemetry_summary = sampler.summary()
         gpu_telemetry.warn_if_throttled(self.telemetry_summary, self.test_id)
+
+    def _drift(self, run: LoadRun) -> dict[str, float]:
+        drift = metrics.output_length_drift(run)
+        pct = drift.get("output_len_drift_pct", 0.0)
+        if abs(pct) > metrics.DRIFT_WARN_PCT:
+            warnings.warn(OutputLengthDrift(
+                f"{self.test_id}: {self.server.engine.name} stopped at EOS: outputs "
+                f"{pct:+.0f}% off the target on average; per-token figures use the real "
+                "lengths, totals are not comparable with an engine that honours ignore_eos"),
+                stacklevel=2)
+        return drift
 
     def _reset_prefix_cache(self) -> None:
         status, _ = post_json(f"{self.server.base_url}/reset_prefix_cache", {},

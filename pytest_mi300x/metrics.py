@@ -165,8 +165,13 @@ def _mismatches(
     )
 
 
-def find_problems(run: LoadRun) -> list[str]:
-    """Reasons the run is not a valid measurement; empty when it is."""
+def find_problems(run: LoadRun, exact_output: bool = True) -> list[str]:
+    """Reasons the run is not a valid measurement; empty when it is.
+
+    ``exact_output=False`` is for engines that stop at EOS whatever the request
+    says (TGI): their outputs are shorter than asked, which is recorded as drift
+    (``output_length_drift``), not a broken run; per-token figures use the real lengths.
+    """
     total = len(run.records)
     if total == 0:
         return ["the run had no requests"]
@@ -189,11 +194,26 @@ def find_problems(run: LoadRun) -> list[str]:
             f"{len(no_usage)} of {len(done)} completed requests had no server usage "
             f"(e.g. request {no_usage[0].index}); token counts cannot be trusted"
         )
-    for what, got, target in (
-        ("prompt_tokens", "prompt_tokens", "prompt_len"),
-        ("completion_tokens", "completion_tokens", "output_len"),
-    ):
+    checks = [("prompt_tokens", "prompt_tokens", "prompt_len")]
+    if exact_output:
+        checks.append(("completion_tokens", "completion_tokens", "output_len"))
+    for what, got, target in checks:
         reason = _mismatches(with_usage, what, got, target)
         if reason is not None:
             problems.append(reason)
     return problems
+
+
+DRIFT_WARN_PCT = 10.0
+
+
+def output_length_drift(run: LoadRun) -> dict[str, float]:
+    """Real output lengths against the asked ones, over completed requests with usage."""
+    pairs = [(r.completion_tokens, r.output_len) for r in run.records
+             if r.ok and r.completion_tokens is not None and r.output_len]
+    if not pairs:
+        return {}
+    real = sum(p[0] for p in pairs) / len(pairs)
+    asked = sum(p[1] for p in pairs) / len(pairs)
+    return {"mean_output_len_real": real, "mean_output_len_target": asked,
+            "output_len_drift_pct": 100.0 * (real - asked) / asked}

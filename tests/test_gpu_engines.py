@@ -17,7 +17,7 @@ import pytest
 from pytest_mi300x.engines.base import LaunchSpec
 from pytest_mi300x.engines.builds import resolve_gpu_build
 from pytest_mi300x.engines.docker import Dockerized, DockerSettings, resolve_image
-from pytest_mi300x.engines.tgi import LAUNCHER_FLAGS, TGIEngine, output_length_drift
+from pytest_mi300x.engines.tgi import LAUNCHER_FLAGS, TGIEngine
 from pytest_mi300x.engines.vllm import VLLMEngine
 from pytest_mi300x.flags import FlagSet
 from pytest_mi300x.hosts import HostConfigError, select_host
@@ -122,10 +122,23 @@ def test_tgi_skips_vllm_only_flag_sets_with_a_reason() -> None:
     assert "sets --port" in (engine.skip_reason(FlagSet.of("x", port=1), "3") or "")
 
 
-def test_tgi_output_length_drift_is_reported_on_real_lengths() -> None:
-    drift = output_length_drift(256, [256, 200, 100, 256])
-    assert drift["mean"] == 203.0 and drift["min"] == 100.0
-    assert drift["drift_pct"] == pytest.approx(-20.703125)
+def test_tgi_stops_at_eos_so_short_outputs_are_drift_not_an_invalid_run() -> None:
+    from pytest_mi300x.loadgen import LoadRun, RequestRecord
+    from pytest_mi300x.metrics import find_problems, output_length_drift
+
+    def record(i: int, got: int) -> RequestRecord:
+        return RequestRecord(index=i, prompt_len=8, output_len=256, ttft=0.01, latency=0.5,
+                             chunk_times=[0.01 * k for k in range(1, got + 1)],
+                             prompt_tokens=8, completion_tokens=got)
+
+    run = LoadRun(records=[record(i, n) for i, n in enumerate([256, 200, 100, 256])],
+                  duration=1.0, started_at=0.0, arrivals={})
+    assert TGIEngine(build="x").exact_output_lengths is False
+    assert any("completion_tokens" in p for p in find_problems(run))
+    assert find_problems(run, exact_output=False) == []
+    drift = output_length_drift(run)
+    assert drift["mean_output_len_real"] == 203.0
+    assert drift["output_len_drift_pct"] == pytest.approx(-20.703125)
 
 
 def test_image_digest_and_version_are_recorded() -> None:

@@ -48,6 +48,11 @@ class Engine(Protocol):
         ...
 
     @property
+    def exact_output_lengths(self) -> bool:
+        """Whether it honours ``ignore_eos`` (so each request's output length is as asked)."""
+        ...
+
+    @property
     def health_path(self) -> str:
         """Path that answers 200 once the server takes requests."""
         ...

@@ -93,6 +93,10 @@ class Dockerized:
         return env
 
     @property
+    def exact_output_lengths(self) -> bool:
+        return self.inner.exact_output_lengths
+
+    @property
     def health_path(self) -> str:
         return self.inner.health_path
 

