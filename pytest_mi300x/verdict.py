@@ -65,10 +65,6 @@ DEFAULT_FLOOR_PCT: float = 5.6
 NOISE_K: float = 1.0
 # Beyond this no threshold means anything: the verdict is INCONCLUSIVE.
 MAX_THRESHOLD_PCT: float = 25.0
-# Above that noise, a change must exceed this many noise widths with every run pair
-# ordered. Simulated, 5 vs 3 log-normal runs, floor 60%: false alarms 0.5% at CV 30%,
-# 0.9% at 50%, 1.2% at 100%; a 4x slowdown is caught 97% of the time at CV 30%.
-NOISY_K: float = 3.0
 # Share of baseline/candidate pairs that must be ordered in the shift's
 # direction; 0.8 keeps power when one baseline run stalled (complete
 # separation loses a quarter of catches when 5% of runs stall).
@@ -262,23 +258,8 @@ def judge(
     threshold_pct = max(floor_pct, NOISE_K * noise_pct)
     numbers = {"shift_pct": shift_pct, "noise_pct": noise_pct, "threshold_pct": threshold_pct}
 
-    word = "worse" if worse_pct > 0 else "better"
-    # Ties count half, as in the Mann-Whitney U statistic.
-    ordered = sum(1.0 if d * shift_pct > 0 else 0.5 if d == 0 else 0.0 for d in diffs)
-    pairs = len(diffs)
-    # A wide floor is a deliberate setting; noise that wide means "no change" cannot be
-    # told apart from a change. Only a step far beyond it, with every run pair on the
-    # same side, still decides (a server several times slower is not "inconclusive").
+    # A wide floor is a deliberate setting; only noise that wide makes a verdict meaningless.
     if NOISE_K * noise_pct > MAX_THRESHOLD_PCT:
-        noisy_threshold = max(floor_pct, NOISY_K * noise_pct)
-        if abs(worse_pct) > noisy_threshold and ordered == pairs:
-            numbers["threshold_pct"] = noisy_threshold
-            return verdict(
-                Kind.REGRESSION if worse_pct > 0 else Kind.IMPROVEMENT,
-                f"{word} by {abs(shift_pct):.1f}% (shift), beyond {NOISY_K:g} x the "
-                f"{noise_pct:.1f}% run-to-run noise, with all {pairs} run pairs {word}",
-                **numbers,
-            )
         return verdict(
             Kind.INCONCLUSIVE,
             f"run-to-run noise of {noise_pct:.1f}% puts the threshold above "
@@ -291,6 +272,10 @@ def judge(
             f"the shift of {shift_pct:+.1f}% is within the {threshold_pct:.1f}% threshold",
             **numbers,
         )
+    word = "worse" if worse_pct > 0 else "better"
+    # Ties count half, as in the Mann-Whitney U statistic.
+    ordered = sum(1.0 if d * shift_pct > 0 else 0.5 if d == 0 else 0.0 for d in diffs)
+    pairs = len(diffs)
     needed = math.ceil(PAIR_FRACTION * pairs - 1e-9)
     if ordered < needed:
         return verdict(
