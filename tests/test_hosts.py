@@ -118,3 +118,10 @@ def test_cases_this_host_cannot_run_say_they_run_on_the_gpu_host(tmp_path: Path)
     assert "tensor parallel 8 needs 8 GPUs" in session.unavailable("vllm", tp8)
     assert session.unavailable("vllm", FlagSet.of("tp-1", tensor_parallel_size=1)) is None
     assert session.unavailable("tgi", plain).startswith("runs on the GPU host")
+
+
+def test_cpu_host_sends_rates_it_cannot_keep_as_a_burst() -> None:
+    scale = CPU_HOST.scale
+    assert scale.request_rate(16.0) == 4.0 and scale.request_rate(32.0) == 8.0
+    assert math.isinf(scale.request_rate(1000.0))
+    assert scale.request_rate(1000.0, burst_above_max=False) == 250.0

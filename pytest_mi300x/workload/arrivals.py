@@ -73,8 +73,10 @@ class Arrivals:
         """These arrivals at a host's size (rates scaled, caps kept)."""
         if self.ramp_up is None:
             return replace(self, request_rate=scale.request_rate(self.request_rate))
-        return replace(self, ramp_start_rps=scale.request_rate(self.ramp_start_rps),
-                       ramp_end_rps=scale.request_rate(self.ramp_end_rps))
+        return replace(
+            self,
+            ramp_start_rps=scale.request_rate(self.ramp_start_rps, burst_above_max=False),
+            ramp_end_rps=scale.request_rate(self.ramp_end_rps, burst_above_max=False))
 
     def offsets(self, n: int, seed: int) -> list[float]:
         """Send time of each of `n` requests, in seconds from run start.
