@@ -6,7 +6,8 @@ cache. Here every repetition first empties the cache (vLLM's
 /reset_prefix_cache, which needs VLLM_SERVER_DEV_MODE=1 on the server); a
 2nd-run repetition then sends the same prompts once, unmeasured, and measures
 them again. Prompts share prefixes (N prefixes x M suffixes), so the hit
-rate comes from the dataset, and the engine's own counters (prefix-cache
+rate comes from the dataset (at the guide's QPS 1000, where the server sets the
+pace), and the engine's own counters (prefix-cache
 queries and hits from /metrics) are recorded with each result.
 """
 
@@ -31,7 +32,7 @@ def test_case3_prefix_caching(perf, cache: str) -> None:
     result = perf.run(Workload(
         dataset=SharedPrefixDataset.grid(40, 10, prefix_len=512, suffix_len=128,
                                          output_len=128, seed=0),
-        arrivals=Arrivals(request_rate=16.0),
+        arrivals=Arrivals(request_rate=1000.0),
         prefix_cache=cache,
     ))
     assert result.figures["failed"] == 0
