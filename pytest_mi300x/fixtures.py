@@ -54,7 +54,7 @@ def sharegpt_dataset(mi300x_session: PerfSession) -> Callable[..., Dataset]:
     def make(num_prompts: int, seed: int = 0) -> Dataset:
         if path is not None:
             return ShareGPTDataset(path, num_prompts, seed=seed)
-        return SyntheticShareGPT(num_prompts, seed=seed)
+        return SyntheticShareGPT(num_prompts, seed=seed, length_seed=seed)
 
     return make
 

@@ -159,3 +159,11 @@ def test_shared_prefix_suffix_budget_is_what_the_prefix_leaves() -> None:
     tok = MergingTokenizerDouble()
     ds = SharedPrefixDataset(1, 3, prefix_len=300, suffix_len=4, output_len=2, separator="")
     assert all(len(tok.encode(r.prompt)) == 304 for r in ds.build(tok))
+
+
+def test_synthetic_sharegpt_with_a_length_seed_keeps_lengths_across_repetitions() -> None:
+    from pytest_mi300x.workload.sharegpt import SyntheticShareGPT
+
+    fixed = [SyntheticShareGPT(40, seed=s, length_seed=0).lengths() for s in (0, 1, 2)]
+    assert fixed[0] == fixed[1] == fixed[2]
+    assert SyntheticShareGPT(40, seed=1).lengths() != fixed[0]

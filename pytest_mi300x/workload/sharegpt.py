@@ -121,6 +121,9 @@ class SyntheticShareGPT:
     num_prompts: int
     seed: int = 0
     length_scale: float = 1.0
+    length_seed: int | None = None
+    """Seed of the lengths alone; when set, repetitions (which change ``seed``) keep the
+    same lengths and new prompt text, so totals and throughputs compare run to run."""
 
     INPUT_MEDIAN = 130.0
     OUTPUT_MEDIAN = 120.0
@@ -128,7 +131,7 @@ class SyntheticShareGPT:
 
     def lengths(self) -> list[tuple[int, int]]:
         """(prompt_len, output_len) pairs, seeded, all passing vLLM's filter."""
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(self.seed if self.length_seed is None else self.length_seed)
         pairs: list[tuple[int, int]] = []
         while len(pairs) < self.num_prompts:
             n = self.num_prompts - len(pairs)
@@ -154,5 +157,6 @@ class SyntheticShareGPT:
     def describe(self) -> dict[str, object]:
         return {"name": "sharegpt-synthetic", "num_prompts": self.num_prompts,
                 "seed": self.seed, "length_scale": self.length_scale,
+                "length_seed": self.length_seed,
                 "lengths": f"lognormal input median {self.INPUT_MEDIAN:g}, output median "
                            f"{self.OUTPUT_MEDIAN:g}, sigma {self.SIGMA:g}; vLLM ShareGPT filter"}
