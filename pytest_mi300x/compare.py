@@ -20,6 +20,14 @@ def _reps(doc: dict[str, Any]) -> list[dict[str, float]]:
             for run in doc["runs"] if not run.get("problems")]
 
 
+def _floors(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
+    """The hosts' floors recorded with the runs, the wider where both give one: the same
+    tolerance the gate applied when each run was judged against its baseline."""
+    fa = a.get("host", {}).get("floors", {}) or {}
+    fb = b.get("host", {}).get("floors", {}) or {}
+    return {m: max(float(fa.get(m, 0.0)), float(fb.get(m, 0.0))) for m in {*fa, *fb}}
+
+
 def compare_folders(baseline: Path, candidate: Path, out: Any = sys.stdout) -> int:
     """Print one line per gated verdict; 1 when any gated metric regressed, 2 on bad input."""
     for folder in (baseline, candidate):
@@ -46,7 +54,8 @@ def compare_folders(baseline: Path, candidate: Path, out: Any = sys.stdout) -> i
         if differs:
             print(f"{test:<60} inconclusive: different hardware: {'; '.join(differs)}", file=out)
             continue
-        for v in verdict.judge_all(_reps(a[test]), _reps(b[test])):
+        for v in verdict.judge_all(_reps(a[test]), _reps(b[test]),
+                                   floors=_floors(a[test], b[test])):
             if not v.gated:
                 continue
             regressed |= v.fails

@@ -51,3 +51,16 @@ def test_different_hardware_is_inconclusive_not_a_pass_or_fail(tmp_path: Path) -
 def test_bad_folder_is_a_clear_error_through_the_cli(tmp_path: Path, capsys) -> None:
     assert main(["compare", str(tmp_path / "nope"), str(tmp_path)]) == 2
     assert "is not a results folder" in capsys.readouterr().err
+
+
+def test_the_hosts_recorded_floors_apply_as_in_the_gate(tmp_path: Path) -> None:
+    import json
+
+    a = folder(tmp_path, "a", [10.0, 10.1, 9.9, 10.0, 10.2])
+    b = folder(tmp_path, "b", [8.5, 8.6, 8.4])  # 15% slower
+    assert compare_folders(a, b, out=io.StringIO()) == 1
+    for path in b.glob("*.json"):
+        doc = json.loads(path.read_text())
+        doc["host"] = {"name": "cpu", "floors": {"request_throughput": 20.0}}
+        path.write_text(json.dumps(doc))
+    assert compare_folders(a, b, out=io.StringIO()) == 0
