@@ -83,6 +83,11 @@ def perf(request: pytest.FixtureRequest, mi300x_session: PerfSession,
          llm_server: RunningServer, served_model: str,
          serving_engine: str) -> Iterator[Measurer]:
     """Drives workloads at ``llm_server`` and records figures: ``perf.run(Workload(...))``."""
+    if serving_engine == "tgi":
+        # Prompts get their exact lengths from vLLM's /tokenize and /detokenize; TGI has
+        # neither in that form, and a wrong-length prompt would be a wrong measurement.
+        pytest.skip("TGI load needs a tokenizer adapter that is not built yet "
+                    "(README: Not yet done for GPU hosts)")
     model = mi300x_session.model(served_model)
     tokenizer = ServedTokenizer(llm_server.base_url, llm_server.api_key,
                                 llm_server.spec.served_model_name, model.vocab_size,
