@@ -206,9 +206,11 @@ def test_rate(perf):
              ElementTree.parse(pytester.path / "junit.xml").iter("property")}
     assert props["mi300x.verdict.request_throughput"] == "regression"
     assert float(props["mi300x.request_throughput"]) > 0
-    report_md = next((pytester.path / ".perf-results").glob("*/report.md")).read_text()
+    # Run folders are named by start time: the last one is the regressed run.
+    latest = sorted((pytester.path / ".perf-results").glob("*/report.md"))[-1].parent
+    report_md = (latest / "report.md").read_text()
     assert "| request_throughput |" in report_md and "| regression |" in report_md
-    report_html = next((pytester.path / ".perf-results").glob("*/report.html")).read_text()
+    report_html = (latest / "report.html").read_text()
     assert report_html.count("<svg") >= 2
     history = (pytester.path / ".perf-results" / "history.jsonl").read_text().splitlines()
     assert len(history) == 2
