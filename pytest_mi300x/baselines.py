@@ -16,10 +16,21 @@ from pytest_mi300x.results import write_json_atomic
 SCHEMA = "pytest-mi300x/baseline/1"
 
 
-def comparability(fingerprint: dict[str, Any], engine: dict[str, Any]) -> dict[str, Any]:
-    """What must match for two runs' figures to be compared: hardware and software stack."""
+BUILD_KEYS: tuple[str, ...] = ("engine_build", "engine_version", "torch")
+"""The engine under test: a different build is what a cross-build comparison is for."""
+
+
+def comparability(fingerprint: dict[str, Any], engine: dict[str, Any],
+                  workload: dict[str, Any] | None = None,
+                  flag_set: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What must match for two runs' figures to be compared: hardware, software stack,
+    and, when given, the workload as run (scaled) and the flag set as the test defines it.
+
+    User overrides (``--engine-env``, ``--engine-arg``) stay out of it on purpose: they
+    are how a slowdown or a candidate setting is tried against the baseline.
+    """
     packages = engine.get("packages", {})
-    return {
+    stack: dict[str, Any] = {
         "cpu_model": fingerprint.get("cpu_model"),
         "cpu_count": fingerprint.get("cpu_count"),
         "machine": fingerprint.get("machine"),
@@ -28,6 +39,22 @@ def comparability(fingerprint: dict[str, Any], engine: dict[str, Any]) -> dict[s
         "engine_version": engine.get("version"),
         "torch": packages.get("torch"),
     }
+    if workload is not None:
+        stack["workload"] = portable_workload(workload)
+    if flag_set is not None:
+        stack["flag_set"] = {"argv": list(flag_set.get("argv", [])),
+                             "env": dict(flag_set.get("env", {}))}
+    return stack
+
+
+def portable_workload(workload: dict[str, Any]) -> dict[str, Any]:
+    """The workload without machine-local file paths (a dataset file is known by its
+    digest) or derived labels, so the same workload matches on every machine."""
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in ("path", "label")}
+        return value
+    return strip(workload)
 
 
 def test_file_name(nodeid: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mi300x import verdict
-from pytest_mi300x.baselines import comparability
+from pytest_mi300x.baselines import BUILD_KEYS, comparability
 from pytest_mi300x.results import read_results
 
 
@@ -18,6 +18,12 @@ def _by_test(folder: Path) -> dict[str, dict[str, Any]]:
 def _reps(doc: dict[str, Any]) -> list[dict[str, float]]:
     return [{k: float(v) for k, v in run["figures"].items() if v is not None}
             for run in doc["runs"] if not run.get("problems")]
+
+
+def _stack(doc: dict[str, Any]) -> dict[str, Any]:
+    return comparability(doc.get("fingerprint", {}), doc.get("engine", {}),
+                         doc.get("workload", {}).get("scaled"),
+                         doc.get("server", {}).get("flag_set"))
 
 
 def _floors(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
@@ -45,14 +51,12 @@ def compare_folders(baseline: Path, candidate: Path, out: Any = sys.stdout) -> i
     print(f"{'test':<60} {'metric':<22} {'baseline':>10} {'candidate':>10} {'change':>8} "
           f"{'thresh':>7}  verdict", file=out)
     for test in common:
-        stack_a = comparability(a[test]["fingerprint"], a[test]["engine"])
-        stack_b = comparability(b[test]["fingerprint"], b[test]["engine"])
-        hardware = {k: v for k, v in stack_a.items() if not k.startswith(("engine", "torch"))}
-        hardware_b = {k: v for k, v in stack_b.items() if not k.startswith(("engine", "torch"))}
-        # Comparing engine builds is the point here; different hardware is not.
-        differs = verdict.fingerprint_diff(hardware, hardware_b)
+        stack_a, stack_b = _stack(a[test]), _stack(b[test])
+        # Comparing engine builds is the point here; anything else differing is not.
+        differs = [d for d in verdict.fingerprint_diff(stack_a, stack_b)
+                   if d.split(":", 1)[0] not in BUILD_KEYS]
         if differs:
-            print(f"{test:<60} inconclusive: different hardware: {'; '.join(differs)}", file=out)
+            print(f"{test:<60} inconclusive: not comparable: {'; '.join(differs)}", file=out)
             continue
         for v in verdict.judge_all(_reps(a[test]), _reps(b[test]),
                                    floors=_floors(a[test], b[test])):

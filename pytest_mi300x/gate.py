@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_mi300x import verdict
-from pytest_mi300x.baselines import Baseline, BaselineStore, comparability
+from pytest_mi300x.baselines import BUILD_KEYS, Baseline, BaselineStore, comparability
 
 
 class PerfRegression(AssertionError):
@@ -26,6 +26,7 @@ class Gate:
     host: str
     update: bool = False
     require: bool = False
+    across_builds: bool = False
     floors: Mapping[str, float] = field(default_factory=dict)
 
     def refresh_command(self, nodeid: str) -> str:
@@ -67,7 +68,8 @@ def evaluate(gate: Gate, *, nodeid: str, engine_name: str, model: str,
 
     Never raises for what it finds: ``GateOutcome.check`` does, once the result is written.
     """
-    stack = comparability(fingerprint, engine)
+    stack = comparability(fingerprint, engine, provenance.get("workload"),
+                          provenance.get("server", {}).get("flag_set"))
     reps = [dict(r) for r in repetitions]
     if gate.update:
         new = Baseline(test=nodeid, host=gate.host, engine=engine_name, model=model,
@@ -78,18 +80,27 @@ def evaluate(gate: Gate, *, nodeid: str, engine_name: str, model: str,
         detail = f"no baseline; make one with: {gate.refresh_command(nodeid)}"
         return GateOutcome("no baseline", detail=detail, required=gate.require)
     differs = verdict.fingerprint_diff(stored.comparability, stack)
-    if differs:
+    builds = [d for d in differs if d.split(":", 1)[0] in BUILD_KEYS]
+    others = [d for d in differs if d not in builds]
+    if others or (builds and not gate.across_builds):
         reason = "baseline from a different stack: " + "; ".join(differs)
+        if not others:
+            reason += " (add --across-builds to judge one build against the other)"
+        elif any(d.startswith(("workload", "flag_set")) for d in others):
+            reason += f" (refresh it: {gate.refresh_command(nodeid)})"
         names = sorted(set(stored.repetitions[0]) & set(reps[0])) if stored.repetitions else []
         return GateOutcome("not comparable", verdict.inconclusive_all(names, reason),
                            detail=reason, baseline=stored)
     merged = {**gate.floors, **(floors or {})}
     verdicts = verdict.judge_all(stored.repetitions, reps, floors=merged)
-    return GateOutcome("compared", verdicts, baseline=stored)
+    detail = "across builds: " + "; ".join(builds) if builds else ""
+    return GateOutcome("compared", verdicts, detail=detail, baseline=stored)
 
 
 def regression_message(outcome: GateOutcome) -> str:
     lines = [f"performance regression in {len(outcome.failing)} gated metric(s):"]
+    if outcome.detail:
+        lines.append(outcome.detail)
     for v in outcome.failing:
         lines.append(v.message())
     return "\n".join(lines)

@@ -81,6 +81,7 @@ class PerfSession:
         self.gate = Gate(BaselineStore(settings.baselines_dir), host.name,
                          update=settings.update_baselines,
                          require=settings.require_baseline,
+                         across_builds=settings.across_builds,
                          floors={**host.floors, **dict(settings.floors)})
         self._install: EngineInstall | None = None
         self._models: dict[str, ServedModel] = {}

@@ -34,6 +34,7 @@ class Settings:
     baselines_dir: Path = Path("baselines")
     update_baselines: bool = False
     require_baseline: bool = False
+    across_builds: bool = False
     floors: tuple[tuple[str, float], ...] = ()
     history_file: Path = Path(".perf-results/history.jsonl")
     tgi_build: str | None = None
@@ -139,6 +140,10 @@ def add_options(parser: pytest.Parser) -> None:
                          "runs one slice per job; pytest-mi300x merge joins the results)")
     group.addoption("--require-baseline", action="store_true", default=False,
                     help="a test without a stored baseline fails (for CI)")
+    group.addoption("--across-builds", action="store_true", default=False,
+                    help="judge against a baseline made by another engine build (and its "
+                         "torch), naming both builds; without it such a baseline is "
+                         "inconclusive. Hardware, workload and flag set must still match")
     parser.addini("perf_floors", "METRIC=PERCENT lines: smallest change a verdict may call a "
                   "regression or improvement, per metric", type="linelist", default=[])
 
@@ -180,6 +185,7 @@ def resolve(config: pytest.Config, run_id: str) -> Settings:
         baselines_dir=baselines_dir,
         update_baselines=update,
         require_baseline=bool(config.getoption("require_baseline")),
+        across_builds=bool(config.getoption("across_builds")),
         floors=tuple(parse_floor(v) for v in config.getini("perf_floors")),
         history_file=_value(config, "history_file", Path) or default_history_file(root),
         tgi_build=_value(config, "tgi_build"),

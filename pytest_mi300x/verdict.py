@@ -342,7 +342,13 @@ def _flatten(tree: Mapping[str, object], prefix: str = "") -> dict[str, object]:
 
 def fingerprint_diff(baseline: Mapping[str, object], candidate: Mapping[str, object]) -> list[str]:
     """Lines 'key: baseline -> candidate' for every differing (dotted) key."""
-    old, new = _flatten(baseline), _flatten(candidate)
+    # A whole section one side never recorded (an older harness) is one line, not one per field.
+    whole = {k for k in baseline.keys() ^ candidate.keys()
+             if isinstance(baseline.get(k, candidate.get(k)), Mapping)}
+    old = _flatten({k: v for k, v in baseline.items() if k not in whole})
+    new = _flatten({k: v for k, v in candidate.items() if k not in whole})
+    old.update({k: "recorded" for k in whole if k in baseline})
+    new.update({k: "recorded" for k in whole if k in candidate})
     lines = []
     for key in sorted(old.keys() | new.keys()):
         before, after = old.get(key, _MISSING), new.get(key, _MISSING)

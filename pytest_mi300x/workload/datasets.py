@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -13,6 +16,25 @@ import numpy as np
 _ADJUST_ROUNDS = 10
 # Fresh draws before giving up on one prompt.
 _DRAWS = 3
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a dataset file: what identifies it across machines, where paths differ."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return "missing"
+    return _digest(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    # size and mtime are in the key so an edited file is hashed again.
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return f"sha256:{sha.hexdigest()}"
 
 
 class Tokenizer(Protocol):

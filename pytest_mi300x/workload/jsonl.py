@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pytest_mi300x.workload.datasets import PromptRequest, Scale, Tokenizer
+from pytest_mi300x.workload.datasets import PromptRequest, Scale, Tokenizer, file_digest
 
 
 def read_prompts(path: Path, default_output_len: int) -> list[tuple[str, int]]:
@@ -70,6 +70,7 @@ class JsonlDataset:
         return replace(self, num_prompts=scale.num_prompts(self.num_prompts))
 
     def describe(self) -> dict[str, object]:
-        return {"name": "jsonl", "path": str(self.path), "num_prompts": self.num_prompts,
+        return {"name": "jsonl", "path": str(self.path), "digest": file_digest(self.path),
+                "num_prompts": self.num_prompts,
                 "output_len": self.output_len, "seed": self.seed,
                 "shuffle": self.shuffle}

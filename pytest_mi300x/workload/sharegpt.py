@@ -17,6 +17,7 @@ from pytest_mi300x.workload.datasets import (
     Tokenizer,
     allowed_ids,
     exact_prompt,
+    file_digest,
 )
 
 # vllm.benchmarks.datasets.is_valid_sequence defaults (from benchmark_serving.py).
@@ -98,7 +99,8 @@ class ShareGPTDataset:
         return replace(self, num_prompts=scale.num_prompts(self.num_prompts))
 
     def describe(self) -> dict[str, object]:
-        return {"name": "sharegpt", "path": str(self.path), "num_prompts": self.num_prompts,
+        return {"name": "sharegpt", "path": str(self.path), "digest": file_digest(self.path),
+                "num_prompts": self.num_prompts,
                 "output_len": self.output_len, "seed": self.seed,
                 "filter": f"prompt {MIN_LEN}-{MAX_PROMPT_LEN}, total <= {MAX_TOTAL_LEN} "
                           "tokens (vllm is_valid_sequence)"}
