@@ -79,7 +79,7 @@ def test_discovery_reads_the_amd_smi_double_in_both_shapes(
 def test_two_leases_never_share_a_gpu_and_a_third_waits(fake_gpus: Path) -> None:
     with lease(fake_gpus) as a, lease(fake_gpus) as b:
         assert {a.gpus, b.gpus} == {(0,), (1,)}
-        with pytest.raises(LeaseError, match=r"GPU 0 leased by worker main .* for t"):
+        with pytest.raises(LeaseError, match=r"GPU 0 leased by worker \S+ .* for t"):
             lease(fake_gpus).acquire()
     with lease(fake_gpus, count=2) as both:
         assert both.gpus == (0, 1)
@@ -120,7 +120,7 @@ def test_a_killed_holder_frees_its_gpu_and_its_orphan_server_is_stopped(fake_gpu
     """)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout is not None
     orphan = int(holder.stdout.readline())
-    with pytest.raises(LeaseError, match="leased by worker main .* for victim"):
+    with pytest.raises(LeaseError, match=r"leased by worker \S+ .* for victim"):
         lease(fake_gpus).acquire()
     holder.send_signal(signal.SIGKILL)
     holder.wait()
