@@ -13,8 +13,8 @@ The rule (per metric, with its direction; values compared on a log scale):
   ordered worse (12 of 15 with 5 vs 3: tolerates one stalled baseline run);
   IMPROVEMENT symmetric; NO_CHANGE within the threshold.
 - INCONCLUSIVE: fewer than 2 runs on a side, NaN/inf/zero/negative values,
-  run-to-run noise above MAX_THRESHOLD_PCT (too noisy to decide; a wider floor
-  is a setting, not noise), or a shift past
+  run-to-run noise above both MAX_THRESHOLD_PCT and the floor (too noisy to
+  decide; a floor wider than the noise already accepts it), or a shift past
   the threshold without the pairs ordered (borderline: add repetitions).
 
 `benchmarks/detection_sim.py` measured it: 20,000 seeded trials per cell,
@@ -258,12 +258,13 @@ def judge(
     threshold_pct = max(floor_pct, NOISE_K * noise_pct)
     numbers = {"shift_pct": shift_pct, "noise_pct": noise_pct, "threshold_pct": threshold_pct}
 
-    # A wide floor is a deliberate setting; only noise that wide makes a verdict meaningless.
-    if NOISE_K * noise_pct > MAX_THRESHOLD_PCT:
+    # A wide floor is a deliberate setting that accepts noise up to it; only noise
+    # past both the cap and the floor makes a verdict meaningless.
+    if NOISE_K * noise_pct > max(MAX_THRESHOLD_PCT, floor_pct):
         return verdict(
             Kind.INCONCLUSIVE,
             f"run-to-run noise of {noise_pct:.1f}% puts the threshold above "
-            f"{MAX_THRESHOLD_PCT:g}%: too noisy to decide",
+            f"{max(MAX_THRESHOLD_PCT, floor_pct):g}%: too noisy to decide",
             **numbers,
         )
     if abs(worse_pct) <= threshold_pct:

@@ -100,6 +100,17 @@ def test_huge_spread_is_inconclusive() -> None:
     assert not verdict.fails
 
 
+def test_a_floor_wider_than_the_noise_still_decides() -> None:
+    # ~37% run-to-run noise: too noisy at the default floor, but a host whose floor is
+    # 60% has accepted that much, so the verdict is decided against the floor.
+    base, cand = [211.0, 124.8, 136.1, 184.2, 166.2], [206.4, 218.3, 127.1]
+    assert judge("median_e2el_ms", base, cand).kind is Kind.INCONCLUSIVE
+    wide = judge("median_e2el_ms", base, cand, floor_pct=60.0)
+    assert wide.kind is Kind.NO_CHANGE and wide.threshold_pct == 60.0
+    slower = judge("median_e2el_ms", base, [v * 2.2 for v in cand], floor_pct=60.0)
+    assert slower.kind is Kind.REGRESSION
+
+
 def test_shift_without_ordered_runs_is_inconclusive() -> None:
     # Median shift +8%, but one candidate run sits below every baseline run.
     verdict = judge("median_ttft_ms", STEADY, [108.0, 94.0, 109.0])
