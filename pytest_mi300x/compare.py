@@ -26,11 +26,17 @@ def _stack(doc: dict[str, Any]) -> dict[str, Any]:
                          doc.get("server", {}).get("flag_set"))
 
 
+def _host_floors(doc: dict[str, Any]) -> dict[str, float]:
+    host = doc.get("host", {})
+    rate = doc.get("workload", {}).get("scaled", {}).get("arrivals", {}).get("request_rate")
+    return {**(host.get("floors") or {}), **((host.get("burst_floors") or {})
+                                             if rate == "inf" else {})}
+
+
 def _floors(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
     """The hosts' floors recorded with the runs, the wider where both give one: the same
     tolerance the gate applied when each run was judged against its baseline."""
-    fa = a.get("host", {}).get("floors", {}) or {}
-    fb = b.get("host", {}).get("floors", {}) or {}
+    fa, fb = _host_floors(a), _host_floors(b)
     return {m: max(float(fa.get(m, 0.0)), float(fb.get(m, 0.0))) for m in {*fa, *fb}}
 
 

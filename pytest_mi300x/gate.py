@@ -28,6 +28,8 @@ class Gate:
     require: bool = False
     across_builds: bool = False
     floors: Mapping[str, float] = field(default_factory=dict)
+    burst_floors: Mapping[str, float] = field(default_factory=dict)
+    """Used over ``floors`` when the workload was sent as one burst."""
 
     def refresh_command(self, nodeid: str) -> str:
         return f"pytest-mi300x baselines refresh --gpu-host {self.host} '{nodeid}'"
@@ -91,7 +93,8 @@ def evaluate(gate: Gate, *, nodeid: str, engine_name: str, model: str,
         names = sorted(set(stored.repetitions[0]) & set(reps[0])) if stored.repetitions else []
         return GateOutcome("not comparable", verdict.inconclusive_all(names, reason),
                            detail=reason, baseline=stored)
-    merged = {**gate.floors, **(floors or {})}
+    burst = (provenance.get("workload") or {}).get("arrivals", {}).get("request_rate") == "inf"
+    merged = {**gate.floors, **(gate.burst_floors if burst else {}), **(floors or {})}
     verdicts = verdict.judge_all(stored.repetitions, reps, floors=merged)
     detail = "across builds: " + "; ".join(builds) if builds else ""
     return GateOutcome("compared", verdicts, detail=detail, baseline=stored)

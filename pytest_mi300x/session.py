@@ -82,7 +82,10 @@ class PerfSession:
                          update=settings.update_baselines,
                          require=settings.require_baseline,
                          across_builds=settings.across_builds,
-                         floors={**host.floors, **dict(settings.floors)})
+                         floors={**host.floors, **dict(settings.floors)},
+                         # ini floors are the user's word: they win over the host's burst ones
+                         burst_floors={k: v for k, v in host.burst_floors.items()
+                                       if k not in dict(settings.floors)})
         self._install: EngineInstall | None = None
         self._models: dict[str, ServedModel] = {}
         self._gpu_builds: dict[str, ResolvedBuild] = {}

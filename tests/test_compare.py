@@ -75,3 +75,24 @@ def test_the_hosts_recorded_floors_apply_as_in_the_gate(tmp_path: Path) -> None:
         doc["host"] = {"name": "cpu", "floors": {"request_throughput": 20.0}}
         path.write_text(json.dumps(doc))
     assert compare_folders(a, b, out=io.StringIO()) == 0
+
+
+def test_burst_floors_recorded_with_a_burst_run_apply(tmp_path: Path) -> None:
+    import json
+
+    a = folder(tmp_path, "a", [10.0, 10.1, 9.9, 10.0, 10.2])
+    b = folder(tmp_path, "b", [8.5, 8.6, 8.4])  # 15% slower
+    host = {"name": "cpu", "floors": {"request_throughput": 10.0},
+            "burst_floors": {"request_throughput": 30.0}}
+    for side in (a, b):
+        for path in side.glob("*.json"):
+            doc = json.loads(path.read_text())
+            doc["host"] = host
+            path.write_text(json.dumps(doc))
+    assert compare_folders(a, b, out=io.StringIO()) == 1  # paced: the 10% floor
+    for side in (a, b):
+        for path in side.glob("*.json"):
+            doc = json.loads(path.read_text())
+            doc["workload"]["scaled"]["arrivals"] = {"request_rate": "inf"}
+            path.write_text(json.dumps(doc))
+    assert compare_folders(a, b, out=io.StringIO()) == 0  # a burst: the 30% floor

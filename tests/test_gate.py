@@ -124,3 +124,20 @@ def test_update_hands_back_the_new_baseline_without_comparing(gate: Gate) -> Non
     assert outcome.status == "baseline written" and outcome.baseline is not None
     assert outcome.baseline.repetitions[0]["request_throughput"] == 5.0
     assert outcome.baseline.comparability["engine_version"] == "0.32.0"
+
+
+def test_burst_floors_apply_only_to_a_burst(gate: Gate) -> None:
+    burst = {**WORKLOAD, "arrivals": {"request_rate": "inf"}}
+    stored = gate.store.load("cpu", "vllm", "m", NODE)
+    assert stored is not None
+    gate.store.save(Baseline(test=NODE, host="cpu", engine="vllm", model="m", repetitions=BASE,
+                             comparability=comparability(FP, ENGINE, burst, FLAGS)))
+    wide = Gate(gate.store, "cpu", floors={"request_throughput": 10.0},
+                burst_floors={"request_throughput": 30.0})
+    outcome = run(wide, reps(scale_tput=0.8), workload=burst)  # 20% slower
+    assert {v.metric: v.kind.value for v in outcome.verdicts}["request_throughput"] == "no change"
+    marker = run(wide, reps(scale_tput=0.8), workload=burst, floors={"request_throughput": 5.0})
+    assert [v.metric for v in marker.failing] == ["request_throughput"]  # markers win
+    gate.store.save(stored)
+    paced = run(wide, reps(scale_tput=0.8))
+    assert [v.metric for v in paced.failing] == ["request_throughput"]

@@ -98,6 +98,12 @@ def test_floors_come_from_the_host_profile(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD + '[hosts.mi300x-01.floors]\nmedian_ttft_ms = 8\n')
     assert load_hosts(path)["mi300x-01"].floors == {"median_ttft_ms": 8.0}
     assert CPU_HOST.floors["median_ttft_ms"] > CPU_HOST.floors["request_throughput"] > 5.6
+    assert CPU_HOST.burst_floors["request_throughput"] > CPU_HOST.floors["request_throughput"]
+    burst = write(tmp_path, GOOD + '[hosts.mi300x-01.burst_floors]\nrequest_throughput = 12\n')
+    assert load_hosts(burst)["mi300x-01"].burst_floors == {"request_throughput": 12.0}
+    worse = write(tmp_path, GOOD + '[hosts.mi300x-01.burst_floors]\nrequest_throughput = -1\n')
+    with pytest.raises(HostConfigError, match=r"burst_floors is \{'request_throughput': -1\}"):
+        load_hosts(worse)
     bad = write(tmp_path, '[hosts.x]\naccelerator = "cpu"\nfloors = { median_ttft_ms = "ten" }\n')
     with pytest.raises(HostConfigError, match="floors"):
         load_hosts(bad)
