@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_mi300x.hosts import CPU_HOST
+from pytest_mi300x.hosts import CPU_HOST, sent_as_burst
 from pytest_mi300x.metrics import METRIC_DIRECTIONS
 from pytest_mi300x.results import read_results
 from pytest_mi300x.verdict import DEFAULT_FLOOR_PCT, GATED_METRICS, Kind, judge
@@ -157,8 +157,7 @@ def main() -> int:
     # The host's burst floors apply to tests sent as one burst, as in the gate.
     bursts = {doc["test"] for folder in args.out.glob("A*") if folder.is_dir()
               for doc in read_results(folder)
-              if doc.get("workload", {}).get("scaled", {}).get("arrivals", {})
-              .get("request_rate") == "inf"}
+              if sent_as_burst(doc.get("workload", {}).get("scaled"))}
 
     def floor_for(test: str, metric: str) -> float:
         table = {**floors, **burst_floors} if test in bursts else floors

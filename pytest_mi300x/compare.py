@@ -8,6 +8,7 @@ from typing import Any
 
 from pytest_mi300x import verdict
 from pytest_mi300x.baselines import BUILD_KEYS, comparability
+from pytest_mi300x.hosts import sent_as_burst
 from pytest_mi300x.results import read_results
 
 
@@ -28,9 +29,8 @@ def _stack(doc: dict[str, Any]) -> dict[str, Any]:
 
 def _host_floors(doc: dict[str, Any]) -> dict[str, float]:
     host = doc.get("host", {})
-    rate = doc.get("workload", {}).get("scaled", {}).get("arrivals", {}).get("request_rate")
-    return {**(host.get("floors") or {}), **((host.get("burst_floors") or {})
-                                             if rate == "inf" else {})}
+    burst = sent_as_burst(doc.get("workload", {}).get("scaled"))
+    return {**(host.get("floors") or {}), **((host.get("burst_floors") or {}) if burst else {})}
 
 
 def _floors(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:

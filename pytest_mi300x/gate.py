@@ -8,6 +8,7 @@ from typing import Any
 
 from pytest_mi300x import verdict
 from pytest_mi300x.baselines import BUILD_KEYS, Baseline, BaselineStore, comparability
+from pytest_mi300x.hosts import sent_as_burst
 
 
 class PerfRegression(AssertionError):
@@ -93,8 +94,8 @@ def evaluate(gate: Gate, *, nodeid: str, engine_name: str, model: str,
         names = sorted(set(stored.repetitions[0]) & set(reps[0])) if stored.repetitions else []
         return GateOutcome("not comparable", verdict.inconclusive_all(names, reason),
                            detail=reason, baseline=stored)
-    burst = (provenance.get("workload") or {}).get("arrivals", {}).get("request_rate") == "inf"
-    merged = {**gate.floors, **(gate.burst_floors if burst else {}), **(floors or {})}
+    burst = gate.burst_floors if sent_as_burst(provenance.get("workload")) else {}
+    merged = {**gate.floors, **burst, **(floors or {})}
     verdicts = verdict.judge_all(stored.repetitions, reps, floors=merged)
     detail = "across builds: " + "; ".join(builds) if builds else ""
     return GateOutcome("compared", verdicts, detail=detail, baseline=stored)

@@ -23,6 +23,12 @@ LAUNCHERS = ("local", "docker")
 ACCELERATORS = ("cpu", "mi300x", "mi325x", "mi355x", "cuda")
 
 
+def sent_as_burst(workload: Mapping[str, Any] | None) -> bool:
+    """Whether a described (scaled) workload went out as one burst: a host's
+    ``burst_floors`` apply to its figures."""
+    return (workload or {}).get("arrivals", {}).get("request_rate") == "inf"
+
+
 class HostConfigError(Exception):
     """A host profile that cannot be used; the message is one line naming file, field and fix."""
 
