@@ -12,7 +12,10 @@ Each instance measures every selected test with 5 repetitions (what
 
 - A/A false alarms: every ordered pair of different A instances, the first's
   5 runs as the baseline and the second's first 3 as the candidate (a plain
-  run's default), judged with the host's floors, as the gate does.
+  run's default), judged with the host's floors, as the gate does. With
+  `--baseline-servers K` the baseline is every set of K A instances, judged as
+  the band of K server starts (what `baselines refresh --servers K` stores),
+  and the candidate every other A instance.
 - 10% injected: the same pairs with the candidate made 10% worse (throughput
   x 0.9, latency x 1.1): the power at 10% on the real noise.
 - A/B: every (A, B) pair: the catch rate of the real slowdown, with its size.
@@ -43,7 +46,7 @@ from pathlib import Path
 from pytest_mi300x.hosts import CPU_HOST, sent_as_burst
 from pytest_mi300x.metrics import METRIC_DIRECTIONS
 from pytest_mi300x.results import read_results
-from pytest_mi300x.verdict import DEFAULT_FLOOR_PCT, GATED_METRICS, Kind, judge
+from pytest_mi300x.verdict import DEFAULT_FLOOR_PCT, GATED_METRICS, Kind, judge_band
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_REPS, CAND_REPS = 5, 3
@@ -100,16 +103,20 @@ class Rates:
 
     @classmethod
     def of(cls, col: list[list[float]], bcol: list[list[float]], metric: str,
-           floor: float) -> Rates:
-        def regressed(base: list[float], cand: list[float]) -> bool:
-            return judge(metric, base, cand, floor_pct=floor).kind is Kind.REGRESSION
+           floor: float, starts: int = 1) -> Rates:
+        """Baselines of ``starts`` A instances each (judged by their band, as a baseline
+        refreshed with ``--servers`` is) against every other A and every B instance."""
+        def regressed(base: tuple[list[float], ...], cand: list[float]) -> bool:
+            return judge_band(metric, base, cand, floor_pct=floor).kind is Kind.REGRESSION
 
-        pairs = list(itertools.permutations(col, 2))
-        ab = [(b, c) for b in col for c in bcol]
-        ratios = [statistics.median(c) / statistics.median(b) for b, c in ab]
+        combos = list(itertools.combinations(range(len(col)), starts))
+        pairs = [(tuple(col[i] for i in c), col[j][:CAND_REPS])
+                 for c in combos for j in range(len(col)) if j not in c]
+        ab = [(tuple(col[i] for i in c), cand) for c in combos for cand in bcol]
+        ratios = [statistics.median(c) / statistics.median(b) for b in col for c in bcol]
         return cls(
-            aa=sum(regressed(b, c[:CAND_REPS]) for b, c in pairs),
-            injected=sum(regressed(b, worsen(c[:CAND_REPS], metric, 10.0)) for b, c in pairs),
+            aa=sum(regressed(b, c) for b, c in pairs),
+            injected=sum(regressed(b, worsen(c, metric, 10.0)) for b, c in pairs),
             pairs=len(pairs),
             ab=sum(regressed(b, c) for b, c in ab),
             ab_pairs=len(ab),
@@ -130,6 +137,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path(".perf-results/detection"))
     parser.add_argument("--reuse", action="store_true",
                         help="analyse instances already in --out instead of running new ones")
+    parser.add_argument("--baseline-servers", type=int, default=1, metavar="K",
+                        help="server starts per baseline (K A instances judged as a band, as "
+                             "`baselines refresh --servers K` stores them; default 1)")
     parser.add_argument("--floor", action="append", default=[], metavar="METRIC=PCT",
                         help="override a floor (default: the cpu host's floors)")
     args = parser.parse_args()
@@ -164,7 +174,8 @@ def main() -> int:
         return table.get(metric, DEFAULT_FLOOR_PCT)
 
     print(f"\n{len(a_runs)} A and {len(b_runs)} B instances (B: {' '.join(slowdown)}); "
-          f"{BASE_REPS} baseline vs {CAND_REPS} candidate runs; floors: host cpu")
+          f"baselines of {args.baseline_servers} server start(s) x {BASE_REPS} runs vs "
+          f"{CAND_REPS} candidate runs; floors: host cpu")
     tests = sorted(set().union(*(set(x) for x in a_runs)))
     header = (f"{'test':<44} {'metric':<22} {'floor':>6} {'CV in':>6} {'CV betw':>8} "
               f"{'A/A alarms':>13} {'10% caught':>13} {'B/A':>7} {'A/B caught':>13}")
@@ -174,7 +185,7 @@ def main() -> int:
              if (cols := columns(a_runs, b_runs, test, metric)) is not None]
     for test, metric, (col, bcol) in cells:
         floor = floor_for(test, metric)
-        r = Rates.of(col, bcol, metric, floor)
+        r = Rates.of(col, bcol, metric, floor, args.baseline_servers)
         within = statistics.median(cv(c) for c in col)
         between = cv([statistics.median(c) for c in col])
         ratio = f"{r.ratio:.3f}" if bcol else "-"
@@ -186,7 +197,7 @@ def main() -> int:
     for test, metric, (col, bcol) in cells:
         name = f"  {test.split('::')[-1][:44]:<44} {metric:<22}"
         for floor in CALIBRATION_FLOORS:
-            r = Rates.of(col, bcol, metric, floor)
+            r = Rates.of(col, bcol, metric, floor, args.baseline_servers)
             if r.aa <= 0.01 * r.pairs:
                 print(f"{name} floor {floor:>5.1f}%: A/A {share(r.aa, r.pairs)}, "
                       f"10% caught {share(r.injected, r.pairs)}, A/B caught "
@@ -194,8 +205,9 @@ def main() -> int:
                 break
         else:
             print(f"{name} no floor up to {CALIBRATION_FLOORS[-1]}% keeps A/A alarms <= 1%")
-    bound = 1 - 0.05 ** (1 / max(1, len(a_runs) * (len(a_runs) - 1)))
-    print(f"\nWith zero A/A alarms in {len(a_runs) * (len(a_runs) - 1)} pairs the one-sided 95% "
+    n_aa = math.comb(len(a_runs), args.baseline_servers) * (len(a_runs) - args.baseline_servers)
+    bound = 1 - 0.05 ** (1 / max(1, n_aa))
+    print(f"\nWith zero A/A alarms in {n_aa} pairs the one-sided 95% "
           f"upper bound on the false-alarm rate is about {bound * 100:.1f}% (pairs share "
           "instances, so fewer effective trials).")
     json.dump({"slowdown": slowdown, "instances": {k: len(v) for k, v in instances.items()}},

@@ -74,19 +74,51 @@ class Baseline:
     comparability: dict[str, Any]
     provenance: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
+    servers: list[int] = field(default_factory=list)
+    """The server start each repetition came from (empty: all from one start)."""
+
+    def __post_init__(self) -> None:
+        if self.servers and len(self.servers) != len(self.repetitions):
+            raise ValueError(f"{self.test}: servers names {len(self.servers)} repetitions, "
+                             f"the baseline has {len(self.repetitions)}")
+
+    @property
+    def server_of(self) -> list[int]:
+        """Server start per repetition, 0 for all when the baseline had one."""
+        return list(self.servers) or [0] * len(self.repetitions)
+
+    @property
+    def server_count(self) -> int:
+        return len(set(self.server_of)) or 1
+
+    def with_server(self, new: Baseline) -> Baseline:
+        """This baseline plus ``new``'s repetitions as one more server start."""
+        start = max(self.server_of, default=-1) + 1
+        starts = self.provenance.get("server_starts") or [_start_of(self.provenance)]
+        provenance = {**self.provenance, "server_starts": [*starts, _start_of(new.provenance)]}
+        return Baseline(test=self.test, host=self.host, engine=self.engine, model=self.model,
+                        repetitions=[*self.repetitions, *new.repetitions],
+                        comparability=self.comparability, provenance=provenance,
+                        servers=[*self.server_of, *([start] * len(new.repetitions))])
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "test": self.test, "host": self.host, "engine": self.engine,
                 "model": self.model, "created_at": self.created_at,
-                "repetitions": self.repetitions, "comparability": self.comparability,
-                "provenance": self.provenance}
+                "repetitions": self.repetitions, "servers": self.server_of,
+                "comparability": self.comparability, "provenance": self.provenance}
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Baseline:
         return cls(test=doc["test"], host=doc["host"], engine=doc["engine"], model=doc["model"],
                    repetitions=list(doc["repetitions"]), comparability=dict(doc["comparability"]),
                    provenance=dict(doc.get("provenance", {})),
-                   created_at=str(doc.get("created_at", "")))
+                   created_at=str(doc.get("created_at", "")),
+                   servers=[int(k) for k in doc.get("servers", [])])
+
+
+def _start_of(provenance: dict[str, Any]) -> dict[str, Any]:
+    """What tells one server start's repetitions from another's."""
+    return {"run_id": provenance.get("run_id"), "seeds": provenance.get("seeds")}
 
 
 class BaselineError(Exception):
@@ -139,10 +171,15 @@ REPORTED_FIGURES = ("request_throughput", "median_ttft_ms", "mean_tpot_ms")
 
 class BaselineWriter:
     """Writes baselines shipped in test reports; registered only where results converge
-    (the xdist controller, or the single process), so one process writes each file."""
+    (the xdist controller, or the single process), so one process writes each file.
 
-    def __init__(self, store: BaselineStore) -> None:
+    With ``add_server`` a comparable stored baseline keeps its repetitions and gains
+    this session's as one more server start; any other stored baseline is replaced.
+    """
+
+    def __init__(self, store: BaselineStore, *, add_server: bool = False) -> None:
         self.store = store
+        self.add_server = add_server
         self.changes: list[str] = []
 
     def pytest_runtest_logreport(self, report: Any) -> None:
@@ -155,8 +192,14 @@ class BaselineWriter:
             old = self.store.load(new.host, new.engine, new.model, new.test)
         except BaselineError:
             old = None
+        note = ""
+        if self.add_server and old is not None and old.comparability == new.comparability:
+            new = old.with_server(new)
+            note = f"server start {new.server_count} added ({len(new.repetitions)} repetitions); "
+        elif self.add_server and old is not None:
+            note = "replaced (the stored one is from a different stack); "
         path = self.store.save(new)
-        self.changes.append(f"{path}: {describe_change(old, new)}")
+        self.changes.append(f"{path}: {note}{describe_change(old, new)}")
 
 
 def _median(reps: list[dict[str, float]], key: str) -> float | None:

@@ -12,6 +12,11 @@ from pathlib import Path
 from pytest_mi300x import __version__
 from pytest_mi300x.settings import DEFAULT_VLLM_BUILD
 
+DEFAULT_SERVER_STARTS = 3
+"""Server starts per refreshed baseline. A regression must then be past the worst of three
+starts: an unchanged candidate start is the worst by chance one time in four (one in two
+against a single start), and the floor only has to cover how far past it lands."""
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -31,9 +36,14 @@ def _parser() -> argparse.ArgumentParser:
     base = sub.add_parser("baselines", help="refresh or list stored baselines")
     base_sub = base.add_subparsers(dest="action", required=True)
     refresh = base_sub.add_parser(
-        "refresh", help="run the selection with --update-baselines (5 repetitions by default); "
-                        "all other arguments go to pytest (default: suites/)")
-    refresh.add_argument("pytest_args", nargs=argparse.REMAINDER)
+        "refresh", help="run the selection with --update-baselines over --servers server "
+                        "starts (default 3; --servers N, 5 repetitions each); all other "
+                        "arguments go to pytest (default: suites/)")
+    refresh.add_argument("--servers", type=int, default=DEFAULT_SERVER_STARTS, metavar="N",
+                         help="server starts to measure each baseline over, one pytest "
+                              f"session each (default {DEFAULT_SERVER_STARTS})")
+    refresh.add_argument("pytest_args", nargs=argparse.REMAINDER,
+                         help="pytest arguments: paths, -k, --gpu-host, --repeats, ...")
     show = base_sub.add_parser("show", help="list stored baselines with age and provenance")
     show.add_argument("--baselines-dir", type=Path, default=Path("baselines"))
 
@@ -65,11 +75,46 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _server_starts(args: list[str]) -> tuple[int, list[str]]:
+    """``--servers N`` taken out of the arguments otherwise meant for pytest."""
+    rest: list[str] = []
+    value: str | None = None
+    it = iter(args)
+    for arg in it:
+        if arg == "--servers":
+            value = next(it, "")
+        elif arg.startswith("--servers="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    if value is None:
+        return DEFAULT_SERVER_STARTS, rest
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"--servers {value!r} is not a whole number >= 1; "
+                         f"write e.g. --servers {DEFAULT_SERVER_STARTS}")
+    return int(value), rest
+
+
 def _refresh(pytest_args: list[str]) -> int:
-    args = [a for a in pytest_args if a != "--"] or ["suites/"]
-    cmd = [sys.executable, "-m", "pytest", "--update-baselines", *args]
-    print("running:", " ".join(cmd), flush=True)
-    return subprocess.call(cmd)
+    try:
+        starts, args = _server_starts([a for a in pytest_args if a != "--"])
+    except ValueError as exc:
+        print(f"pytest-mi300x baselines refresh: {exc}", file=sys.stderr)
+        return 2
+    args = args or ["suites/"]
+    for start in range(1, starts + 1):
+        # Each pytest session starts its own servers: that is what makes a start.
+        mode = "--update-baselines" if start == 1 else "--add-baseline-server"
+        cmd = [sys.executable, "-m", "pytest", mode, *args]
+        print(f"server start {start} of {starts}; running:", " ".join(cmd), flush=True)
+        rc = subprocess.call(cmd)
+        if rc != 0:
+            if start > 1:
+                print(f"pytest-mi300x baselines refresh: server start {start} failed (exit "
+                      f"{rc}); the baselines hold the first {start - 1} start(s). Run it "
+                      "again to refresh them whole", file=sys.stderr)
+            return rc
+    return 0
 
 
 def _show(root: Path) -> int:
@@ -92,6 +137,7 @@ def _show(root: Path) -> int:
             age = "?"
         stack = b.comparability
         print(f"{path.relative_to(root)}  age {age}  reps {len(b.repetitions)}  "
+              f"server starts {b.server_count}  "
               f"engine {stack.get('engine_build')} ({stack.get('engine_version')})  "
               f"torch {stack.get('torch')}  cpu {stack.get('cpu_model')} x{stack.get('cpu_count')}")
     return 0
@@ -147,6 +193,11 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["baselines", "refresh"] and not {"-h", "--help"} & set(argv[2:]):
+        # Everything after it is pytest's (options included), which argparse's
+        # REMAINDER refuses when the first of them starts with "-".
+        return _refresh(argv[2:])
     args = _parser().parse_args(argv)
     if args.command == "provision":
         from pytest_mi300x.engines.provision import ProvisionError, provision_main

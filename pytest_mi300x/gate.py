@@ -96,8 +96,12 @@ def evaluate(gate: Gate, *, nodeid: str, engine_name: str, model: str,
                            detail=reason, baseline=stored)
     burst = gate.burst_floors if sent_as_burst(provenance.get("workload")) else {}
     merged = {**gate.floors, **burst, **(floors or {})}
-    verdicts = verdict.judge_all(stored.repetitions, reps, floors=merged)
+    verdicts = verdict.judge_all(stored.repetitions, reps, floors=merged,
+                                 baseline_servers=stored.server_of)
     detail = "across builds: " + "; ".join(builds) if builds else ""
+    if stored.server_count > 1:
+        detail = "; ".join(filter(None, [detail, f"baseline over {stored.server_count} "
+                                         "server starts: judged against their band"]))
     return GateOutcome("compared", verdicts, detail=detail, baseline=stored)
 
 

@@ -66,7 +66,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "mi300x-summaries")
     config.pluginmanager.register(fixtures, "mi300x-fixtures")
     if workerinput is None:
-        writer = BaselineWriter(config.stash[SESSION_KEY].gate.store)
+        writer = BaselineWriter(config.stash[SESSION_KEY].gate.store,
+                                add_server=resolved.add_baseline_server)
         config.stash[WRITER_KEY] = writer
         config.pluginmanager.register(writer, "mi300x-baseline-writer")
     if (workerinput is None and getattr(config.option, "dist", "no") == "load"

@@ -33,6 +33,8 @@ class Settings:
     repeats: int = DEFAULT_REPEATS
     baselines_dir: Path = Path("baselines")
     update_baselines: bool = False
+    add_baseline_server: bool = False
+    """Update by adding this session's server start to comparable stored baselines."""
     require_baseline: bool = False
     across_builds: bool = False
     floors: tuple[tuple[str, float], ...] = ()
@@ -135,6 +137,10 @@ def add_options(parser: pytest.Parser) -> None:
                   type="args", default=[])
     group.addoption("--update-baselines", action="store_true", default=False,
                     help="write this run's repetitions as the baselines of the tests it runs")
+    group.addoption("--add-baseline-server", action="store_true", default=False,
+                    help="like --update-baselines, but keep a comparable stored baseline and "
+                         "add this session's repetitions to it as one more server start "
+                         "(what `baselines refresh --servers N` runs after the first start)")
     group.addoption("--shard", dest="shard", default=None, type=parse_shard, metavar="I/N",
                     help="run only the I-th of N slices of the selected tests (a CI matrix "
                          "runs one slice per job; pytest-mi300x merge joins the results)")
@@ -167,7 +173,8 @@ def resolve(config: pytest.Config, run_id: str) -> Settings:
         )
     results_dir = _value(config, "results_dir", Path)
     cache_dir = _value(config, "engine_cache", Path)
-    update = bool(config.getoption("update_baselines"))
+    add_server = bool(config.getoption("add_baseline_server"))
+    update = add_server or bool(config.getoption("update_baselines"))
     repeats = _value(config, "repeats", parse_repeats)
     baselines_dir = _value(config, "baselines_dir", Path) or root / "baselines"
     return Settings(
@@ -184,6 +191,7 @@ def resolve(config: pytest.Config, run_id: str) -> Settings:
         repeats=repeats or (REFRESH_REPEATS if update else DEFAULT_REPEATS),
         baselines_dir=baselines_dir,
         update_baselines=update,
+        add_baseline_server=add_server,
         require_baseline=bool(config.getoption("require_baseline")),
         across_builds=bool(config.getoption("across_builds")),
         floors=tuple(parse_floor(v) for v in config.getini("perf_floors")),

@@ -112,6 +112,8 @@ class Verdict:
     shift_pct: float = math.nan
     noise_pct: float = math.nan
     floor_pct: float = math.nan
+    server_medians: tuple[float, ...] = ()
+    """Per server start of a multi-start baseline: what the band was."""
 
     @property
     def fails(self) -> bool:
@@ -126,7 +128,7 @@ class Verdict:
                 "candidate_median": self.candidate_median, "change_pct": self.change_pct,
                 "threshold_pct": self.threshold_pct, "shift_pct": self.shift_pct,
                 "noise_pct": self.noise_pct, "floor_pct": self.floor_pct,
-                "reason": self.reason}
+                "server_medians": list(self.server_medians), "reason": self.reason}
 
     def message(self) -> str:
         """Human text: the verdict, every repetition, the effect and the noise."""
@@ -137,10 +139,14 @@ class Verdict:
             threshold += (
                 f" = max(floor {self.floor_pct:.1f}%, {NOISE_K:g} x noise {self.noise_pct:.1f}%)"
             )
+        starts = ([f"  baseline server starts' medians: "
+                   f"{', '.join(_fmt(m) for m in self.server_medians)}"]
+                  if self.server_medians else [])
         return "\n".join(
             [
                 f"{self.metric}: {self.kind.value.upper()} ({role}, {better} is better)",
                 _side("baseline", self.baseline_median, self.baseline),
+                *starts,
                 _side("candidate", self.candidate_median, self.candidate),
                 f"  change {_pct(self.change_pct)} (medians), "
                 f"shift {_pct(self.shift_pct)} (Hodges-Lehmann)",
@@ -295,6 +301,72 @@ def judge(
     )
 
 
+def judge_band(
+    metric: str,
+    server_sets: Sequence[Sequence[float]],
+    candidate: Sequence[float],
+    *,
+    floor_pct: float = DEFAULT_FLOOR_PCT,
+    direction: str | None = None,
+) -> Verdict:
+    """Judge a candidate against a baseline measured over several server starts.
+
+    A regression must be one against the worst start (its runs against the
+    candidate's, by ``judge``); an improvement one against the best. Anywhere in
+    between is what restarting the same build already does: no change. With one
+    start this is ``judge``.
+    """
+    sets = [tuple(_as_float(v) for v in s) for s in server_sets if len(s)]
+    flat = [v for s in sets for v in s]
+    if len(sets) < 2:
+        return judge(metric, flat, candidate, floor_pct=floor_pct, direction=direction)
+    direction = direction if direction is not None else METRIC_DIRECTIONS.get(metric)
+    if direction not in ("higher", "lower"):
+        raise ValueError(f"{metric}: direction must be 'higher' or 'lower', got {direction!r}")
+    medians = [_median(s) for s in sets]
+    if any(math.isnan(m) for m in medians) or any(len(s) < MIN_REPETITIONS for s in sets):
+        return _rebase(judge(metric, flat, candidate, floor_pct=floor_pct,
+                             direction=direction), flat, medians, "")
+    order = sorted(range(len(sets)), key=lambda i: medians[i], reverse=direction == "higher")
+    best, worst = order[0], order[-1]
+    n = len(sets)
+    against_worst = judge(metric, sets[worst], candidate, floor_pct=floor_pct,
+                          direction=direction)
+    against_best = judge(metric, sets[best], candidate, floor_pct=floor_pct,
+                         direction=direction)
+    if against_worst.kind is Kind.REGRESSION:
+        return _rebase(against_worst, flat, medians, f"against the worst of {n} server starts: ")
+    if against_best.kind is Kind.IMPROVEMENT:
+        return _rebase(against_best, flat, medians, f"against the best of {n} server starts: ")
+    # The side the candidate leans to decides what "no change" or "inconclusive" rests on.
+    cand_median = _median([_as_float(v) for v in candidate])
+    leans_worse = (cand_median > _median(flat)) == (direction == "lower")
+    side, label = ((against_worst, "worst") if leans_worse else (against_best, "best"))
+    if side.kind is Kind.INCONCLUSIVE:
+        return _rebase(side, flat, medians, f"against the {label} of {n} server starts: ")
+    lo, hi = sorted((medians[best], medians[worst]))
+    return _rebase(
+        side, flat, medians,
+        f"within the band of {n} server starts (medians {_fmt(lo)} to {_fmt(hi)}) "
+        f"plus the threshold; against the {label}: ",
+        kind=Kind.NO_CHANGE)
+
+
+def _rebase(side: Verdict, flat: Sequence[float], medians: Sequence[float], prefix: str,
+            kind: Kind | None = None) -> Verdict:
+    """A verdict judged against one server start, reported against the whole baseline."""
+    base = tuple(flat)
+    base_median = _median(base)
+    return Verdict(
+        metric=side.metric, kind=kind or side.kind, gated=side.gated, direction=side.direction,
+        baseline=base, candidate=side.candidate, baseline_median=base_median,
+        candidate_median=side.candidate_median,
+        change_pct=_change(base_median, side.candidate_median),
+        threshold_pct=side.threshold_pct, reason=prefix + side.reason,
+        shift_pct=side.shift_pct, noise_pct=side.noise_pct, floor_pct=side.floor_pct,
+        server_medians=tuple(medians))
+
+
 def _column(reps: Sequence[Mapping[str, float]], metric: str) -> list[float]:
     return [_as_float(rep[metric]) for rep in reps if metric in rep]
 
@@ -311,14 +383,25 @@ def judge_all(
     candidate_reps: Sequence[Mapping[str, float]],
     *,
     floors: Mapping[str, float] | None = None,
+    baseline_servers: Sequence[int] = (),
 ) -> list[Verdict]:
-    """Verdicts for every metric with a direction present on both sides."""
+    """Verdicts for every metric with a direction present on both sides.
+
+    ``baseline_servers`` names the server start of each baseline repetition; with
+    more than one start the candidate is judged against their band (``judge_band``).
+    """
     floors = floors or {}
     in_candidate = set(_metrics_in(candidate_reps))
+    starts = list(baseline_servers) or [0] * len(baseline_reps)
+    if len(starts) != len(baseline_reps):
+        raise ValueError(f"baseline_servers names {len(starts)} repetitions, "
+                         f"the baseline has {len(baseline_reps)}")
+    groups = {s: [r for r, k in zip(baseline_reps, starts, strict=True) if k == s]
+              for s in dict.fromkeys(starts)}
     return [
-        judge(
+        judge_band(
             metric,
-            _column(baseline_reps, metric),
+            [_column(reps, metric) for reps in groups.values()],
             _column(candidate_reps, metric),
             floor_pct=floors.get(metric, DEFAULT_FLOOR_PCT),
         )

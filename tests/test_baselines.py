@@ -1,17 +1,23 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from pytest_mi300x import cli
 from pytest_mi300x.baselines import (
+    BASELINE_PROPERTY,
     Baseline,
     BaselineError,
     BaselineStore,
+    BaselineWriter,
     comparability,
     describe_change,
 )
+from pytest_mi300x.gate import Gate
 
 NODE = "suites/test_headline.py::test_headline_rates[chunked-prefill-off-qps-16]"
 
@@ -63,3 +69,77 @@ def test_change_lines_give_old_and_new_medians() -> None:
     assert "request_throughput 4 -> 5 (+25.0%)" in line
     assert "median_ttft_ms 10 -> 9 (-10.0%)" in line
     assert describe_change(None, new) == "new (5 repetitions)"
+
+
+def _report(baseline: Baseline) -> SimpleNamespace:
+    return SimpleNamespace(user_properties=[(BASELINE_PROPERTY, json.dumps(baseline.to_dict()))])
+
+
+def test_add_server_keeps_each_start_apart_with_its_provenance(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    first = make([{"request_throughput": 4.0}] * 2, provenance={"run_id": "a", "seeds": [1, 2]})
+    second = make([{"request_throughput": 3.0}] * 3, provenance={"run_id": "b", "seeds": [1, 2, 3]})
+    BaselineWriter(store).pytest_runtest_logreport(_report(first))
+    writer = BaselineWriter(store, add_server=True)
+    writer.pytest_runtest_logreport(_report(second))
+    stored = store.load("cpu", "vllm", "llama-3.1-70b", NODE)
+    assert stored is not None and stored.server_of == [0, 0, 1, 1, 1]
+    assert stored.server_count == 2 and len(stored.repetitions) == 5
+    assert [s["run_id"] for s in stored.provenance["server_starts"]] == ["a", "b"]
+    assert "server start 2 added (5 repetitions)" in writer.changes[0]
+    doc = json.loads(store.path("cpu", "vllm", "llama-3.1-70b", NODE).read_text())
+    assert doc["servers"] == [0, 0, 1, 1, 1]
+
+
+def test_add_server_replaces_a_baseline_from_another_stack(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    BaselineWriter(store).pytest_runtest_logreport(_report(make([{"request_throughput": 4.0}])))
+    newer = make([{"request_throughput": 5.0}] * 2, comparability={"engine_version": "0.33.0"})
+    writer = BaselineWriter(store, add_server=True)
+    writer.pytest_runtest_logreport(_report(newer))
+    stored = store.load("cpu", "vllm", "llama-3.1-70b", NODE)
+    assert stored is not None and stored.server_count == 1 and len(stored.repetitions) == 2
+    assert "replaced (the stored one is from a different stack)" in writer.changes[0]
+
+
+def test_a_baseline_without_servers_is_one_start_and_a_bad_one_is_refused() -> None:
+    old = Baseline.from_dict({"test": NODE, "host": "cpu", "engine": "vllm", "model": "m",
+                              "repetitions": [{"a": 1.0}] * 3, "comparability": {}})
+    assert old.server_of == [0, 0, 0] and old.server_count == 1
+    with pytest.raises(ValueError, match="servers names 2 repetitions"):
+        make([{"a": 1.0}] * 3, servers=[0, 1])
+
+
+def test_refresh_runs_one_pytest_session_per_server_start(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    assert cli.main(["baselines", "refresh", "suites/x.py", "--servers", "2", "-k", "qps"]) == 0
+    assert [c[3:] for c in calls] == [["--update-baselines", "suites/x.py", "-k", "qps"],
+                                      ["--add-baseline-server", "suites/x.py", "-k", "qps"]]
+    calls.clear()
+    assert cli.main(["baselines", "refresh"]) == 0
+    assert [c[3] for c in calls] == ["--update-baselines", *["--add-baseline-server"] * 2]
+    assert all(c[4:] == ["suites/"] for c in calls)
+    assert "server start 3 of 3" in capsys.readouterr().out
+
+
+def test_refresh_stops_at_a_failed_start_and_says_what_the_baselines_hold(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    codes = iter([0, 3])
+    monkeypatch.setattr(cli.subprocess, "call", lambda cmd: next(codes))
+    assert cli.main(["baselines", "refresh", "--servers=3"]) == 3
+    assert "server start 2 failed (exit 3); the baselines hold the first 1" in \
+        capsys.readouterr().err
+    assert cli.main(["baselines", "refresh", "--servers", "zero"]) == 2
+    err = capsys.readouterr().err
+    assert "--servers 'zero' is not a whole number >= 1; write e.g. --servers 3" in err
+
+
+def test_the_refresh_command_a_missing_baseline_prints_runs(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    printed = Gate(BaselineStore(tmp_path), "cpu").refresh_command(NODE)
+    assert cli.main(shlex.split(printed)[1:]) == 0
+    assert calls[0][3:] == ["--update-baselines", "--gpu-host", "cpu", NODE]

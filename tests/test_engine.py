@@ -186,6 +186,15 @@ def test_rate(perf):
     doc = json.loads(path.read_text())
     assert len(doc["repetitions"]) == 3
     assert doc["comparability"]["engine_version"].startswith("0.32.0")
+    # A second session is a second server start: kept apart, judged as a band.
+    added, _ = run(pytester, "--add-baseline-server", "--repeats", "2")
+    added.assert_outcomes(passed=1)
+    added.stdout.fnmatch_lines(["*test_gate.py__test_rate.json: server start 2 added "
+                                "(5 repetitions)*"])
+    doc = json.loads(path.read_text())
+    assert doc["servers"] == [0, 0, 0, 1, 1]
+    assert [s["run_id"] for s in doc["provenance"]["server_starts"]][0] == \
+        doc["provenance"]["run_id"]
 
     def scale_baseline(factor: float) -> None:
         stored = json.loads(path.read_text())
@@ -202,6 +211,8 @@ def test_rate(perf):
                                     "*pytest-mi300x verdicts*",
                                     "*test_rate*request_throughput*regression*"])
     assert "threshold" in regressed.stdout.str()
+    regressed.stdout.fnmatch_lines(["*baseline over 2 server starts*",
+                                    "*against the worst of 2 server starts*"])
     # The same verdict reaches the junit XML, report.md, report.html and the history.
     props = {p.get("name"): p.get("value") for p in
              ElementTree.parse(pytester.path / "junit.xml").iter("property")}
@@ -214,7 +225,7 @@ def test_rate(perf):
     report_html = (latest / "report.html").read_text()
     assert report_html.count("<svg") >= 2
     history = (pytester.path / ".perf-results" / "history.jsonl").read_text().splitlines()
-    assert len(history) == 2
+    assert len(history) == 3
 
     path.write_text(original)
     scale_baseline(0.7)
@@ -225,5 +236,5 @@ def test_rate(perf):
         [sys.executable, "-m", "pytest_mi300x.cli", "history", "--history-file",
          str(pytester.path / ".perf-results" / "history.jsonl")],
         capture_output=True, text=True, check=True)
-    assert history_cmd.stdout.count("test_gate.py::test_rate") == 2  # two metrics, three runs
-    assert len([line for line in history_cmd.stdout.splitlines() if "Z  " in line]) == 6
+    assert history_cmd.stdout.count("test_gate.py::test_rate") == 2  # two metrics, four runs
+    assert len([line for line in history_cmd.stdout.splitlines() if "Z  " in line]) == 8

@@ -141,3 +141,20 @@ def test_burst_floors_apply_only_to_a_burst(gate: Gate) -> None:
     gate.store.save(stored)
     paced = run(wide, reps(scale_tput=0.8))
     assert [v.metric for v in paced.failing] == ["request_throughput"]
+
+
+def test_a_baseline_over_server_starts_is_judged_by_its_band(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    slow = [{"request_throughput": r["request_throughput"] * 0.8,
+             "median_ttft_ms": r["median_ttft_ms"] * 1.5} for r in BASE]
+    store.save(Baseline(test=NODE, host="cpu", engine="vllm", model="m",
+                        repetitions=[*BASE, *slow], servers=[0] * 5 + [1] * 5,
+                        comparability=comparability(FP, ENGINE, WORKLOAD, FLAGS)))
+    gate = Gate(store, "cpu")
+    like_slow = run(gate, reps(scale_tput=0.8, scale_ttft=1.5))
+    assert {v.kind.value for v in like_slow.verdicts} == {"no change"}
+    assert "baseline over 2 server starts" in like_slow.detail
+    past_slow = run(gate, reps(scale_tput=0.6, scale_ttft=1.5))
+    assert [v.metric for v in past_slow.failing] == ["request_throughput"]
+    with pytest.raises(PerfRegression, match="server starts' medians"):
+        past_slow.check()

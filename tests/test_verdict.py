@@ -20,6 +20,7 @@ from pytest_mi300x.verdict import (
     inconclusive_all,
     judge,
     judge_all,
+    judge_band,
 )
 
 STEADY = [100.0, 101.0, 99.0, 100.5, 99.5]
@@ -293,3 +294,62 @@ def test_a_floor_wider_than_the_noise_cap_still_decides() -> None:
     assert judge("median_ttft_ms", base, cand, floor_pct=60.0).kind is Kind.REGRESSION
     assert judge("median_ttft_ms", base, [25.0, 25.5, 24.8], floor_pct=60.0).kind \
         is Kind.NO_CHANGE
+
+
+# Three server starts of one build: a fast, a middling and a slow one (TTFT in ms),
+# each tight within itself, as the cpu host's starts are.
+FAST, MID, SLOW = (10.0, 10.3, 9.8, 10.1, 10.2), (13.0, 13.2, 12.9, 13.1, 12.8), \
+    (16.0, 16.4, 15.8, 16.2, 16.1)
+
+
+def test_band_calls_a_candidate_inside_the_starts_no_change() -> None:
+    # Against the fast start alone this slow-start candidate is a +60% "regression".
+    assert judge("median_ttft_ms", FAST, SLOW[:3], floor_pct=10.0).kind is Kind.REGRESSION
+    v = judge_band("median_ttft_ms", [FAST, MID, SLOW], SLOW[:3], floor_pct=10.0)
+    assert v.kind is Kind.NO_CHANGE and v.server_medians == (10.1, 13.0, 16.1)
+    assert "3 server starts" in v.reason and v.baseline == (*FAST, *MID, *SLOW)
+    fast = judge_band("median_ttft_ms", [FAST, MID, SLOW], FAST[:3], floor_pct=10.0)
+    assert fast.kind is Kind.NO_CHANGE
+
+
+def test_band_regression_must_pass_the_worst_start() -> None:
+    worse = [v * 1.3 for v in SLOW[:3]]
+    v = judge_band("median_ttft_ms", [FAST, SLOW, MID], worse, floor_pct=10.0)
+    assert v.kind is Kind.REGRESSION and v.fails
+    assert v.reason.startswith("against the worst of 3 server starts")
+    assert math.isclose(v.shift_pct, 30.0, abs_tol=2.0)  # against SLOW, not the +60% vs all
+    text = v.message()
+    assert "server starts' medians: 10.1, 16.1, 13" in text
+    just = [v * 1.05 for v in SLOW[:3]]
+    assert judge_band("median_ttft_ms", [FAST, MID, SLOW], just,
+                      floor_pct=10.0).kind is Kind.NO_CHANGE
+
+
+def test_band_improvement_must_pass_the_best_start() -> None:
+    tput = [[1000 / x for x in s] for s in (FAST, MID, SLOW)]
+    better = [v * 1.3 for v in tput[0][:3]]
+    v = judge_band("request_throughput", tput, better, floor_pct=10.0)
+    assert v.kind is Kind.IMPROVEMENT and "best of 3" in v.reason
+    slower = [v * 0.7 for v in tput[2][:3]]
+    assert judge_band("request_throughput", tput, slower,
+                      floor_pct=10.0).kind is Kind.REGRESSION
+
+
+def test_band_of_one_start_is_the_plain_rule() -> None:
+    for cand in (SLOW[:3], [v * 1.3 for v in FAST[:3]], FAST[:3]):
+        band = judge_band("median_ttft_ms", [FAST], cand, floor_pct=10.0)
+        plain = judge("median_ttft_ms", FAST, cand, floor_pct=10.0)
+        assert (band.kind, band.reason, band.server_medians) == (plain.kind, plain.reason, ())
+
+
+def test_judge_all_groups_the_baseline_by_server_start() -> None:
+    base = [{"median_ttft_ms": v} for v in (*FAST, *SLOW)]
+    cand = [{"median_ttft_ms": v} for v in SLOW[:3]]
+    kinds = [v.kind for v in judge_all(base, cand, floors={"median_ttft_ms": 10.0},
+                                       baseline_servers=[0] * 5 + [1] * 5)]
+    assert kinds == [Kind.NO_CHANGE]
+    # Pooled as one start, the two starts' gap reads as a shift it cannot order.
+    assert [v.kind for v in judge_all(base, cand, floors={"median_ttft_ms": 10.0})] == \
+        [Kind.INCONCLUSIVE]
+    with pytest.raises(ValueError, match="names 3 repetitions"):
+        judge_all(base, cand, baseline_servers=[0, 0, 1])
