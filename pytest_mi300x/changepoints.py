@@ -82,3 +82,16 @@ def find_change_points(values: Sequence[float], metric: str,
         points.append(ChangePoint(cut, before, after, change,
                                   "regression" if worse else "improvement"))
     return points
+
+
+def find_change_points_within(values: Sequence[float], metric: str,
+                              breaks: Sequence[int]) -> list[ChangePoint]:
+    """Change points of each stretch between ``breaks`` (indices where the setup changed:
+    a step there is the new setup, not a regression), with indices into ``values``."""
+    bounds = [0, *sorted(b for b in set(breaks) if 0 < b < len(values)), len(values)]
+    found: list[ChangePoint] = []
+    for start, stop in zip(bounds, bounds[1:], strict=False):
+        for cp in find_change_points(values[start:stop], metric):
+            found.append(ChangePoint(cp.index + start, cp.before, cp.after, cp.change_pct,
+                                     cp.kind))
+    return found

@@ -144,8 +144,9 @@ def _show(root: Path) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    from pytest_mi300x.changepoints import find_change_points
-    from pytest_mi300x.history import HistoryError, HistoryStore
+    from pytest_mi300x.changepoints import find_change_points_within
+    from pytest_mi300x.history import HistoryError, HistoryStore, setup_breaks, setup_of
+    from pytest_mi300x.verdict import fingerprint_diff
 
     store = HistoryStore(args.history_file)
     try:
@@ -163,13 +164,18 @@ def _history(args: argparse.Namespace) -> int:
             points = store.series(test, metric, args.host)
             if not points:
                 continue
-            marks = {cp.index: cp for cp in find_change_points([p.value for p in points], metric)}
+            breaks = setup_breaks(points)
+            marks = {cp.index: cp for cp in
+                     find_change_points_within([p.value for p in points], metric, breaks)}
             print(f"{test}  {metric}")
             first = max(0, len(points) - args.last)
             for i, p in enumerate(points[first:], start=first):
                 cp = marks.get(i)
                 note = (f"  <- change point: {cp.kind} {cp.change_pct:+.1f}% "
                         f"(median {cp.before:.4g} -> {cp.after:.4g})") if cp else ""
+                if i in breaks and i > first:
+                    diff = fingerprint_diff(setup_of(points[i - 1].entry), setup_of(p.entry))
+                    print(f"  -- setup changed (no change point across it): {'; '.join(diff)}")
                 print(f"  {p.date}  {p.run_id:<26} {p.engine_version:<12} {p.value:>10.4g}{note}")
     return 0
 

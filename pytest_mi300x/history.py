@@ -17,7 +17,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from pytest_mi300x.baselines import comparability
+from pytest_mi300x.baselines import BUILD_KEYS, comparability
 
 SCHEMA = "pytest-mi300x/history/1"
 
@@ -54,7 +54,9 @@ def entry_from_result(doc: dict[str, Any]) -> dict[str, Any]:
         "engine_build": engine.get("build"),
         "engine_version": engine.get("version"),
         "harness": doc.get("harness", {}).get("version"),
-        "stack": comparability(doc.get("fingerprint", {}), engine),
+        "stack": comparability(doc.get("fingerprint", {}), engine,
+                               doc.get("workload", {}).get("scaled"),
+                               doc.get("server", {}).get("flag_set")),
         "valid": bool(doc.get("valid")) and bool(runs),
         "figures": _medians(runs),
         "repetitions": [r["figures"] for r in runs],
@@ -71,6 +73,18 @@ class Point:
     value: float
     engine_version: str
     entry: dict[str, Any]
+
+
+def setup_of(entry: dict[str, Any]) -> dict[str, Any]:
+    """What a run's figures depend on besides the engine build: hardware, workload, flag set.
+    A history follows builds; a change of setup starts a new stretch of it."""
+    return {k: v for k, v in entry.get("stack", {}).items() if k not in BUILD_KEYS}
+
+
+def setup_breaks(points: Sequence[Point]) -> list[int]:
+    """Indices of points whose setup differs from the point before."""
+    return [i for i in range(1, len(points))
+            if setup_of(points[i].entry) != setup_of(points[i - 1].entry)]
 
 
 class HistoryStore:

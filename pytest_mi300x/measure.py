@@ -74,11 +74,12 @@ class Workload:
         )
 
     def describe(self) -> dict[str, Any]:
-        out = {"dataset": self.dataset.describe(), "arrivals": self.arrivals.describe(),
-               "warmup": ("one unmeasured run of this workload, other prompts"
-                          if self.warmup_requests is None
-                          else f"{self.warmup_requests} requests at once"
-                          if self.warmup_requests else "none")}
+        out: dict[str, Any] = {"dataset": self.dataset.describe(),
+                               "arrivals": self.arrivals.describe(),
+                               "warmup": ("one unmeasured run of this workload, other prompts"
+                                          if self.warmup_requests is None
+                                          else f"{self.warmup_requests} requests at once"
+                                          if self.warmup_requests else "none")}
         out.update({k: v for k, v in (("slos", self.slos), ("endpoint", self.endpoint),
                                       ("processes", self.processes),
                                       ("prefix_cache", self.prefix_cache))

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pytest_mi300x.changepoints import ChangePoint
-from pytest_mi300x.history import Point
+from pytest_mi300x.history import Point, setup_breaks
 
 BAR_METRICS = ("request_throughput", "output_throughput", "median_ttft_ms", "median_tpot_ms",
                "median_itl_ms", "median_e2el_ms")
@@ -121,6 +121,8 @@ def history_lines(series: Mapping[str, Sequence[Point]],
         points = series[metric]
         ax.plot(range(len(points)), [p.value for p in points], marker="o", markersize=3,
                 linewidth=1, color="#37474f")
+        for index in setup_breaks(points):
+            ax.axvline(index - 0.5, linestyle=":", color="#90a4ae", linewidth=1)
         for cp in changes.get(metric, []):
             ax.axvline(cp.index - 0.5, linestyle="--", color=KIND_COLORS[cp.kind], linewidth=1)
             ax.text(cp.index - 0.4, 0.96, f"{cp.change_pct:+.0f}%", fontsize=7, ha="left",

@@ -202,8 +202,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     perf_session.sweep()
     settings = perf_session.settings
+    outcomes: dict[str, str] = config.stash[OUTCOMES_KEY]
     try:
-        written = publish(perf_session.results_dir, settings.run_id, config.stash[OUTCOMES_KEY],
+        written = publish(perf_session.results_dir, settings.run_id, outcomes,
                           HistoryStore(settings.history_file))
     except HistoryError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -220,7 +221,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(line)
     perf_session = config.stash[SESSION_KEY]
     terminalreporter.write_line(f"results: {perf_session.results_dir}")
-    verdicts = verdict_table(config.stash[SUMMARIES_KEY])
+    verdicts = verdict_table(rows)
     if verdicts:
         terminalreporter.section("pytest-mi300x verdicts")
         for line in verdicts:

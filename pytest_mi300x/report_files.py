@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mi300x import plots
-from pytest_mi300x.changepoints import find_change_points
-from pytest_mi300x.history import HistoryStore, Point, entry_from_result
+from pytest_mi300x.changepoints import find_change_points_within
+from pytest_mi300x.history import HistoryStore, Point, entry_from_result, setup_breaks
 from pytest_mi300x.report import VERDICT_HEADER, fmt_number, verdict_rows
 from pytest_mi300x.results import read_results
 
@@ -171,7 +171,8 @@ def _history(data: ReportInput, test: str, host: str | None
     if data.history is None:
         return {}, {}
     series = {m: data.history.series(test, m, host) for m in plots.HISTORY_METRICS}
-    changes = {m: find_change_points([p.value for p in pts], m) for m, pts in series.items()}
+    changes = {m: find_change_points_within([p.value for p in pts], m, setup_breaks(pts))
+               for m, pts in series.items()}
     return series, changes
 
 
@@ -207,7 +208,7 @@ def render_html(data: ReportInput) -> str:
         parts.append(plots.latency_distributions(t.runs))
         series, changes = _history(data, t.test, data.header.get("host"))
         if any(len(s) > 1 for s in series.values()):
-            parts.append("<h3>History (dashed: change points)</h3>")
+            parts.append("<h3>History (dashed: change points; dotted: the setup changed)</h3>")
             parts.append(plots.history_lines(series, changes))
         parts.append("</section>")
     parts.append("</body></html>")

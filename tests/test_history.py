@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from pytest_mi300x.changepoints import find_change_points_within
 from pytest_mi300x.cli import main
-from pytest_mi300x.history import HistoryError, HistoryStore, entry_from_result
+from pytest_mi300x.history import HistoryError, HistoryStore, entry_from_result, setup_breaks
 from tests.result_docs import result_doc
 
 
@@ -65,3 +66,32 @@ def test_history_command_on_a_broken_file_is_one_clear_line(tmp_path: Path, caps
     assert main(["history", "--history-file", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "history.jsonl:1" in err
+
+
+def test_a_setup_change_splits_the_history_instead_of_making_a_change_point(
+        tmp_path: Path, capsys) -> None:
+    store = HistoryStore(tmp_path / "history.jsonl")
+    # Five runs at 40 prompts, then the test's workload doubled: throughput moved with it.
+    for i, v in enumerate([10.0, 10.2, 9.9, 10.1, 10.0, 8.0, 8.1, 7.9, 8.0]):
+        doc = result_doc("t::a", [v], run_id=f"r{i}", date=f"2026-11-{i + 1:02d}T00:00:00Z")
+        doc["workload"] = {"scaled": {"dataset": {"name": "random",
+                                                  "num_prompts": 40 if i < 5 else 80}}}
+        store.append([entry_from_result(doc)])
+    points = store.series("t::a", "request_throughput")
+    assert setup_breaks(points) == [5]
+    assert main(["history", "--history-file", str(store.path),
+                 "--metric", "request_throughput"]) == 0
+    out = capsys.readouterr().out
+    assert "change point" not in out.replace("no change point", "")
+    assert "-- setup changed (no change point across it): " \
+           "workload.dataset.num_prompts: 40 -> 80" in out
+    # A build change is what the history follows: it does not split it.
+    builds = [entry_from_result(result_doc("t::b", [10.0], version=v)) for v in ("0.31", "0.32")]
+    store.append(builds)
+    assert setup_breaks(store.series("t::b", "request_throughput")) == []
+
+
+def test_change_points_within_stretches_keep_their_indices() -> None:
+    flat, step = [10.0, 10.1, 9.9, 10.0], [10.0, 10.1, 9.9, 10.0, 8.0, 8.1, 7.9, 8.0]
+    found = find_change_points_within([*flat, *step], "request_throughput", [4])
+    assert [(cp.index, cp.kind) for cp in found] == [(8, "regression")]

@@ -53,7 +53,7 @@ def test_html_has_tables_and_one_plot_set_per_measured_test(docs, tmp_path: Path
     assert page.count("<section>") == 2
     # Bars and distributions for both tests, history lines only where history exists.
     assert page.count("<svg") == 5
-    assert "History (dashed: change points)" in page
+    assert "History (dashed: change points; dotted: the setup changed)" in page
     assert '<td class="bad">regression</td>' in page
 
 
