@@ -71,10 +71,13 @@ class HostProfile:
     max_servers: int = 1
     start_timeout_s: float = 900.0
     floors: Mapping[str, float] = field(default_factory=dict)
+    """Per-metric floor tolerances (percent) for this host's noise; ini and markers override."""
     burst_floors: Mapping[str, float] = field(default_factory=dict)
     """Floors over ``floors`` for workloads sent as one burst (rate inf), whose figures
     depend on how the server batches the burst; ini and markers still override."""
-    """Per-metric floor tolerances (percent) for this host's noise; ini and markers override."""
+    engine_nice: int = 10
+    """Niceness of locally launched servers (their process group and autogroup), so the
+    load generator sharing the machine is never queued behind them; 0 leaves them be."""
     source: str = "built-in"
     tensor_parallel: int = 1
     """GPUs per server unless a flag set says ``tensor_parallel_size``."""
@@ -120,6 +123,7 @@ class HostProfile:
                       "lengths": self.scale.lengths},
             "floors": dict(self.floors),
             "burst_floors": dict(self.burst_floors),
+            "engine_nice": self.engine_nice,
             "source": self.source,
             **({"gfx": self.gfx, "tensor_parallel": self.tensor_parallel,
                 "dummy_weights": self.dummy_weights, "docker": self.docker.describe()}
@@ -175,6 +179,7 @@ BUILTIN_HOSTS: Mapping[str, HostProfile] = MappingProxyType({"cpu": CPU_HOST})
 
 _FIELDS = {"accelerator", "accelerator_count", "launcher", "env", "engine_args", "models",
            "scale", "max_servers", "start_timeout_s", "description", "floors", "burst_floors",
+           "engine_nice",
            "tensor_parallel", "dummy_weights", "docker", "lock_dir", "lease_timeout_s", "gfx"}
 _DOCKER_FIELDS = {"shm_size", "model_cache", "extra_args"}
 
@@ -231,6 +236,10 @@ def _profile_from_toml(path: Path, name: str, raw: Any) -> HostProfile:
         raise _fail(path, f"{where} start_timeout_s", f"is {timeout!r}", "give seconds > 0")
     floors_raw = _floor_table(path, f"{where} floors", raw.get("floors", {}))
     burst_raw = _floor_table(path, f"{where} burst_floors", raw.get("burst_floors", {}))
+    nice = raw.get("engine_nice", 10)
+    if not isinstance(nice, int) or isinstance(nice, bool) or not 0 <= nice <= 19:
+        raise _fail(path, f"{where} engine_nice", f"is {nice!r}",
+                    "give a niceness from 0 (leave the engine be) to 19")
     tp = raw.get("tensor_parallel", 1)
     if not isinstance(tp, int) or tp < 1 or (count and tp > count):
         raise _fail(path, f"{where} tensor_parallel", f"is {tp!r}",
@@ -258,6 +267,7 @@ def _profile_from_toml(path: Path, name: str, raw: Any) -> HostProfile:
         start_timeout_s=float(timeout),
         floors=MappingProxyType(floors_raw),
         burst_floors=MappingProxyType(burst_raw),
+        engine_nice=nice,
         source=str(path),
         tensor_parallel=tp,
         dummy_weights=dummy,

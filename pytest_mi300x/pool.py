@@ -59,6 +59,7 @@ class RunningServer:
             "flag_set": self.spec.flag_set.describe(),
             "extra_args": list(self.spec.extra_args),
             "startup_s": self.process.startup_s,
+            "scheduling": dict(self.process.scheduling),
             "log": str(self.process.log_path),
             "generation": self.generation,
             "gpus": list(self.spec.gpus),
@@ -92,8 +93,10 @@ class ServerPool:
     def __init__(self, log_dir: Path, *, max_servers: int = 1, start_timeout: float = 900.0,
                  bind_host: str = "127.0.0.1",
                  lease: Callable[[int, str], GpuLease] | None = None,
-                 others_waiting: Callable[[], bool] | None = None) -> None:
+                 others_waiting: Callable[[], bool] | None = None,
+                 engine_nice: int = 0) -> None:
         self.log_dir = log_dir
+        self.engine_nice = engine_nice
         self.max_servers = max_servers
         self.start_timeout = start_timeout
         self.bind_host = bind_host
@@ -176,6 +179,7 @@ class ServerPool:
             ready_url=f"{spec.base_url}{engine.health_path}",
             start_timeout=self.start_timeout,
             on_spawn=None if lease is None else lease.attach,
+            nice=self.engine_nice,
         )
         try:
             process.start()

@@ -77,7 +77,8 @@ class PerfSession:
                                start_timeout=host.start_timeout_s,
                                lease=self.lease if host.has_gpus else None,
                                others_waiting=((lambda: others_waiting(self.lock_dir))
-                                               if host.has_gpus else None))
+                                               if host.has_gpus else None),
+                               engine_nice=host.engine_nice)
         self.gate = Gate(BaselineStore(settings.baselines_dir), host.name,
                          update=settings.update_baselines,
                          require=settings.require_baseline,

@@ -131,3 +131,16 @@ def test_cpu_host_sends_rates_it_cannot_keep_as_a_burst() -> None:
     assert scale.request_rate(16.0) == 4.0 and scale.request_rate(32.0) == 8.0
     assert math.isinf(scale.request_rate(1000.0))
     assert scale.request_rate(1000.0, burst_above_max=False) == 250.0
+
+
+def test_engine_nice_defaults_to_10_and_is_checked(tmp_path: Path) -> None:
+    assert CPU_HOST.engine_nice == 10 and CPU_HOST.describe()["engine_nice"] == 10
+    assert load_hosts(write(tmp_path, GOOD))["mi300x-01"].engine_nice == 10
+    def with_nice(value: int) -> Path:
+        return write(tmp_path, GOOD.replace("[hosts.mi300x-01]\n",
+                                            f"[hosts.mi300x-01]\nengine_nice = {value}\n"))
+
+    assert load_hosts(with_nice(0))["mi300x-01"].engine_nice == 0
+    bad = with_nice(-5)
+    with pytest.raises(HostConfigError, match=r"engine_nice is -5; give a niceness from 0"):
+        load_hosts(bad)

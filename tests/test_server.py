@@ -110,3 +110,27 @@ def test_error_line_finds_the_root_cause_behind_vllms_wrapper() -> None:
     ])
     assert error_line(tail) == (
         "(Worker pid=1) ERROR [m.py:953] RuntimeError: Cannot find any model weights with `/m`")
+
+
+def test_nice_lowers_the_whole_server_and_its_autogroup(tmp_path: Path) -> None:
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    with make(tmp_path, "serve", delay=0.5, nice=7) as server:
+        assert server.pid is not None
+        child = child_pid(server.log_path)
+        assert os.getpriority(os.PRIO_PROCESS, server.pid) == max(7, ours)
+        assert os.getpriority(os.PRIO_PROCESS, child) == max(7, ours)  # forked after: too
+        autogroup = Path(f"/proc/{server.pid}/autogroup")
+        if autogroup.exists():
+            assert autogroup.read_text().split()[-1] == "7"
+            assert server.scheduling == {"nice": 7, "autogroup_nice": 7}
+        else:
+            assert server.scheduling == {"nice": 7, "autogroup_nice": None}
+    # This process, which the load generator runs in, keeps its priority.
+    assert os.getpriority(os.PRIO_PROCESS, 0) == ours
+
+
+def test_nice_zero_leaves_the_server_be(tmp_path: Path) -> None:
+    with make(tmp_path, "serve", nice=0) as server:
+        assert server.pid is not None
+        assert os.getpriority(os.PRIO_PROCESS, server.pid) == os.getpriority(os.PRIO_PROCESS, 0)
+        assert server.scheduling == {}
