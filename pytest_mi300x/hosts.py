@@ -157,13 +157,14 @@ CPU_HOST = HostProfile(
     # Measured with `python benchmarks/detection_real.py --instances 5 --slowdown-env
     # VLLM_CPU_OMP_THREADS_BIND=nobind` on a quiet 2-core machine (one fresh server per
     # instance, 5 vs 3 runs; 20 A/A pairs): the spread is mostly between server
-    # instances, and paced runs' latency medians move 11-25% with client event-loop
-    # stalls of 0.1-1 s. Paced throughputs are mostly arrival-bound (QPS 16: CV 2%, no
-    # A/A alarm at 5.6%), but a slow server fell 11% behind at QPS 32; 15% keeps a 30%
-    # drop (a -23% shift) clearly past the floor. TTFT 40%: A/A
-    # alarms 2/20 at QPS 16 and 0/20 at QPS 1000, and the nobind slowdown's x1.8 TTFT
-    # at QPS 16 caught 24/25 (21/25 at 60%); QPS 16 latency medians alarm 1-3 times
-    # in 20 at any floor up to 60%.
+    # instances. Paced throughputs are mostly arrival-bound (QPS 16: CV 2%, no A/A
+    # alarm at 5.6%), but a slow server fell 11% behind at QPS 32; 15% keeps a 30%
+    # drop (a -23% shift) clearly past the floor. TTFT 40%: A/A alarms 2/20 at QPS 16
+    # and 0/20 at QPS 1000, and the nobind slowdown's x1.8 TTFT at QPS 16 caught 24/25
+    # (21/25 at 60%); QPS 16 latency medians alarmed 1-3 times in 20 at any floor up to
+    # 60%. Checked again with `--instances 6` after engine_nice removed the client's
+    # stalls: baselines of 3 server starts (what `baselines refresh` stores) against
+    # each other start gave 0 A/A alarms in 60 for every gated metric at these floors.
     floors=MappingProxyType({
         **{f"median_{m}_ms": 60.0 for m in ("tpot", "itl", "e2el")},
         "median_ttft_ms": 40.0,
