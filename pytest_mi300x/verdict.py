@@ -14,8 +14,10 @@ The rule (per metric, with its direction; values compared on a log scale):
   IMPROVEMENT symmetric; NO_CHANGE within the threshold.
 - INCONCLUSIVE: fewer than 2 runs on a side, NaN/inf/zero/negative values,
   run-to-run noise above both MAX_THRESHOLD_PCT and the floor (too noisy to
-  decide; a floor wider than the noise already accepts it), or a shift past
-  the threshold without the pairs ordered (borderline: add repetitions).
+  decide; a floor wider than the noise already accepts it) unless every run
+  pair is apart by more than the floor in one direction (no noise explains
+  that: it is decided against the floor), or a shift past the threshold
+  without the pairs ordered (borderline: add repetitions).
 
 `benchmarks/detection_sim.py` measured it: 20,000 seeded trials per cell,
 5 baseline vs 3 candidate runs, share of REGRESSION verdicts (latency up by
@@ -265,14 +267,21 @@ def judge(
     numbers = {"shift_pct": shift_pct, "noise_pct": noise_pct, "threshold_pct": threshold_pct}
 
     # A wide floor is a deliberate setting that accepts noise up to it; only noise
-    # past both the cap and the floor makes a verdict meaningless.
-    if NOISE_K * noise_pct > max(MAX_THRESHOLD_PCT, floor_pct):
+    # past both the cap and the floor makes a verdict meaningless. Unless even the
+    # closest run pair is apart by more than the floor: then no noise explains it.
+    closest = min(abs(d) for d in diffs)
+    separated = (all(d > 0 for d in diffs) or all(d < 0 for d in diffs)) \
+        and closest > math.log1p(floor_pct / 100)
+    noisy = NOISE_K * noise_pct > max(MAX_THRESHOLD_PCT, floor_pct)
+    if noisy and not separated:
         return verdict(
             Kind.INCONCLUSIVE,
             f"run-to-run noise of {noise_pct:.1f}% puts the threshold above "
             f"{max(MAX_THRESHOLD_PCT, floor_pct):g}%: too noisy to decide",
             **numbers,
         )
+    if noisy:
+        threshold_pct = numbers["threshold_pct"] = floor_pct
     if abs(worse_pct) <= threshold_pct:
         return verdict(
             Kind.NO_CHANGE,
@@ -293,6 +302,14 @@ def judge(
             **numbers,
         )
     kind = Kind.REGRESSION if worse_pct > 0 else Kind.IMPROVEMENT
+    if noisy:
+        return verdict(
+            kind,
+            f"{word} by {abs(shift_pct):.1f}% (shift): every run pair {word} by more than "
+            f"the {floor_pct:g}% floor ({math.expm1(closest) * 100:.1f}% at the closest), "
+            f"which no run-to-run noise ({noise_pct:.1f}%) explains",
+            **numbers,
+        )
     return verdict(
         kind,
         f"{word} by {abs(shift_pct):.1f}% (shift), beyond the {threshold_pct:.1f}% "

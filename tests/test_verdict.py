@@ -353,3 +353,17 @@ def test_judge_all_groups_the_baseline_by_server_start() -> None:
         [Kind.INCONCLUSIVE]
     with pytest.raises(ValueError, match="names 3 repetitions"):
         judge_all(base, cand, baseline_servers=[0, 0, 1])
+
+
+def test_noisy_runs_all_apart_by_more_than_the_floor_still_decide() -> None:
+    # Like the nobind burst of a fresh-clone run: wild runs on both sides, yet every
+    # candidate run is more than 30% below every baseline run.
+    base, cand = [29.0, 45.0, 60.0, 33.0, 52.0], [21.7, 4.5, 11.8]
+    v = judge("request_throughput", base, cand, floor_pct=30.0)
+    assert v.kind is Kind.REGRESSION and v.fails
+    assert v.noise_pct > 30.0 and v.threshold_pct == 30.0
+    assert "every run pair worse by more than the 30% floor" in v.reason
+    # One candidate run inside the floor's reach: noise decides, as before.
+    assert judge("request_throughput", base, [21.7, 4.5, 26.0],
+                 floor_pct=30.0).kind is Kind.INCONCLUSIVE
+    assert judge("request_throughput", cand, base, floor_pct=30.0).kind is Kind.IMPROVEMENT
