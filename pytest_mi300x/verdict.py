@@ -44,7 +44,7 @@ import enum
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pytest_mi300x.metrics import METRIC_DIRECTIONS
 
@@ -372,16 +372,11 @@ def judge_band(
 def _rebase(side: Verdict, flat: Sequence[float], medians: Sequence[float], prefix: str,
             kind: Kind | None = None) -> Verdict:
     """A verdict judged against one server start, reported against the whole baseline."""
-    base = tuple(flat)
-    base_median = _median(base)
-    return Verdict(
-        metric=side.metric, kind=kind or side.kind, gated=side.gated, direction=side.direction,
-        baseline=base, candidate=side.candidate, baseline_median=base_median,
-        candidate_median=side.candidate_median,
-        change_pct=_change(base_median, side.candidate_median),
-        threshold_pct=side.threshold_pct, reason=prefix + side.reason,
-        shift_pct=side.shift_pct, noise_pct=side.noise_pct, floor_pct=side.floor_pct,
-        server_medians=tuple(medians))
+    base_median = _median(flat)
+    return replace(side, kind=kind or side.kind, baseline=tuple(flat),
+                   baseline_median=base_median,
+                   change_pct=_change(base_median, side.candidate_median),
+                   reason=prefix + side.reason, server_medians=tuple(medians))
 
 
 def _column(reps: Sequence[Mapping[str, float]], metric: str) -> list[float]:
