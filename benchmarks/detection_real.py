@@ -43,10 +43,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_mi300x.hosts import CPU_HOST, sent_as_burst
-from pytest_mi300x.metrics import METRIC_DIRECTIONS
-from pytest_mi300x.results import read_results
-from pytest_mi300x.verdict import DEFAULT_FLOOR_PCT, GATED_METRICS, Kind, judge_band
+from pytest_mi300x.hosts.profile import CPU_HOST, sent_as_burst
+from pytest_mi300x.judge.verdict import DEFAULT_FLOOR_PCT, GATED_METRICS, Kind, judge_band
+from pytest_mi300x.load.figures import METRIC_DIRECTIONS
+from pytest_mi300x.results.files import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_REPS, CAND_REPS = 5, 3

@@ -1,4 +1,4 @@
-"""Monte Carlo of `pytest_mi300x.verdict.judge`: false alarms and catch rates.
+"""Monte Carlo of `pytest_mi300x.judge.verdict.judge`: false alarms and catch rates.
 
 Draws 5 baseline and 3 candidate runs per trial (seeded numpy), makes the
 candidate worse by 0%, 5%, 10% or 20% (latency x (1 + p), throughput
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pytest_mi300x.verdict import DEFAULT_FLOOR_PCT, MAD_TO_SD, NOISE_K, Kind, judge
+from pytest_mi300x.judge.verdict import DEFAULT_FLOOR_PCT, MAD_TO_SD, NOISE_K, Kind, judge
 
 N_BASE, N_CAND = 5, 3
 CVS = (0.02, 0.03, 0.04)

@@ -2,7 +2,7 @@
 
 Same stub (TEST DOUBLE, own process, known delays), same prompts and
 concurrency: completed requests/s, client CPU seconds per request and median
-TTFT error for (1) pytest_mi300x.loadgen (aiohttp, SSE split by hand) and
+TTFT error for (1) pytest_mi300x.load.client (aiohttp, SSE split by hand) and
 (2) openai.AsyncOpenAI().completions.create(stream=True). The hot path is
 chosen by these numbers.
 
@@ -20,8 +20,8 @@ import time
 import openai
 from stubbench import SERVED, stub_process, stub_requests
 
-from pytest_mi300x.loadgen import run_load_sync
-from pytest_mi300x.metrics import compute_figures
+from pytest_mi300x.load.client import run_load_sync
+from pytest_mi300x.load.figures import compute_figures
 from pytest_mi300x.workload.arrivals import Arrivals
 
 

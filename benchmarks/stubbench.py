@@ -19,7 +19,7 @@ from typing import Any
 
 from pytest_mi300x.engines.provision import EngineEnvironment
 from pytest_mi300x.engines.tiny_model import ensure_tiny_model
-from pytest_mi300x.settings import DEFAULT_VLLM_BUILD
+from pytest_mi300x.plugin.settings import DEFAULT_VLLM_BUILD
 from pytest_mi300x.workload.datasets import PromptRequest
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from pytest_mi300x.flags import DEFAULT_FLAGS, FlagSet, flag_sets  # noqa: E402
-from pytest_mi300x.measure import Workload  # noqa: E402
+from pytest_mi300x.engines.flags import DEFAULT_FLAGS, FlagSet, flag_sets  # noqa: E402
+from pytest_mi300x.load.measurer import Workload  # noqa: E402
 from pytest_mi300x.workload.arrivals import Arrivals  # noqa: E402
 from pytest_mi300x.workload.datasets import RandomDataset  # noqa: E402
 from pytest_mi300x.workload.jsonl import JsonlDataset  # noqa: E402

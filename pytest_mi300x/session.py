@@ -10,20 +10,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_mi300x import gpus
-from pytest_mi300x.baselines import BaselineStore
 from pytest_mi300x.engines.base import Engine, LaunchSpec
 from pytest_mi300x.engines.builds import ResolvedBuild, resolve_gpu_build
+from pytest_mi300x.engines.flags import FlagSet
 from pytest_mi300x.engines.provision import EngineEnvironment, EngineInstall
 from pytest_mi300x.engines.tiny_model import ensure_tiny_model, read_local_vocab
 from pytest_mi300x.engines.vllm import VLLMEngine
-from pytest_mi300x.flags import FlagSet
-from pytest_mi300x.gate import Gate
-from pytest_mi300x.gpu_telemetry import GpuTelemetry
-from pytest_mi300x.hosts import TINY_MODEL, HostConfigError, HostProfile
-from pytest_mi300x.leases import GpuLease, lock_dir_from_env, others_waiting, sweep_orphans
-from pytest_mi300x.pool import RunningServer, ServerPool
-from pytest_mi300x.settings import Settings
+from pytest_mi300x.gpus import discovery as gpus
+from pytest_mi300x.gpus.leases import GpuLease, lock_dir_from_env, others_waiting, sweep_orphans
+from pytest_mi300x.hosts.profile import TINY_MODEL, HostConfigError, HostProfile
+from pytest_mi300x.judge.baselines import BaselineStore
+from pytest_mi300x.judge.gate import Gate
+from pytest_mi300x.plugin.settings import Settings
+from pytest_mi300x.servers.pool import RunningServer, ServerPool
+from pytest_mi300x.telemetry.gpu import GpuTelemetry
 
 TP_FLAG = "tensor_parallel_size"
 

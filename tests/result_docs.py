@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pytest_mi300x.results import SCHEMA, result_path, write_json_atomic
+from pytest_mi300x.results.files import SCHEMA, result_path, write_json_atomic
 
 FINGERPRINT = {"cpu_model": "Xeon", "cpu_count": 2, "machine": "x86_64", "hostname": "a"}
 

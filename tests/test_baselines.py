@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from pytest_mi300x import cli
-from pytest_mi300x.baselines import (
+from pytest_mi300x.judge.baselines import (
     BASELINE_PROPERTY,
     Baseline,
     BaselineError,
@@ -17,7 +17,7 @@ from pytest_mi300x.baselines import (
     comparability,
     describe_change,
 )
-from pytest_mi300x.gate import Gate
+from pytest_mi300x.judge.gate import Gate
 
 NODE = "suites/test_headline.py::test_headline_rates[chunked-prefill-off-qps-16]"
 

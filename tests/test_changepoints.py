@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pytest_mi300x.changepoints import find_change_points
+from pytest_mi300x.judge.changepoints import find_change_points
 
 
 def noisy(n: int, cv: float, seed: int) -> np.ndarray:

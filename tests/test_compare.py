@@ -4,8 +4,8 @@ import io
 from pathlib import Path
 
 from pytest_mi300x.cli import main
-from pytest_mi300x.compare import compare_folders
-from pytest_mi300x.results import SCHEMA, result_path, write_json_atomic
+from pytest_mi300x.judge.compare import compare_folders
+from pytest_mi300x.results.files import SCHEMA, result_path, write_json_atomic
 
 FP = {"cpu_model": "Xeon", "cpu_count": 2, "machine": "x86_64", "hostname": "a"}
 

@@ -89,7 +89,7 @@ def test_killed_server_errors_with_log_tail_and_next_test_gets_a_new_one(
         pytester: pytest.Pytester) -> None:
     pytester.makeconftest("""
 import pytest
-from pytest_mi300x.stash import SERVER_KEY
+from pytest_mi300x.plugin.stash import SERVER_KEY
 
 @pytest.fixture(autouse=True)
 def _record_pgid(request):

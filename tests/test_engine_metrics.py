@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mi300x.engine_metrics import (
+from pytest_mi300x.telemetry.engine import (
     TGI_SERIES,
     VLLM_SERIES,
     TelemetrySampler,
@@ -74,7 +74,7 @@ def test_sampling_parses_only_the_gauges_it_needs() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        from pytest_mi300x.engine_metrics import scrape
+        from pytest_mi300x.telemetry.engine import scrape
         url = f"http://127.0.0.1:{server.server_address[1]}"
         assert scrape(url, only=("kv_cache_usage", "running", "waiting")) == {
             "kv_cache_usage": 0.0, "running": 0.0, "waiting": 0.0}

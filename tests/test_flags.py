@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_mi300x.engines.flags import FlagSet, flag_sets
 from pytest_mi300x.engines.vllm import REMOVED_FLAGS, VLLMEngine
-from pytest_mi300x.flags import FlagSet, flag_sets
-from pytest_mi300x.settings import parse_engine_env
+from pytest_mi300x.plugin.settings import parse_engine_env
 
 
 def test_mapping_becomes_command_line() -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mi300x.baselines import Baseline, BaselineStore, comparability
-from pytest_mi300x.gate import Gate, MissingBaseline, PerfRegression, evaluate
+from pytest_mi300x.judge.baselines import Baseline, BaselineStore, comparability
+from pytest_mi300x.judge.gate import Gate, MissingBaseline, PerfRegression, evaluate
 
 NODE = "suites/test_x.py::test_rate[qps-16]"
 FP = {"cpu_model": "Xeon", "cpu_count": 2, "machine": "x86_64"}

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mi300x import gpus
-from pytest_mi300x.gpu_telemetry import (
+from pytest_mi300x.gpus import discovery as gpus
+from pytest_mi300x.gpus.discovery import GpuSample, GpuToolError
+from pytest_mi300x.telemetry.gpu import (
     GpuTelemetry,
     ThrottleWarning,
     numa_balancing,
     throttle_reason,
     warn_if_throttled,
 )
-from pytest_mi300x.gpus import GpuSample, GpuToolError
 
 DATA = Path(__file__).parent / "data" / "smi"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mi300x import gpus
-from pytest_mi300x.gpus import GpuToolError, GpuUnreachable
+from pytest_mi300x.gpus import discovery as gpus
+from pytest_mi300x.gpus.discovery import GpuToolError, GpuUnreachable
 
 DATA = Path(__file__).parent / "data" / "smi"
 

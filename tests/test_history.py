@@ -4,9 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mi300x.changepoints import find_change_points_within
 from pytest_mi300x.cli import main
-from pytest_mi300x.history import HistoryError, HistoryStore, entry_from_result, setup_breaks
+from pytest_mi300x.judge.changepoints import find_change_points_within
+from pytest_mi300x.results.history import (
+    HistoryError,
+    HistoryStore,
+    entry_from_result,
+    setup_breaks,
+)
 from tests.result_docs import result_doc
 
 

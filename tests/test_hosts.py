@@ -5,7 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mi300x.hosts import CPU_HOST, TINY_MODEL, HostConfigError, load_hosts, select_host
+from pytest_mi300x.hosts.profile import (
+    CPU_HOST,
+    TINY_MODEL,
+    HostConfigError,
+    load_hosts,
+    select_host,
+)
 
 GOOD = """
 [hosts.mi300x-01]
@@ -110,9 +116,9 @@ def test_floors_come_from_the_host_profile(tmp_path: Path) -> None:
 
 
 def test_cases_this_host_cannot_run_say_they_run_on_the_gpu_host(tmp_path: Path) -> None:
-    from pytest_mi300x.flags import FlagSet
+    from pytest_mi300x.engines.flags import FlagSet
+    from pytest_mi300x.plugin.settings import Settings
     from pytest_mi300x.session import PerfSession
-    from pytest_mi300x.settings import Settings
 
     settings = Settings(gpu_host="cpu", hosts_file=None, vllm_build="x", engine_env=(),
                         engine_args=(), results_dir=None, cache_dir=None, run_id="r")

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mi300x import gpus
-from pytest_mi300x.leases import GpuLease, LeaseError, visibility_env
+from pytest_mi300x.gpus import discovery as gpus
+from pytest_mi300x.gpus.leases import GpuLease, LeaseError, visibility_env
 
 pytest_plugins = ["pytester"]
 
@@ -106,8 +106,8 @@ def test_a_killed_holder_frees_its_gpu_and_its_orphan_server_is_stopped(fake_gpu
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import subprocess, sys, time
         sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
-        from pytest_mi300x import gpus
-        from pytest_mi300x.leases import GpuLease
+        from pytest_mi300x.gpus import discovery as gpus
+        from pytest_mi300x.gpus.leases import GpuLease
         from pathlib import Path
         lease = GpuLease(2, accelerator="mi300x", inventory=lambda: gpus.discover("mi300x"),
                          lock_dir=Path({str(fake_gpus / 'locks')!r}), label="victim")

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from pytest_mi300x.hosts import CPU_HOST, WorkloadScale
-from pytest_mi300x.measure import Workload
+from pytest_mi300x.hosts.profile import CPU_HOST, WorkloadScale
+from pytest_mi300x.load.measurer import Workload
 from pytest_mi300x.workload.arrivals import Arrivals
 from pytest_mi300x.workload.datasets import RandomDataset
 

@@ -6,8 +6,8 @@ import io
 from pathlib import Path
 
 from pytest_mi300x.cli import main
-from pytest_mi300x.merge import merge_folders
-from pytest_mi300x.results import SCHEMA, result_path, write_json_atomic
+from pytest_mi300x.reporting.merge import merge_folders
+from pytest_mi300x.results.files import SCHEMA, result_path, write_json_atomic
 
 
 def result(folder: Path, test: str, host: str, ttft: list[float]) -> None:

@@ -120,7 +120,7 @@ def test_figures_reach_the_junit_xml_as_properties(pytester: pytest.Pytester) ->
     # A stand-in measurer: what is under test is the hook's hand-off to junitxml.
     pytester.makeconftest("""
         import pytest
-        from pytest_mi300x.stash import MEASURER_KEY
+        from pytest_mi300x.plugin.stash import MEASURER_KEY
 
         class Measured:
             results = [type("Result", (), {"outcome": None})()]

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from pytest_mi300x.engines.base import LaunchSpec
-from pytest_mi300x.flags import DEFAULT_FLAGS, FlagSet
-from pytest_mi300x.pool import ServerPool
-from pytest_mi300x.server import ServerError, ServerExited
+from pytest_mi300x.engines.flags import DEFAULT_FLAGS, FlagSet
+from pytest_mi300x.servers.pool import ServerPool
+from pytest_mi300x.servers.process import ServerError, ServerExited
 
 DOUBLE = Path(__file__).parent / "doubles" / "lifecycle_server.py"
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mi300x.report import gate_cell, summary_table
+from pytest_mi300x.reporting.terminal import gate_cell, summary_table
 
 
 def test_table_has_a_row_per_test_with_figures_and_validity() -> None:

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from pytest_mi300x.cli import main
-from pytest_mi300x.history import HistoryStore, entry_from_result
-from pytest_mi300x.report import verdict_table
-from pytest_mi300x.report_files import collect, publish, render_html, render_markdown
-from pytest_mi300x.verdict import judge_all
+from pytest_mi300x.judge.verdict import judge_all
+from pytest_mi300x.reporting.report import collect, publish, render_html, render_markdown
+from pytest_mi300x.reporting.terminal import verdict_table
+from pytest_mi300x.results.history import HistoryStore, entry_from_result
 from tests.result_docs import result_doc, write_doc
 
 A, B = "suites/t.py::test_a[qps-16]", "suites/t.py::test_b[qps-1000]"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mi300x.server import (
+from pytest_mi300x.servers.process import (
     ServerExited,
     ServerProcess,
     ServerStartTimeout,

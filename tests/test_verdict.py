@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pytest_mi300x.metrics import METRIC_DIRECTIONS
-from pytest_mi300x.verdict import (
+from pytest_mi300x.judge.verdict import (
     DEFAULT_FLOOR_PCT,
     GATED_METRICS,
     MAD_TO_SD,
@@ -22,6 +21,7 @@ from pytest_mi300x.verdict import (
     judge_all,
     judge_band,
 )
+from pytest_mi300x.load.figures import METRIC_DIRECTIONS
 
 STEADY = [100.0, 101.0, 99.0, 100.5, 99.5]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_mi300x.hosts import WorkloadScale
+from pytest_mi300x.hosts.profile import WorkloadScale
 from pytest_mi300x.workload.jsonl import JsonlDataset
 from pytest_mi300x.workload.prefix import SharedPrefixDataset
 from pytest_mi300x.workload.sharegpt import (

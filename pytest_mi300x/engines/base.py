@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pytest_mi300x.flags import FlagSet
+from pytest_mi300x.engines.flags import FlagSet
 
 
 @dataclass(frozen=True)

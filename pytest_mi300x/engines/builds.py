@@ -13,7 +13,7 @@ from pytest_mi300x.engines.docker import DOCKER_PREFIX, Dockerized, Run, _docker
 from pytest_mi300x.engines.provision import EngineEnvironment, ProvisionError
 from pytest_mi300x.engines.tgi import TGIEngine
 from pytest_mi300x.engines.vllm import VLLMEngine
-from pytest_mi300x.hosts import HostConfigError, HostProfile
+from pytest_mi300x.hosts.profile import HostConfigError, HostProfile
 
 VERSION_ARGV = {
     "vllm": ("python3", "-c", "import vllm; print(vllm.__version__)"),

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pytest_mi300x.engines.base import Engine, LaunchSpec
-from pytest_mi300x.flags import FlagSet
-from pytest_mi300x.gpus import vendor
+from pytest_mi300x.engines.flags import FlagSet
+from pytest_mi300x.gpus.discovery import vendor
 
 ROCM_DEVICE_ARGS = ("--device", "/dev/kfd", "--device", "/dev/dri", "--group-add", "video",
                     "--ipc=host", "--security-opt", "seccomp=unconfined",

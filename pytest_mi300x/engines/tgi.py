@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pytest_mi300x.engines.base import LaunchSpec
-from pytest_mi300x.flags import FlagSet, cli_name
-from pytest_mi300x.httpget import get_json
-from pytest_mi300x.server import free_port
+from pytest_mi300x.engines.flags import FlagSet, cli_name
+from pytest_mi300x.servers.http import get_json
+from pytest_mi300x.servers.process import free_port
 
 SECRET_ENV = "API_KEY"
 """TGI reads ``--api-key`` from this env var: the key stays off the command line."""

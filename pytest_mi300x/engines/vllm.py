@@ -10,8 +10,8 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from pytest_mi300x.engines.base import LaunchSpec
-from pytest_mi300x.flags import FlagSet
-from pytest_mi300x.httpget import get_json
+from pytest_mi300x.engines.flags import FlagSet
+from pytest_mi300x.servers.http import get_json
 
 
 @dataclass(frozen=True)

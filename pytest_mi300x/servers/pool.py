@@ -15,8 +15,14 @@ from typing import Any
 import openai
 
 from pytest_mi300x.engines.base import Engine, LaunchSpec
-from pytest_mi300x.leases import GpuLease
-from pytest_mi300x.server import ServerError, ServerExited, ServerProcess, free_port, redact_env
+from pytest_mi300x.gpus.leases import GpuLease
+from pytest_mi300x.servers.process import (
+    ServerError,
+    ServerExited,
+    ServerProcess,
+    free_port,
+    redact_env,
+)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from pytest_mi300x.results import write_json_atomic
+from pytest_mi300x.results.files import write_json_atomic
 
 SCHEMA = "pytest-mi300x/baseline/1"
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from pytest_mi300x.baselines import BaselineWriter
-from pytest_mi300x.measure import Measurer
-from pytest_mi300x.pool import RunningServer
+from pytest_mi300x.judge.baselines import BaselineWriter
+from pytest_mi300x.load.measurer import Measurer
+from pytest_mi300x.servers.pool import RunningServer
 from pytest_mi300x.session import PerfSession
 
 SESSION_KEY = pytest.StashKey[PerfSession]()

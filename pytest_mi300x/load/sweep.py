@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_mi300x.metrics import check_slos
+from pytest_mi300x.load.figures import check_slos
 
 # DistServe's SLO attainment: the share of requests meeting every SLO.
 DEFAULT_ATTAINMENT = 0.9

@@ -7,8 +7,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pytest_mi300x.changepoints import ChangePoint
-from pytest_mi300x.history import Point, setup_breaks
+from pytest_mi300x.judge.changepoints import ChangePoint
+from pytest_mi300x.results.history import Point, setup_breaks
 
 BAR_METRICS = ("request_throughput", "output_throughput", "median_ttft_ms", "median_tpot_ms",
                "median_itl_ms", "median_e2el_ms")

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from pytest_mi300x.measure import SUMMARY_PROPERTY
-from pytest_mi300x.verdict import GATED_METRICS
+from pytest_mi300x.judge.verdict import GATED_METRICS
+from pytest_mi300x.load.measurer import SUMMARY_PROPERTY
 
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("request_throughput", "req/s", "{:.2f}"),

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from pytest_mi300x.results import SCHEMA, read_results
+from pytest_mi300x.results.files import SCHEMA, read_results
 
 SUMMARY = "summary.md"
 _FIGURES = ("request_throughput", "output_throughput", "median_ttft_ms", "mean_tpot_ms")

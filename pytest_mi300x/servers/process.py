@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from pytest_mi300x.httpget import get_status
+from pytest_mi300x.servers.http import get_status
 
 LOG_TAIL_LINES = 200
 _SECRET_NAME = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD|CREDENTIAL)", re.IGNORECASE)

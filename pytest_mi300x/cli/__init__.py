@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pytest_mi300x import __version__
-from pytest_mi300x.settings import DEFAULT_VLLM_BUILD
+from pytest_mi300x.plugin.settings import DEFAULT_VLLM_BUILD
 
 DEFAULT_SERVER_STARTS = 3
 """Server starts per refreshed baseline. A regression must then be past the worst of three
@@ -118,7 +118,7 @@ def _refresh(pytest_args: list[str]) -> int:
 
 
 def _show(root: Path) -> int:
-    from pytest_mi300x.baselines import BaselineError, BaselineStore
+    from pytest_mi300x.judge.baselines import BaselineError, BaselineStore
 
     try:
         stored = BaselineStore(root).all()
@@ -144,9 +144,9 @@ def _show(root: Path) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    from pytest_mi300x.changepoints import find_change_points_within
-    from pytest_mi300x.history import HistoryError, HistoryStore, setup_breaks, setup_of
-    from pytest_mi300x.verdict import fingerprint_diff
+    from pytest_mi300x.judge.changepoints import find_change_points_within
+    from pytest_mi300x.judge.verdict import fingerprint_diff
+    from pytest_mi300x.results.history import HistoryError, HistoryStore, setup_breaks, setup_of
 
     store = HistoryStore(args.history_file)
     try:
@@ -181,9 +181,9 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from pytest_mi300x.history import HistoryStore
-    from pytest_mi300x.report_files import collect, outcome_from_result, write_reports
-    from pytest_mi300x.results import read_results
+    from pytest_mi300x.reporting.report import collect, outcome_from_result, write_reports
+    from pytest_mi300x.results.files import read_results
+    from pytest_mi300x.results.history import HistoryStore
 
     docs = read_results(args.results) if args.results.is_dir() else []
     if not docs:
@@ -217,11 +217,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _refresh(args.pytest_args) if args.action == "refresh" else _show(
             args.baselines_dir)
     if args.command == "merge":
-        from pytest_mi300x.merge import merge_folders
+        from pytest_mi300x.reporting.merge import merge_folders
 
         return merge_folders(args.out, args.sources)
     if args.command == "compare":
-        from pytest_mi300x.compare import compare_folders
+        from pytest_mi300x.judge.compare import compare_folders
 
         return compare_folders(args.baseline, args.candidate)
     if args.command == "history":

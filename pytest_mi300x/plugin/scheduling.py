@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pytest_mi300x.results import write_json_atomic
+from pytest_mi300x.results.files import write_json_atomic
 
 GROUPS_FILE = ".xdist-groups.json"
 

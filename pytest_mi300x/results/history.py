@@ -17,7 +17,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from pytest_mi300x.baselines import BUILD_KEYS, comparability
+from pytest_mi300x.judge.baselines import BUILD_KEYS, comparability
 
 SCHEMA = "pytest-mi300x/history/1"
 

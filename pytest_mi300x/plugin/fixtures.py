@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from pytest_mi300x.flags import DEFAULT_FLAGS, FlagSet
-from pytest_mi300x.measure import Measurer
-from pytest_mi300x.pool import RunningServer
+from pytest_mi300x.engines.flags import DEFAULT_FLAGS, FlagSet
+from pytest_mi300x.load.measurer import Measurer
+from pytest_mi300x.plugin.scheduling import strip_group
+from pytest_mi300x.plugin.stash import MEASURER_KEY, SERVER_KEY, SESSION_KEY
+from pytest_mi300x.servers.pool import RunningServer
 from pytest_mi300x.session import PerfSession
-from pytest_mi300x.sharding import strip_group
-from pytest_mi300x.stash import MEASURER_KEY, SERVER_KEY, SESSION_KEY
 from pytest_mi300x.workload.datasets import Dataset
 from pytest_mi300x.workload.sharegpt import ShareGPTDataset, SyntheticShareGPT
 from pytest_mi300x.workload.tokenizer import ServedTokenizer

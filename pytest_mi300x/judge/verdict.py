@@ -46,7 +46,7 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from pytest_mi300x.metrics import METRIC_DIRECTIONS
+from pytest_mi300x.load.figures import METRIC_DIRECTIONS
 
 _THROUGHPUTS = ("request_throughput", "output_throughput", "total_token_throughput")
 _LATENCIES = ("ttft", "tpot", "itl", "e2el")

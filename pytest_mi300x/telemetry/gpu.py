@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_mi300x import gpus
-from pytest_mi300x.gpus import GpuSample, GpuToolError
+from pytest_mi300x.gpus import discovery as gpus
+from pytest_mi300x.gpus.discovery import GpuSample, GpuToolError
 
 NUMA_BALANCING = Path("/proc/sys/kernel/numa_balancing")
 CLOCK_DROP = 0.80

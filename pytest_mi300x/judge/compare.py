@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pytest_mi300x import verdict
-from pytest_mi300x.baselines import BUILD_KEYS, comparability
-from pytest_mi300x.hosts import sent_as_burst
-from pytest_mi300x.results import read_results
+from pytest_mi300x.hosts.profile import sent_as_burst
+from pytest_mi300x.judge import verdict
+from pytest_mi300x.judge.baselines import BUILD_KEYS, comparability
+from pytest_mi300x.results.files import read_results
 
 
 def _by_test(folder: Path) -> dict[str, dict[str, Any]]:

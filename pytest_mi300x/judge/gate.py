@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_mi300x import verdict
-from pytest_mi300x.baselines import BUILD_KEYS, Baseline, BaselineStore, comparability
-from pytest_mi300x.hosts import sent_as_burst
+from pytest_mi300x.hosts.profile import sent_as_burst
+from pytest_mi300x.judge import verdict
+from pytest_mi300x.judge.baselines import BUILD_KEYS, Baseline, BaselineStore, comparability
 
 
 class PerfRegression(AssertionError):

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_mi300x import plots
-from pytest_mi300x.changepoints import find_change_points_within
-from pytest_mi300x.history import HistoryStore, Point, entry_from_result, setup_breaks
-from pytest_mi300x.report import VERDICT_HEADER, fmt_number, verdict_rows
-from pytest_mi300x.results import read_results
+from pytest_mi300x.judge.changepoints import find_change_points_within
+from pytest_mi300x.reporting import plots
+from pytest_mi300x.reporting.terminal import VERDICT_HEADER, fmt_number, verdict_rows
+from pytest_mi300x.results.files import read_results
+from pytest_mi300x.results.history import HistoryStore, Point, entry_from_result, setup_breaks
 
 FIGURE_COLUMNS = (("request_throughput", "req/s", "{:.2f}"),
                   ("output_throughput", "out tok/s", "{:.1f}"),

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from pytest_mi300x.loadgen import LoadRun, RequestRecord
+from pytest_mi300x.load.client import LoadRun, RequestRecord
 
 _LATENCIES = ("ttft", "tpot", "itl", "e2el")
 _THROUGHPUTS = ("request_throughput", "output_throughput", "total_token_throughput")

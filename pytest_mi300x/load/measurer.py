@@ -12,14 +12,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pytest_mi300x import gpu_telemetry, metrics, provenance
-from pytest_mi300x.engine_metrics import TelemetrySampler
-from pytest_mi300x.gate import Gate, GateOutcome, evaluate
-from pytest_mi300x.hosts import HostProfile, WorkloadScale
-from pytest_mi300x.httpget import post_json
-from pytest_mi300x.loadgen import LoadRun, run_load_sync
-from pytest_mi300x.pool import RunningServer
-from pytest_mi300x.results import SCHEMA, result_path, write_json_atomic
+from pytest_mi300x.hosts import fingerprint as provenance
+from pytest_mi300x.hosts.profile import HostProfile, WorkloadScale
+from pytest_mi300x.judge.gate import Gate, GateOutcome, evaluate
+from pytest_mi300x.load import figures as metrics
+from pytest_mi300x.load.client import LoadRun, run_load_sync
+from pytest_mi300x.results.files import SCHEMA, result_path, write_json_atomic
+from pytest_mi300x.servers.http import post_json
+from pytest_mi300x.servers.pool import RunningServer
+from pytest_mi300x.telemetry import gpu as gpu_telemetry
+from pytest_mi300x.telemetry.engine import TelemetrySampler
 from pytest_mi300x.workload.arrivals import Arrivals
 from pytest_mi300x.workload.datasets import Dataset, Tokenizer
 from pytest_mi300x.workload.tokenizer import for_chat

@@ -15,15 +15,12 @@ from typing import Any
 
 import pytest
 
-from pytest_mi300x import fixtures, settings, sharding
-from pytest_mi300x.baselines import BASELINE_PROPERTY, BaselineWriter
-from pytest_mi300x.history import HistoryError, HistoryStore
-from pytest_mi300x.hosts import HostConfigError, HostProfile, select_host
-from pytest_mi300x.measure import SUMMARY_PROPERTY
-from pytest_mi300x.report import SummaryCollector, summary_table, verdict_table
-from pytest_mi300x.report_files import publish
-from pytest_mi300x.session import PerfSession
-from pytest_mi300x.stash import (
+from pytest_mi300x.hosts.profile import HostConfigError, HostProfile, select_host
+from pytest_mi300x.judge.baselines import BASELINE_PROPERTY, BaselineWriter
+from pytest_mi300x.load.measurer import SUMMARY_PROPERTY
+from pytest_mi300x.plugin import fixtures, settings
+from pytest_mi300x.plugin import scheduling as sharding
+from pytest_mi300x.plugin.stash import (
     MEASURER_KEY,
     OUTCOMES_KEY,
     REPORTS_KEY,
@@ -32,6 +29,10 @@ from pytest_mi300x.stash import (
     SUMMARIES_KEY,
     WRITER_KEY,
 )
+from pytest_mi300x.reporting.report import publish
+from pytest_mi300x.reporting.terminal import SummaryCollector, summary_table, verdict_table
+from pytest_mi300x.results.history import HistoryError, HistoryStore
+from pytest_mi300x.session import PerfSession
 
 RUN_ID_INPUT = "mi300x_run_id"
 

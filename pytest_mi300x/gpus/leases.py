@@ -24,7 +24,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from pytest_mi300x.gpus import Inventory, vendor
+from pytest_mi300x.gpus.discovery import Inventory, vendor
 
 DEFAULT_LOCK_DIR = Path("/tmp/pytest-mi300x-gpu-locks")
 LOCK_DIR_ENV = "PYTEST_MI300X_LOCK_DIR"
