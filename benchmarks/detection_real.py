@@ -43,10 +43,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_mi300x.hosts.profile import CPU_HOST, sent_as_burst
+from pytest_mi300x.hosts.cpu import CPU_HOST
 from pytest_mi300x.judge.verdict import DEFAULT_FLOOR_PCT, GATED_METRICS, Kind, judge_band
 from pytest_mi300x.load.figures import METRIC_DIRECTIONS
 from pytest_mi300x.results.files import read_results
+from pytest_mi300x.results.stack import sent_as_burst
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_REPS, CAND_REPS = 5, 3

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pytest_mi300x.config import DEFAULT_VLLM_BUILD
 from pytest_mi300x.engines.provision import EngineEnvironment
 from pytest_mi300x.engines.tiny_model import ensure_tiny_model
-from pytest_mi300x.plugin.settings import DEFAULT_VLLM_BUILD
 from pytest_mi300x.workload.datasets import PromptRequest
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,15 +26,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pytest_mi300x.config import DEFAULT_VLLM_BUILD
 from pytest_mi300x.engines.base import LaunchSpec
 from pytest_mi300x.engines.flags import DEFAULT_FLAGS
 from pytest_mi300x.engines.provision import EngineEnvironment
 from pytest_mi300x.engines.tiny_model import ensure_tiny_model
 from pytest_mi300x.engines.vllm import VLLMEngine
-from pytest_mi300x.hosts.profile import CPU_HOST
+from pytest_mi300x.hosts.cpu import CPU_HOST
 from pytest_mi300x.load.client import run_load_sync
 from pytest_mi300x.load.figures import compute_figures
-from pytest_mi300x.plugin.settings import DEFAULT_VLLM_BUILD
 from pytest_mi300x.servers.process import ServerProcess, free_port
 from pytest_mi300x.telemetry.engine import TelemetrySampler
 from pytest_mi300x.workload.arrivals import Arrivals

@@ -1,27 +1,32 @@
-"""The plugin's per-session state: settings, host, engine install and server pool."""
+"""The per-process session: settings, host, engine builds, models and the server pool.
+
+A context manager that works without pytest: ``with PerfSession(settings, host, dir) as s:
+server = s.server("vllm", "llama-3.1-70b", DEFAULT_FLAGS)``; leaving it stops every server
+and frees every GPU lease it took.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
-from pytest_mi300x.engines.base import Engine, LaunchSpec
-from pytest_mi300x.engines.builds import ResolvedBuild, resolve_gpu_build
+from pytest_mi300x.config import Settings
+from pytest_mi300x.engines.base import BuiltEngine, Engine, EngineKind, LaunchSpec
+from pytest_mi300x.engines.builds import resolve_gpu_build
 from pytest_mi300x.engines.flags import FlagSet
-from pytest_mi300x.engines.provision import EngineEnvironment, EngineInstall
+from pytest_mi300x.engines.registry import UnknownEngine, kind
 from pytest_mi300x.engines.tiny_model import ensure_tiny_model, read_local_vocab
-from pytest_mi300x.engines.vllm import VLLMEngine
 from pytest_mi300x.gpus import discovery as gpus
 from pytest_mi300x.gpus.leases import GpuLease, lock_dir_from_env, others_waiting, sweep_orphans
 from pytest_mi300x.hosts.profile import TINY_MODEL, HostConfigError, HostProfile
 from pytest_mi300x.judge.baselines import BaselineStore
 from pytest_mi300x.judge.gate import Gate
-from pytest_mi300x.plugin.settings import Settings
+from pytest_mi300x.progress import Progress, to_stderr
 from pytest_mi300x.servers.pool import RunningServer, ServerPool
 from pytest_mi300x.telemetry.gpu import GpuTelemetry
 
@@ -40,10 +45,6 @@ def gpus_needed(flag_set: FlagSet, host: HostProfile) -> int:
         if key == TP_FLAG and isinstance(value, int) and not isinstance(value, bool):
             return value
     return host.tensor_parallel
-
-
-def print_progress(line: str) -> None:
-    print(f"[pytest-mi300x] {line}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class PerfSession:
     """Lives in ``config.stash`` for one pytest process (controller or worker)."""
 
     def __init__(self, settings: Settings, host: HostProfile, results_dir: Path,
-                 progress: Callable[[str], None] = print_progress) -> None:
+                 progress: Progress = to_stderr) -> None:
         self.settings = settings
         self.progress = progress
         self.host = host
@@ -78,7 +79,7 @@ class PerfSession:
                                lease=self.lease if host.has_gpus else None,
                                others_waiting=((lambda: others_waiting(self.lock_dir))
                                                if host.has_gpus else None),
-                               engine_nice=host.engine_nice)
+                               engine_nice=host.engine_nice, progress=progress)
         self.gate = Gate(BaselineStore(settings.baselines_dir), host.name,
                          update=settings.update_baselines,
                          require=settings.require_baseline,
@@ -87,9 +88,17 @@ class PerfSession:
                          # ini floors are the user's word: they win over the host's burst ones
                          burst_floors={k: v for k, v in host.burst_floors.items()
                                        if k not in dict(settings.floors)})
-        self._install: EngineInstall | None = None
+        self._builds: dict[str, BuiltEngine] = {}
         self._models: dict[str, ServedModel] = {}
-        self._gpu_builds: dict[str, ResolvedBuild] = {}
+
+    def __enter__(self) -> PerfSession:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- the host's GPUs ---------------------------------------------------
 
     def inventory(self) -> gpus.Inventory:
         """The host's GPUs as its tools report them now."""
@@ -117,26 +126,39 @@ class PerfSession:
             return None
         return lambda: GpuTelemetry.for_gpus(self.host.accelerator, gpu_indices)
 
-    def gpu_build(self, name: str) -> ResolvedBuild:
-        if name not in self._gpu_builds:
-            raw = self.settings.vllm_build if name == "vllm" else self.settings.tgi_build
-            self._gpu_builds[name] = resolve_gpu_build(name, raw, self.host)
-        return self._gpu_builds[name]
+    # -- engines -----------------------------------------------------------
 
-    def use_build(self, name: str, build: ResolvedBuild) -> None:
+    def engine_kind(self, name: str) -> EngineKind:
+        try:
+            return kind(name)
+        except UnknownEngine as exc:
+            raise HostConfigError(str(exc)) from None
+
+    def build(self, name: str) -> BuiltEngine:
+        """The engine ``name`` as this session runs it: provisioned on the cpu host, resolved
+        from its build option on a GPU host; once per session."""
+        if name not in self._builds:
+            engine_kind = self.engine_kind(name)
+            raw = self.settings.build_for(engine_kind)
+            if self.host.has_gpus:
+                self._builds[name] = resolve_gpu_build(name, raw, self.host)
+            else:
+                self._builds[name] = engine_kind.provision(
+                    raw or "", self.settings.cache_dir, self.progress)
+        return self._builds[name]
+
+    def use_build(self, name: str, build: BuiltEngine) -> None:
         """Serve ``name`` with an already resolved build (tests, custom launchers)."""
-        self._gpu_builds[name] = build
+        self._builds[name] = build
+
+    def engine(self, name: str) -> Engine:
+        return self.build(name).engine
 
     def engine_version(self, name: str) -> str:
-        return self.gpu_build(name).version if self.host.has_gpus else self.install().version
+        return self.build(name).version
 
-    def install(self) -> EngineInstall:
-        """The engine build, provisioned on first use."""
-        if self._install is None:
-            env = EngineEnvironment(self.settings.vllm_build, self.settings.cache_dir,
-                                    progress=self.progress)
-            self._install = env.__enter__()
-        return self._install
+    def engine_description(self, name: str) -> dict[str, Any]:
+        return self.build(name).provenance
 
     def unavailable(self, engine_name: str, flag_set: FlagSet,
                     accelerators: tuple[str, ...] = ()) -> str | None:
@@ -145,35 +167,27 @@ class PerfSession:
         if accelerators and host.accelerator not in accelerators:
             return (f"runs on the GPU host: needs {' or '.join(accelerators)}; "
                     f"host {host.name!r} is {host.accelerator}")
-        tp = dict(flag_set.flags).get("tensor_parallel_size")
+        tp = dict(flag_set.flags).get(TP_FLAG)
         if isinstance(tp, int) and tp > max(1, host.accelerator_count):
             return (f"runs on the GPU host: tensor parallel {tp} needs {tp} GPUs; "
                     f"host {host.name!r} has {host.accelerator_count}")
-        if engine_name != "vllm" and host.accelerator == "cpu":
+        if not host.has_gpus and not self.engine_kind(engine_name).cpu_build:
             return (f"runs on the GPU host: {engine_name} has no CPU build here; "
-                    f"host {host.name!r} runs vllm only")
+                    f"host {host.name!r} runs engines with a CPU build only")
         return None
 
-    def engine(self, name: str) -> Engine:
-        if self.host.has_gpus:
-            return self.gpu_build(name).engine
-        if name != "vllm":
-            raise HostConfigError(
-                f"serving_engine {name!r} is not available on host {self.host.name!r}; "
-                "use 'vllm' (TGI runs on GPU hosts only)")
-        install = self.install()
-        return VLLMEngine(install.python, install.build)
-
-    def engine_description(self, name: str = "vllm") -> dict[str, Any]:
-        if self.host.has_gpus:
-            return self.gpu_build(name).provenance
-        return self.install().describe()
+    # -- models and servers -------------------------------------------------
 
     def model(self, logical: str) -> ServedModel:
         if logical not in self._models:
             ref = self.host.resolve_model(logical)
             if ref == TINY_MODEL:
-                tiny = ensure_tiny_model(self.install(), self.settings.cache_dir,
+                python = next((b.python for b in self._builds.values() if b.python), None)
+                if python is None:
+                    raise HostConfigError(
+                        f"host {self.host.name!r} serves the tiny model, which is made with "
+                        "a locally installed engine's python; none is installed")
+                tiny = ensure_tiny_model(python, self.settings.cache_dir,
                                          progress=self.progress)
                 # The tiny model ships no weights: the engine makes random ones.
                 served = ServedModel(logical, ref, str(tiny.path), tiny.vocab_size,
@@ -189,27 +203,35 @@ class PerfSession:
             self._models[logical] = served
         return self._models[logical]
 
-    def server(self, engine_name: str, logical_model: str, flag_set: FlagSet) -> RunningServer:
-        """The live server for this combination, started on first use."""
+    def launch_spec(self, engine_name: str, logical_model: str, flag_set: FlagSet,
+                    host: str = "127.0.0.1", port: int = 0) -> LaunchSpec:
+        """What one server of this combination is started with (before any GPU lease)."""
         engine = self.engine(engine_name)
         model = self.model(logical_model)
         extra = (*model.engine_args, *self.host.engine_args, *self.settings.engine_args)
         env = {**self.host.env, **dict(self.settings.engine_env)}
-        build = (self.engine_description(engine_name).get("build")
-                 if self.host.has_gpus else self.install().build)
-        blob = repr((build, model.path, extra, sorted(env.items())))
-        key = (f"{engine_name}-{logical_model}-{flag_set.name}-{flag_set.digest}-"
-               f"{hashlib.sha256(blob.encode()).hexdigest()[:8]}")
+        return LaunchSpec(model=model.path,
+                          served_model_name=engine.served_model_name(logical_model, model.path),
+                          host=host, port=port, api_key=self.api_key, flag_set=flag_set,
+                          extra_args=extra, env=env,
+                          gpus_needed=gpus_needed(flag_set, self.host))
+
+    def server_key(self, engine_name: str, logical_model: str, flag_set: FlagSet) -> str:
+        """One server per (engine, build, model, flag set, overrides)."""
+        spec = self.launch_spec(engine_name, logical_model, flag_set)
+        build = self.engine_description(engine_name).get("build")
+        blob = repr((build, spec.model, spec.extra_args, sorted(spec.env.items())))
+        return (f"{engine_name}-{logical_model}-{flag_set.name}-{flag_set.digest}-"
+                f"{hashlib.sha256(blob.encode()).hexdigest()[:8]}")
+
+    def server(self, engine_name: str, logical_model: str, flag_set: FlagSet) -> RunningServer:
+        """The live server for this combination, started on first use."""
+        key = self.server_key(engine_name, logical_model, flag_set)
 
         def make_spec(host: str, port: int) -> LaunchSpec:
-            # TGI serves one model under its path; vLLM under the logical name.
-            name = model.path if engine_name == "tgi" else logical_model
-            return LaunchSpec(model=model.path, served_model_name=name, host=host,
-                              port=port, api_key=self.api_key, flag_set=flag_set,
-                              extra_args=extra, env=env,
-                              gpus_needed=gpus_needed(flag_set, self.host))
+            return self.launch_spec(engine_name, logical_model, flag_set, host, port)
 
-        return self.pool.acquire(key, engine, make_spec)
+        return self.pool.acquire(key, self.engine(engine_name), make_spec)
 
     def close(self) -> None:
         self.pool.close()

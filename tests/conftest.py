@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_mi300x.config import DEFAULT_VLLM_BUILD
 from pytest_mi300x.engines.provision import EngineEnvironment
-from pytest_mi300x.plugin.settings import DEFAULT_VLLM_BUILD
 
 # pytester points HOME at a temporary folder; pin the caches (engine venvs, the
 # tiny model, vLLM's compile cache) to the real user cache so runs stay warm.

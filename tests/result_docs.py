@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pytest_mi300x.results.files import SCHEMA, result_path, write_json_atomic
+from pytest_mi300x.results.files import result_path, write_json_atomic
+from pytest_mi300x.results.model import Result
+from pytest_mi300x.results.model import SCHEMA
 
 FINGERPRINT = {"cpu_model": "Xeon", "cpu_count": 2, "machine": "x86_64", "hostname": "a"}
 
@@ -38,3 +40,8 @@ def write_doc(folder: Path, doc: dict[str, Any]) -> Path:
     path = result_path(folder, doc["test"])
     write_json_atomic(path, doc)
     return path
+
+
+def result(test: str, tputs: list[float], **kw: Any) -> Result:
+    """``result_doc`` as the typed result every reader takes."""
+    return Result(result_doc(test, tputs, **kw))

@@ -8,16 +8,17 @@ from types import SimpleNamespace
 import pytest
 
 from pytest_mi300x import cli
+from pytest_mi300x.cli import baselines as cli_baselines
 from pytest_mi300x.judge.baselines import (
     BASELINE_PROPERTY,
     Baseline,
     BaselineError,
     BaselineStore,
     BaselineWriter,
-    comparability,
     describe_change,
 )
 from pytest_mi300x.judge.gate import Gate
+from pytest_mi300x.results.stack import comparability
 
 NODE = "suites/test_headline.py::test_headline_rates[chunked-prefill-off-qps-16]"
 
@@ -34,8 +35,8 @@ def test_one_readable_file_per_test_under_host_engine_model(tmp_path: Path) -> N
     store = BaselineStore(tmp_path)
     path = store.save(make([{"request_throughput": 4.0}, {"request_throughput": 4.2}]))
     assert path.parent == tmp_path / "cpu" / "vllm" / "llama-3.1-70b"
-    assert path.name == ("suites__test_headline.py__test_headline_rates"
-                         "[chunked-prefill-off-qps-16].json")
+    assert path.name.startswith("suites_test_headline.py__test_headline_rates_"
+                                "chunked-prefill-off-qps-16-")
     doc = json.loads(path.read_text())
     assert doc["schema"] == "pytest-mi300x/baseline/1" and doc["created_at"]
     loaded = store.load("cpu", "vllm", "llama-3.1-70b", NODE)
@@ -113,7 +114,7 @@ def test_a_baseline_without_servers_is_one_start_and_a_bad_one_is_refused() -> N
 def test_refresh_runs_one_pytest_session_per_server_start(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     calls: list[list[str]] = []
-    monkeypatch.setattr(cli.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(cli_baselines.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
     assert cli.main(["baselines", "refresh", "suites/x.py", "--servers", "2", "-k", "qps"]) == 0
     assert [c[3:] for c in calls] == [["--update-baselines", "suites/x.py", "-k", "qps"],
                                       ["--add-baseline-server", "suites/x.py", "-k", "qps"]]
@@ -127,7 +128,7 @@ def test_refresh_runs_one_pytest_session_per_server_start(
 def test_refresh_stops_at_a_failed_start_and_says_what_the_baselines_hold(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     codes = iter([0, 3])
-    monkeypatch.setattr(cli.subprocess, "call", lambda cmd: next(codes))
+    monkeypatch.setattr(cli_baselines.subprocess, "call", lambda cmd: next(codes))
     assert cli.main(["baselines", "refresh", "--servers=3"]) == 3
     assert "server start 2 failed (exit 3); the baselines hold the first 1" in \
         capsys.readouterr().err
@@ -139,7 +140,7 @@ def test_refresh_stops_at_a_failed_start_and_says_what_the_baselines_hold(
 def test_the_refresh_command_a_missing_baseline_prints_runs(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     calls: list[list[str]] = []
-    monkeypatch.setattr(cli.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(cli_baselines.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
     printed = Gate(BaselineStore(tmp_path), "cpu").refresh_command(NODE)
     assert cli.main(shlex.split(printed)[1:]) == 0
     assert calls[0][3:] == ["--update-baselines", "--gpu-host", "cpu", NODE]

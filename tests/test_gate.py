@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mi300x.judge.baselines import Baseline, BaselineStore, comparability
+from pytest_mi300x.judge.baselines import Baseline, BaselineStore
 from pytest_mi300x.judge.gate import Gate, MissingBaseline, PerfRegression, evaluate
+from pytest_mi300x.results.stack import comparability
 
 NODE = "suites/test_x.py::test_rate[qps-16]"
 FP = {"cpu_model": "Xeon", "cpu_count": 2, "machine": "x86_64"}

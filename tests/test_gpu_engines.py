@@ -16,12 +16,13 @@ import pytest
 
 from pytest_mi300x.engines.base import LaunchSpec
 from pytest_mi300x.engines.builds import resolve_gpu_build
-from pytest_mi300x.engines.docker import Dockerized, DockerSettings, resolve_image
+from pytest_mi300x.engines.docker import Dockerized, resolve_image
 from pytest_mi300x.engines.flags import FlagSet
 from pytest_mi300x.engines.tgi import LAUNCHER_FLAGS, TGIEngine
 from pytest_mi300x.engines.vllm import VLLMEngine
 from pytest_mi300x.gpus.leases import visibility_env
-from pytest_mi300x.hosts.profile import HostConfigError, select_host
+from pytest_mi300x.hosts.profile import DockerSettings, HostConfigError
+from pytest_mi300x.hosts.toml import select_host
 
 ROOT = Path(__file__).parent.parent
 MI300X = select_host("mi300x-01", ROOT / "hosts.toml")
@@ -123,8 +124,8 @@ def test_tgi_skips_vllm_only_flag_sets_with_a_reason() -> None:
 
 
 def test_tgi_stops_at_eos_so_short_outputs_are_drift_not_an_invalid_run() -> None:
-    from pytest_mi300x.load.client import LoadRun, RequestRecord
     from pytest_mi300x.load.figures import find_problems, output_length_drift
+    from pytest_mi300x.load.records import LoadRun, RequestRecord
 
     def record(i: int, got: int) -> RequestRecord:
         return RequestRecord(index=i, prompt_len=8, output_len=256, ttft=0.01, latency=0.5,

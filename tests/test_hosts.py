@@ -5,13 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mi300x.hosts.profile import (
-    CPU_HOST,
-    TINY_MODEL,
-    HostConfigError,
-    load_hosts,
-    select_host,
-)
+from pytest_mi300x.hosts.cpu import CPU_HOST
+from pytest_mi300x.hosts.profile import TINY_MODEL, HostConfigError
+from pytest_mi300x.hosts.toml import load_hosts, select_host
 
 GOOD = """
 [hosts.mi300x-01]
@@ -116,8 +112,8 @@ def test_floors_come_from_the_host_profile(tmp_path: Path) -> None:
 
 
 def test_cases_this_host_cannot_run_say_they_run_on_the_gpu_host(tmp_path: Path) -> None:
+    from pytest_mi300x.config import Settings
     from pytest_mi300x.engines.flags import FlagSet
-    from pytest_mi300x.plugin.settings import Settings
     from pytest_mi300x.session import PerfSession
 
     settings = Settings(gpu_host="cpu", hosts_file=None, vllm_build="x", engine_env=(),

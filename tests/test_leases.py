@@ -140,7 +140,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mi300x.engines.builds import ResolvedBuild
+from pytest_mi300x.engines.base import BuiltEngine
 
 DOUBLES = Path({doubles!r})
 
@@ -165,10 +165,16 @@ class GpuDoubleEngine:
     def skip_reason(self, flag_set, version):
         return None
 
+    def served_model_name(self, logical, model_path):
+        return logical
+
+    exact_output_lengths = True
+    metric_series = {{}}
+
 
 @pytest.fixture(autouse=True)
 def double_engine(mi300x_session):
-    mi300x_session.use_build("vllm", ResolvedBuild(GpuDoubleEngine(), "0.0-double",
+    mi300x_session.use_build("vllm", BuiltEngine(GpuDoubleEngine(), "0.0-double",
                                                    {{"build": "gpu-double"}}))
 
 

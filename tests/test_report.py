@@ -2,21 +2,30 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_mi300x.reporting.outcomes import Outcome
 from pytest_mi300x.reporting.terminal import gate_cell, summary_table
 
 
-def test_table_has_a_row_per_test_with_figures_and_validity() -> None:
-    rows = [
-        ("suites/test_headline.py::test_headline_rates[cp-on-qps-16]",
-         {"request_throughput": 3.912, "output_throughput": 250.4, "median_ttft_ms": 41.26,
-          "mean_tpot_ms": 20.5, "completed": 40, "failed": 0, "valid": True}),
-        ("t::b", {"request_throughput": None, "completed": 3, "failed": 2, "valid": False}),
-    ]
-    lines = summary_table(rows)
+def test_table_has_a_row_per_test_with_figures_and_how_it_ended() -> None:
+    name = "suites/test_headline.py::test_headline_rates[cp-on-qps-16]"
+    rows = {
+        name: {"request_throughput": 3.912, "output_throughput": 250.4, "median_ttft_ms": 41.26,
+               "mean_ttft_ms": 45.0, "median_tpot_ms": 20.1, "mean_tpot_ms": 20.5,
+               "completed": 40, "failed": 0, "valid": True},
+        "t::b": {"request_throughput": None, "completed": 3, "failed": 2, "valid": False},
+    }
+    outcomes = {name: Outcome("passed"),
+                "t::b": Outcome("failed", "InvalidRun: 2 of 5 requests failed", "invalid run"),
+                "t::c": Outcome("skipped", "runs on the GPU host: needs mi300x")}
+    lines = summary_table(outcomes, rows)
     assert lines[0].split() == ["test", "req/s", "out", "tok/s", "med", "TTFT", "ms", "mean",
-                                "TPOT", "ms", "completed", "failed", "valid", "vs", "baseline"]
-    assert lines[2].split()[1:] == ["3.91", "250.4", "41.3", "20.50", "40", "0", "yes", "-"]
-    assert lines[3].split()[1:] == ["-", "-", "-", "-", "3", "2", "NO", "-"]
+                                "TTFT", "ms", "med", "TPOT", "ms", "mean", "TPOT", "ms",
+                                "done", "failed", "vs", "baseline"]
+    assert lines[2].split()[1:] == ["3.91", "250.4", "41.3", "45.0", "20.10", "20.50", "40",
+                                    "0", "-"]
+    assert lines[3].endswith("INVALID RUN: InvalidRun: 2 of 5 requests failed")
+    assert lines[4].split()[1:7] == ["-"] * 6
+    assert lines[4].endswith("SKIPPED: runs on the GPU host: needs mi300x")
 
 
 def verdict(metric: str, kind: str, gated: bool = True) -> dict[str, object]:

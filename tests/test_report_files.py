@@ -10,7 +10,9 @@ from pytest_mi300x.judge.verdict import judge_all
 from pytest_mi300x.reporting.report import collect, publish, render_html, render_markdown
 from pytest_mi300x.reporting.terminal import verdict_table
 from pytest_mi300x.results.history import HistoryStore, entry_from_result
-from tests.result_docs import result_doc, write_doc
+from pytest_mi300x.reporting.outcomes import Outcome
+from pytest_mi300x.results.model import Result
+from tests.result_docs import result, result_doc, write_doc
 
 A, B = "suites/t.py::test_a[qps-16]", "suites/t.py::test_b[qps-1000]"
 
@@ -27,8 +29,13 @@ def docs() -> list[dict[str, object]]:
             result_doc(B, [20.0, 20.4, 19.8])]
 
 
+def ended(**outcomes: str) -> dict[str, Outcome]:
+    names = {"a": A, "b": B, "c": "suites/t.py::test_c"}
+    return {names[k]: Outcome(*v.split(": ", 1)) for k, v in outcomes.items()}
+
+
 def test_markdown_has_the_verdict_table_figures_and_regression_details(docs) -> None:
-    text = render_markdown(collect(docs, {A: "failed", B: "passed"}, "run-1"))
+    text = render_markdown(collect([Result(d) for d in docs], ended(a="failed", b="passed"), "run-1"))
     assert "| test | metric | baseline | now | change | threshold | verdict |" in text
     row = next(line for line in text.splitlines()
                if line.startswith(f"| {A} | request_throughput"))
@@ -39,16 +46,17 @@ def test_markdown_has_the_verdict_table_figures_and_regression_details(docs) -> 
 
 
 def test_a_test_that_failed_before_measuring_still_has_a_row(docs) -> None:
-    text = render_markdown(collect(docs, {"suites/t.py::test_c": "error"}, "run-1"))
-    assert "| suites/t.py::test_c | error | 0 | - |" in text
+    text = render_markdown(collect([Result(d) for d in docs],
+                                   ended(c="error: ServerExited: the engine died"), "run-1"))
+    assert "| suites/t.py::test_c | error: ServerExited: the engine died | 0 | - |" in text
 
 
 def test_html_has_tables_and_one_plot_set_per_measured_test(docs, tmp_path: Path) -> None:
     history = HistoryStore(tmp_path / "history.jsonl")
-    history.append(entry_from_result(result_doc(A, [v], run_id=f"r{i}",
+    history.append(entry_from_result(result(A, [v], run_id=f"r{i}",
                                                 date=f"2026-11-{i + 1:02d}T00:00:00Z"))
                    for i, v in enumerate([10.0, 10.1, 9.9, 7.0, 7.1]))
-    page = render_html(collect(docs, {A: "failed", B: "passed"}, "run-1", history))
+    page = render_html(collect([Result(d) for d in docs], ended(a="failed", b="passed"), "run-1", history))
     assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
     assert page.count("<section>") == 2
     # Bars and distributions for both tests, history lines only where history exists.
@@ -66,7 +74,7 @@ def test_publish_appends_history_writes_both_files_and_the_job_summary(
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     history = HistoryStore(tmp_path / "history.jsonl")
-    md, page = publish(results, "run-1", {A: "failed", B: "passed"}, history)
+    md, page = publish(results, "run-1", ended(a="failed", b="passed"), history)
     assert md.read_text() == summary.read_text()
     assert "<svg" in page.read_text()
     assert sorted(e["test"] for e in history.read()) == [A, B]
@@ -80,13 +88,13 @@ def test_publish_without_results_writes_nothing(tmp_path: Path) -> None:
 
 def test_terminal_verdict_table_lists_gated_metrics_and_warnings(docs) -> None:
     verdicts = judged([10.0, 10.1, 9.9, 10.0, 10.2], [7.0, 7.1, 6.9])
-    lines = verdict_table([(A, {"gate": {"status": "compared", "verdicts": verdicts}}),
-                           (B, {"gate": {"status": "no baseline"}})])
+    lines = verdict_table({A: {"gate": {"status": "compared", "verdicts": verdicts}},
+                           B: {"gate": {"status": "no baseline"}}})
     assert lines[0].split() == ["test", "metric", "baseline", "now", "change", "threshold",
                                 "verdict"]
     assert any("request_throughput" in line and "regression" in line for line in lines)
     assert not any(B in line for line in lines)
-    assert verdict_table([(B, {"gate": {"status": "no baseline"}})]) == []
+    assert verdict_table({B: {"gate": {"status": "no baseline"}}}) == []
 
 
 def test_report_command_rebuilds_reports_from_a_results_folder(docs, tmp_path: Path,

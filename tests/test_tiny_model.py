@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pytest_mi300x.engines import tiny_model
-from pytest_mi300x.engines.provision import EngineInstall, provision_main
+from pytest_mi300x.cli import main as cli_main
 from pytest_mi300x.engines.tiny_model import (
     MARKER,
     VOCAB_SIZE,
@@ -72,14 +72,8 @@ def test_tiny_model_describe() -> None:
 
 
 @pytest.fixture(scope="module")
-def engine_install(engine_python: Path) -> EngineInstall:
-    python = engine_python
-    return EngineInstall(build=str(python), python=python, venv=None, version="", packages={})
-
-
-@pytest.fixture(scope="module")
-def model(engine_install: EngineInstall, tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    return ensure_tiny_model(engine_install, tmp_path_factory.mktemp("cache"), progress=print)
+def model(engine_python: Path, tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    return ensure_tiny_model(engine_python, tmp_path_factory.mktemp("cache"), progress=print)
 
 
 @needs_engine
@@ -104,27 +98,27 @@ def test_generated_folder_is_complete(model: TinyModel) -> None:
 
 
 @needs_engine
-def test_second_call_reuses_the_folder(engine_install: EngineInstall, model: TinyModel) -> None:
+def test_second_call_reuses_the_folder(engine_python: Path, model: TinyModel) -> None:
     marker = model.path / MARKER
     before = marker.stat().st_mtime_ns
     lines: list[str] = []
-    again = ensure_tiny_model(engine_install, model.path.parent.parent, progress=lines.append)
+    again = ensure_tiny_model(engine_python, model.path.parent.parent, progress=lines.append)
     assert again == model
     assert marker.stat().st_mtime_ns == before
     assert lines == []
 
 
 @needs_engine
-def test_generation_is_deterministic(engine_install: EngineInstall, tmp_path: Path,
+def test_generation_is_deterministic(engine_python: Path, tmp_path: Path,
                                      model: TinyModel) -> None:
-    other = ensure_tiny_model(engine_install, tmp_path, progress=lambda _: None)
+    other = ensure_tiny_model(engine_python, tmp_path, progress=lambda _: None)
     for name in ("tokenizer.json", "config.json", "tokenizer_config.json"):
         assert (other.path / name).read_bytes() == (model.path / name).read_bytes(), name
 
 
 @needs_engine
 def test_transformers_loads_it_like_vllm_will(model: TinyModel,
-                                              engine_install: EngineInstall) -> None:
+                                              engine_python: Path) -> None:
     # vLLM loads the tokenizer through transformers in the engine venv.
     code = textwrap.dedent(
         """
@@ -141,7 +135,7 @@ def test_transformers_loads_it_like_vllm_will(model: TinyModel,
         """
     )
     out = subprocess.run(
-        [str(engine_install.python), "-c", code, str(model.path)],
+        [str(engine_python), "-c", code, str(model.path)],
         capture_output=True, text=True, check=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
     ).stdout
@@ -155,17 +149,19 @@ def test_transformers_loads_it_like_vllm_will(model: TinyModel,
 
 
 @needs_engine
-def test_provision_main_with_an_engine_python(
+def test_provision_command_with_an_engine_python(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], engine_python: Path
 ) -> None:
-    assert provision_main(str(engine_python), tmp_path) == 0
+    assert cli_main(["provision", "--vllm-build", str(engine_python),
+                     "--engine-cache", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert f"python: {engine_python}" in out
     assert f"model: {tmp_path / 'models' / f'tiny-llama-{generator_hash()}'}" in out
 
 
-def test_provision_main_reports_a_bad_build(
+def test_provision_command_reports_a_bad_build(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert provision_main("vllm cpu", tmp_path) == 1
+    assert cli_main(["provision", "--vllm-build", "vllm cpu", "--engine-cache",
+                     str(tmp_path)]) == 1
     assert "--vllm-build" in capsys.readouterr().err

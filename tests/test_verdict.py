@@ -15,13 +15,13 @@ from pytest_mi300x.judge.verdict import (
     WARN_METRICS,
     Kind,
     Verdict,
-    fingerprint_diff,
     inconclusive_all,
     judge,
     judge_all,
     judge_band,
 )
 from pytest_mi300x.load.figures import METRIC_DIRECTIONS
+from pytest_mi300x.results.stack import stack_diff
 
 STEADY = [100.0, 101.0, 99.0, 100.5, 99.5]
 
@@ -233,20 +233,20 @@ def test_fingerprint_diff_names_what_differs() -> None:
         "seed": 0,
     }
 
-    assert fingerprint_diff(baseline, candidate) == [
+    assert stack_diff(baseline, candidate) == [
         "host.driver: 6.1 -> 6.2",
         "seed: <missing> -> 0",
         "torch: 2.13.0+cpu -> 2.14.0",
         "vllm: 0.6.3 -> <missing>",
     ]
-    assert fingerprint_diff(baseline, baseline) == []
+    assert stack_diff(baseline, baseline) == []
 
 
 def test_a_section_one_side_never_recorded_is_one_line() -> None:
     old = {"torch": "2.13.0+cpu"}
     new = {"torch": "2.13.0+cpu", "workload": {"dataset": {"name": "random", "seed": 0}}}
 
-    assert fingerprint_diff(old, new) == ["workload: <missing> -> recorded"]
+    assert stack_diff(old, new) == ["workload: <missing> -> recorded"]
 
 
 def test_inconclusive_all_keeps_the_reason_and_runs() -> None:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pytest_mi300x.engines.flags import FlagSet
+
+if TYPE_CHECKING:
+    from pytest_mi300x.workload.datasets import Tokenizer
+
+
+class EngineUnsupported(Exception):
+    """An engine cannot do what a test asks on this host; the test skips with the reason."""
 
 
 @dataclass(frozen=True)
@@ -63,4 +71,57 @@ class Engine(Protocol):
 
     def skip_reason(self, flag_set: FlagSet, version: str) -> str | None:
         """Why this build cannot run ``flag_set`` (a flag it no longer has), else None."""
+        ...
+
+    @property
+    def metric_series(self) -> Mapping[str, str]:
+        """Its Prometheus /metrics series for the figures telemetry reports (figure -> name)."""
+        ...
+
+    def served_model_name(self, logical: str, model_path: str) -> str:
+        """The name requests must give as ``model``."""
+        ...
+
+    def tokenizer(self, base_url: str, api_key: str, served_name: str, vocab_size: int,
+                  special_ids: frozenset[int], model_path: str) -> Tokenizer:
+        """Counts prompt tokens exactly as the running server does (raises EngineUnsupported
+        when it cannot)."""
+        ...
+
+
+@dataclass(frozen=True)
+class BuiltEngine:
+    """An engine ready to launch, with the version and provenance to record."""
+
+    engine: Engine
+    version: str
+    provenance: dict[str, Any]
+    python: Path | None = None
+    """The engine's own interpreter, when it is installed on this machine."""
+
+
+class EngineKind(Protocol):
+    """What the harness knows of an engine before any build of it is chosen: how users
+    name its builds, and how to make a ready engine from an image or an install."""
+
+    name: str
+    build_option: str
+    """The option that names its build (``--vllm-build``); also an ini key without dashes."""
+    build_example: str
+    version_argv: tuple[str, ...]
+    """Run inside its image: prints the engine's version."""
+    cpu_build: bool
+    """Whether the cpu host can provision and run it."""
+
+    def in_image(self, build: str) -> Engine:
+        """The engine whose command runs inside a container of that image."""
+        ...
+
+    def from_path(self, build: str, path: Path) -> BuiltEngine:
+        """The engine from an installed venv or launcher at ``path``."""
+        ...
+
+    def provision(self, build: str, cache_dir: Path | None,
+                  progress: Callable[[str], None]) -> BuiltEngine:
+        """The engine installed from a build spec on the cpu host (``cpu_build`` only)."""
         ...

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_mi300x.engines.base import Engine, LaunchSpec
 from pytest_mi300x.engines.flags import FlagSet
 from pytest_mi300x.gpus.discovery import vendor
+from pytest_mi300x.hosts.profile import DockerSettings
+
+if TYPE_CHECKING:
+    from pytest_mi300x.workload.datasets import Tokenizer
 
 ROCM_DEVICE_ARGS = ("--device", "/dev/kfd", "--device", "/dev/dri", "--group-add", "video",
                     "--ipc=host", "--security-opt", "seccomp=unconfined",
@@ -27,20 +31,6 @@ DOCKER_PREFIX = "docker:"
 
 class DockerError(Exception):
     """A docker image that cannot be used; one line."""
-
-
-@dataclass(frozen=True)
-class DockerSettings:
-    """A host's container settings (``[hosts.NAME.docker]`` in hosts.toml)."""
-
-    shm_size: str = "16G"
-    model_cache: str | None = None
-    """Host folder of model weights, mounted read-only at the same path."""
-    extra_args: tuple[str, ...] = ()
-
-    def describe(self) -> dict[str, Any]:
-        return {"shm_size": self.shm_size, "model_cache": self.model_cache,
-                "extra_args": list(self.extra_args)}
 
 
 def container_name(spec: LaunchSpec) -> str:
@@ -105,6 +95,18 @@ class Dockerized:
 
     def skip_reason(self, flag_set: FlagSet, version: str) -> str | None:
         return self.inner.skip_reason(flag_set, version)
+
+    @property
+    def metric_series(self) -> Mapping[str, str]:
+        return self.inner.metric_series
+
+    def served_model_name(self, logical: str, model_path: str) -> str:
+        return self.inner.served_model_name(logical, model_path)
+
+    def tokenizer(self, base_url: str, api_key: str, served_name: str, vocab_size: int,
+                  special_ids: frozenset[int], model_path: str) -> Tokenizer:
+        return self.inner.tokenizer(base_url, api_key, served_name, vocab_size, special_ids,
+                                    model_path)
 
 
 Run = Callable[[Sequence[str]], str]

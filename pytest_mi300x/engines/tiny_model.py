@@ -20,10 +20,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from pytest_mi300x.engines.provision import EngineInstall
 
 # Shape of the model: small enough that 2 CPU cores serve it at useful rates,
 # real enough (GQA, RMSNorm, SwiGLU, RoPE) to exercise vLLM's Llama path.
@@ -214,32 +210,25 @@ def read_local_vocab(model_dir: Path) -> tuple[int, frozenset[int]]:
     return max(ids) + 1, special
 
 
-def _stderr(line: str) -> None:
-    print(f"[pytest-mi300x] {line}", file=sys.stderr, flush=True)
-
-
-def _default_cache_dir() -> Path:
-    from pytest_mi300x.engines.provision import default_cache_dir
-
-    return default_cache_dir()
-
-
 def ensure_tiny_model(
-    install: EngineInstall,
+    python: Path,
     cache_dir: Path | None = None,
-    progress: Callable[[str], None] = _stderr,
+    progress: Callable[[str], None] | None = None,
 ) -> TinyModel:
-    """The tiny model folder, generated with the engine's python on first use."""
+    """The tiny model folder, generated with the engine's python (it has ``tokenizers``)
+    on first use."""
     from filelock import FileLock
 
-    root = (cache_dir or _default_cache_dir()) / "models"
+    from pytest_mi300x.engines.cache import default_cache_dir
+
+    root = (cache_dir or default_cache_dir()) / "models"
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"tiny-llama-{generator_hash()}"
     marker = path / MARKER
     lock = FileLock(str(path) + ".lock")
     with lock:
         if not marker.is_file():
-            _generate(install.python, path, progress)
+            _generate(python, path, progress or (lambda line: None))
     vocab, special = read_local_vocab(path)
     return TinyModel(path=path, vocab_size=vocab, special_ids=special)
 

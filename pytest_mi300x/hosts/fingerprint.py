@@ -7,7 +7,28 @@ import platform
 from functools import cache
 from typing import Any
 
-import pytest_mi300x
+VECTOR_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni",
+                "avx512_fp16", "amx_bf16", "amx_int8", "amx_tile")
+"""CPU flags that decide what the CPU engine can run and how fast: vLLM's CPU backend
+refuses fp8 KV cache without AVX-512 or AMX and serves several times slower on AVX2 alone,
+so machines that differ here must never share a baseline."""
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_isa(flags: set[str] | None = None) -> str:
+    """The vector extensions of this CPU that the engine can use, e.g. 'avx2,avx512f,...'."""
+    have = _cpu_flags() if flags is None else flags
+    return ",".join(f for f in VECTOR_FLAGS if f in have) or "none"
 
 
 def _cpu_model() -> str:
@@ -39,6 +60,7 @@ def host_fingerprint() -> dict[str, Any]:
         "hostname": platform.node(),
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpu_isa": cpu_isa(),
         "mem_gib": _mem_gib(),
         "os": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),
@@ -46,5 +68,8 @@ def host_fingerprint() -> dict[str, Any]:
     }
 
 
-def harness() -> dict[str, Any]:
-    return {"name": "pytest-mi300x", "version": pytest_mi300x.__version__}
+def harness_info() -> dict[str, Any]:
+    """This harness, recorded with every figure."""
+    from pytest_mi300x import __version__
+
+    return {"name": "pytest-mi300x", "version": __version__}

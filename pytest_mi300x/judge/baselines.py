@@ -3,63 +3,19 @@
 from __future__ import annotations
 
 import json
-import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
-from pytest_mi300x.results.files import write_json_atomic
+from pytest_mi300x.results.files import ReadError, read_json, slug, write_json_atomic
+from pytest_mi300x.results.metrics import HEADLINE_FIGURES
+from pytest_mi300x.results.model import median_figures
 
 SCHEMA = "pytest-mi300x/baseline/1"
-
-
-BUILD_KEYS: tuple[str, ...] = ("engine_build", "engine_version", "torch")
-"""The engine under test: a different build is what a cross-build comparison is for."""
-
-
-def comparability(fingerprint: dict[str, Any], engine: dict[str, Any],
-                  workload: dict[str, Any] | None = None,
-                  flag_set: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What must match for two runs' figures to be compared: hardware, software stack,
-    and, when given, the workload as run (scaled) and the flag set as the test defines it.
-
-    User overrides (``--engine-env``, ``--engine-arg``) stay out of it on purpose: they
-    are how a slowdown or a candidate setting is tried against the baseline.
-    """
-    packages = engine.get("packages", {})
-    stack: dict[str, Any] = {
-        "cpu_model": fingerprint.get("cpu_model"),
-        "cpu_count": fingerprint.get("cpu_count"),
-        "machine": fingerprint.get("machine"),
-        "accelerators": fingerprint.get("accelerators"),
-        "engine_build": engine.get("build"),
-        "engine_version": engine.get("version"),
-        "torch": packages.get("torch"),
-    }
-    if workload is not None:
-        stack["workload"] = portable_workload(workload)
-    if flag_set is not None:
-        stack["flag_set"] = {"argv": list(flag_set.get("argv", [])),
-                             "env": dict(flag_set.get("env", {}))}
-    return stack
-
-
-def portable_workload(workload: dict[str, Any]) -> dict[str, Any]:
-    """The workload without machine-local file paths (a dataset file is known by its
-    digest) or derived labels, so the same workload matches on every machine."""
-    def strip(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in ("path", "label")}
-        return value
-    return strip(workload)
-
-
-def test_file_name(nodeid: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9_.=+\[\]-]+", "_", nodeid.replace("::", "__").replace("/", "__"))
-    return f"{name.strip('_')[:200]}.json"
 
 
 @dataclass(frozen=True)
@@ -132,7 +88,9 @@ class BaselineStore:
         self.root = root
 
     def path(self, host: str, engine: str, model: str, nodeid: str) -> Path:
-        return self.root / host / engine / model / test_file_name(nodeid)
+        # Every component is a slug: a model called org/name or a test id with '..' stays
+        # one file inside its folder, and two ids never share a file.
+        return self.root / slug(host) / slug(engine) / slug(model) / f"{slug(nodeid)}.json"
 
     def load(self, host: str, engine: str, model: str, nodeid: str) -> Baseline | None:
         path = self.path(host, engine, model, nodeid)
@@ -141,32 +99,49 @@ class BaselineStore:
         return self._read(path)
 
     def _read(self, path: Path) -> Baseline:
+        fix = "delete it and refresh with `pytest-mi300x baselines refresh`"
         try:
-            doc = json.loads(path.read_text())
-            if doc.get("schema") != SCHEMA:
-                raise KeyError("schema")
+            doc = read_json(path, "a pytest-mi300x baseline", fix)
+            if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+                raise ReadError(f"{path}: not a pytest-mi300x baseline (schema {SCHEMA!r} "
+                                f"expected); {fix}")
             return Baseline.from_dict(doc)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise BaselineError(
-                f"{path}: not a readable baseline ({type(exc).__name__}: {exc}); "
-                "delete it and refresh with `pytest-mi300x baselines refresh`") from None
+        except ReadError as exc:
+            raise BaselineError(str(exc)) from None
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise BaselineError(f"{path}: not a readable baseline ({type(exc).__name__}: "
+                                f"{exc}); {fix}") from None
 
-    def save(self, baseline: Baseline) -> Path:
-        path = self.path(baseline.host, baseline.engine, baseline.model, baseline.test)
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def _save(self, baseline: Baseline, path: Path) -> None:
         doc = baseline.to_dict()
         if not doc["created_at"]:
             doc["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        write_json_atomic(path, doc)
+
+    def save(self, baseline: Baseline) -> Path:
+        return self.update(baseline, lambda old, new: new)[0]
+
+    def update(self, new: Baseline, merge: Callable[[Baseline | None, Baseline], Baseline]
+               ) -> tuple[Path, Baseline | None, Baseline]:
+        """Read, merge and write one baseline under its lock, so that two sessions adding
+        server starts at once both land (the lock covers the read, not only the write).
+        Returns (path, what was stored before, what is stored now)."""
+        path = self.path(new.host, new.engine, new.model, new.test)
+        path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock"):
-            write_json_atomic(path, doc)
-        return path
+            try:
+                old = self._read(path) if path.exists() else None
+            except BaselineError:
+                old = None
+            merged = merge(old, new)
+            self._save(merged, path)
+        return path, old, merged
 
     def all(self) -> list[tuple[Path, Baseline]]:
         return [(p, self._read(p)) for p in sorted(self.root.glob("*/*/*/*.json"))]
 
 
 BASELINE_PROPERTY = "mi300x_baseline"
-REPORTED_FIGURES = ("request_throughput", "median_ttft_ms", "mean_tpot_ms")
 
 
 class BaselineWriter:
@@ -188,26 +163,20 @@ class BaselineWriter:
                 self._write(Baseline.from_dict(json.loads(str(value))))
 
     def _write(self, new: Baseline) -> None:
-        try:
-            old = self.store.load(new.host, new.engine, new.model, new.test)
-        except BaselineError:
-            old = None
-        note = ""
-        if self.add_server and old is not None and old.comparability == new.comparability:
-            new = old.with_server(new)
-            note = f"server start {new.server_count} added ({len(new.repetitions)} repetitions); "
-        elif self.add_server and old is not None:
-            note = "replaced (the stored one is from a different stack); "
-        path = self.store.save(new)
-        self.changes.append(f"{path}: {note}{describe_change(old, new)}")
+        notes: list[str] = []
 
+        def merge(old: Baseline | None, new: Baseline) -> Baseline:
+            if self.add_server and old is not None and old.comparability == new.comparability:
+                merged = old.with_server(new)
+                notes.append(f"server start {merged.server_count} added "
+                             f"({len(merged.repetitions)} repetitions); ")
+                return merged
+            if self.add_server and old is not None:
+                notes.append("replaced (the stored one is from a different stack); ")
+            return new
 
-def _median(reps: list[dict[str, float]], key: str) -> float | None:
-    values = sorted(float(r[key]) for r in reps if key in r)
-    if not values:
-        return None
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+        path, old, stored = self.store.update(new, merge)
+        self.changes.append(f"{path}: {''.join(notes)}{describe_change(old, stored)}")
 
 
 def describe_change(old: Baseline | None, new: Baseline) -> str:
@@ -215,8 +184,9 @@ def describe_change(old: Baseline | None, new: Baseline) -> str:
     if old is None:
         return f"new ({len(new.repetitions)} repetitions)"
     parts = []
-    for key in REPORTED_FIGURES:
-        before, after = _median(old.repetitions, key), _median(new.repetitions, key)
+    before_all, after_all = median_figures(old.repetitions), median_figures(new.repetitions)
+    for key in HEADLINE_FIGURES:
+        before, after = before_all.get(key), after_all.get(key)
         if before is None or after is None:
             continue
         pct = (after - before) / before * 100 if before else float("nan")

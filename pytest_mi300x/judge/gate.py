@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_mi300x.hosts.profile import sent_as_burst
 from pytest_mi300x.judge import verdict
-from pytest_mi300x.judge.baselines import BUILD_KEYS, Baseline, BaselineStore, comparability
+from pytest_mi300x.judge.baselines import Baseline, BaselineStore
+from pytest_mi300x.results.stack import comparability, sent_as_burst, split_builds, stack_diff
 
 
 class PerfRegression(AssertionError):
@@ -82,9 +82,8 @@ def evaluate(gate: Gate, *, nodeid: str, engine_name: str, model: str,
     if stored is None:
         detail = f"no baseline; make one with: {gate.refresh_command(nodeid)}"
         return GateOutcome("no baseline", detail=detail, required=gate.require)
-    differs = verdict.fingerprint_diff(stored.comparability, stack)
-    builds = [d for d in differs if d.split(":", 1)[0] in BUILD_KEYS]
-    others = [d for d in differs if d not in builds]
+    differs = stack_diff(stored.comparability, stack)
+    builds, others = split_builds(differs)
     if others or (builds and not gate.across_builds):
         reason = "baseline from a different stack: " + "; ".join(differs)
         if not others:

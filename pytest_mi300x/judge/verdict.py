@@ -46,16 +46,10 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from pytest_mi300x.load.figures import METRIC_DIRECTIONS
+from pytest_mi300x.results.metrics import GATED_METRICS, METRIC_DIRECTIONS, WARN_METRICS
 
-_THROUGHPUTS = ("request_throughput", "output_throughput", "total_token_throughput")
-_LATENCIES = ("ttft", "tpot", "itl", "e2el")
-
-GATED_METRICS: frozenset[str] = frozenset(
-    (*_THROUGHPUTS, *(f"median_{name}_ms" for name in _LATENCIES))
-)
-# Means, tails and spreads move with a single stall: reported, never fail.
-WARN_METRICS: frozenset[str] = frozenset(METRIC_DIRECTIONS) - GATED_METRICS
+__all__ = ["GATED_METRICS", "WARN_METRICS", "Kind", "Verdict", "judge", "judge_all",
+           "judge_band"]
 
 # Simulated at CV 3%, 5 vs 3 runs: floor 5.5 gives 0.9% false alarms and 96.1%
 # of 10% slowdowns caught; 5.6 gives 0.8% and 95.8%; 5.75 gives 0.7% and
@@ -422,35 +416,6 @@ def judge_all(
     ]
 
 
-_MISSING = "<missing>"
-
-
-def _flatten(tree: Mapping[str, object], prefix: str = "") -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def fingerprint_diff(baseline: Mapping[str, object], candidate: Mapping[str, object]) -> list[str]:
-    """Lines 'key: baseline -> candidate' for every differing (dotted) key."""
-    # A whole section one side never recorded (an older harness) is one line, not one per field.
-    whole = {k for k in baseline.keys() ^ candidate.keys()
-             if isinstance(baseline.get(k, candidate.get(k)), Mapping)}
-    old = _flatten({k: v for k, v in baseline.items() if k not in whole})
-    new = _flatten({k: v for k, v in candidate.items() if k not in whole})
-    old.update({k: "recorded" for k in whole if k in baseline})
-    new.update({k: "recorded" for k in whole if k in candidate})
-    lines = []
-    for key in sorted(old.keys() | new.keys()):
-        before, after = old.get(key, _MISSING), new.get(key, _MISSING)
-        if key not in old or key not in new or before != after:
-            lines.append(f"{key}: {before} -> {after}")
-    return lines
 
 
 def inconclusive_all(

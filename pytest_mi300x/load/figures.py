@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from pytest_mi300x.load.client import LoadRun, RequestRecord
+from pytest_mi300x.load.records import LoadRun, RequestRecord
+from pytest_mi300x.results.metrics import METRIC_DIRECTIONS, percentile_word
 
-_LATENCIES = ("ttft", "tpot", "itl", "e2el")
-_THROUGHPUTS = ("request_throughput", "output_throughput", "total_token_throughput")
+__all__ = ["METRIC_DIRECTIONS", "check_slos", "compute_figures", "find_problems",
+           "output_length_drift"]
+
 
 # Stored with every figure: tools disagree on what TPOT and ITL mean.
 FORMULAS: dict[str, str] = {
@@ -36,23 +38,6 @@ FORMULAS: dict[str, str] = {
 }
 
 
-def _percentile_word(p: float) -> str:
-    # vllm's key spelling: 99 -> "p99", 99.9 -> "p99.9".
-    return str(int(p)) if int(p) == p else str(p)
-
-
-def _direction_table(percentiles: Iterable[float]) -> dict[str, str]:
-    table = {name: "higher" for name in (*_THROUGHPUTS, "request_goodput")}
-    stats = ["mean", "median", "std", *(f"p{_percentile_word(p)}" for p in percentiles)]
-    for metric in _LATENCIES:
-        for stat in stats:
-            table[f"{stat}_{metric}_ms"] = "lower"
-    return table
-
-
-METRIC_DIRECTIONS: dict[str, str] = _direction_table((50, 90, 95, 99, 99.9))
-
-
 def _output_tokens(record: RequestRecord) -> int:
     # vllm trusts usage when it is truthy; chunks are the fallback (may undercount).
     return record.completion_tokens or len(record.chunk_times)
@@ -73,7 +58,7 @@ def _stats(
         f"std_{name}_ms": float(np.std(data)) * 1000,
     }
     for p in percentiles:
-        out[f"p{_percentile_word(p)}_{name}_ms"] = float(np.percentile(data, p)) * 1000
+        out[f"p{percentile_word(p)}_{name}_ms"] = float(np.percentile(data, p)) * 1000
     return out
 
 

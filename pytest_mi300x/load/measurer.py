@@ -1,35 +1,38 @@
-"""One measured load run against a live server, checked, and written as a result file."""
+"""A test's measurement: warm-up, repetitions against a live server, checks, the result
+document, and the gate's verdict against the baseline."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
-import statistics
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pytest_mi300x.hosts import fingerprint as provenance
-from pytest_mi300x.hosts.profile import HostProfile, WorkloadScale
+from pytest_mi300x.hosts.fingerprint import harness_info, host_fingerprint
+from pytest_mi300x.hosts.profile import HostProfile
+from pytest_mi300x.judge.baselines import BASELINE_PROPERTY
 from pytest_mi300x.judge.gate import Gate, GateOutcome, evaluate
 from pytest_mi300x.load import figures as metrics
-from pytest_mi300x.load.client import LoadRun, run_load_sync
-from pytest_mi300x.results.files import SCHEMA, result_path, write_json_atomic
+from pytest_mi300x.load.client import run_load_sync
+from pytest_mi300x.load.records import LoadRun
+from pytest_mi300x.results.files import result_path, write_json_atomic
+from pytest_mi300x.results.metrics import HEADLINE_FIGURES
+from pytest_mi300x.results.model import SCHEMA, FailureKind, finite_figures, median_figures
 from pytest_mi300x.servers.http import post_json
 from pytest_mi300x.servers.pool import RunningServer
-from pytest_mi300x.telemetry import gpu as gpu_telemetry
 from pytest_mi300x.telemetry.engine import TelemetrySampler
+from pytest_mi300x.telemetry.gpu import warn_if_throttled
 from pytest_mi300x.workload.arrivals import Arrivals
-from pytest_mi300x.workload.datasets import Dataset, Tokenizer
+from pytest_mi300x.workload.datasets import Tokenizer
 from pytest_mi300x.workload.tokenizer import for_chat
+from pytest_mi300x.workload.workload import Workload
 
-PREFIX_CACHE_MODES = ("as-is", "fresh", "second-run")
-SUMMARY_PROPERTY = "mi300x_summary"
-SUMMARY_FIGURES = ("request_throughput", "output_throughput", "median_ttft_ms",
-                   "mean_tpot_ms", "completed", "failed")
 WARMUP_SEED_OFFSET = 1_000_003
 """Warm-up prompts come from another seed, so they never pre-fill the prefix cache
 with the measured prompts."""
@@ -42,51 +45,7 @@ class OutputLengthDrift(UserWarning):
 class InvalidRun(AssertionError):
     """A run whose figures mean nothing (failed requests, wrong token counts)."""
 
-
-@dataclass(frozen=True)
-class Workload:
-    """What load to drive, written at full (MI300X) size; hosts scale it down."""
-
-    dataset: Dataset
-    arrivals: Arrivals = Arrivals()
-    warmup_requests: int | None = None
-    """None: one unmeasured run of the whole workload (its size and arrivals, other
-    prompts) before the measured ones; an int: that many requests at once; 0: none.
-    A two-request warm-up left the first measured burst on the CPU engine slower
-    than the rest (median TTFT 1.1-2.7x the other runs' in 5 of 7 servers)."""
-    slos: dict[str, float] | None = None  # ms on ttft/tpot/e2el: adds request_goodput
-    endpoint: str = "completions"  # or "chat" (TTFT caveat: see loadgen)
-    processes: int | None = None  # load processes; None: 1, more when one saturates
-    prefix_cache: str = "as-is"
-    """``as-is``; ``fresh``: the engine's prefix cache is emptied before each repetition
-    (the guide's "fresh run"); ``second-run``: emptied, the same prompts sent once
-    unmeasured, then measured (its "2nd run"). Both need /reset_prefix_cache
-    (vLLM: VLLM_SERVER_DEV_MODE=1 in the server's env)."""
-
-    def __post_init__(self) -> None:
-        if self.prefix_cache not in PREFIX_CACHE_MODES:
-            raise ValueError(f"Workload.prefix_cache {self.prefix_cache!r} is not one of "
-                             f"{', '.join(PREFIX_CACHE_MODES)}")
-
-    def scaled(self, scale: WorkloadScale) -> Workload:
-        return replace(
-            self,
-            dataset=self.dataset.scaled(scale),
-            arrivals=self.arrivals.scaled(scale),
-        )
-
-    def describe(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"dataset": self.dataset.describe(),
-                               "arrivals": self.arrivals.describe(),
-                               "warmup": ("one unmeasured run of this workload, other prompts"
-                                          if self.warmup_requests is None
-                                          else f"{self.warmup_requests} requests at once"
-                                          if self.warmup_requests else "none")}
-        out.update({k: v for k, v in (("slos", self.slos), ("endpoint", self.endpoint),
-                                      ("processes", self.processes),
-                                      ("prefix_cache", self.prefix_cache))
-                    if v not in (None, "completions", "as-is")})
-        return out
+    failure_kind = FailureKind.INVALID_RUN
 
 
 @dataclass(frozen=True)
@@ -114,13 +73,14 @@ class PerfResult:
     @property
     def figures(self) -> dict[str, float]:
         """Median over the repetitions, per figure."""
-        keys = self.repetitions[0].figures.keys()
-        return {k: float(statistics.median(float(r.figures[k]) for r in self.repetitions))
-                for k in keys}
+        return median_figures([finite_figures(r.figures) for r in self.repetitions])
 
     @property
     def valid(self) -> bool:
         return bool(self.repetitions) and all(r.valid for r in self.repetitions)
+
+
+Progress = Callable[[str], None]
 
 
 class Measurer:
@@ -130,7 +90,8 @@ class Measurer:
                  test_id: str, results_dir: Path, model: dict[str, Any],
                  engine: dict[str, Any], run_id: str, repeats: int = 1,
                  gate: Gate | None = None, floors: dict[str, float] | None = None,
-                 telemetry: Callable[[], Any] | None = None) -> None:
+                 telemetry: Callable[[], Any] | None = None,
+                 progress: Progress | None = None) -> None:
         self.server = server
         self.tokenizer = tokenizer
         self.host = host
@@ -144,9 +105,9 @@ class Measurer:
         self.floors = floors or {}
         self.results: list[PerfResult] = []
         self.telemetry = telemetry
-        """Factory of a GPU sampler run during the measured repetitions (GPU hosts)."""
+        """Factory of a GPU sampler (a context manager) run during the measured repetitions."""
         self.telemetry_summary: dict[str, Any] | None = None
-        self._sampler: Any = None
+        self.progress = progress
 
     def run(self, workload: Workload) -> PerfResult:
         """Warm up, measure ``repeats`` times, check, record, then gate against the baseline.
@@ -155,12 +116,33 @@ class Measurer:
         gated metric regressed, MissingBaseline under ``--require-baseline``.
         """
         scaled = workload.scaled(self.host.scale)
-        dataset: Any = scaled.dataset  # a frozen dataclass (datasets.Dataset)
         if scaled.warmup_requests != 0:
             self._warm_up(scaled)
         result = PerfResult([], result_path(self.results_dir, self.test_id))
         self.results.append(result)
-        self._start_telemetry()
+        try:
+            with self._gpu_sampling():
+                self._measure(scaled, result)
+        finally:
+            if not result.valid:
+                self._write(workload, scaled)
+        try:
+            if self.gate is not None:
+                result.outcome = evaluate(
+                    self.gate, nodeid=self.test_id, engine_name=self.server.engine.name,
+                    model=str(self.model["logical"]),
+                    repetitions=[finite_figures(r.figures) for r in result.repetitions],
+                    fingerprint=host_fingerprint(), engine=self.engine,
+                    provenance=self._provenance(scaled), floors=self.floors)
+        finally:
+            self._write(workload, scaled)
+        if result.outcome is not None:
+            result.outcome.check()
+        return result
+
+    def _measure(self, scaled: Workload, result: PerfResult) -> None:
+        dataset: Any = scaled.dataset  # a frozen dataclass (datasets.Dataset)
+        exact = self.server.engine.exact_output_lengths
         for rep in range(self.repeats):
             # A fresh seed per repetition: identical prompts would hit the prefix
             # cache from the previous repetition and measure the cache instead.
@@ -171,9 +153,10 @@ class Measurer:
             if scaled.prefix_cache != "as-is":
                 self._reset_prefix_cache()
             if scaled.prefix_cache == "second-run":
-                self._load(requests, scaled.arrivals, seed=seed, workload=scaled)
-            run = self._load(requests, scaled.arrivals, seed=seed, workload=scaled)
-            exact = getattr(self.server.engine, "exact_output_lengths", True)
+                self._load(requests, scaled.arrivals, seed=seed, workload=scaled,
+                           label="second-run warm-up")
+            run = self._load(requests, scaled.arrivals, seed=seed, workload=scaled,
+                             label=f"repetition {rep + 1}/{self.repeats}")
             problems = metrics.find_problems(run, exact_output=exact)
             figures = metrics.compute_figures(run, slos=scaled.slos)
             if not exact:
@@ -181,25 +164,20 @@ class Measurer:
             result.repetitions.append(Repetition(seed, figures, problems, run))
             if problems:
                 # A dead server explains failed requests better than the requests do.
-                self.stop_telemetry()
                 self.server.check_alive("during the measured run")
-                self._write(workload, scaled)
                 raise InvalidRun(f"invalid run (repetition {rep + 1} of {self.repeats}), "
                                  "figures not used: " + "; ".join(problems))
-        self.stop_telemetry()
-        try:
-            if self.gate is not None:
-                result.outcome = evaluate(
-                    self.gate, nodeid=self.test_id, engine_name=self.server.engine.name,
-                    model=str(self.model["logical"]),
-                    repetitions=[_finite(r.figures) for r in result.repetitions],
-                    fingerprint=provenance.host_fingerprint(), engine=self.engine,
-                    provenance=self._provenance(scaled), floors=self.floors)
-        finally:
-            self._write(workload, scaled)
-        if result.outcome is not None:
-            result.outcome.check()
-        return result
+
+    @contextlib.contextmanager
+    def _gpu_sampling(self) -> Iterator[None]:
+        """GPU telemetry around the measured repetitions (GPU hosts); its summary is kept."""
+        if self.telemetry is None:
+            yield
+            return
+        with self.telemetry() as sampler:
+            yield
+        self.telemetry_summary = sampler.summary()
+        warn_if_throttled(self.telemetry_summary, self.test_id)
 
     def _warm_up(self, scaled: Workload) -> None:
         """Unmeasured load with other prompts (a seed no repetition uses), so the
@@ -214,21 +192,8 @@ class Measurer:
         requests = warm.build(self.tokenizer)
         if scaled.endpoint == "chat":
             requests = for_chat(requests, self.tokenizer)
-        self._load(requests, arrivals, seed=seed, workload=scaled)
+        self._load(requests, arrivals, seed=seed, workload=scaled, label="warm-up")
         self.server.check_alive("during warm-up")
-
-    def _start_telemetry(self) -> None:
-        if self.telemetry is not None and self._sampler is None:
-            self._sampler = self.telemetry().__enter__()
-
-    def stop_telemetry(self) -> None:
-        """End GPU sampling and keep its summary; idempotent (the fixture calls it too)."""
-        if self._sampler is None:
-            return
-        sampler, self._sampler = self._sampler, None
-        sampler.__exit__(None, None, None)
-        self.telemetry_summary = sampler.summary()
-        gpu_telemetry.warn_if_throttled(self.telemetry_summary, self.test_id)
 
     def _drift(self, run: LoadRun) -> dict[str, float]:
         drift = metrics.output_length_drift(run)
@@ -254,17 +219,26 @@ class Measurer:
                           self._document(workload, scaled))
 
     def _load(self, requests: Any, arrivals: Arrivals, seed: int,
-              workload: Workload) -> LoadRun:
+              workload: Workload, label: str = "") -> LoadRun:
         """One run with the engine's /metrics around it; a saturated client is
         retried with twice the load processes (up to the cores), then kept as is."""
         processes = workload.processes or 1
+        live = getattr(self.progress, "live", None)
+        started = time.monotonic()
+
+        def on_progress(done: int, total: int) -> None:
+            if live is not None:
+                live(f"{self.test_id.rsplit('::', 1)[-1]}: {label}: {done}/{total} requests, "
+                     f"{time.monotonic() - started:.0f} s")
+
         while True:
-            with TelemetrySampler(self.server.base_url, self.server.engine.name) as telemetry:
+            with TelemetrySampler(self.server.base_url,
+                                  self.server.engine.metric_series) as telemetry:
                 run = run_load_sync(
                     base_url=self.server.base_url, api_key=self.server.api_key,
                     model=self.server.spec.served_model_name, requests=requests,
                     arrivals=arrivals, seed=seed, endpoint=workload.endpoint,
-                    processes=processes)
+                    processes=processes, on_progress=on_progress)
             run.server = {"figures": telemetry.figures, **telemetry.describe()}
             cap = arrivals.max_concurrency
             if (workload.processes is not None or not run.saturation
@@ -279,13 +253,21 @@ class Measurer:
         # A workload that raised before its first repetition (say, a dataset
         # that cannot be built) has no figures; its test fails on its own error.
         figures = last.figures if last.repetitions else {}
-        row: dict[str, Any] = {k: figures.get(k) for k in SUMMARY_FIGURES}
+        row: dict[str, Any] = {k: figures.get(k) for k in
+                               (*HEADLINE_FIGURES, "completed", "failed")}
         row["valid"] = last.valid
         row["repeats"] = len(last.repetitions)
         row["result"] = str(last.path)
         if last.outcome is not None:
             row["gate"] = last.outcome.to_dict()
         return row
+
+    def baseline_properties(self) -> list[tuple[str, str]]:
+        """New baselines, shipped in the test report to the process that writes them."""
+        return [(BASELINE_PROPERTY, json.dumps(r.outcome.baseline.to_dict()))
+                for r in self.results
+                if r.outcome is not None and r.outcome.baseline is not None
+                and r.outcome.status == "baseline written"]
 
     def junit_properties(self) -> list[tuple[str, str]]:
         """Median figures and verdicts of the last workload as flat junit properties."""
@@ -302,8 +284,8 @@ class Measurer:
     def _provenance(self, scaled: Workload) -> dict[str, Any]:
         return {"engine": self.engine, "server": self.server.describe(),
                 "workload": scaled.describe(), "host": self.host.describe(),
-                "fingerprint": provenance.host_fingerprint(),
-                "harness": provenance.harness(), "run_id": self.run_id,
+                "fingerprint": host_fingerprint(),
+                "harness": harness_info(), "run_id": self.run_id,
                 "seeds": [r.seed for r in self.results[-1].repetitions]}
 
     def _document(self, workload: Workload, scaled: Workload) -> dict[str, Any]:
@@ -317,7 +299,7 @@ class Measurer:
                 {
                     **rep.run.to_dict(),
                     "seed": rep.seed,
-                    "figures": _finite(rep.figures),
+                    "figures": finite_figures(rep.figures),
                     "problems": rep.problems,
                 }
                 for r in self.results for rep in r.repetitions
@@ -329,12 +311,7 @@ class Measurer:
             "engine": self.engine,
             "model": self.model,
             "host": self.host.describe(),
-            "fingerprint": provenance.host_fingerprint(),
-            "harness": provenance.harness(),
+            "fingerprint": host_fingerprint(),
+            "harness": harness_info(),
             **({"telemetry": self.telemetry_summary} if self.telemetry_summary else {}),
         }
-
-
-def _finite(figures: Mapping[str, float | int]) -> dict[str, float]:
-    return {k: float(v) for k, v in figures.items()
-            if not (isinstance(v, float) and not math.isfinite(v))}

@@ -7,18 +7,20 @@ parametrize them on a test, to choose what a test runs against.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pytest_mi300x.engines.flags import DEFAULT_FLAGS, FlagSet
-from pytest_mi300x.load.measurer import Measurer
+from pytest_mi300x.plugin import benchmark
 from pytest_mi300x.plugin.scheduling import strip_group
-from pytest_mi300x.plugin.stash import MEASURER_KEY, SERVER_KEY, SESSION_KEY
-from pytest_mi300x.servers.pool import RunningServer
-from pytest_mi300x.session import PerfSession
-from pytest_mi300x.workload.datasets import Dataset
-from pytest_mi300x.workload.sharegpt import ShareGPTDataset, SyntheticShareGPT
-from pytest_mi300x.workload.tokenizer import ServedTokenizer
+from pytest_mi300x.plugin.stash import MEASURER_KEY, PROGRESS_KEY, SERVER_KEY, SESSION_KEY
+
+if TYPE_CHECKING:  # imported when a fixture runs: collection stays cheap
+    from pytest_mi300x.load.measurer import Measurer
+    from pytest_mi300x.servers.pool import RunningServer
+    from pytest_mi300x.session import PerfSession
+    from pytest_mi300x.workload.datasets import Dataset
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +51,8 @@ def flag_set() -> FlagSet:
 def sharegpt_dataset(mi300x_session: PerfSession) -> Callable[..., Dataset]:
     """Makes ShareGPT workloads: from ``--sharegpt FILE`` with vLLM's filtering, else
     the seeded look-alike (SyntheticShareGPT). Call it as ``sharegpt_dataset(num_prompts)``."""
+    from pytest_mi300x.workload.sharegpt import ShareGPTDataset, SyntheticShareGPT
+
     path = mi300x_session.settings.sharegpt_path
 
     def make(num_prompts: int, seed: int = 0) -> Dataset:
@@ -83,17 +87,19 @@ def perf(request: pytest.FixtureRequest, mi300x_session: PerfSession,
          llm_server: RunningServer, served_model: str,
          serving_engine: str) -> Iterator[Measurer]:
     """Drives workloads at ``llm_server`` and records figures: ``perf.run(Workload(...))``."""
-    if serving_engine == "tgi":
-        # Prompts get their exact lengths from vLLM's /tokenize and /detokenize; TGI has
-        # neither in that form, and a wrong-length prompt would be a wrong measurement.
-        pytest.skip("TGI load needs a tokenizer adapter that is not built yet "
-                    "(README: Not yet done for GPU hosts)")
+    from pytest_mi300x.engines.base import EngineUnsupported
+    from pytest_mi300x.load.measurer import Measurer
+
     model = mi300x_session.model(served_model)
-    tokenizer = ServedTokenizer(llm_server.base_url, llm_server.api_key,
-                                llm_server.spec.served_model_name, model.vocab_size,
-                                model.special_ids)
+    try:
+        tokenizer = llm_server.engine.tokenizer(
+            llm_server.base_url, llm_server.api_key, llm_server.spec.served_model_name,
+            model.vocab_size, model.special_ids, model.path)
+    except EngineUnsupported as exc:
+        pytest.skip(str(exc))
     floor_marks = [m.kwargs for m in request.node.iter_markers("perf_floor")]
     floors = {k: float(v) for kwargs in reversed(floor_marks) for k, v in kwargs.items()}
+    bench = benchmark.fixture_for(request)
     measurer = Measurer(
         server=llm_server, tokenizer=tokenizer, host=mi300x_session.host,
         test_id=strip_group(request.node.nodeid, request.node),
@@ -102,7 +108,9 @@ def perf(request: pytest.FixtureRequest, mi300x_session: PerfSession,
         run_id=mi300x_session.settings.run_id, repeats=mi300x_session.settings.repeats,
         gate=mi300x_session.gate, floors=floors,
         telemetry=mi300x_session.telemetry(llm_server.spec.gpus),
+        progress=request.config.stash.get(PROGRESS_KEY, None),
     )
     request.node.stash[MEASURER_KEY] = measurer
     yield measurer
-    measurer.stop_telemetry()
+    if bench is not None:
+        benchmark.record(bench, measurer)

@@ -15,6 +15,46 @@ import pytest
 from pytest_mi300x.results.files import write_json_atomic
 
 GROUPS_FILE = ".xdist-groups.json"
+PERF_MARK = "mi300x"
+"""Every test that starts a server carries it: the session table reports only these."""
+SERVER_FIXTURE = "llm_server"
+
+
+def default_to_server_groups(config: pytest.Config) -> None:
+    """-n without --dist: one xdist group per flag set keeps each server on one worker."""
+    if (getattr(config.option, "dist", "no") == "load"
+            and not any(a.startswith(("--dist", "-d")) for a in config.invocation_params.args)):
+        config.option.dist = "loadgroup"
+
+
+def worker_count(config: pytest.Config) -> int:
+    """xdist workers this session runs (1 without xdist)."""
+    numprocesses = getattr(config.option, "numprocesses", None)
+    return int(numprocesses) if isinstance(numprocesses, int) and numprocesses > 0 else 1
+
+
+def order_and_group(config: pytest.Config, items: list[pytest.Item], perf_session: Any) -> None:
+    """Tests that share a flag set run back to back, so each server starts once; under
+    xdist (--dist loadgroup) they share one worker for the same reason. ``--shard`` keeps
+    this slice's groups."""
+    def flag_set_of(item: pytest.Item) -> str:
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        return str(params.get("flag_set", ""))
+
+    items.sort(key=flag_set_of)
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group_of(item)))
+        if SERVER_FIXTURE in getattr(item, "fixturenames", ()):
+            item.add_marker(PERF_MARK)
+    shard = perf_session.settings.shard if perf_session is not None else None
+    if shard is not None:
+        kept, dropped = split(items, *shard)
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+    if perf_session is not None and hasattr(config, "workerinput") and items:
+        write_groups(perf_session.results_dir, items)
 
 
 def group_of(item: pytest.Item) -> str:

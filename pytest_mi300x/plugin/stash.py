@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_mi300x.judge.baselines import BaselineWriter
-from pytest_mi300x.load.measurer import Measurer
-from pytest_mi300x.servers.pool import RunningServer
-from pytest_mi300x.session import PerfSession
+if TYPE_CHECKING:  # keeps `import pytest_mi300x.plugin.hooks` free of the heavy modules
+    pass
 
-SESSION_KEY = pytest.StashKey[PerfSession]()
-SUMMARIES_KEY = pytest.StashKey[list[tuple[str, dict[str, Any]]]]()
-SERVER_KEY = pytest.StashKey[RunningServer]()
-MEASURER_KEY = pytest.StashKey[Measurer]()
-WRITER_KEY = pytest.StashKey[BaselineWriter]()
-OUTCOMES_KEY = pytest.StashKey[dict[str, str]]()
+SESSION_KEY = pytest.StashKey["PerfSession"]()
+COLLECTOR_KEY = pytest.StashKey["SummaryCollector"]()
+PROGRESS_KEY = pytest.StashKey["LiveProgress"]()
+WRITER_KEY = pytest.StashKey["BaselineWriter"]()
 REPORTS_KEY = pytest.StashKey[tuple[Path, Path]]()
+SIGNALS_KEY = pytest.StashKey["SigtermAsInterrupt"]()
+SERVER_KEY = pytest.StashKey["RunningServer"]()
+MEASURER_KEY = pytest.StashKey["Measurer"]()

@@ -12,47 +12,37 @@ from typing import Any
 
 from pytest_mi300x.judge.changepoints import find_change_points_within
 from pytest_mi300x.reporting import plots
+from pytest_mi300x.reporting.outcomes import Outcome
 from pytest_mi300x.reporting.terminal import VERDICT_HEADER, fmt_number, verdict_rows
-from pytest_mi300x.results.files import read_results
 from pytest_mi300x.results.history import HistoryStore, Point, entry_from_result, setup_breaks
-
-FIGURE_COLUMNS = (("request_throughput", "req/s", "{:.2f}"),
-                  ("output_throughput", "out tok/s", "{:.1f}"),
-                  ("median_ttft_ms", "med TTFT ms", "{:.1f}"),
-                  ("median_tpot_ms", "med TPOT ms", "{:.2f}"),
-                  ("median_e2el_ms", "med E2E ms", "{:.0f}"))
+from pytest_mi300x.results.metrics import HEADLINE
+from pytest_mi300x.results.model import Result, read_folder
 
 
 @dataclass
-class TestRecord:
-    """What the reports know of one test: its pytest outcome and its result document."""
+class TestRow:
+    """One test in a report: its pytest outcome (with the one-line cause of a skip, error or
+    failure) and its result, when it measured anything."""
 
     test: str
     outcome: str
-    doc: dict[str, Any] | None = None
+    result: Result | None = None
+    cause: str = ""
 
     @property
     def runs(self) -> list[dict[str, Any]]:
-        return [r for r in (self.doc or {}).get("runs", []) if not r.get("problems")]
+        return [dict(r.raw) for r in self.result.valid_runs] if self.result else []
 
     @property
     def verdicts(self) -> list[dict[str, Any]]:
-        gates = (self.doc or {}).get("gate", [])
-        return list(gates[-1]["verdicts"]) if gates else []
+        return self.result.verdicts if self.result else []
 
     @property
     def gate_status(self) -> str:
-        gates = (self.doc or {}).get("gate", [])
-        return str(gates[-1]["status"]) if gates else "-"
+        return self.result.gate_status if self.result else "-"
 
     def medians(self) -> dict[str, float]:
-        values: dict[str, list[float]] = {}
-        for run in self.runs:
-            for k, v in run["figures"].items():
-                values.setdefault(k, []).append(float(v))
-        return {k: sorted(v)[len(v) // 2] if len(v) % 2 else
-                (sorted(v)[len(v) // 2 - 1] + sorted(v)[len(v) // 2]) / 2
-                for k, v in values.items()}
+        return self.result.medians if self.result else {}
 
 
 @dataclass
@@ -60,38 +50,32 @@ class ReportInput:
     """Everything one report shows."""
 
     run_id: str
-    tests: list[TestRecord]
+    tests: list[TestRow]
     history: HistoryStore | None = None
     header: dict[str, str] = field(default_factory=dict)
 
 
-def collect(docs: Sequence[dict[str, Any]], outcomes: Mapping[str, str], run_id: str,
+def collect(results: Sequence[Result], outcomes: Mapping[str, Outcome], run_id: str,
             history: HistoryStore | None = None) -> ReportInput:
-    """Join result documents with pytest outcomes (tests that failed before measuring too)."""
-    by_test = {d["test"]: d for d in docs}
-    names = sorted(set(by_test) | set(outcomes))
-    tests = [TestRecord(n, outcomes.get(n, "unknown"), by_test.get(n)) for n in names]
+    """Join results with pytest outcomes (tests that failed before measuring too)."""
+    by_name = {r.test: r for r in results}
+    names = sorted(set(by_name) | set(outcomes))
+    tests = []
+    for n in names:
+        outcome = outcomes.get(n)
+        result = by_name.get(n)
+        word = outcome.outcome if outcome else (str(result.status) if result else "unknown")
+        tests.append(TestRow(n, word, result, outcome.cause if outcome else ""))
     header: dict[str, str] = {}
-    for d in docs:
-        header = {"host": str(d.get("host", {}).get("name")),
-                  "engine": f"{d.get('engine', {}).get('build')} "
-                            f"({d.get('engine', {}).get('version')})",
-                  "harness": str(d.get("harness", {}).get("version")),
-                  "cpu": str(d.get("fingerprint", {}).get("cpu_model"))}
-        break
+    if results:
+        first = results[0]
+        header = {"host": first.host_name, "engine": f"{first.build} ({first.engine_version})",
+                  "harness": str((first.doc.get("harness") or {}).get("version")),
+                  "cpu": str(first.fingerprint.get("cpu_model"))}
     return ReportInput(run_id, tests, history, header)
 
 
-def outcome_from_result(doc: dict[str, Any]) -> str:
-    """What a result file alone says of its test (no pytest outcome at hand)."""
-    if not doc.get("valid"):
-        return "invalid"
-    verdicts = [v for g in doc.get("gate", []) for v in g["verdicts"]]
-    return "regression" if any(v["gated"] and v["kind"] == "regression" for v in verdicts) \
-        else "measured"
-
-
-def _verdict_rows(tests: Sequence[TestRecord]) -> list[list[str]]:
+def _verdict_rows(tests: Sequence[TestRow]) -> list[list[str]]:
     return verdict_rows((t.test, t.verdicts) for t in tests)
 
 
@@ -103,19 +87,19 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]
             *("| " + " | ".join(esc(c) for c in r) + " |" for r in rows)]
 
 
-def _figure_rows(tests: Sequence[TestRecord]) -> list[list[str]]:
+def _figure_rows(tests: Sequence[TestRow]) -> list[list[str]]:
     rows = []
     for t in tests:
         med = t.medians()
-        rows.append([t.test, t.outcome, str(len(t.runs)),
-                     *(fmt_number(med.get(k), fmt) for k, _, fmt in FIGURE_COLUMNS), t.gate_status])
+        rows.append([t.test, t.outcome + (f": {t.cause}" if t.cause else ""), str(len(t.runs)),
+                     *(fmt_number(med.get(k), fmt) for k, _, fmt in HEADLINE), t.gate_status])
     return rows
 
 
-FIGURE_HEADER = ["test", "outcome", "reps", *(label for _, label, _ in FIGURE_COLUMNS), "baseline"]
+FIGURE_HEADER = ["test", "outcome", "reps", *(label for _, label, _ in HEADLINE), "baseline"]
 
 
-def _counts(tests: Sequence[TestRecord]) -> str:
+def _counts(tests: Sequence[TestRow]) -> str:
     counts: dict[str, int] = {}
     for t in tests:
         counts[t.outcome] = counts.get(t.outcome, 0) + 1
@@ -229,15 +213,15 @@ def write_reports(data: ReportInput, folder: Path) -> tuple[Path, Path]:
     return md, page
 
 
-def publish(results_dir: Path, run_id: str, outcomes: Mapping[str, str],
+def publish(results_dir: Path, run_id: str, outcomes: Mapping[str, Outcome],
             history: HistoryStore) -> tuple[Path, Path] | None:
     """End of a session: append this run's figures to the history, then write the reports.
 
     Only the process where all results converge calls it (the xdist controller)."""
     if not results_dir.is_dir():
         return None
-    docs = [d for d in read_results(results_dir) if d.get("run_id") == run_id]
-    if not docs:
+    results = [r for r in read_folder(results_dir) if r.run_id == run_id]
+    if not results and not outcomes:
         return None
-    history.append(entry_from_result(d) for d in docs)
-    return write_reports(collect(docs, outcomes, run_id, history), results_dir)
+    history.append(entry_from_result(r) for r in results)
+    return write_reports(collect(results, outcomes, run_id, history), results_dir)

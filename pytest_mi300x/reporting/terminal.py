@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import pytest
-
-from pytest_mi300x.judge.verdict import GATED_METRICS
-from pytest_mi300x.load.measurer import SUMMARY_PROPERTY
-
-COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("request_throughput", "req/s", "{:.2f}"),
-    ("output_throughput", "out tok/s", "{:.1f}"),
-    ("median_ttft_ms", "med TTFT ms", "{:.1f}"),
-    ("mean_tpot_ms", "mean TPOT ms", "{:.2f}"),
-    ("completed", "completed", "{:.0f}"),
-    ("failed", "failed", "{:.0f}"),
-)
+from pytest_mi300x.reporting.outcomes import Outcome
+from pytest_mi300x.results.metrics import GATED_METRICS, HEADLINE
 
 
 def _cell(fmt: str, value: Any) -> str:
@@ -50,19 +38,34 @@ def gate_cell(row: dict[str, Any]) -> str:
     return "no change" + (f" (warn: {','.join(warned)})" if warned else "")
 
 
-def summary_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
-    """Lines of a fixed-width table: one row per test (median of its repetitions)."""
-    header = ["test", *(label for _, label, _ in COLUMNS), "valid", "vs baseline"]
-    body = [[name, *(_cell(fmt, row.get(key)) for key, _, fmt in COLUMNS),
-             "yes" if row.get("valid") else "NO", gate_cell(row)] for name, row in rows]
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+def summary_table(outcomes: Mapping[str, Outcome],
+                  rows: Mapping[str, dict[str, Any]]) -> list[str]:
+    """Lines of a fixed-width table, one row per test: the median figures of a measured
+    test, and for every test how it ended (a skip's reason, a failure's kind and cause)."""
+    header = ["test", *(label for _, label, _ in HEADLINE), "done", "failed", "vs baseline"]
+    body = []
+    for name in sorted(set(outcomes) | set(rows)):
+        row = rows.get(name, {})
+        outcome = outcomes.get(name)
+        end = gate_cell(row) if row else "-"
+        if outcome is not None and outcome.outcome != "passed":
+            kind = f" ({outcome.kind})" if outcome.kind else ""
+            end = f"{outcome.outcome.upper()}{kind}: {outcome.cause}" if outcome.cause \
+                else outcome.outcome.upper()
+            if row and not row.get("valid", True):
+                end = "INVALID RUN: " + (outcome.cause or "see the failure")
+        body.append([name, *(_cell(fmt, row.get(key)) for key, _, fmt in HEADLINE),
+                     _cell("{:.0f}", row.get("completed")), _cell("{:.0f}", row.get("failed")),
+                     end])
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header) - 1)]
 
     def line(cells: list[str]) -> str:
         first = cells[0].ljust(widths[0])
-        rest = (c.rjust(w) for c, w in zip(cells[1:-1], widths[1:-1], strict=True))
-        return "  ".join([first, *rest, cells[-1].ljust(widths[-1])]).rstrip()
+        rest = (c.rjust(w) for c, w in zip(cells[1:-1], widths[1:], strict=True))
+        return "  ".join([first, *rest, cells[-1]]).rstrip()
 
-    return [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in body)]
+    return [line(header), "  ".join("-" * w for w in widths) + "  " + "-" * 11,
+            *(line(r) for r in body)]
 
 
 VERDICT_HEADER = ["test", "metric", "baseline", "now", "change", "threshold", "verdict"]
@@ -92,9 +95,10 @@ def verdict_rows(judged: Iterable[tuple[str, Sequence[dict[str, Any]]]]) -> list
     return rows
 
 
-def verdict_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+def verdict_table(rows: Mapping[str, dict[str, Any]]) -> list[str]:
     """Fixed-width lines of every verdict in the summary rows; empty when nothing was judged."""
-    body = verdict_rows((name, (row.get("gate") or {}).get("verdicts", [])) for name, row in rows)
+    body = verdict_rows((name, (row.get("gate") or {}).get("verdicts", []))
+                        for name, row in sorted(rows.items()))
     if not body:
         return []
     widths = [max(len(r[i]) for r in [VERDICT_HEADER, *body]) for i in range(len(VERDICT_HEADER))]
@@ -104,21 +108,3 @@ def verdict_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
                          for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
 
     return [line(VERDICT_HEADER), "  ".join("-" * w for w in widths), *(line(r) for r in body)]
-
-
-class SummaryCollector:
-    """Gathers each test's figures and outcome from its reports; under xdist, reports reach
-    the controller, so the controller's collector sees every test."""
-
-    def __init__(self, rows: list[tuple[str, dict[str, Any]]], outcomes: dict[str, str]) -> None:
-        self.rows = rows
-        self.outcomes = outcomes
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        for name, value in report.user_properties:
-            if name == SUMMARY_PROPERTY:
-                self.rows.append((report.nodeid, json.loads(str(value))))
-        if report.when == "call":
-            self.outcomes[report.nodeid] = report.outcome
-        elif report.outcome != "passed" and self.outcomes.get(report.nodeid) != "failed":
-            self.outcomes[report.nodeid] = "skipped" if report.skipped else "error"

@@ -4,63 +4,46 @@ JSON Lines rather than an embedded database: appends are atomic enough under a
 file lock, nightly CI jobs on different hosts can each keep a file and
 concatenate them, the file diffs and greps like the baselines, and a few
 thousand nights of a suite stay a few MB that one read parses in milliseconds.
+A line that cannot be read (an append cut short by a full disk) is skipped and
+reported; it never stops a session or the ``history`` command.
 """
 
 from __future__ import annotations
 
-import json
-import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
-from pytest_mi300x.judge.baselines import BUILD_KEYS, comparability
+from pytest_mi300x.results.files import BadLine, ReadError, append_jsonl, read_jsonl
+from pytest_mi300x.results.model import Result
+from pytest_mi300x.results.stack import setup_of as _stack_setup
 
 SCHEMA = "pytest-mi300x/history/1"
 
 
 class HistoryError(Exception):
-    """A history file that cannot be read; the message names the file, the line and the fix."""
+    """A history file that cannot be used at all; the message names the file and the fix."""
 
 
-def _medians(runs: Sequence[dict[str, Any]]) -> dict[str, float]:
-    keys: set[str] = set()
-    for run in runs:
-        keys.update(run["figures"])
-    out = {}
-    for key in sorted(keys):
-        values = [float(r["figures"][key]) for r in runs if r["figures"].get(key) is not None]
-        if values:
-            out[key] = statistics.median(values)
-    return out
-
-
-def entry_from_result(doc: dict[str, Any]) -> dict[str, Any]:
-    """One history line from a result document (see ``measure.Measurer``)."""
-    runs = [r for r in doc.get("runs", []) if not r.get("problems")]
-    engine = doc.get("engine", {})
-    verdicts = {v["metric"]: v["kind"] for g in doc.get("gate", []) for v in g["verdicts"]}
+def entry_from_result(result: Result) -> dict[str, Any]:
+    """One history line from a result."""
     return {
         "schema": SCHEMA,
-        "run_id": doc.get("run_id"),
-        "date": doc.get("created_at"),
-        "test": doc["test"],
-        "host": doc.get("host", {}).get("name"),
-        "engine": doc.get("server", {}).get("engine"),
-        "model": doc.get("model", {}).get("logical"),
-        "engine_build": engine.get("build"),
-        "engine_version": engine.get("version"),
-        "harness": doc.get("harness", {}).get("version"),
-        "stack": comparability(doc.get("fingerprint", {}), engine,
-                               doc.get("workload", {}).get("scaled"),
-                               doc.get("server", {}).get("flag_set")),
-        "valid": bool(doc.get("valid")) and bool(runs),
-        "figures": _medians(runs),
-        "repetitions": [r["figures"] for r in runs],
-        "verdicts": verdicts,
+        "run_id": result.run_id,
+        "date": result.created_at,
+        "test": result.test,
+        "host": result.host_name,
+        "engine": result.engine_name,
+        "model": result.model,
+        "engine_build": result.build,
+        "engine_version": result.engine_version,
+        "harness": (result.doc.get("harness") or {}).get("version"),
+        "stack": result.stack,
+        "valid": result.valid,
+        "figures": result.medians,
+        "repetitions": result.repetitions,
+        "verdicts": {v["metric"]: v["kind"] for v in result.verdicts},
     }
 
 
@@ -78,7 +61,7 @@ class Point:
 def setup_of(entry: dict[str, Any]) -> dict[str, Any]:
     """What a run's figures depend on besides the engine build: hardware, workload, flag set.
     A history follows builds; a change of setup starts a new stretch of it."""
-    return {k: v for k, v in entry.get("stack", {}).items() if k not in BUILD_KEYS}
+    return _stack_setup(entry.get("stack", {}))
 
 
 def setup_breaks(points: Sequence[Point]) -> list[int]:
@@ -92,35 +75,32 @@ class HistoryStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.skipped: list[BadLine] = []
+        """Lines the last read passed over, with the reason."""
+
+    def _check(self) -> None:
+        if self.path.is_dir():
+            raise HistoryError(f"--history-file {self.path} is a folder; give a file path "
+                               "such as .perf-results/history.jsonl")
 
     def append(self, entries: Iterable[dict[str, Any]]) -> int:
         """Append entries under a lock (xdist controllers of parallel jobs may share the file)."""
-        lines = [json.dumps(e, sort_keys=True, default=str) + "\n" for e in entries]
-        if not lines:
-            return 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.path) + ".lock"), self.path.open("a") as fh:
-            fh.writelines(lines)
-        return len(lines)
+        self._check()
+        return append_jsonl(self.path, entries)
 
     def read(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
+        self._check()
+        self.skipped = []
         entries = []
-        for number, line in enumerate(self.path.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise HistoryError(
-                    f"{self.path}:{number}: not a JSON line ({exc.msg}); "
-                    "delete or fix that line") from None
-            if not isinstance(entry, dict) or entry.get("schema") != SCHEMA:
-                raise HistoryError(
-                    f"{self.path}:{number}: not a pytest-mi300x history entry "
-                    f"(schema {SCHEMA!r} expected); delete or fix that line")
-            entries.append(entry)
+        try:
+            for number, entry in read_jsonl(self.path, self.skipped):
+                if entry.get("schema") != SCHEMA or "test" not in entry:
+                    self.skipped.append(BadLine(self.path, number,
+                                                f"not a history entry (schema {SCHEMA!r})"))
+                    continue
+                entries.append(entry)
+        except ReadError as exc:
+            raise HistoryError(str(exc)) from None
         return entries
 
     def series(self, test: str, metric: str, host: str | None = None) -> list[Point]:
@@ -129,8 +109,8 @@ class HistoryStore:
         for e in self.read():
             if e["test"] != test or not e.get("valid") or (host and e.get("host") != host):
                 continue
-            value = e.get("figures", {}).get(metric)
-            if value is not None:
+            value = (e.get("figures") or {}).get(metric)
+            if isinstance(value, int | float):
                 points.append(Point(str(e.get("run_id")), str(e.get("date")), float(value),
                                     str(e.get("engine_version")), e))
         return sorted(points, key=lambda p: (p.date, p.run_id))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -12,10 +11,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import openai
-
 from pytest_mi300x.engines.base import Engine, LaunchSpec
 from pytest_mi300x.gpus.leases import GpuLease
+from pytest_mi300x.progress import Progress, silent
+from pytest_mi300x.results.files import slug
 from pytest_mi300x.servers.process import (
     ServerError,
     ServerExited,
@@ -74,6 +73,8 @@ class RunningServer:
 
 def _check_served_model(spec: LaunchSpec, process: ServerProcess) -> None:
     """The OpenAI-compatible API must list the name the load will ask for."""
+    import openai  # the control plane only; a second of import time, paid when a server starts
+
     client = openai.OpenAI(base_url=f"{spec.base_url}/v1", api_key=spec.api_key,
                            max_retries=2, timeout=30.0)
     with client:
@@ -83,10 +84,6 @@ def _check_served_model(spec: LaunchSpec, process: ServerProcess) -> None:
             f"server at {spec.base_url} serves {served}, not {spec.served_model_name!r} "
             f"(log: {process.log_path}); check --served-model-name in the engine arguments",
             process.log_tail())
-
-
-def _slug(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", key)[:80]
 
 
 class ServerPool:
@@ -100,8 +97,9 @@ class ServerPool:
                  bind_host: str = "127.0.0.1",
                  lease: Callable[[int, str], GpuLease] | None = None,
                  others_waiting: Callable[[], bool] | None = None,
-                 engine_nice: int = 0) -> None:
+                 engine_nice: int = 0, progress: Progress = silent) -> None:
         self.log_dir = log_dir
+        self.progress = progress
         self.engine_nice = engine_nice
         self.max_servers = max_servers
         self.start_timeout = start_timeout
@@ -181,12 +179,15 @@ class ServerPool:
         process = ServerProcess(
             engine.command(spec),
             env={**os.environ, **added_env},
-            log_path=self.log_dir / f"{_slug(key)}-{generation}.log",
+            log_path=self.log_dir / f"{slug(key)}-{generation}.log",
             ready_url=f"{spec.base_url}{engine.health_path}",
             start_timeout=self.start_timeout,
             on_spawn=None if lease is None else lease.attach,
             nice=self.engine_nice,
+            on_wait=self._waiting(key),
         )
+        self.progress(f"starting {engine.name} server {key} on {spec.base_url} "
+                      f"(log: {process.log_path})")
         try:
             process.start()
             version = engine.version(spec.base_url, spec.api_key)
@@ -198,9 +199,22 @@ class ServerPool:
             if isinstance(exc, ServerError):
                 self._failed[key] = exc
             raise
+        finally:
+            live_done = getattr(self.progress, "done", None)
+            if live_done is not None:
+                live_done()
+        self.progress(f"{engine.name} {version} ready in {process.startup_s or 0:.0f} s")
         server = RunningServer(key, engine, spec, process, version, generation, added_env, lease)
         self._live[key] = server
         return server
+
+    def _waiting(self, key: str) -> Callable[[float, str], None] | None:
+        """The live line while a server starts: elapsed time and its log's last line."""
+        live = getattr(self.progress, "live", None)
+        if live is None:
+            return None
+        return lambda elapsed, last_line: live(
+            f"server starting: {elapsed:.0f} s: {last_line}"[:110])
 
     def _stop(self, key: str) -> None:
         server = self._live.pop(key, None)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from pytest_mi300x.results.model import FailureKind
 from pytest_mi300x.servers.http import get_status
 
 LOG_TAIL_LINES = 200
@@ -25,6 +26,8 @@ _WRAPPER = re.compile(r"root cause above")
 
 class ServerError(Exception):
     """A server that would not start or died; carries its log tail."""
+
+    failure_kind = FailureKind.ENGINE
 
     def __init__(self, message: str, log_tail: str = "") -> None:
         super().__init__(message)
@@ -99,6 +102,7 @@ class ServerProcess:
         clock: Callable[[], float] = time.monotonic,
         on_spawn: Callable[[int], None] | None = None,
         nice: int = 0,
+        on_wait: Callable[[float, str], None] | None = None,
     ) -> None:
         self.argv = list(argv)
         self.env = dict(env)
@@ -109,6 +113,8 @@ class ServerProcess:
         self.poll_interval = poll_interval
         self._clock = clock
         self._on_spawn = on_spawn
+        self._on_wait = on_wait
+        """Told (elapsed seconds, last log line) while the server is not ready yet."""
         self.nice = nice
         self.scheduling: dict[str, int | None] = {}
         """The niceness applied to the server's process group and its autogroup."""
@@ -191,6 +197,9 @@ class ServerProcess:
                     f"server not ready on {self.ready_url} after {self.start_timeout:.0f} s "
                     f"(log: {self.log_path}); raise the host's start_timeout_s if the engine "
                     "is merely slow", self.log_tail())
+            if self._on_wait is not None:
+                tail = self.log_tail(1)
+                self._on_wait(self._clock() - started, tail.strip())
             time.sleep(self.poll_interval)
 
     def alive(self) -> bool:

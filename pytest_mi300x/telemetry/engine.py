@@ -18,31 +18,10 @@ from time import perf_counter
 
 from prometheus_client.parser import text_string_to_metric_families
 
-# figure -> series (sample names, summed over label sets), per engine.
-VLLM_SERIES: dict[str, str] = {
-    "prefix_cache_hits": "vllm:prefix_cache_hits_total",
-    "prefix_cache_queries": "vllm:prefix_cache_queries_total",
-    "preemptions": "vllm:num_preemptions_total",
-    "queue_time_sum": "vllm:request_queue_time_seconds_sum",
-    "queue_time_count": "vllm:request_queue_time_seconds_count",
-    "prompt_tokens": "vllm:prompt_tokens_total",
-    "generation_tokens": "vllm:generation_tokens_total",
-    "ttft_sum": "vllm:time_to_first_token_seconds_sum",
-    "ttft_count": "vllm:time_to_first_token_seconds_count",
-    "tpot_sum": "vllm:request_time_per_output_token_seconds_sum",
-    "tpot_count": "vllm:request_time_per_output_token_seconds_count",
-    "kv_cache_usage": "vllm:kv_cache_usage_perc",
-    "running": "vllm:num_requests_running",
-    "waiting": "vllm:num_requests_waiting",
-}
-TGI_SERIES: dict[str, str] = {
-    "queue_time_sum": "tgi_request_queue_duration_sum",
-    "queue_time_count": "tgi_request_queue_duration_count",
-    "generation_tokens": "tgi_request_generated_tokens_sum",
-    "running": "tgi_batch_current_size",
-    "waiting": "tgi_queue_size",
-}
-SERIES = {"vllm": VLLM_SERIES, "tgi": TGI_SERIES}
+Series = Mapping[str, str]
+"""figure -> series (sample names, summed over label sets); each engine gives its own
+(``Engine.metric_series``)."""
+
 _GAUGES = ("kv_cache_usage", "running", "waiting")
 
 
@@ -55,13 +34,12 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
-def pick(samples: Mapping[str, float], engine: str) -> dict[str, float]:
-    """This engine's figures out of parsed samples (missing series are left out)."""
-    series = SERIES[engine]
+def pick(samples: Mapping[str, float], series: Series) -> dict[str, float]:
+    """An engine's figures out of parsed samples (missing series are left out)."""
     return {figure: samples[name] for figure, name in series.items() if name in samples}
 
 
-def scrape(base_url: str, engine: str = "vllm", timeout: float = 5.0,
+def scrape(base_url: str, series: Series, timeout: float = 5.0,
            only: tuple[str, ...] | None = None) -> dict[str, float]:
     """One GET of /metrics, reduced to this engine's figures (`only` these, when given).
 
@@ -72,12 +50,11 @@ def scrape(base_url: str, engine: str = "vllm", timeout: float = 5.0,
     with urllib.request.urlopen(base_url.rstrip("/") + "/metrics", timeout=timeout) as resp:
         text = resp.read().decode()
     if only is not None:
-        series = SERIES[engine]
         names = tuple(series[f] for f in only if f in series)
         text = "\n".join(line for line in text.splitlines()
                           if line.startswith(names) or line.startswith(
                               tuple(f"# TYPE {n}" for n in names))) + "\n"
-    return pick(parse_metrics(text), engine)
+    return pick(parse_metrics(text), series)
 
 
 def deltas(before: Mapping[str, float], after: Mapping[str, float],
@@ -119,7 +96,7 @@ class TelemetrySampler:
     """
 
     base_url: str
-    engine: str = "vllm"
+    series: Series = field(default_factory=dict)
     interval: float = 1.0  # each scrape costs the server a render: keep it rare
     before: dict[str, float] = field(default_factory=dict)
     after: dict[str, float] = field(default_factory=dict)
@@ -134,7 +111,7 @@ class TelemetrySampler:
 
     def _scrape(self, only: tuple[str, ...] | None = None) -> dict[str, float]:
         try:
-            return scrape(self.base_url, self.engine, only=only)
+            return scrape(self.base_url, self.series, only=only)
         except Exception as exc:  # telemetry is best effort; the reason is kept
             if len(self.errors) < 5:
                 self.errors.append(f"{type(exc).__name__}: {exc}")
@@ -165,6 +142,6 @@ class TelemetrySampler:
         self.figures = deltas(self.before, self.after, self.peaks)
 
     def describe(self) -> dict[str, object]:
-        return {"engine": self.engine, "series": SERIES[self.engine], "before": self.before,
+        return {"series": dict(self.series), "before": self.before,
                 "after": self.after, "samples": self.samples, "interval_s": self.interval,
                 "errors": self.errors}

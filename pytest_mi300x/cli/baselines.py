@@ -1,0 +1,81 @@
+"""``pytest-mi300x baselines refresh|show``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+DEFAULT_SERVER_STARTS = 3
+"""Server starts per refreshed baseline. A regression must then be past the worst of three
+starts: an unchanged candidate start is the worst by chance one time in four (one in two
+against a single start), and the floor only has to cover how far past it lands."""
+
+
+def _server_starts(args: list[str]) -> tuple[int, list[str]]:
+    """``--servers N`` taken out of the arguments otherwise meant for pytest."""
+    rest: list[str] = []
+    value: str | None = None
+    it = iter(args)
+    for arg in it:
+        if arg == "--servers":
+            value = next(it, "")
+        elif arg.startswith("--servers="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    if value is None:
+        return DEFAULT_SERVER_STARTS, rest
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"--servers {value!r} is not a whole number >= 1; "
+                         f"write e.g. --servers {DEFAULT_SERVER_STARTS}")
+    return int(value), rest
+
+
+def refresh(pytest_args: list[str]) -> int:
+    try:
+        starts, args = _server_starts([a for a in pytest_args if a != "--"])
+    except ValueError as exc:
+        print(f"pytest-mi300x baselines refresh: {exc}", file=sys.stderr)
+        return 2
+    args = args or ["suites/"]
+    for start in range(1, starts + 1):
+        # Each pytest session starts its own servers: that is what makes a start.
+        mode = "--update-baselines" if start == 1 else "--add-baseline-server"
+        cmd = [sys.executable, "-m", "pytest", mode, *args]
+        print(f"server start {start} of {starts}; running:", " ".join(cmd), flush=True)
+        rc = subprocess.call(cmd)
+        if rc != 0:
+            if start > 1:
+                print(f"pytest-mi300x baselines refresh: server start {start} failed (exit "
+                      f"{rc}); the baselines hold the first {start - 1} start(s). Run it "
+                      "again to refresh them whole", file=sys.stderr)
+            return rc
+    return 0
+
+
+def show(root: Path) -> int:
+    from pytest_mi300x.judge.baselines import BaselineError, BaselineStore
+
+    try:
+        stored = BaselineStore(root).all()
+    except BaselineError as exc:
+        print(f"pytest-mi300x: {exc}", file=sys.stderr)
+        return 2
+    if not stored:
+        print(f"no baselines under {root}; make them with: pytest-mi300x baselines refresh")
+        return 0
+    now = datetime.now(UTC)
+    for path, b in stored:
+        try:
+            created = datetime.strptime(b.created_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            age = f"{(now - created).total_seconds() / 86400:.1f} d"
+        except ValueError:
+            age = "?"
+        stack = b.comparability
+        print(f"{path.relative_to(root)}  age {age}  reps {len(b.repetitions)}  "
+              f"server starts {b.server_count}  "
+              f"engine {stack.get('engine_build')} ({stack.get('engine_version')})  "
+              f"torch {stack.get('torch')}  cpu {stack.get('cpu_model')} x{stack.get('cpu_count')}")
+    return 0

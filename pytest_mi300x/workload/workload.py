@@ -1,0 +1,57 @@
+"""A workload: what load to drive, written at full (MI300X) size; hosts scale it down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from pytest_mi300x.workload.arrivals import Arrivals
+from pytest_mi300x.workload.datasets import Dataset
+
+if TYPE_CHECKING:
+    from pytest_mi300x.hosts.profile import WorkloadScale
+
+PREFIX_CACHE_MODES = ("as-is", "fresh", "second-run")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What load to drive, written at full (MI300X) size; hosts scale it down."""
+
+    dataset: Dataset
+    arrivals: Arrivals = Arrivals()
+    warmup_requests: int | None = None
+    """None: one unmeasured run of the whole workload (its size and arrivals, other
+    prompts) before the measured ones; an int: that many requests at once; 0: none.
+    A two-request warm-up left the first measured burst on the CPU engine slower
+    than the rest (median TTFT 1.1-2.7x the other runs' in 5 of 7 servers)."""
+    slos: dict[str, float] | None = None  # ms on ttft/tpot/e2el: adds request_goodput
+    endpoint: str = "completions"  # or "chat" (TTFT caveat: see load/client.py)
+    processes: int | None = None  # load processes; None: 1, more when one saturates
+    prefix_cache: str = "as-is"
+    """``as-is``; ``fresh``: the engine's prefix cache is emptied before each repetition
+    (the guide's "fresh run"); ``second-run``: emptied, the same prompts sent once
+    unmeasured, then measured (its "2nd run"). Both need /reset_prefix_cache
+    (vLLM: VLLM_SERVER_DEV_MODE=1 in the server's env)."""
+
+    def __post_init__(self) -> None:
+        if self.prefix_cache not in PREFIX_CACHE_MODES:
+            raise ValueError(f"Workload.prefix_cache {self.prefix_cache!r} is not one of "
+                             f"{', '.join(PREFIX_CACHE_MODES)}")
+
+    def scaled(self, scale: WorkloadScale) -> Workload:
+        return replace(self, dataset=self.dataset.scaled(scale),
+                       arrivals=self.arrivals.scaled(scale))
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"dataset": self.dataset.describe(),
+                               "arrivals": self.arrivals.describe(),
+                               "warmup": ("one unmeasured run of this workload, other prompts"
+                                          if self.warmup_requests is None
+                                          else f"{self.warmup_requests} requests at once"
+                                          if self.warmup_requests else "none")}
+        out.update({k: v for k, v in (("slos", self.slos), ("endpoint", self.endpoint),
+                                      ("processes", self.processes),
+                                      ("prefix_cache", self.prefix_cache))
+                    if v not in (None, "completions", "as-is")})
+        return out
