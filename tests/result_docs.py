@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mi300x.results.files import result_path, write_json_atomic
-from pytest_mi300x.results.model import Result
-from pytest_mi300x.results.model import SCHEMA
+from pytest_mi300x.results.model import SCHEMA, Result
 
 FINGERPRINT = {"cpu_model": "Xeon", "cpu_count": 2, "machine": "x86_64", "hostname": "a"}
 

