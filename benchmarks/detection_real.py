@@ -45,8 +45,8 @@ from pathlib import Path
 
 from pytest_mi300x.hosts.cpu import CPU_HOST
 from pytest_mi300x.judge.verdict import DEFAULT_FLOOR_PCT, GATED_METRICS, Kind, judge_band
-from pytest_mi300x.load.figures import METRIC_DIRECTIONS
 from pytest_mi300x.results.files import read_results
+from pytest_mi300x.results.metrics import METRIC_DIRECTIONS
 from pytest_mi300x.results.stack import sent_as_burst
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -35,7 +35,8 @@ from pytest_mi300x.engines.vllm import VLLMEngine
 from pytest_mi300x.hosts.cpu import CPU_HOST
 from pytest_mi300x.load.client import run_load_sync
 from pytest_mi300x.load.figures import compute_figures
-from pytest_mi300x.servers.process import ServerProcess, free_port
+from pytest_mi300x.net import free_port
+from pytest_mi300x.servers.process import ServerProcess
 from pytest_mi300x.telemetry.engine import TelemetrySampler
 from pytest_mi300x.workload.arrivals import Arrivals
 from pytest_mi300x.workload.datasets import RandomDataset

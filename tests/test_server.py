@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from pytest_mi300x.net import free_port
 from pytest_mi300x.servers.process import (
     ServerExited,
     ServerProcess,
     ServerStartTimeout,
     error_line,
-    free_port,
     redact_env,
 )
 

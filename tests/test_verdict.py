@@ -20,7 +20,7 @@ from pytest_mi300x.judge.verdict import (
     judge_all,
     judge_band,
 )
-from pytest_mi300x.load.figures import METRIC_DIRECTIONS
+from pytest_mi300x.results.metrics import METRIC_DIRECTIONS
 from pytest_mi300x.results.stack import stack_diff
 
 STEADY = [100.0, 101.0, 99.0, 100.5, 99.5]

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from pytest_mi300x.engines.base import BuiltEngine, EngineUnsupported, LaunchSpec
 from pytest_mi300x.engines.flags import FlagSet, cli_name
-from pytest_mi300x.servers.http import get_json
-from pytest_mi300x.servers.process import free_port
+from pytest_mi300x.net import free_port, get_json
 from pytest_mi300x.workload.datasets import Tokenizer
 
 SECRET_ENV = "API_KEY"

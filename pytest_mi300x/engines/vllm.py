@@ -12,7 +12,7 @@ from packaging.version import InvalidVersion, Version
 
 from pytest_mi300x.engines.base import BuiltEngine, LaunchSpec
 from pytest_mi300x.engines.flags import FlagSet
-from pytest_mi300x.servers.http import get_json
+from pytest_mi300x.net import get_json
 from pytest_mi300x.workload.datasets import Tokenizer
 from pytest_mi300x.workload.tokenizer import ServedTokenizer
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pytest_mi300x.load.figures import METRIC_DIRECTIONS
+from pytest_mi300x.results.metrics import METRIC_DIRECTIONS
 
 MIN_SEGMENT = 2
 MIN_EFFECT_PCT = 5.0

@@ -21,10 +21,10 @@ from pytest_mi300x.judge.gate import Gate, GateOutcome, evaluate
 from pytest_mi300x.load import figures as metrics
 from pytest_mi300x.load.client import run_load_sync
 from pytest_mi300x.load.records import LoadRun
+from pytest_mi300x.net import post_json
 from pytest_mi300x.results.files import result_path, write_json_atomic
 from pytest_mi300x.results.metrics import HEADLINE_FIGURES
 from pytest_mi300x.results.model import SCHEMA, FailureKind, finite_figures, median_figures
-from pytest_mi300x.servers.http import post_json
 from pytest_mi300x.servers.pool import RunningServer
 from pytest_mi300x.telemetry.engine import TelemetrySampler
 from pytest_mi300x.telemetry.gpu import warn_if_throttled

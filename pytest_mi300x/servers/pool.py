@@ -13,13 +13,13 @@ from typing import Any
 
 from pytest_mi300x.engines.base import Engine, LaunchSpec
 from pytest_mi300x.gpus.leases import GpuLease
+from pytest_mi300x.net import free_port
 from pytest_mi300x.progress import Progress, silent
 from pytest_mi300x.results.files import slug
 from pytest_mi300x.servers.process import (
     ServerError,
     ServerExited,
     ServerProcess,
-    free_port,
     redact_env,
 )
 

@@ -6,7 +6,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from collections import deque
@@ -14,8 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from pytest_mi300x.net import get_status
 from pytest_mi300x.results.model import FailureKind
-from pytest_mi300x.servers.http import get_status
 
 LOG_TAIL_LINES = 200
 _SECRET_NAME = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD|CREDENTIAL)", re.IGNORECASE)
@@ -51,16 +50,6 @@ class ServerStartTimeout(ServerError):
 def redact_env(env: Mapping[str, str]) -> dict[str, str]:
     """Env fit for logs and reports: values of secret-looking names hidden."""
     return {k: ("<redacted>" if _SECRET_NAME.search(k) else v) for k, v in env.items()}
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on now.
-
-    The engine binds it moments later; losing that race shows as a start failure.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def read_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

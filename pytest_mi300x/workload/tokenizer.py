@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import replace
 
-from pytest_mi300x.servers.http import post_json
+from pytest_mi300x.net import post_json
 from pytest_mi300x.workload.datasets import PromptRequest
 
 

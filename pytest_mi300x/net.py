@@ -1,14 +1,23 @@
-"""Small blocking HTTP helpers for control-plane calls (health, version, tokenize).
-
-Not the load path: that is pytest_mi300x/loadgen.py.
-"""
+"""Loopback networking for the control plane: free ports, and small blocking HTTP calls
+(health, version, tokenize, model lists). Not the load path: that is load/client.py."""
 
 from __future__ import annotations
 
 import json
+import socket
 import urllib.error
 import urllib.request
 from typing import Any
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now.
+
+    The engine binds it moments later; losing that race shows as a start failure.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def get_status(url: str, api_key: str | None = None, timeout: float = 2.0) -> int | None:
