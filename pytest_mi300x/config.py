@@ -20,14 +20,14 @@ REFRESH_REPEATS = 5
 class Settings:
     """Everything the plugin was told, validated."""
 
-    gpu_host: str
-    hosts_file: Path | None
-    vllm_build: str
-    engine_env: tuple[tuple[str, str], ...]
-    engine_args: tuple[str, ...]
-    results_dir: Path | None
-    cache_dir: Path | None
-    run_id: str
+    gpu_host: str = "cpu"
+    hosts_file: Path | None = None
+    vllm_build: str = DEFAULT_VLLM_BUILD
+    engine_env: tuple[tuple[str, str], ...] = ()
+    engine_args: tuple[str, ...] = ()
+    results_dir: Path | None = None
+    cache_dir: Path | None = None
+    run_id: str = "adhoc"
     repeats: int = DEFAULT_REPEATS
     baselines_dir: Path = Path("baselines")
     update_baselines: bool = False

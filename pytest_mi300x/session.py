@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_mi300x.config import Settings
 from pytest_mi300x.engines.base import BuiltEngine, Engine, EngineKind, LaunchSpec
@@ -29,6 +29,9 @@ from pytest_mi300x.judge.gate import Gate
 from pytest_mi300x.progress import Progress, to_stderr
 from pytest_mi300x.servers.pool import RunningServer, ServerPool
 from pytest_mi300x.telemetry.gpu import GpuTelemetry
+
+if TYPE_CHECKING:
+    from pytest_mi300x.load.measurer import Measurer
 
 TP_FLAG = "tensor_parallel_size"
 
@@ -232,6 +235,24 @@ class PerfSession:
             return self.launch_spec(engine_name, logical_model, flag_set, host, port)
 
         return self.pool.acquire(key, self.engine(engine_name), make_spec)
+
+    def measurer(self, server: RunningServer, test_id: str, logical_model: str,
+                 floors: dict[str, float] | None = None,
+                 progress: Progress | None = None) -> Measurer:
+        """A measurer of ``server`` for one test: ``.run(Workload(...))`` warms up, measures
+        the session's repeats, writes the result and judges it against the baseline."""
+        from pytest_mi300x.load.measurer import Measurer
+
+        model = self.model(logical_model)
+        tokenizer = server.engine.tokenizer(server.base_url, server.api_key,
+                                            server.spec.served_model_name, model.vocab_size,
+                                            model.special_ids, model.path)
+        return Measurer(server=server, tokenizer=tokenizer, host=self.host, test_id=test_id,
+                        results_dir=self.results_dir, model=model.describe(),
+                        engine=self.engine_description(server.engine.name),
+                        run_id=self.settings.run_id, repeats=self.settings.repeats,
+                        gate=self.gate, floors=floors, telemetry=self.telemetry(server.spec.gpus),
+                        progress=progress)
 
     def close(self) -> None:
         self.pool.close()

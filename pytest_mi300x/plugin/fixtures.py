@@ -84,32 +84,19 @@ def llm_server(request: pytest.FixtureRequest, mi300x_session: PerfSession,
 
 @pytest.fixture
 def perf(request: pytest.FixtureRequest, mi300x_session: PerfSession,
-         llm_server: RunningServer, served_model: str,
-         serving_engine: str) -> Iterator[Measurer]:
+         llm_server: RunningServer, served_model: str) -> Iterator[Measurer]:
     """Drives workloads at ``llm_server`` and records figures: ``perf.run(Workload(...))``."""
     from pytest_mi300x.engines.base import EngineUnsupported
-    from pytest_mi300x.load.measurer import Measurer
 
-    model = mi300x_session.model(served_model)
-    try:
-        tokenizer = llm_server.engine.tokenizer(
-            llm_server.base_url, llm_server.api_key, llm_server.spec.served_model_name,
-            model.vocab_size, model.special_ids, model.path)
-    except EngineUnsupported as exc:
-        pytest.skip(str(exc))
     floor_marks = [m.kwargs for m in request.node.iter_markers("perf_floor")]
     floors = {k: float(v) for kwargs in reversed(floor_marks) for k, v in kwargs.items()}
+    try:
+        measurer = mi300x_session.measurer(
+            llm_server, strip_group(request.node.nodeid, request.node), served_model,
+            floors=floors, progress=request.config.stash.get(PROGRESS_KEY, None))
+    except EngineUnsupported as exc:
+        pytest.skip(str(exc))
     bench = benchmark.fixture_for(request)
-    measurer = Measurer(
-        server=llm_server, tokenizer=tokenizer, host=mi300x_session.host,
-        test_id=strip_group(request.node.nodeid, request.node),
-        results_dir=mi300x_session.results_dir,
-        model=model.describe(), engine=mi300x_session.engine_description(serving_engine),
-        run_id=mi300x_session.settings.run_id, repeats=mi300x_session.settings.repeats,
-        gate=mi300x_session.gate, floors=floors,
-        telemetry=mi300x_session.telemetry(llm_server.spec.gpus),
-        progress=request.config.stash.get(PROGRESS_KEY, None),
-    )
     request.node.stash[MEASURER_KEY] = measurer
     yield measurer
     if bench is not None:
