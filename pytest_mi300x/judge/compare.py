@@ -11,11 +11,19 @@ from pytest_mi300x.results.model import Result, by_test, read_folder
 from pytest_mi300x.results.stack import split_builds, stack_diff
 
 
+def _wider(fa: dict[str, float], fb: dict[str, float]) -> dict[str, float]:
+    return {m: max(fa.get(m, 0.0), fb.get(m, 0.0)) for m in {*fa, *fb}}
+
+
 def shared_floors(a: Result, b: Result) -> dict[str, float]:
     """The hosts' floors recorded with the runs, the wider where both give one: the same
     tolerance the gate applied when each run was judged against its baseline."""
-    fa, fb = a.host_floors, b.host_floors
-    return {m: max(fa.get(m, 0.0), fb.get(m, 0.0)) for m in {*fa, *fb}}
+    return _wider(a.host_floors, b.host_floors)
+
+
+def shared_noise(a: Result, b: Result) -> dict[str, float]:
+    """The hosts' recorded start-to-start noise, the larger where both give one."""
+    return _wider(a.host_noise, b.host_noise)
 
 
 def compare_folders(baseline: Path, candidate: Path, out: TextIO | None = None,
@@ -56,7 +64,8 @@ def compare_folders(baseline: Path, candidate: Path, out: TextIO | None = None,
             print(f"{test[-60:]:<60} INVALID candidate: {why}", file=out)
             continue
         for v in verdict.judge_all(a[test].repetitions, b[test].repetitions,
-                                   floors=shared_floors(a[test], b[test])):
+                                   floors=shared_floors(a[test], b[test]),
+                                   noise=shared_noise(a[test], b[test])):
             if not v.gated:
                 continue
             failed |= v.fails

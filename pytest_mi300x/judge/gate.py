@@ -31,6 +31,9 @@ class Gate:
     floors: Mapping[str, float] = field(default_factory=dict)
     burst_floors: Mapping[str, float] = field(default_factory=dict)
     """Used over ``floors`` when the workload was sent as one burst."""
+    noise: Mapping[str, float] = field(default_factory=dict)
+    """The host's recorded start-to-start noise per metric (percent)."""
+    burst_noise: Mapping[str, float] = field(default_factory=dict)
 
     def refresh_command(self, nodeid: str) -> str:
         return f"pytest-mi300x baselines refresh --gpu-host {self.host} '{nodeid}'"
@@ -93,14 +96,19 @@ def evaluate(gate: Gate, *, nodeid: str, engine_name: str, model: str,
         names = sorted(set(stored.repetitions[0]) & set(reps[0])) if stored.repetitions else []
         return GateOutcome("not comparable", verdict.inconclusive_all(names, reason),
                            detail=reason, baseline=stored)
-    burst = gate.burst_floors if sent_as_burst(provenance.get("workload")) else {}
-    merged = {**gate.floors, **burst, **(floors or {})}
-    verdicts = verdict.judge_all(stored.repetitions, reps, floors=merged,
-                                 baseline_servers=stored.server_of)
+    burst = sent_as_burst(provenance.get("workload"))
+    merged = {**gate.floors, **(gate.burst_floors if burst else {}), **(floors or {})}
+    noise = {**gate.noise, **(gate.burst_noise if burst else {})}
+    verdicts = verdict.judge_all(stored.repetitions, reps, baseline_starts=stored.server_of,
+                                 floors=merged, noise=noise)
     detail = "across builds: " + "; ".join(builds) if builds else ""
-    if stored.server_count > 1:
-        detail = "; ".join(filter(None, [detail, f"baseline over {stored.server_count} "
-                                         "server starts: judged against their band"]))
+    detail = "; ".join(filter(None, [detail, f"baseline over {stored.server_count} server "
+                                     "start(s) against this one"]))
+    if builds and any(v.fails for v in verdicts):
+        old = stored.comparability.get("engine_build")
+        detail += ("\nto find the build that did it, list the builds between them in a file "
+                   f"and run: pytest-mi300x bisect --good '{old}' "
+                   f"--bad '{engine.get('build')}' --builds BUILDS.txt '{nodeid}'")
     return GateOutcome("compared", verdicts, detail=detail, baseline=stored)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
@@ -32,7 +33,7 @@ def parse_floor(value: str) -> tuple[str, float]:
         number = float(pct)
     except ValueError:
         number = -1.0
-    if not sep or not metric.strip() or number < 0:
+    if not sep or not metric.strip() or not math.isfinite(number) or number < 0:
         raise pytest.UsageError(
             f"perf_floors line {value!r} is not METRIC=PERCENT; write e.g. median_ttft_ms=10")
     return metric.strip(), number

@@ -214,6 +214,14 @@ class Result:
         return {k: float(v) for k, v in floors.items()}
 
     @property
+    def host_noise(self) -> dict[str, float]:
+        """The start-to-start noise the host profile recorded, its burst noise for a burst."""
+        noise = dict(self.host.get("noise") or {})
+        if sent_as_burst(self.workload):
+            noise.update(self.host.get("burst_noise") or {})
+        return {k: float(v) for k, v in noise.items()}
+
+    @property
     def failure(self) -> Mapping[str, Any] | None:
         """The kind and one-line cause recorded when the test failed, if any."""
         return self.doc.get("failure")
