@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--history-file", type=Path, default=None,
                      help="history for the plots' history lines (not appended to)")
 
+    sub.add_parser("ab", add_help=False,
+                   help="two builds head to head on the selected tests, interleaved server "
+                        "starts, a verdict per metric (pytest-mi300x ab --help)")
+    sub.add_parser("bisect", add_help=False,
+                   help="the first build of an ordered list that made the selected tests "
+                        "slower (pytest-mi300x bisect --help)")
     merge = sub.add_parser("merge", help="join result folders of a fleet run (one per host and "
                                          "shard) into one folder with a Markdown summary")
     merge.add_argument("out", type=Path, help="folder to write (one sub-folder per source)")
@@ -78,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Everything after it is pytest's (options included), which argparse's
         # REMAINDER refuses when the first of them starts with "-".
         return baselines.refresh(argv[2:])
+    if argv[:1] in (["ab"], ["bisect"]):
+        from pytest_mi300x.cli import ab
+
+        # Their own options, then the pytest selection (which argparse cannot take whole).
+        return ab.ab(argv[1:]) if argv[0] == "ab" else ab.bisect(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "provision":
         from pytest_mi300x.cli import provision

@@ -1,0 +1,139 @@
+"""Server starts of builds, each one pytest session, and the record of all of them.
+
+A start runs the user's selection under one build with a fresh server (a pytest session
+starts its own), writes an ordinary results folder, and is summarised in the record: per
+test, the valid repetitions' figures and the floors and noise the host recorded. The
+record is saved after every start, so an interrupted A/B or bisect continues where it was.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_mi300x.ab.builds import Build
+from pytest_mi300x.results.files import ReadError, read_json, slug, write_json_atomic
+from pytest_mi300x.results.model import read_folder
+
+SCHEMA = "pytest-mi300x/starts/1"
+
+
+@dataclass
+class Runs:
+    """One test in one start."""
+
+    reps: list[dict[str, float]]
+    floors: dict[str, float] = field(default_factory=dict)
+    noise: dict[str, float] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Start:
+    """One pytest session of one build."""
+
+    build: str
+    index: int
+    folder: str
+    rc: int
+    seconds: float
+    tests: dict[str, Runs] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Start:
+        tests = {k: Runs(**v) for k, v in doc.get("tests", {}).items()}
+        return cls(doc["build"], int(doc["index"]), doc["folder"], int(doc["rc"]),
+                   float(doc["seconds"]), tests)
+
+
+RunStart = Callable[[Build, int], Start]
+
+
+class Record:
+    """Every start so far, saved after each one."""
+
+    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+        self.path = path
+        self.meta = meta
+        self.starts: list[Start] = []
+        if path.exists():
+            doc = read_json(path, "a pytest-mi300x starts record",
+                            "delete the folder to start over")
+            if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+                raise ReadError(f"{path}: not a pytest-mi300x starts record; delete the "
+                                "folder to start over")
+            if doc.get("meta") != meta:
+                raise ReadError(f"{path}: recorded for other builds or tests "
+                                f"({doc.get('meta')}); give another --out or delete it")
+            self.starts = [Start.from_dict(s) for s in doc.get("starts", [])]
+
+    def add(self, start: Start) -> None:
+        self.starts.append(start)
+        write_json_atomic(self.path, {"schema": SCHEMA, "meta": self.meta,
+                                      "starts": [asdict(s) for s in self.starts]})
+
+    def of(self, build: Build) -> list[Start]:
+        return [s for s in self.starts if s.build == build.name]
+
+    def tests(self) -> list[str]:
+        return sorted({t for s in self.starts for t in s.tests})
+
+    def runs(self, build: Build, test: str, metric: str) -> list[list[float]]:
+        """Per start of ``build``, the values of ``metric`` in its valid runs of ``test``."""
+        out = []
+        for s in self.of(build):
+            runs = s.tests.get(test)
+            if runs is not None:
+                values = [r[metric] for r in runs.reps if metric in r]
+                if values:
+                    out.append(values)
+        return out
+
+    def thresholds(self, test: str) -> tuple[dict[str, float], dict[str, float]]:
+        """(floors, noise) the host recorded for ``test``: the widest any start saw."""
+        floors: dict[str, float] = {}
+        noise: dict[str, float] = {}
+        for s in self.starts:
+            runs = s.tests.get(test)
+            if runs is None:
+                continue
+            for mine, theirs in ((floors, runs.floors), (noise, runs.noise)):
+                for k, v in theirs.items():
+                    mine[k] = max(mine.get(k, 0.0), v)
+        return floors, noise
+
+
+class SessionRunner:
+    """Runs one start: ``python -m pytest SELECTION`` under the build, output to a log."""
+
+    def __init__(self, selection: list[str], out: Path, *, repeats: int | None = None,
+                 progress: Callable[[str], None] = print) -> None:
+        self.selection = selection
+        self.out = out
+        self.repeats = repeats
+        self.progress = progress
+
+    def __call__(self, build: Build, index: int) -> Start:
+        folder = self.out / f"{slug(build.name, 40)}-start-{index}"
+        cmd = [sys.executable, "-m", "pytest", *self.selection, *build.pytest_args(),
+               "--results-dir", str(folder), "--baselines-dir", str(self.out / "no-baselines"),
+               "--history-file", str(self.out / "history.jsonl"), "-p", "no:cacheprovider",
+               "-q", "-rfE"]
+        if self.repeats is not None:
+            cmd += ["--repeats", str(self.repeats)]
+        folder.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        with (folder / "pytest.log").open("w") as log:
+            rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+        seconds = time.monotonic() - started
+        skipped: list[str] = []
+        tests = {}
+        for result in read_folder(folder, skipped):
+            tests[result.test] = Runs(result.repetitions, result.host_floors,
+                                          result.host_noise, result.problems[:3])
+        return Start(build.name, index, str(folder), rc, seconds, tests)
