@@ -12,7 +12,7 @@ import pytest
 from pytest_mi300x.ab.bisect import Bisect
 from pytest_mi300x.ab.builds import BuildError, parse_build, read_builds
 from pytest_mi300x.ab.headtohead import HeadToHead, StartFailed, abba, regressed, table
-from pytest_mi300x.ab.starts import Record, Start, Runs
+from pytest_mi300x.ab.starts import Record, Runs, Start
 from pytest_mi300x.cli import main
 from pytest_mi300x.judge.verdict import Kind
 
