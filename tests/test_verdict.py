@@ -171,3 +171,14 @@ def test_seeded_false_alarms_and_catches_at_the_measured_noise(cv: float) -> Non
                  for _ in range(300))
     assert alarms == 0
     assert caught >= 285
+
+
+def test_throughput_of_runs_that_kept_the_offered_rate_is_reported_not_gated() -> None:
+    paced = [{TPUT: 7.9, TTFT: 20.0, "arrival_bound": 1.0}] * 3
+    slower = [{TPUT: 7.0, TTFT: 20.0, "arrival_bound": 1.0}] * 3
+    fell_behind = [{TPUT: 7.0, TTFT: 20.0, "arrival_bound": 0.0}] * 3
+    kept = {v.metric: v for v in judge_all(paced, slower, noise={TPUT: 1.0})}
+    assert not kept[TPUT].gated and kept[TPUT].reason.startswith("arrival-bound")
+    assert kept[TTFT].gated
+    behind = {v.metric: v for v in judge_all(paced, fell_behind, noise={TPUT: 1.0})}
+    assert behind[TPUT].gated and behind[TPUT].fails

@@ -12,13 +12,7 @@ from dataclasses import dataclass
 
 from pytest_mi300x.ab.builds import Build
 from pytest_mi300x.ab.starts import Record, RunStart, Start
-from pytest_mi300x.judge.verdict import (
-    CONFIDENCE,
-    DEFAULT_THRESHOLD_PCT,
-    Kind,
-    Verdict,
-    judge_starts,
-)
+from pytest_mi300x.judge.verdict import CONFIDENCE, Kind, Verdict, judge_all
 from pytest_mi300x.results.metrics import GATED_METRICS, METRIC_DIRECTIONS
 
 MIN_STARTS = 3
@@ -40,18 +34,14 @@ def judge(record: Record, a: Build, b: Build, *, threshold_pct: float | None = N
     out: dict[str, list[Verdict]] = {}
     for test in record.tests():
         floors, noise = record.thresholds(test)
-        verdicts = []
-        for metric in METRIC_DIRECTIONS:
-            runs_a, runs_b = record.runs(a, test, metric), record.runs(b, test, metric)
-            if not runs_a or not runs_b:
-                continue
-            threshold = (threshold_pct if threshold_pct is not None
-                         else floors.get(metric, DEFAULT_THRESHOLD_PCT))
-            verdicts.append(judge_starts(metric, runs_a, runs_b, threshold_pct=threshold,
-                                         noise_floor_pct=noise.get(metric, 0.0),
-                                         confidence=confidence))
-        if verdicts:
-            out[test] = verdicts
+        if threshold_pct is not None:
+            floors = dict.fromkeys(METRIC_DIRECTIONS, threshold_pct)
+        reps_a, starts_a = record.reps(a, test)
+        reps_b, starts_b = record.reps(b, test)
+        if reps_a and reps_b:
+            out[test] = judge_all(reps_a, reps_b, baseline_starts=starts_a,
+                                  candidate_starts=starts_b, floors=floors, noise=noise,
+                                  confidence=confidence)
     return out
 
 

@@ -94,6 +94,17 @@ class Record:
                     out.append(values)
         return out
 
+    def reps(self, build: Build, test: str) -> tuple[list[dict[str, float]], list[int]]:
+        """Every valid run of ``test`` under ``build``, and the start each came from."""
+        reps: list[dict[str, float]] = []
+        starts: list[int] = []
+        for s in self.of(build):
+            runs = s.tests.get(test)
+            if runs is not None:
+                reps += runs.reps
+                starts += [s.index] * len(runs.reps)
+        return reps, starts
+
     def thresholds(self, test: str) -> tuple[dict[str, float], dict[str, float]]:
         """(floors, noise) the host recorded for ``test``: the widest any start saw."""
         floors: dict[str, float] = {}

@@ -35,8 +35,14 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from pytest_mi300x.results.metrics import GATED_METRICS, METRIC_DIRECTIONS, WARN_METRICS
+from pytest_mi300x.results.metrics import (
+    GATED_METRICS,
+    METRIC_DIRECTIONS,
+    THROUGHPUTS,
+    WARN_METRICS,
+)
 
 __all__ = ["CONFIDENCE", "DEFAULT_THRESHOLD_PCT", "GATED_METRICS", "WARN_METRICS", "Kind",
            "Verdict", "inconclusive_all", "judge_all", "judge_starts"]
@@ -200,8 +206,12 @@ def _noise(logs_a: list[list[float]], logs_b: list[list[float]],
 
 def judge_starts(metric: str, baseline: Starts, candidate: Starts, *,
                  threshold_pct: float = DEFAULT_THRESHOLD_PCT, noise_floor_pct: float = 0.0,
-                 confidence: float = CONFIDENCE, direction: str | None = None) -> Verdict:
-    """Compare a candidate's server starts (each a list of run values) with a baseline's."""
+                 confidence: float = CONFIDENCE, direction: str | None = None,
+                 gated: bool | None = None, note: str = "") -> Verdict:
+    """Compare a candidate's server starts (each a list of run values) with a baseline's.
+
+    ``gated`` overrides whether the metric can fail a test; ``note`` prefixes the reason.
+    """
     direction = direction if direction is not None else METRIC_DIRECTIONS.get(metric)
     if direction not in ("higher", "lower"):
         raise ValueError(f"{metric}: direction must be 'higher' or 'lower', got {direction!r}")
@@ -214,10 +224,12 @@ def judge_starts(metric: str, baseline: Starts, candidate: Starts, *,
                 interval_pct: tuple[float, float] = (math.nan, math.nan),
                 noise_pct: float = math.nan, baseline_starts: tuple[float, ...] = (),
                 candidate_starts: tuple[float, ...] = (), needs_more: bool = False) -> Verdict:
-        return Verdict(metric=metric, kind=kind, gated=metric in GATED_METRICS,
+        return Verdict(metric=metric, kind=kind,
+                       gated=metric in GATED_METRICS if gated is None else gated,
                        direction=direction, baseline=flat_b, candidate=flat_c,
                        baseline_median=_median(flat_b), candidate_median=_median(flat_c),
-                       change_pct=change_pct, threshold_pct=threshold_pct, reason=reason,
+                       change_pct=change_pct, threshold_pct=threshold_pct,
+                       reason=note + reason,
                        interval_pct=interval_pct, noise_pct=noise_pct, confidence=confidence,
                        baseline_starts=baseline_starts, candidate_starts=candidate_starts,
                        needs_more=needs_more)
@@ -312,14 +324,23 @@ def judge_all(baseline_reps: Sequence[Mapping[str, float]],
     if len(b_starts) != len(baseline_reps) or len(c_starts) != len(candidate_reps):
         raise ValueError("judge_all: each repetition needs its server start")
     in_candidate = set(_metrics_in(candidate_reps))
+    paced = all(r.get("arrival_bound") == 1.0 for r in (*baseline_reps, *candidate_reps))
     return [
         judge_starts(metric, _grouped(baseline_reps, b_starts, metric),
                      _grouped(candidate_reps, c_starts, metric),
                      threshold_pct=floors.get(metric, DEFAULT_THRESHOLD_PCT),
-                     noise_floor_pct=noise.get(metric, 0.0), confidence=confidence)
+                     noise_floor_pct=noise.get(metric, 0.0), confidence=confidence,
+                     **(ARRIVAL_BOUND if paced and metric in THROUGHPUTS else {}))
         for metric in _metrics_in(baseline_reps)
         if metric in in_candidate and metric in METRIC_DIRECTIONS
     ]
+
+
+ARRIVAL_BOUND: dict[str, Any] = {
+    "gated": False,
+    "note": "arrival-bound (the engine kept the offered rate on both sides, so throughput "
+            "measures the schedule): reported, not gated; ",
+}
 
 
 def inconclusive_all(metrics: Iterable[str], reason: str, *,

@@ -27,6 +27,10 @@ class Arrivals:
     ramp_up: str | None = None
     ramp_start_rps: float | None = None
     ramp_end_rps: float | None = None
+    seed: int | None = None
+    """The schedule's own seed. Set, every repetition and every server start sends on the
+    same schedule, so a paced run's figures differ only by what the engine did; unset, each
+    repetition draws its schedule from its dataset seed (as vllm bench serve does)."""
 
     def __post_init__(self) -> None:
         if math.isnan(self.request_rate) or self.request_rate <= 0:
@@ -90,6 +94,8 @@ class Arrivals:
             raise ValueError(f"offsets: n must be >= 0, got {n}")
         if n == 0:
             return []
+        if self.seed is not None:
+            seed = self.seed
         if self.ramp_up is not None:
             return self._ramp_offsets(n, seed)
         rate = self.request_rate
@@ -143,4 +149,6 @@ class Arrivals:
         if self.ramp_up is not None:
             out.update(ramp_up=self.ramp_up, ramp_start_rps=self.ramp_start_rps,
                        ramp_end_rps=self.ramp_end_rps)
+        if self.seed is not None:
+            out["seed"] = self.seed
         return out
