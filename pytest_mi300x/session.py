@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_mi300x.config import Settings
 from pytest_mi300x.engines.base import BuiltEngine, Engine, EngineKind, LaunchSpec
 from pytest_mi300x.engines.builds import resolve_gpu_build
+from pytest_mi300x.engines.cache import default_cache_dir
 from pytest_mi300x.engines.flags import FlagSet
 from pytest_mi300x.engines.registry import UnknownEngine, kind
 from pytest_mi300x.engines.tiny_model import ensure_tiny_model, read_local_vocab
@@ -28,6 +29,7 @@ from pytest_mi300x.judge.baselines import BaselineStore
 from pytest_mi300x.judge.gate import Gate
 from pytest_mi300x.progress import Progress, to_stderr
 from pytest_mi300x.servers.pool import RunningServer, ServerPool
+from pytest_mi300x.servers.records import ServerRecords
 from pytest_mi300x.telemetry.gpu import GpuTelemetry
 
 if TYPE_CHECKING:
@@ -82,7 +84,8 @@ class PerfSession:
                                lease=self.lease if host.has_gpus else None,
                                others_waiting=((lambda: others_waiting(self.lock_dir))
                                                if host.has_gpus else None),
-                               engine_nice=host.engine_nice, progress=progress)
+                               engine_nice=host.engine_nice, progress=progress,
+                               records=ServerRecords(self.records_folder))
         self.gate = Gate(BaselineStore(settings.baselines_dir), host.name,
                          update=settings.update_baselines,
                          require=settings.require_baseline,
@@ -94,6 +97,15 @@ class PerfSession:
                          noise=host.noise, burst_noise=host.burst_noise)
         self._builds: dict[str, BuiltEngine] = {}
         self._models: dict[str, ServedModel] = {}
+
+    @property
+    def records_folder(self) -> Path:
+        """Where this user's live servers are recorded (see servers/records.py)."""
+        return (self.settings.cache_dir or default_cache_dir()) / "servers"
+
+    def reap(self) -> list[str]:
+        """Stop what killed sessions left running on this machine (servers, containers)."""
+        return ServerRecords(self.records_folder).reap(self.progress)
 
     def __enter__(self) -> PerfSession:
         return self

@@ -168,6 +168,9 @@ class GpuDoubleEngine:
     def served_model_name(self, logical, model_path):
         return logical
 
+    def cleanup_argv(self, spec):
+        return None
+
     exact_output_lengths = True
     metric_series = {{}}
 

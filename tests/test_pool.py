@@ -42,6 +42,9 @@ class DoubleEngine:
     def skip_reason(self, flag_set: FlagSet, version: str) -> str | None:
         return None
 
+    def cleanup_argv(self, spec: LaunchSpec) -> list[str] | None:
+        return None
+
 
 def spec_for(flag_set: FlagSet = DEFAULT_FLAGS):
     def make(host: str, port: int) -> LaunchSpec:

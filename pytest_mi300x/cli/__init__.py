@@ -63,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--history-file", type=Path, default=None,
                      help="history for the plots' history lines (not appended to)")
 
+    clean = sub.add_parser("clean", help="stop engine servers and containers that killed "
+                                         "sessions left running on this machine")
+    clean.add_argument("--engine-cache", type=Path, default=None,
+                       help="cache folder (default: $PYTEST_MI300X_CACHE or "
+                            "~/.cache/pytest-mi300x)")
     sub.add_parser("ab", add_help=False,
                    help="two builds head to head on the selected tests, interleaved server "
                         "starts, a verdict per metric (pytest-mi300x ab --help)")
@@ -99,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return (baselines.refresh(args.pytest_args) if args.action == "refresh"
                 else baselines.show(args.baselines_dir))
+    if args.command == "clean":
+        from pytest_mi300x.cli import clean
+
+        return clean.run(args)
     if args.command == "history":
         from pytest_mi300x.cli import history
 

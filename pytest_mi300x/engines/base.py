@@ -88,6 +88,12 @@ class Engine(Protocol):
         when it cannot)."""
         ...
 
+    def cleanup_argv(self, spec: LaunchSpec) -> list[str] | None:
+        """A command that removes what outlives the server's process group (a container:
+        ``docker rm -f NAME``), run after every stop and by the orphan reaper; None when
+        stopping the process group is enough."""
+        ...
+
 
 @dataclass(frozen=True)
 class BuiltEngine:

@@ -96,6 +96,10 @@ class Dockerized:
     def skip_reason(self, flag_set: FlagSet, version: str) -> str | None:
         return self.inner.skip_reason(flag_set, version)
 
+    def cleanup_argv(self, spec: LaunchSpec) -> list[str] | None:
+        # Killing the `docker run` client leaves the container (and its GPUs) running.
+        return ["docker", "rm", "-f", container_name(spec)]
+
     @property
     def metric_series(self) -> Mapping[str, str]:
         return self.inner.metric_series

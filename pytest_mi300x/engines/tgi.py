@@ -114,6 +114,9 @@ class TGIEngine:
         raise EngineUnsupported("TGI load needs a tokenizer adapter that is not built yet "
                                 "(docs/gpu-hosts.md: Not yet done)")
 
+    def cleanup_argv(self, spec: LaunchSpec) -> list[str] | None:
+        return None  # a local process group: stopping it stops everything
+
     def skip_reason(self, flag_set: FlagSet, version: str) -> str | None:
         for name in _launcher_flags(flag_set).flag_names:
             bare = name.removeprefix("no-")

@@ -137,6 +137,9 @@ class VLLMEngine:
         # /tokenize and /detokenize of the running server: lengths exactly as it counts them.
         return ServedTokenizer(base_url, api_key, served_name, vocab_size, special_ids)
 
+    def cleanup_argv(self, spec: LaunchSpec) -> list[str] | None:
+        return None  # a local process group: stopping it stops everything
+
     def skip_reason(self, flag_set: FlagSet, version: str) -> str | None:
         running = _release(version)
         for name in flag_set.flag_names:

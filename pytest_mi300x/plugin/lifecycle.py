@@ -56,12 +56,15 @@ def header(perf_session: PerfSession) -> str:
 
 
 def check_host(perf_session: PerfSession, workers: int) -> None:
-    """Before the first test: the host's GPUs answer (GPU hosts)."""
-    if not perf_session.host.has_gpus:
-        return
+    """Before the first test: reap what killed sessions left running, and check that the
+    host's GPUs answer (GPU hosts)."""
+    from pytest_mi300x.servers.records import RecordsError
+
     try:
-        perf_session.inventory()
-    except HostConfigError as exc:
+        perf_session.reap()
+        if perf_session.host.has_gpus:
+            perf_session.inventory()
+    except (HostConfigError, RecordsError) as exc:
         raise pytest.UsageError(str(exc)) from None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from collections import OrderedDict
@@ -22,6 +23,7 @@ from pytest_mi300x.servers.process import (
     ServerProcess,
     redact_env,
 )
+from pytest_mi300x.servers.records import ServerRecord, ServerRecords
 
 
 @dataclass
@@ -97,14 +99,18 @@ class ServerPool:
                  bind_host: str = "127.0.0.1",
                  lease: Callable[[int, str], GpuLease] | None = None,
                  others_waiting: Callable[[], bool] | None = None,
-                 engine_nice: int = 0, progress: Progress = silent) -> None:
+                 engine_nice: int = 0, progress: Progress = silent,
+                 records: ServerRecords | None = None) -> None:
         self.log_dir = log_dir
         self.progress = progress
+        self.records = records
+        """Where each live server is recorded, so a killed session's servers are reaped."""
         self.engine_nice = engine_nice
         self.max_servers = max_servers
         self.start_timeout = start_timeout
         self.bind_host = bind_host
         self._live: OrderedDict[str, RunningServer] = OrderedDict()
+        self._recorded: dict[int, ServerRecord] = {}
         self._failed: dict[str, ServerError] = {}
         self._starts: dict[str, int] = {}
         self._lease = lease
@@ -182,7 +188,7 @@ class ServerPool:
             log_path=self.log_dir / f"{slug(key)}-{generation}.log",
             ready_url=f"{spec.base_url}{engine.health_path}",
             start_timeout=self.start_timeout,
-            on_spawn=None if lease is None else lease.attach,
+            on_spawn=self._on_spawn(key, engine, spec, lease),
             nice=self.engine_nice,
             on_wait=self._waiting(key),
         )
@@ -193,7 +199,7 @@ class ServerPool:
             version = engine.version(spec.base_url, spec.api_key)
             _check_served_model(spec, process)
         except BaseException as exc:
-            process.stop()
+            self._cleanup(engine, spec, process)
             if lease is not None:
                 lease.release()
             if isinstance(exc, ServerError):
@@ -216,10 +222,29 @@ class ServerPool:
         return lambda elapsed, last_line: live(
             f"server starting: {elapsed:.0f} s: {last_line}"[:110])
 
+    def _on_spawn(self, key: str, engine: Engine, spec: LaunchSpec,
+                  lease: GpuLease | None) -> Callable[[int], None]:
+        def spawned(pid: int) -> None:
+            if self.records is not None:
+                self._recorded[pid] = self.records.add(pid, key, engine.cleanup_argv(spec))
+            if lease is not None:
+                lease.attach(pid)
+        return spawned
+
+    def _cleanup(self, engine: Engine, spec: LaunchSpec, process: ServerProcess) -> None:
+        """Stop the process group, remove what outlives it, forget its record."""
+        process.stop()
+        cleanup = engine.cleanup_argv(spec)
+        if cleanup:
+            subprocess.run(cleanup, capture_output=True, timeout=120, check=False)
+        record = self._recorded.pop(process.pid or -1, None)
+        if record is not None and self.records is not None:
+            self.records.remove(record)
+
     def _stop(self, key: str) -> None:
         server = self._live.pop(key, None)
         if server is not None:
-            server.process.stop()
+            self._cleanup(server.engine, server.spec, server.process)
             if server.lease is not None:
                 server.lease.release()
 

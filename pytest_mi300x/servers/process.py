@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import subprocess
 import time
 from collections import deque
@@ -15,6 +14,7 @@ from types import TracebackType
 
 from pytest_mi300x.net import get_status
 from pytest_mi300x.results.model import FailureKind
+from pytest_mi300x.servers.records import stop_group
 
 LOG_TAIL_LINES = 200
 _SECRET_NAME = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD|CREDENTIAL)", re.IGNORECASE)
@@ -201,36 +201,13 @@ class ServerProcess:
         return read_tail(self.log_path, lines)
 
     def stop(self) -> None:
-        """SIGTERM to the process group, a grace period, then SIGKILL; idempotent."""
+        """SIGTERM to the process group, a grace period, then SIGKILL; idempotent. Returns
+        once no member of the group is left (zombies, reaped by whoever adopted them,
+        do not count)."""
         proc = self._proc
         if proc is None:
             return
-        pgid = proc.pid  # leader of its own session
-        _signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_grace
-        while time.monotonic() < deadline:
-            proc.poll()
-            if not _group_alive(pgid):
-                break
-            time.sleep(0.1)
-        else:
-            _signal_group(pgid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-        proc.poll()
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
+        # The leader of its own session: its pid is the group's id.
+        stop_group(proc.pid, self.stop_grace, poll=proc.poll)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
