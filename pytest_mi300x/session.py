@@ -28,6 +28,7 @@ from pytest_mi300x.hosts.profile import TINY_MODEL, HostConfigError, HostProfile
 from pytest_mi300x.judge.baselines import BaselineStore
 from pytest_mi300x.judge.gate import Gate
 from pytest_mi300x.progress import Progress, to_stderr
+from pytest_mi300x.results import redact
 from pytest_mi300x.servers.pool import RunningServer, ServerPool
 from pytest_mi300x.servers.records import ServerRecords
 from pytest_mi300x.telemetry.gpu import GpuTelemetry
@@ -40,6 +41,26 @@ TP_FLAG = "tensor_parallel_size"
 
 class GpusUnreachable(HostConfigError):
     """The host profile has GPUs but no GPU tool answers on this machine."""
+
+
+SECRET_FLAGS = {"--hf-token": "HF_TOKEN"}
+"""Engine flags that carry a secret, and the env var the engine reads it from instead: off
+the command line, a token shows neither in `ps` nor in the engine's own log of its args."""
+
+
+def secret_flags_to_env(args: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """(args without secret flags, the env that carries them)."""
+    kept: list[str] = []
+    env: dict[str, str] = {}
+    it = iter(args)
+    for arg in it:
+        flag, eq, value = arg.partition("=")
+        if flag in SECRET_FLAGS:
+            env[SECRET_FLAGS[flag]] = value if eq else next(it, "")
+            redact.register(env[SECRET_FLAGS[flag]])
+        else:
+            kept.append(arg)
+    return tuple(kept), env
 
 
 def gpus_needed(flag_set: FlagSet, host: HostProfile) -> int:
@@ -79,6 +100,11 @@ class PerfSession:
         self.results_dir = results_dir
         # One key per session: engines accept only it, and it never leaves this process tree.
         self.api_key = secrets.token_urlsafe(24)
+        # Every secret the session can meet, so that nothing it writes can carry one.
+        redact.register(self.api_key)
+        redact.register_process_env()
+        redact.register_env({**host.env, **dict(settings.engine_env)})
+        redact.register_argv((*host.engine_args, *settings.engine_args))
         self.pool = ServerPool(results_dir / "servers", max_servers=host.max_servers,
                                start_timeout=host.start_timeout_s,
                                lease=self.lease if host.has_gpus else None,
@@ -224,8 +250,10 @@ class PerfSession:
         """What one server of this combination is started with (before any GPU lease)."""
         engine = self.engine(engine_name)
         model = self.model(logical_model)
-        extra = (*model.engine_args, *self.host.engine_args, *self.settings.engine_args)
-        env = {**self.host.env, **dict(self.settings.engine_env)}
+        extra, token_env = secret_flags_to_env(
+            (*model.engine_args, *self.host.engine_args, *self.settings.engine_args))
+        env = {**self.host.env, **dict(self.settings.engine_env), **token_env}
+        redact.register_env(dict(flag_set.env))
         return LaunchSpec(model=model.path,
                           served_model_name=engine.served_model_name(logical_model, model.path),
                           host=host, port=port, api_key=self.api_key, flag_set=flag_set,

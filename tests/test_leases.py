@@ -171,6 +171,9 @@ class GpuDoubleEngine:
     def cleanup_argv(self, spec):
         return None
 
+    def refusal(self, log_tail):
+        return None
+
     exact_output_lengths = True
     metric_series = {{}}
 

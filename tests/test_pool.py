@@ -45,6 +45,9 @@ class DoubleEngine:
     def cleanup_argv(self, spec: LaunchSpec) -> list[str] | None:
         return None
 
+    def refusal(self, log_tail: str) -> str | None:
+        return None
+
 
 def spec_for(flag_set: FlagSet = DEFAULT_FLAGS):
     def make(host: str, port: int) -> LaunchSpec:

@@ -88,6 +88,11 @@ class Engine(Protocol):
         when it cannot)."""
         ...
 
+    def refusal(self, log_tail: str) -> str | None:
+        """When a server would not start because this hardware cannot run what was asked
+        (a feature the CPU lacks), the engine's reason: the test skips instead of failing."""
+        ...
+
     def cleanup_argv(self, spec: LaunchSpec) -> list[str] | None:
         """A command that removes what outlives the server's process group (a container:
         ``docker rm -f NAME``), run after every stop and by the orphan reaper; None when

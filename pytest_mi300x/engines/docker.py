@@ -96,6 +96,9 @@ class Dockerized:
     def skip_reason(self, flag_set: FlagSet, version: str) -> str | None:
         return self.inner.skip_reason(flag_set, version)
 
+    def refusal(self, log_tail: str) -> str | None:
+        return self.inner.refusal(log_tail)
+
     def cleanup_argv(self, spec: LaunchSpec) -> list[str] | None:
         # Killing the `docker run` client leaves the container (and its GPUs) running.
         return ["docker", "rm", "-f", container_name(spec)]

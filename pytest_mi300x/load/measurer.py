@@ -48,6 +48,12 @@ class InvalidRun(AssertionError):
     failure_kind = FailureKind.INVALID_RUN
 
 
+class EngineStalled(InvalidRun):
+    """Streams stopped sending mid-run: the engine hung. Its server is replaced."""
+
+    failure_kind = FailureKind.ENGINE
+
+
 @dataclass(frozen=True)
 class Repetition:
     """One measured run of a workload."""
@@ -165,6 +171,13 @@ class Measurer:
             if problems:
                 # A dead server explains failed requests better than the requests do.
                 self.server.check_alive("during the measured run")
+                stalled = [r for r in run.records if (r.error or "").startswith("StallTimeout")]
+                if stalled:
+                    self.server.healthy = False  # the next test gets a fresh server
+                    raise EngineStalled(
+                        f"the engine stalled (repetition {rep + 1} of {self.repeats}): "
+                        f"{len(stalled)} of {len(run.records)} streams sent nothing for "
+                        f"{scaled.stall_timeout_s:g} s; its server is replaced for the next test")
                 raise InvalidRun(f"invalid run (repetition {rep + 1} of {self.repeats}), "
                                  "figures not used: " + "; ".join(problems))
 
@@ -238,7 +251,8 @@ class Measurer:
                     base_url=self.server.base_url, api_key=self.server.api_key,
                     model=self.server.spec.served_model_name, requests=requests,
                     arrivals=arrivals, seed=seed, endpoint=workload.endpoint,
-                    processes=processes, on_progress=on_progress)
+                    processes=processes, on_progress=on_progress,
+                    stall_timeout=workload.stall_timeout_s)
             run.server = {"figures": telemetry.figures, **telemetry.describe()}
             cap = arrivals.max_concurrency
             if (workload.processes is not None or not run.saturation

@@ -76,7 +76,15 @@ def llm_server(request: pytest.FixtureRequest, mi300x_session: PerfSession,
     reason = engine.skip_reason(flag_set, mi300x_session.engine_version(serving_engine))
     if reason:
         pytest.skip(reason)
-    server = mi300x_session.server(serving_engine, served_model, flag_set)
+    from pytest_mi300x.servers.process import ServerError
+
+    try:
+        server = mi300x_session.server(serving_engine, served_model, flag_set)
+    except ServerError as exc:
+        refused = engine.refusal(exc.log_tail)
+        if refused:
+            pytest.skip(refused)
+        raise
     request.node.stash[SERVER_KEY] = server
     yield server
     mi300x_session.pool.idle()

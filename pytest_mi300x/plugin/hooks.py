@@ -17,9 +17,11 @@ from pytest_mi300x.plugin.lifecycle import (
     SigtermAsInterrupt,
     check_host,
     header,
+    hide_secrets,
     host_or_none,
     make_session,
     publish,
+    shorten,
     summary_sections,
 )
 from pytest_mi300x.plugin.progress import LiveProgress
@@ -141,6 +143,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         item.user_properties.extend(measurer.junit_properties())
         report.user_properties.extend(measurer.baseline_properties())
     if report.failed and call.excinfo is not None:
+        shorten(report, call.excinfo.value)
         kind, cause = describe(call.excinfo.value)
         report.user_properties.append(
             (FAILURE_PROPERTY, json.dumps({"kind": kind.value, "cause": cause})))
@@ -148,6 +151,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     server = item.stash.get(SERVER_KEY, None)
     if report.failed and server is not None:
         report.sections.append(("mi300x server log tail", server.process.log_tail(60)))
+    if report.failed:
+        hide_secrets(report)
     return report
 
 

@@ -123,3 +123,22 @@ class SigtermAsInterrupt:
     @staticmethod
     def _interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
+
+
+def shorten(report: pytest.TestReport, exc: BaseException) -> None:
+    """Bad input a user can fix (``one_line`` errors) reads as one line, not a traceback."""
+    if getattr(exc, "one_line", False):
+        report.longrepr = f"{type(exc).__name__}: {exc}"
+
+
+def hide_secrets(report: pytest.TestReport) -> None:
+    """A failed test's text (error, captured output, log tail) without secrets: junit XML
+    and terminals show it."""
+    from pytest_mi300x.results.redact import text
+
+    shown = report.longreprtext
+    if text(shown) != shown:
+        report.longrepr = text(shown)
+    report.sections = [(name, text(content)) for name, content in report.sections]
+    report.user_properties = [(k, text(v) if isinstance(v, str) else v)
+                              for k, v in report.user_properties]

@@ -157,7 +157,7 @@ def resolve(config: pytest.Config, run_id: str) -> Settings:
         engine_env=(*(parse_engine_env(v) for v in config.getini("engine_env")),
                     *(config.getoption("engine_env") or ())),
         engine_args=(*config.getini("engine_args"),
-                     *(a for v in config.getoption("engine_arg") or () for a in shlex.split(v))),
+                     *(a for v in config.getoption("engine_arg") or () for a in _split_arg(v))),
         results_dir=results_dir,
         cache_dir=cache_dir or _env_path("PYTEST_MI300X_CACHE"),
         run_id=run_id,
@@ -168,11 +168,27 @@ def resolve(config: pytest.Config, run_id: str) -> Settings:
         require_baseline=bool(config.getoption("require_baseline")),
         across_builds=bool(config.getoption("across_builds")),
         floors=tuple(parse_floor(v) for v in config.getini("perf_floors")),
-        history_file=_value(config, "history_file", Path) or default_history_file(root),
+        history_file=_history_file(config, root),
         tgi_build=_value(config, "tgi_build"),
         shard=config.getoption("shard"),
         sharegpt_path=_sharegpt_path(config, root),
     )
+
+
+def _history_file(config: pytest.Config, root: Path) -> Path:
+    path: Path = _value(config, "history_file", Path) or default_history_file(root)
+    if path.is_dir():
+        raise pytest.UsageError(f"--history-file {path} is a folder; give a file path such as "
+                                ".perf-results/history.jsonl")
+    return path
+
+
+def _split_arg(value: str) -> list[str]:
+    try:
+        return shlex.split(value)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--engine-arg {value!r}: {exc}; quote it whole, e.g. "
+                                "--engine-arg='--max-num-seqs 8'") from None
 
 
 def _sharegpt_path(config: pytest.Config, root: Path) -> Path | None:

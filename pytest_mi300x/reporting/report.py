@@ -14,6 +14,7 @@ from pytest_mi300x.judge.changepoints import find_change_points_within
 from pytest_mi300x.reporting import plots
 from pytest_mi300x.reporting.outcomes import Outcome
 from pytest_mi300x.reporting.terminal import VERDICT_HEADER, fmt_number, verdict_rows
+from pytest_mi300x.results.files import append_text, write_text_atomic
 from pytest_mi300x.results.history import HistoryStore, Point, entry_from_result, setup_breaks
 from pytest_mi300x.results.metrics import HEADLINE
 from pytest_mi300x.results.model import Result, read_folder
@@ -204,12 +205,11 @@ def write_reports(data: ReportInput, folder: Path) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     md, page = folder / "report.md", folder / "report.html"
     text = render_markdown(data)
-    md.write_text(text)
-    page.write_text(render_html(data))
+    write_text_atomic(md, text)
+    write_text_atomic(page, render_html(data))
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
-        with open(summary, "a") as fh:
-            fh.write(text)
+        append_text(Path(summary), text)
     return md, page
 
 

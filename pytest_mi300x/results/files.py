@@ -4,8 +4,9 @@
   unique: a short hash of the exact id is kept beside the readable part, so
   ``test[a]`` and ``test_a``, ``test[x y]`` and ``test[x:y]``, or two long ids
   that share a prefix never share a file, and ``/`` or ``..`` never leave the folder.
-- ``write_json_atomic``: readers never see half a file; a full disk or a
-  read-only folder is one line naming the path (``WriteError``).
+- ``write_json_atomic`` / ``write_text_atomic``: readers never see half a file; a full disk
+  or a read-only folder is one line naming the path (``WriteError``); every secret is
+  hidden first (results/redact.py), so nothing written through here can leak one.
 - ``append_jsonl`` / ``read_jsonl``: JSON Lines appended under a lock and read
   line by line; a bad line is skipped and reported, never fatal, and the next
   append starts on a line of its own.
@@ -23,6 +24,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pytest_mi300x.results.redact import redact
+from pytest_mi300x.results.redact import text as redact_text
 
 RESULTS_DIRNAME = ".perf-results"
 """Per-checkout output folder: run folders and the history live under it."""
@@ -77,7 +81,7 @@ def write_json_atomic(path: Path, document: Any) -> None:
         raise _write_error(path, exc) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(document, fh, indent=1, sort_keys=True, default=str)
+            json.dump(redact(document), fh, indent=1, sort_keys=True, default=str)
             fh.write("\n")
         os.replace(tmp, path)  # rename never follows a link planted at ``path``
     except BaseException as exc:
@@ -85,6 +89,44 @@ def write_json_atomic(path: Path, document: Any) -> None:
         if isinstance(exc, OSError):
             raise _write_error(path, exc) from None
         raise
+
+
+def write_text_atomic(path: Path, content: str) -> None:
+    """Write a text file (a report) so that readers never see half of it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(redact_text(content))
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _write_error(path, exc) from None
+        raise
+
+
+def redact_file(path: Path) -> None:
+    """Hide known secrets in a file another program wrote (a server's log)."""
+    try:
+        content = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return
+    hidden = redact_text(content)
+    if hidden != content:
+        write_text_atomic(path, hidden)
+
+
+def append_text(path: Path, content: str) -> None:
+    """Append to a text file someone else owns (a CI job summary), secrets hidden."""
+    try:
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(redact_text(content))
+    except OSError as exc:
+        raise _write_error(path, exc) from None
 
 
 def append_jsonl(path: Path, entries: Iterable[Any]) -> int:
@@ -95,7 +137,7 @@ def append_jsonl(path: Path, entries: Iterable[Any]) -> int:
     """
     from filelock import FileLock
 
-    lines = [json.dumps(e, sort_keys=True, default=str) + "\n" for e in entries]
+    lines = [json.dumps(redact(e), sort_keys=True, default=str) + "\n" for e in entries]
     if not lines:
         return 0
     try:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pytest_mi300x.results.redact import redact
+
 BUILD_KEYS: tuple[str, ...] = ("engine_build", "engine_version", "torch")
 """The engine under test: a different build is what a cross-build comparison is for."""
 
@@ -39,8 +41,9 @@ def comparability(fingerprint: Mapping[str, Any], engine: Mapping[str, Any],
     if workload is not None:
         stack["workload"] = portable_workload(workload)
     if flag_set is not None:
-        stack["flag_set"] = {"argv": list(flag_set.get("argv", [])),
-                             "env": dict(flag_set.get("env", {}))}
+        # As stored: a secret in the flag set's env is hidden on both sides alike.
+        stack["flag_set"] = redact({"argv": list(flag_set.get("argv", [])),
+                                    "env": dict(flag_set.get("env", {}))})
     return stack
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import threading
 import time
@@ -13,14 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mi300x.engines.base import Engine, LaunchSpec
-from pytest_mi300x.gpus.leases import GpuLease
-from pytest_mi300x.net import free_port
+from pytest_mi300x.gpus.leases import GpuLease, LeaseError
+from pytest_mi300x.net import free_port, get_status
 from pytest_mi300x.progress import Progress, silent
-from pytest_mi300x.results.files import slug
+from pytest_mi300x.results.files import redact_file, slug
+from pytest_mi300x.results.model import FailureKind
 from pytest_mi300x.servers.process import (
     ServerError,
     ServerExited,
     ServerProcess,
+    error_line,
     redact_env,
 )
 from pytest_mi300x.servers.records import ServerRecord, ServerRecords
@@ -38,6 +41,8 @@ class RunningServer:
     generation: int
     added_env: dict[str, str] = field(default_factory=dict)
     lease: GpuLease | None = None
+    healthy: bool = True
+    """False once a run saw it stall: the pool starts a fresh one for the next test."""
 
     @property
     def base_url(self) -> str:
@@ -73,10 +78,37 @@ class RunningServer:
         }
 
 
-def _check_served_model(spec: LaunchSpec, process: ServerProcess) -> None:
-    """The OpenAI-compatible API must list the name the load will ask for."""
+class PortTaken(ServerError):
+    """Another program took the server's port before it bound: the machine, not the engine."""
+
+    failure_kind = FailureKind.INFRA
+
+
+PORT_TAKEN = re.compile(r"address already in use", re.IGNORECASE)
+PORT_TRIES = 3
+
+
+def check_ours(spec: LaunchSpec, process: ServerProcess) -> None:
+    """The server that answers is the one we started, and serves the model we ask for.
+
+    A server of someone else's on the port answers /health too: our own process must be
+    alive, and the API must refuse a wrong key and take ours (engines get the session's
+    key), and list the served model name.
+    """
     import openai  # the control plane only; a second of import time, paid when a server starts
 
+    if not process.alive():
+        tail = process.log_tail()
+        kind = PortTaken if PORT_TAKEN.search(tail) else ServerExited
+        raise kind(f"server process exited (code {process.exit_code()}) while something "
+                   f"else answered on {spec.base_url}: {error_line(tail) or 'see its log'} "
+                   f"(log: {process.log_path})", tail)
+    wrong = get_status(f"{spec.base_url}/v1/models", "not-" + spec.api_key, timeout=10.0)
+    if wrong not in (401, 403):
+        raise PortTaken(
+            f"the server on {spec.base_url} answered /v1/models with HTTP {wrong} to a wrong "
+            "API key: it is not the one this session started (another program holds the "
+            f"port); log: {process.log_path}", process.log_tail())
     client = openai.OpenAI(base_url=f"{spec.base_url}/v1", api_key=spec.api_key,
                            max_retries=2, timeout=30.0)
     with client:
@@ -111,6 +143,7 @@ class ServerPool:
         self.bind_host = bind_host
         self._live: OrderedDict[str, RunningServer] = OrderedDict()
         self._recorded: dict[int, ServerRecord] = {}
+        self._lease_timeouts: dict[int, LeaseError] = {}
         self._failed: dict[str, ServerError] = {}
         self._starts: dict[str, int] = {}
         self._lease = lease
@@ -158,11 +191,11 @@ class ServerPool:
             failed = self._failed[key]
             raise type(failed)(f"(same start failure as before) {failed.args[0]}", failed.log_tail)
         server = self._live.get(key)
-        if server is not None and server.process.alive():
+        if server is not None and server.process.alive() and server.healthy:
             self._live.move_to_end(key)
             return server
         if server is not None:
-            # Died since its last test: clear what is left of it, then start afresh.
+            # Died or stalled since its last test: clear what is left of it, start afresh.
             self._stop(key)
         while len(self._live) >= self.max_servers:
             self._stop(next(iter(self._live)))
@@ -170,16 +203,38 @@ class ServerPool:
 
     def _start(self, key: str, engine: Engine,
                make_spec: Callable[[str, int], LaunchSpec]) -> RunningServer:
+        """Start a server; a port another program took meanwhile is tried again with a
+        new port (and never cached as this key's start failure)."""
+        for attempt in range(1, PORT_TRIES + 1):
+            try:
+                return self._start_once(key, engine, make_spec)
+            except PortTaken:
+                if attempt == PORT_TRIES:
+                    raise
+                self.progress(f"{key}: its port was taken by another program; "
+                              "starting again on a new port")
+        raise AssertionError("unreachable")
+
+    def _start_once(self, key: str, engine: Engine,
+                    make_spec: Callable[[str, int], LaunchSpec]) -> RunningServer:
         generation = self._starts.get(key, 0) + 1
         self._starts[key] = generation
         spec = make_spec(self.bind_host, free_port(self.bind_host))
         lease = None
         if spec.gpus_needed and self._lease is not None:
+            timed_out = [e for n, e in self._lease_timeouts.items() if n <= spec.gpus_needed]
+            if timed_out:
+                # Waiting the whole lease timeout again for every test would cost hours.
+                raise LeaseError(f"(as for an earlier test) {timed_out[0]}")
             # One server per process on GPU hosts: a worker never waits for GPUs
             # while its idle servers hold others (that is how workers deadlock).
             self.close()
             lease = self._lease(spec.gpus_needed, key)
-            lease.acquire()
+            try:
+                lease.acquire()
+            except LeaseError as exc:
+                self._lease_timeouts[spec.gpus_needed] = exc
+                raise
             spec = replace(spec, env={**spec.env, **lease.env}, gpus=lease.gpus)
         added_env = engine.environment(spec)
         process = ServerProcess(
@@ -195,14 +250,19 @@ class ServerPool:
         self.progress(f"starting {engine.name} server {key} on {spec.base_url} "
                       f"(log: {process.log_path})")
         try:
-            process.start()
+            try:
+                process.start()
+            except ServerExited as exc:
+                if PORT_TAKEN.search(exc.log_tail):
+                    raise PortTaken(str(exc), exc.log_tail) from None
+                raise
+            check_ours(spec, process)
             version = engine.version(spec.base_url, spec.api_key)
-            _check_served_model(spec, process)
         except BaseException as exc:
             self._cleanup(engine, spec, process)
             if lease is not None:
                 lease.release()
-            if isinstance(exc, ServerError):
+            if isinstance(exc, ServerError) and not isinstance(exc, PortTaken):
                 self._failed[key] = exc
             raise
         finally:
@@ -232,8 +292,10 @@ class ServerPool:
         return spawned
 
     def _cleanup(self, engine: Engine, spec: LaunchSpec, process: ServerProcess) -> None:
-        """Stop the process group, remove what outlives it, forget its record."""
+        """Stop the process group, remove what outlives it, forget its record, and hide any
+        secret the engine wrote into its log."""
         process.stop()
+        redact_file(process.log_path)
         cleanup = engine.cleanup_argv(spec)
         if cleanup:
             subprocess.run(cleanup, capture_output=True, timeout=120, check=False)

@@ -14,10 +14,11 @@ from types import TracebackType
 
 from pytest_mi300x.net import get_status
 from pytest_mi300x.results.model import FailureKind
+from pytest_mi300x.results.redact import redact
+from pytest_mi300x.results.redact import text as redact_text
 from pytest_mi300x.servers.records import stop_group
 
 LOG_TAIL_LINES = 200
-_SECRET_NAME = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD|CREDENTIAL)", re.IGNORECASE)
 _ERROR_LINE = re.compile(r"(\w*(Error|Exception): |error: |unrecognized arguments)")
 _NOT_ERROR = re.compile(r"\b(WARNING|INFO|DEBUG)\b")
 _WRAPPER = re.compile(r"root cause above")
@@ -49,7 +50,7 @@ class ServerStartTimeout(ServerError):
 
 def redact_env(env: Mapping[str, str]) -> dict[str, str]:
     """Env fit for logs and reports: values of secret-looking names hidden."""
-    return {k: ("<redacted>" if _SECRET_NAME.search(k) else v) for k, v in env.items()}
+    return dict(redact(dict(env)))
 
 
 def read_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -198,7 +199,7 @@ class ServerProcess:
         return None if self._proc is None else self._proc.poll()
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        return read_tail(self.log_path, lines)
+        return redact_text(read_tail(self.log_path, lines))
 
     def stop(self) -> None:
         """SIGTERM to the process group, a grace period, then SIGKILL; idempotent. Returns

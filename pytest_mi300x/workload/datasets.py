@@ -37,6 +37,13 @@ def _digest(path: str, size: int, mtime_ns: int) -> str:
     return f"sha256:{sha.hexdigest()}"
 
 
+class WorkloadError(ValueError):
+    """A workload that cannot be built from what it was given (a dataset file, a setting);
+    one line naming the file or field and the fix, shown without a traceback."""
+
+    one_line = True
+
+
 class Tokenizer(Protocol):
     """The served model's tokenizer; `encode` counts exactly what the server counts.
 
@@ -115,9 +122,9 @@ class RandomDataset:
         for name in ("input_len", "output_len", "num_prompts"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"RandomDataset.{name} must be an int >= 1, got {value!r}")
+                raise WorkloadError(f"RandomDataset.{name} must be an int >= 1, got {value!r}")
         if not 0.0 <= self.range_ratio < 1.0:
-            raise ValueError(
+            raise WorkloadError(
                 f"RandomDataset.range_ratio must be in [0, 1), got {self.range_ratio!r}; "
                 "0 gives every prompt exactly input_len tokens"
             )
@@ -174,7 +181,7 @@ def allowed_ids(tokenizer: Tokenizer) -> np.ndarray:
         np.fromiter(specials, dtype=np.int64, count=len(specials)),
     )
     if allowed.size == 0:
-        raise ValueError(
+        raise WorkloadError(
             f"tokenizer has no usable ids: vocab_size={tokenizer.vocab_size}, "
             f"{len(specials)} special ids excluded"
         )
@@ -221,7 +228,7 @@ def exact_prompt(
             else:
                 extra = rng.integers(0, allowed.size, size=max(target - got, 1))
                 ids.extend(allowed[extra].tolist())
-    raise ValueError(
+    raise WorkloadError(
         f"dataset: could not build prompt {index} with exactly {target} tokens "
         f"after {_DRAWS} draws x {_ADJUST_ROUNDS} decode/encode rounds "
         f"(re-encoded lengths seen: {seen[-6:]}); the tokenizer may add more special "

@@ -7,7 +7,13 @@ import random
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pytest_mi300x.workload.datasets import PromptRequest, Scale, Tokenizer, file_digest
+from pytest_mi300x.workload.datasets import (
+    PromptRequest,
+    Scale,
+    Tokenizer,
+    WorkloadError,
+    file_digest,
+)
 
 
 def read_prompts(path: Path, default_output_len: int) -> list[tuple[str, int]]:
@@ -15,8 +21,11 @@ def read_prompts(path: Path, default_output_len: int) -> list[tuple[str, int]]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise ValueError(f"prompts file {path} does not exist; give a JSONL file with one "
+        raise WorkloadError(f"prompts file {path} does not exist; give a JSONL file with one "
                          '{"prompt": "...", "output_len": 128} object per line') from None
+    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as exc:
+        raise WorkloadError(f"prompts file {path} cannot be read as UTF-8 text "
+                         f"({type(exc).__name__}); give a JSONL file") from None
     out: list[tuple[str, int]] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -25,19 +34,19 @@ def read_prompts(path: Path, default_output_len: int) -> list[tuple[str, int]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{where} is not JSON ({exc.msg}); write one object per line, "
+            raise WorkloadError(f"{where} is not JSON ({exc.msg}); write one object per line, "
                              'e.g. {"prompt": "Hello", "output_len": 64}') from None
         prompt = row.get("prompt") if isinstance(row, dict) else None
         if not isinstance(prompt, str) or not prompt:
-            raise ValueError(f"{where} has no non-empty \"prompt\" string; "
+            raise WorkloadError(f"{where} has no non-empty \"prompt\" string; "
                              'write e.g. {"prompt": "Hello", "output_len": 64}')
         output_len = row.get("output_len", default_output_len)
         if isinstance(output_len, bool) or not isinstance(output_len, int) or output_len < 1:
-            raise ValueError(f"{where}: output_len {output_len!r} is not an int >= 1; "
+            raise WorkloadError(f"{where}: output_len {output_len!r} is not an int >= 1; "
                              "write e.g. \"output_len\": 64")
         out.append((prompt, output_len))
     if not out:
-        raise ValueError(f"prompts file {path} has no prompts; add one JSON object per line")
+        raise WorkloadError(f"prompts file {path} has no prompts; add one JSON object per line")
     return out
 
 

@@ -10,6 +10,7 @@ from pytest_mi300x.workload.datasets import (
     PromptRequest,
     Scale,
     Tokenizer,
+    WorkloadError,
     allowed_ids,
     exact_prompt,
 )
@@ -40,7 +41,8 @@ class SharedPrefixDataset:
         for name in ("num_prefixes", "num_prompts", "prefix_len", "suffix_len", "output_len"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"SharedPrefixDataset.{name} must be an int >= 1, got {value!r}")
+                raise WorkloadError(
+                    f"SharedPrefixDataset.{name} must be an int >= 1, got {value!r}")
 
     @classmethod
     def grid(cls, num_prefixes: int, suffixes_per_prefix: int, *, prefix_len: int,

@@ -15,6 +15,7 @@ from pytest_mi300x.workload.datasets import (
     PromptRequest,
     Scale,
     Tokenizer,
+    WorkloadError,
     allowed_ids,
     exact_prompt,
     file_digest,
@@ -42,17 +43,27 @@ def load_sharegpt(path: Path) -> list[dict[str, Any]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError(
+        raise WorkloadError(
             f"ShareGPT file {path} does not exist; give the path of "
             "ShareGPT_V3_unfiltered_cleaned_split.json (or use SyntheticShareGPT)") from None
+    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as exc:
+        raise WorkloadError(f"ShareGPT file {path} cannot be read as UTF-8 JSON "
+                         f"({type(exc).__name__}); give the ShareGPT JSON file") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"ShareGPT file {path} is not JSON ({exc}); give the ShareGPT "
+        raise WorkloadError(f"ShareGPT file {path} is not JSON ({exc}); give the ShareGPT "
                          "JSON list of {\"conversations\": [...]} entries") from None
     if not isinstance(data, list):
-        raise ValueError(f"ShareGPT file {path} holds a {type(data).__name__}, expected a "
+        raise WorkloadError(f"ShareGPT file {path} holds a {type(data).__name__}, expected a "
                          "list of {\"conversations\": [...]} entries")
-    return [e for e in data if isinstance(e, dict) and isinstance(e.get("conversations"), list)
-            and len(e["conversations"]) >= 2]
+    entries = [e for e in data if isinstance(e, dict)
+               and isinstance(e.get("conversations"), list) and len(e["conversations"]) >= 2]
+    for n, e in enumerate(entries):
+        bad = next((turn for turn in e["conversations"][:2] if not isinstance(turn, dict)), None)
+        if bad is not None:
+            raise WorkloadError(
+                f"ShareGPT file {path}: entry {n} has a turn {str(bad)[:40]!r} that is not an "
+                "object; each turn is {\"from\": ..., \"value\": ...}")
+    return entries
 
 
 @dataclass(frozen=True)
@@ -88,7 +99,7 @@ class ShareGPTDataset:
                                  check_output=self.output_len is None):
                 out.append(PromptRequest(prompt, prompt_len, output_len))
         if not out:
-            raise ValueError(f"ShareGPT file {self.path}: no conversation passed vLLM's "
+            raise WorkloadError(f"ShareGPT file {self.path}: no conversation passed vLLM's "
                              "length filter (prompt 4-1024 tokens, total <= 2048)")
         if len(out) < self.num_prompts:
             out.extend(rng.choices(out, k=self.num_prompts - len(out)))

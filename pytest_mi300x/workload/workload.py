@@ -28,6 +28,9 @@ class Workload:
     slos: dict[str, float] | None = None  # ms on ttft/tpot/e2el: adds request_goodput
     endpoint: str = "completions"  # or "chat" (TTFT caveat: see load/client.py)
     processes: int | None = None  # load processes; None: 1, more when one saturates
+    stall_timeout_s: float = 60.0
+    """A started stream that sends nothing for this long means the engine stalled: the run
+    is invalid and the server is replaced."""
     prefix_cache: str = "as-is"
     """``as-is``; ``fresh``: the engine's prefix cache is emptied before each repetition
     (the guide's "fresh run"); ``second-run``: emptied, the same prompts sent once
@@ -35,6 +38,9 @@ class Workload:
     (vLLM: VLLM_SERVER_DEV_MODE=1 in the server's env)."""
 
     def __post_init__(self) -> None:
+        if not self.stall_timeout_s > 0:
+            raise ValueError(f"Workload.stall_timeout_s must be > 0 seconds, "
+                             f"got {self.stall_timeout_s!r}")
         if self.prefix_cache not in PREFIX_CACHE_MODES:
             raise ValueError(f"Workload.prefix_cache {self.prefix_cache!r} is not one of "
                              f"{', '.join(PREFIX_CACHE_MODES)}")

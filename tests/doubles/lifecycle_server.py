@@ -10,6 +10,7 @@ usage: python lifecycle_server.py MODE PORT [DELAY]
 from __future__ import annotations
 
 import http.server
+import os
 import signal
 import subprocess
 import sys
@@ -19,6 +20,14 @@ import time
 class Health(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         body = b'{"version": "0.0-double"}'
+        key = os.environ.get("VLLM_API_KEY")
+        if self.path.startswith("/v1/") and key and \
+                self.headers.get("Authorization") != f"Bearer {key}":
+            # As vLLM does with an API key set: the /v1 routes refuse any other key.
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.path == "/v1/models":
             body = (b'{"object": "list", "data": [{"id": "m", "object": "model", '
                     b'"created": 0, "owned_by": "double"}]}')
