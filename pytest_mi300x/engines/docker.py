@@ -19,6 +19,7 @@ from pytest_mi300x.engines.base import Engine, LaunchSpec
 from pytest_mi300x.engines.flags import FlagSet
 from pytest_mi300x.gpus.discovery import vendor
 from pytest_mi300x.hosts.profile import DockerSettings
+from pytest_mi300x.results.model import FailureKind
 
 if TYPE_CHECKING:
     from pytest_mi300x.workload.datasets import Tokenizer
@@ -31,6 +32,8 @@ DOCKER_PREFIX = "docker:"
 
 class DockerError(Exception):
     """A docker image that cannot be used; one line."""
+
+    failure_kind = FailureKind.INFRA
 
 
 def container_name(spec: LaunchSpec) -> str:

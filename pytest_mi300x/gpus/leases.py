@@ -170,7 +170,13 @@ class GpuLease:
                 raise LeaseError(
                     f"a server needs {self.count} GPUs but {inventory.tool} lists "
                     f"{len(inventory.indices)} on this host; lower the tensor-parallel size")
-            blocked = self._try(inventory)
+            sick = {g.index: "; ".join(g.problems()) for g in inventory.gpus if g.problems()}
+            if len(inventory.indices) - len(sick) < self.count:
+                raise LeaseError(
+                    f"a server needs {self.count} GPUs but only "
+                    f"{len(inventory.indices) - len(sick)} of {len(inventory.indices)} are "
+                    "healthy: " + "; ".join(f"GPU {g}: {why}" for g, why in sorted(sick.items())))
+            blocked = self._try(inventory, sick)
             if len(self._locks) == self.count:
                 return self.gpus
             if time.monotonic() >= deadline:
@@ -186,12 +192,15 @@ class GpuLease:
                 said_waiting = True
             time.sleep(self.poll_s)
 
-    def _try(self, inventory: Inventory) -> dict[int, str]:
-        """Lock free GPUs until ``count`` are held; return why the others were passed over."""
-        blocked: dict[int, str] = {}
+    def _try(self, inventory: Inventory, sick: dict[int, str]) -> dict[int, str]:
+        """Lock free, healthy GPUs until ``count`` are held; return why the others were
+        passed over."""
+        blocked: dict[int, str] = {g: f"unhealthy: {why}" for g, why in sick.items()}
         for gpu in inventory.indices:
             if len(self._locks) == self.count:
                 break
+            if gpu in sick:
+                continue
             lock = FileLock(self.lock_dir / f"gpu-{gpu}.lock")
             try:
                 lock.acquire(timeout=0)

@@ -18,7 +18,9 @@ BUSY_VRAM_MIB = 1024.0
 """VRAM in use above which a GPU counts as held even when no process is listed
 (AMD's CI uses the same test: another container's processes are invisible)."""
 
-AMD_METRIC = ("amd-smi", "metric", "-p", "-t", "-c", "-u", "-m", "--json")
+AMD_METRIC = ("amd-smi", "metric", "-p", "-t", "-c", "-u", "-m", "-e", "--json")
+HOT_C = 95.0
+"""A GPU this hot before any load is cooling badly: not a place to measure."""
 AMD_PROCESS = ("amd-smi", "process", "--json")
 ROCM_METRIC = ("rocm-smi", "--showproductname", "--showuse", "--showmeminfo", "vram",
                "--showpower", "--showtemp", "--json")
@@ -56,6 +58,19 @@ class GpuSample:
     vram_used_mib: float | None = None
     vram_total_mib: float | None = None
     throttled: bool | None = None
+    ecc_uncorrectable: int | None = None
+    """Uncorrectable (and deferred) ECC errors since boot; None where not reported."""
+
+    def problems(self) -> list[str]:
+        """Why this GPU should not serve a measurement now (checked before a server start);
+        what a tool does not report ("N/A") is unknown, not a problem."""
+        out = []
+        if self.ecc_uncorrectable:
+            out.append(f"{self.ecc_uncorrectable} uncorrectable ECC error(s) since boot "
+                       "(RAS); check `amd-smi metric -e` and reset or drain the GPU")
+        if self.temp_c is not None and self.temp_c >= HOT_C:
+            out.append(f"at {self.temp_c:.0f} C before any load (limit {HOT_C:.0f} C)")
+        return out
 
     def describe(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -144,6 +159,9 @@ def parse_amd_smi_metric(text: str) -> list[GpuSample]:
         gfx0 = clock.get("gfx_0") if isinstance(clock, dict) else None
         mem = rec.get("mem_usage") or {}
         throttle = power.get("throttle_status") if isinstance(power, dict) else None
+        ecc = rec.get("ecc")
+        ecc = ecc if isinstance(ecc, dict) else {}
+        bad = [number(ecc.get(k)) for k in ("total_uncorrectable_count", "total_deferred_count")]
         samples.append(GpuSample(
             index=int(index),
             power_w=number(_first(power, "socket_power", "average_socket_power")),
@@ -155,6 +173,8 @@ def parse_amd_smi_metric(text: str) -> list[GpuSample]:
             vram_total_mib=mib(_first(mem, "total_vram")),
             throttled=(None if not isinstance(throttle, str) or throttle == "N/A"
                        else throttle.upper() != "UNTHROTTLED"),
+            ecc_uncorrectable=(None if all(b is None for b in bad)
+                               else int(sum(b or 0 for b in bad))),
         ))
     return samples
 

@@ -23,6 +23,7 @@ from pytest_mi300x.plugin.lifecycle import (
     publish,
     shorten,
     summary_sections,
+    warn_if_rootdir_widened,
 )
 from pytest_mi300x.plugin.progress import LiveProgress
 from pytest_mi300x.plugin.stash import (
@@ -58,6 +59,7 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     run_id = (workerinput or {}).get(RUN_ID_INPUT) or (
         time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3))
+    warn_if_rootdir_widened(config)
     progress = LiveProgress(config)
     config.stash[PROGRESS_KEY] = progress
     config.stash[SESSION_KEY] = make_session(config, run_id, progress)

@@ -32,8 +32,24 @@ def make_session(config: pytest.Config, run_id: str, progress: Progress) -> Perf
         host = select_host(resolved.gpu_host, resolved.hosts_file)
     except HostConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
-    results_dir = resolved.results_dir or options.default_results_dir(config.rootpath, run_id)
+    results_dir = resolved.results_dir or options.default_results_dir(
+        options.project_root(config), run_id)
     return PerfSession(resolved, host, Path(results_dir), progress=progress)
+
+
+def warn_if_rootdir_widened(config: pytest.Config) -> None:
+    """pytest takes a plugin option's existing-path value given as a separate argument
+    (``--vllm-build /opt/venv``) for a test path when it picks its rootdir: the rootdir, and
+    with it every test id (and the baselines they name), then moves."""
+    args = [str(a) for a in config.invocation_params.args]
+    ours = set(options.PATH_OPTIONS)
+    given = [f"{a} {b}" for a, b in zip(args, args[1:], strict=False)
+             if a in ours and Path(config.invocation_params.dir, b).exists()]
+    if given:
+        config.issue_config_time_warning(pytest.PytestConfigWarning(
+            f"{given[0]}: pytest takes the path for a test path when it picks its rootdir "
+            f"({config.rootpath}), which changes test ids; write it with '=' "
+            f"({given[0].replace(' ', '=', 1)})"), stacklevel=2)
 
 
 def host_or_none(config: pytest.Config) -> HostProfile | None:
@@ -60,6 +76,11 @@ def check_host(perf_session: PerfSession, workers: int) -> None:
     host's GPUs answer (GPU hosts)."""
     from pytest_mi300x.servers.records import RecordsError
 
+    if not perf_session.host.has_gpus and workers > 1:
+        raise pytest.UsageError(
+            f"-n {workers} on host {perf_session.host.name!r}: {workers} engines would share "
+            "this machine's cores and every figure of the run would be worthless; run the "
+            "cpu host without -n (xdist parallelism is for GPU hosts)")
     try:
         perf_session.reap()
         if perf_session.host.has_gpus:
@@ -84,11 +105,16 @@ def summary_sections(perf_session: PerfSession, collector: SummaryCollector,
                      reports: tuple[Path, Path] | None, writer: BaselineWriter | None
                      ) -> Iterator[tuple[str, list[str]]]:
     """The end-of-session sections: figures and outcomes, verdicts, files, baselines."""
+    from pytest_mi300x.reporting.outcomes import count_kinds
     from pytest_mi300x.reporting.terminal import summary_table, verdict_table
 
     if not collector.outcomes and not collector.rows:
         return
     lines = summary_table(collector.outcomes, collector.rows)
+    kinds = count_kinds(list(collector.outcomes.values()))
+    if kinds:
+        lines.append("failures by kind: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+                     + " (infra: the machine, not the build; only 'regression' is a slowdown)")
     lines.append(f"results: {perf_session.results_dir}")
     if reports is not None:
         lines.append("reports: " + "  ".join(str(p) for p in reports))

@@ -90,6 +90,11 @@ _OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
+PATH_OPTIONS = ("--hosts-file", "--vllm-build", "--tgi-build", "--results-dir", "--engine-cache",
+                "--baselines-dir", "--history-file", "--sharegpt")
+"""Options whose values are paths (see lifecycle.warn_if_rootdir_widened)."""
+
+
 def add_options(parser: pytest.Parser) -> None:
     """Register each option with its ini twin in the ``mi300x`` group."""
     group = parser.getgroup("mi300x", "performance regression suite (pytest-mi300x)")
@@ -136,7 +141,7 @@ def _value(config: pytest.Config, name: str, conv: Callable[[str], Any] = str) -
 
 def resolve(config: pytest.Config, run_id: str) -> Settings:
     """Build Settings from options, ini and defaults."""
-    root = Path(str(config.rootpath))
+    root = project_root(config)
     hosts_file = _value(config, "hosts_file", Path)
     if hosts_file is None and (root / "hosts.toml").exists():
         hosts_file = root / "hosts.toml"
@@ -173,6 +178,15 @@ def resolve(config: pytest.Config, run_id: str) -> Settings:
         shard=config.getoption("shard"),
         sharegpt_path=_sharegpt_path(config, root),
     )
+
+
+def project_root(config: pytest.Config) -> Path:
+    """Where hosts.toml, baselines/ and .perf-results/ are: the ini file's folder, else the
+    folder pytest was started in. Not pytest's rootdir: an option value that is an existing
+    path (``--vllm-build /opt/venvs/vllm``) widens the rootdir to a common ancestor, "/"."""
+    if config.inipath is not None:
+        return Path(config.inipath).parent
+    return Path(config.invocation_params.dir)
 
 
 def _history_file(config: pytest.Config, root: Path) -> Path:

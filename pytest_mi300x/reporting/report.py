@@ -12,7 +12,7 @@ from typing import Any
 
 from pytest_mi300x.judge.changepoints import find_change_points_within
 from pytest_mi300x.reporting import plots
-from pytest_mi300x.reporting.outcomes import Outcome
+from pytest_mi300x.reporting.outcomes import Outcome, count_kinds
 from pytest_mi300x.reporting.terminal import VERDICT_HEADER, fmt_number, verdict_rows
 from pytest_mi300x.results.files import append_text, write_text_atomic
 from pytest_mi300x.results.history import HistoryStore, Point, entry_from_result, setup_breaks
@@ -29,6 +29,7 @@ class TestRow:
     outcome: str
     result: Result | None = None
     cause: str = ""
+    kind: str = ""
 
     @property
     def runs(self) -> list[dict[str, Any]]:
@@ -66,7 +67,8 @@ def collect(results: Sequence[Result], outcomes: Mapping[str, Outcome], run_id: 
         outcome = outcomes.get(n)
         result = by_name.get(n)
         word = outcome.outcome if outcome else (str(result.status) if result else "unknown")
-        tests.append(TestRow(n, word, result, outcome.cause if outcome else ""))
+        tests.append(TestRow(n, word, result, outcome.cause if outcome else "",
+                             outcome.kind if outcome else ""))
     header: dict[str, str] = {}
     if results:
         first = results[0]
@@ -92,7 +94,8 @@ def _figure_rows(tests: Sequence[TestRow]) -> list[list[str]]:
     rows = []
     for t in tests:
         med = t.medians()
-        rows.append([t.test, t.outcome + (f": {t.cause}" if t.cause else ""), str(len(t.runs)),
+        end = t.outcome + (f" ({t.kind})" if t.kind else "") + (f": {t.cause}" if t.cause else "")
+        rows.append([t.test, end, str(len(t.runs)),
                      *(fmt_number(med.get(k), fmt) for k, _, fmt in HEADLINE), t.gate_status])
     return rows
 
@@ -107,7 +110,10 @@ def _counts(tests: Sequence[TestRow]) -> str:
     regressions = sum(1 for t in tests for v in t.verdicts
                       if v.get("gated") and v["kind"] == "regression")
     parts = [f"{n} {k}" for k, n in sorted(counts.items())]
-    return ", ".join(parts) + f"; {regressions} gated regression verdict(s)"
+    kinds = count_kinds([Outcome(t.outcome, t.cause, t.kind) for t in tests])
+    failures = ("; failures by kind: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+                if kinds else "")
+    return ", ".join(parts) + f"; {regressions} gated regression verdict(s)" + failures
 
 
 def render_markdown(data: ReportInput) -> str:

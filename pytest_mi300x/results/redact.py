@@ -93,8 +93,9 @@ def redact(obj: Any) -> Any:
     """A JSON-like document with every secret hidden: values under secret names, secret
     flags' arguments in lists, and known secret values anywhere in strings."""
     if isinstance(obj, Mapping):
-        return {k: (HIDDEN if isinstance(k, str) and secret_name(k)
-                    and isinstance(v, str | int | float) and not isinstance(v, bool)
+        # Secrets are strings (env values, tokens): a number under a name such as
+        # total_token_throughput is a figure.
+        return {k: (HIDDEN if isinstance(k, str) and secret_name(k) and isinstance(v, str)
                     and v != "" else redact(v))
                 for k, v in obj.items()}
     if isinstance(obj, list | tuple):

@@ -5,7 +5,8 @@ It answers `metric ... --json` and `process --json` only.
 
 env: FAKE_GPU_COUNT (default 2); FAKE_AMD_SMI_SHAPE = list | gpu_data (default
 gpu_data: newer amd-smi); FAKE_GPU_HOLDERS = "GPU:PID:NAME,..." (processes shown
-on GPUs, as another user's job would be).
+on GPUs, as another user's job would be); FAKE_GPU_UNHEALTHY = "GPU:ecc,GPU:hot" (a GPU
+with uncorrectable ECC errors, or too hot before any load).
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ def value(number: float, unit: str) -> dict[str, object]:
 
 
 def metric(index: int) -> dict[str, object]:
+    sick = dict(item.split(":") for item in os.environ.get("FAKE_GPU_UNHEALTHY", "").split(",")
+                if item)
     return {
+        "ecc": {"total_correctable_count": 0,
+                "total_uncorrectable_count": 2 if sick.get(str(index)) == "ecc" else 0,
+                "total_deferred_count": 0},
         "gpu": index,
         "usage": {"gfx_activity": value(0, "%"), "umc_activity": value(0, "%"),
                   "mm_activity": "N/A"},
@@ -28,7 +34,9 @@ def metric(index: int) -> dict[str, object]:
         "clock": {"gfx_0": {"clk": value(132, "MHz"), "min_clk": value(500, "MHz"),
                             "max_clk": value(2100, "MHz"), "clk_locked": "N/A",
                             "deep_sleep": "ENABLED"}},
-        "temperature": {"edge": "N/A", "hotspot": value(35, "C"), "mem": value(30, "C")},
+        "temperature": {"edge": "N/A",
+                        "hotspot": value(104 if sick.get(str(index)) == "hot" else 35, "C"),
+                        "mem": value(30, "C")},
         "mem_usage": {"total_vram": value(196592, "MB"), "used_vram": value(283, "MB"),
                       "free_vram": value(196309, "MB")},
     }

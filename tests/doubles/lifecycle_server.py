@@ -5,6 +5,7 @@ usage: python lifecycle_server.py MODE PORT [DELAY]
   serve        wait DELAY s, then answer 200 on /health; also spawns a child
   crash        print an engine-like error line and exit 3 after DELAY s
   stubborn     like serve, but ignores SIGTERM
+  refuse       print vLLM's CPU refusal of fp8 KV cache and exit 1
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def main() -> None:
         print("Traceback (most recent call last):", flush=True)
         print("ValueError: simulated engine failure", flush=True)
         sys.exit(3)
+    if mode == "refuse":
+        print("ValueError: FP8 KV cache on CPU requires x86 with AVX-512 or AMX", flush=True)
+        sys.exit(1)
     if mode == "stubborn":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])

@@ -26,6 +26,7 @@ BOS_ID = 0
 UNK_ID = 1
 FAIL_MARKER = "FAIL"  # prompt containing this word gets HTTP 500
 CUT_MARKER = "CUT"  # prompt containing this word: connection dropped after first chunk
+STALL_MARKER = "STALL"  # prompt containing this word: stream stops after its first chunk
 
 
 def stub_token_ids(text: str, add_special_tokens: bool = True) -> list[int]:
@@ -295,6 +296,8 @@ class StubServer:
                 if CUT_MARKER in words:
                     writer.transport.abort()  # mid-stream drop, no [DONE]
                     return False
+                if STALL_MARKER in words:
+                    await asyncio.sleep(3600)  # a hung engine: the connection stays open
             stream_options = body.get("stream_options")
             wants_usage = isinstance(stream_options, dict) and stream_options.get("include_usage")
             if b.include_usage and wants_usage:
