@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -128,29 +128,31 @@ def summary_sections(perf_session: PerfSession, collector: SummaryCollector,
 
 
 class SigtermAsInterrupt:
-    """CI cancels with SIGTERM; raising KeyboardInterrupt instead lets the servers'
-    teardown run rather than leaving engines behind. ``restore`` puts the old handler back."""
+    """CI cancels with SIGTERM and a closed terminal sends SIGHUP; raising KeyboardInterrupt
+    instead lets the servers' teardown run rather than leaving engines behind (what SIGKILL
+    leaves is reaped through the server records). ``restore`` puts the old handlers back."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self) -> None:
-        self._previous: Callable[[int, FrameType | None], Any] | int | None = None
-        self._installed = False
+        self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        self._previous = signal.signal(signal.SIGTERM, self._interrupt)
-        self._installed = True
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._interrupt)
 
     def restore(self) -> None:
-        if self._installed and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._previous or signal.SIG_DFL)
-            self._installed = False
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
 
     @staticmethod
     def _interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
-
-
 def shorten(report: pytest.TestReport, exc: BaseException) -> None:
     """Bad input a user can fix (``one_line`` errors) reads as one line, not a traceback."""
     if getattr(exc, "one_line", False):
