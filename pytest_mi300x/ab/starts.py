@@ -57,11 +57,12 @@ RunStart = Callable[[Build, int], Start]
 class Record:
     """Every start so far, saved after each one."""
 
-    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+    def __init__(self, path: Path | None, meta: dict[str, Any]) -> None:
+        """``path`` None keeps the record in memory (simulations)."""
         self.path = path
         self.meta = meta
         self.starts: list[Start] = []
-        if path.exists():
+        if path is not None and path.exists():
             doc = read_json(path, "a pytest-mi300x starts record",
                             "delete the folder to start over")
             if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
@@ -74,8 +75,9 @@ class Record:
 
     def add(self, start: Start) -> None:
         self.starts.append(start)
-        write_json_atomic(self.path, {"schema": SCHEMA, "meta": self.meta,
-                                      "starts": [asdict(s) for s in self.starts]})
+        if self.path is not None:
+            write_json_atomic(self.path, {"schema": SCHEMA, "meta": self.meta,
+                                          "starts": [asdict(s) for s in self.starts]})
 
     def of(self, build: Build) -> list[Start]:
         return [s for s in self.starts if s.build == build.name]
