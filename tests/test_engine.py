@@ -177,8 +177,9 @@ perf_floors =
 """)
     pytester.makepyfile(test_gate=SMALL + """
 def test_rate(perf):
+    # A burst: the engine, not the arrival schedule, sets its throughput.
     perf.run(Workload(RandomDataset(input_len=256, output_len=128, num_prompts=80),
-                      Arrivals(request_rate=16.0)))
+                      Arrivals()))
 """)
     written, _ = run(pytester, "--update-baselines", "--repeats", "3")
     written.assert_outcomes(passed=1)
@@ -212,8 +213,8 @@ def test_rate(perf):
                                     "*pytest-mi300x verdicts*",
                                     "*test_rate*request_throughput*regression*"])
     assert "threshold" in regressed.stdout.str()
-    regressed.stdout.fnmatch_lines(["*baseline over 2 server starts*",
-                                    "*against the worst of 2 server starts*"])
+    regressed.stdout.fnmatch_lines(["*baseline over 2 server start(s) against this one*",
+                                    "*2 server starts' medians*"])
     # The same verdict reaches the junit XML, report.md, report.html and the history.
     props = {p.get("name"): p.get("value") for p in
              ElementTree.parse(pytester.path / "junit.xml").iter("property")}

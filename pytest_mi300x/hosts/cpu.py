@@ -49,4 +49,6 @@ CPU_HOST = HostProfile(
     # fast or slow (38 vs 31 req/s across instances, CV 4.7% within one and 11.6%
     # between); 30% is the smallest floor with no A/A alarm in 20 pairs.
     burst_floors=MappingProxyType({m: 30.0 for m in _THROUGHPUTS}),
+    noise=MappingProxyType({**{m: 5.0 for m in _THROUGHPUTS},
+                            **{f"median_{m}_ms": 10.0 for m in ("ttft", "tpot", "itl", "e2el")}}),
 )
