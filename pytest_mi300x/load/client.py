@@ -45,6 +45,9 @@ from pytest_mi300x.workload.datasets import PromptRequest
 # choices before the text, so the first few hundred bytes decide.
 _TOKEN_CHUNK = re.compile(rb'"choices"\s*:\s*\[\s*\{')
 _HEAD = 512
+# TGI's last chunk carries the last token and the usage together (vLLM sends usage in
+# a chunk of its own); a usage object anywhere in a token chunk is read from it.
+_USAGE = re.compile(rb'"usage"\s*:\s*\{')
 
 # Connect and pool waits are bounded apart from the whole-request timeout, so a
 # dead server fails fast instead of after request_timeout.
@@ -129,9 +132,11 @@ async def _send_one(client: aiohttp.ClientSession, target: _Target, request: Pro
                 # two per SSE event (readline) roughly doubled the client's ceiling.
                 async for now, lines in _sse_lines(resp.content):
                     for raw in lines:
-                        if not raw.startswith(b"data: "):
+                        # SSE allows "data:" with or without a space: vLLM writes
+                        # "data: {...}", TGI (axum) "data:{...}".
+                        if not raw.startswith(b"data:"):
                             continue
-                        payload = raw[6:].rstrip()
+                        payload = raw[5:].strip()
                         if payload == b"[DONE]":
                             break
                         if not chat and _TOKEN_CHUNK.search(payload, 0, _HEAD):
@@ -139,16 +144,18 @@ async def _send_one(client: aiohttp.ClientSession, target: _Target, request: Pro
                             # their quotes, so this cannot match inside text): a
                             # token event, counted without parsing the chunk.
                             append(now - start)
+                            if b'"usage"' in payload and _USAGE.search(payload):
+                                usage = json.loads(payload)["usage"]
                             continue
                         event = json.loads(payload)
                         # Same branch as vllm bench serve: a choices chunk is a token event.
                         choices = event.get("choices")
+                        if event.get("usage") is not None:
+                            usage = event["usage"]
                         if choices and (not chat or _has_content(choices[0])):
                             append(now - start)
                         elif choices:
                             continue  # chat: role-only or empty delta, not a token
-                        elif event.get("usage") is not None:
-                            usage = event["usage"]
                         elif "error" in event:
                             raise StreamError(str(event["error"])[:300])
         except aiohttp.SocketTimeoutError:
