@@ -314,4 +314,10 @@ class Measurer:
             "fingerprint": host_fingerprint(),
             "harness": harness_info(),
             **({"telemetry": self.telemetry_summary} if self.telemetry_summary else {}),
+            **self._tokenizer_record(),
         }
+
+    def _tokenizer_record(self) -> dict[str, Any]:
+        """How prompt lengths were counted and prompt text made (exact or not)."""
+        describe = getattr(self.tokenizer, "describe", None)
+        return {"tokenizer": describe()} if callable(describe) else {}
