@@ -61,11 +61,13 @@ class ServedModel:
     path: str
     vocab_size: int
     special_ids: frozenset[int]
-    engine_args: tuple[str, ...] = ()
+    dummy_weights: bool = False
+    """Served with random weights (the engine kind's ``random_weights_args``): speed only,
+    its answers mean nothing."""
 
     def describe(self) -> dict[str, Any]:
         return {"logical": self.logical, "ref": self.ref, "path": self.path,
-                "vocab_size": self.vocab_size}
+                "vocab_size": self.vocab_size, "dummy_weights": self.dummy_weights}
 
 
 class PerfSession:
@@ -156,7 +158,9 @@ class PerfSession:
         if name not in self._builds:
             engine_kind = self.engine_kind(name)
             raw = self.settings.build_for(engine_kind)
-            if self.host.has_gpus:
+            if self.host.has_gpus or self._installed_path(engine_kind):
+                # An engine with no CPU build given as an installed launcher (a TGI on
+                # this machine, or a stand-in for it) runs as on a GPU host's local launcher.
                 self._builds[name] = resolve_gpu_build(name, raw, self.host)
             else:
                 self._builds[name] = engine_kind.provision(
@@ -177,7 +181,8 @@ class PerfSession:
         return self.build(name).provenance
 
     def unavailable(self, engine_name: str, flag_set: FlagSet,
-                    accelerators: tuple[str, ...] = ()) -> str | None:
+                    accelerators: tuple[str, ...] = (),
+                    logical_model: str | None = None) -> str | None:
         """Why this host cannot run the case at all (a skip, not a failure), else None."""
         host = self.host
         if accelerators and host.accelerator not in accelerators:
@@ -187,10 +192,25 @@ class PerfSession:
         if isinstance(tp, int) and tp > max(1, host.accelerator_count):
             return (f"runs on the GPU host: tensor parallel {tp} needs {tp} GPUs; "
                     f"host {host.name!r} has {host.accelerator_count}")
-        if not host.has_gpus and not self.engine_kind(engine_name).cpu_build:
+        engine_kind = self.engine_kind(engine_name)
+        if (not host.has_gpus and not engine_kind.cpu_build
+                and not self._installed_path(engine_kind)):
             return (f"runs on the GPU host: {engine_name} has no CPU build here; "
-                    f"host {host.name!r} runs engines with a CPU build only")
+                    f"host {host.name!r} runs engines with a CPU build only (or give "
+                    f"{engine_kind.build_option} PATH of an installed one)")
+        if logical_model is not None and engine_kind.random_weights_args is None:
+            ref = host.resolve_model(logical_model)
+            if ref == TINY_MODEL or host.dummy_weights:
+                return (f"{engine_name} cannot serve random weights, and host {host.name!r} "
+                        f"serves {logical_model!r} with random ones "
+                        f"({'the tiny model' if ref == TINY_MODEL else 'dummy_weights'})")
         return None
+
+    def _installed_path(self, engine_kind: EngineKind) -> bool:
+        """Whether the user named an existing path as this engine's build."""
+        raw = self.settings.build_for(engine_kind)
+        return bool(raw) and not str(raw).startswith("docker:") and \
+            Path(str(raw)).expanduser().exists()
 
     # -- models and servers -------------------------------------------------
 
@@ -207,11 +227,11 @@ class PerfSession:
                                          progress=self.progress)
                 # The tiny model ships no weights: the engine makes random ones.
                 served = ServedModel(logical, ref, str(tiny.path), tiny.vocab_size,
-                                     tiny.special_ids, ("--load-format", "dummy"))
+                                     tiny.special_ids, dummy_weights=True)
             elif Path(ref).is_dir():
                 vocab, special = read_local_vocab(Path(ref))
-                dummy = ("--load-format", "dummy") if self.host.dummy_weights else ()
-                served = ServedModel(logical, ref, ref, vocab, special, dummy)
+                served = ServedModel(logical, ref, ref, vocab, special,
+                                     dummy_weights=self.host.dummy_weights)
             else:
                 raise HostConfigError(
                     f"{self.host.source}: model {ref!r} for {logical!r} is not a local folder; "
@@ -224,7 +244,9 @@ class PerfSession:
         """What one server of this combination is started with (before any GPU lease)."""
         engine = self.engine(engine_name)
         model = self.model(logical_model)
-        extra = (*model.engine_args, *self.host.engine_args, *self.settings.engine_args)
+        random = self.engine_kind(engine_name).random_weights_args if model.dummy_weights \
+            else ()
+        extra = (*(random or ()), *self.host.engine_args, *self.settings.engine_args)
         env = {**self.host.env, **dict(self.settings.engine_env)}
         return LaunchSpec(model=model.path,
                           served_model_name=engine.served_model_name(logical_model, model.path),

@@ -131,6 +131,12 @@ class EngineKind(Protocol):
         """Whether the cpu host can provision and run it."""
         ...
 
+    @property
+    def random_weights_args(self) -> tuple[str, ...] | None:
+        """Arguments that make it serve random weights (hosts with ``dummy_weights``, the
+        tiny model); None when it cannot, so such hosts skip it."""
+        ...
+
     def in_image(self, build: str) -> Engine:
         """The engine whose command runs inside a container of that image."""
         ...

@@ -151,6 +151,8 @@ class TGIKind:
     build_example: str = "docker:ghcr.io/huggingface/text-generation-inference:<version>-rocm"
     version_argv: tuple[str, ...] = ("text-generation-launcher", "--version")
     cpu_build: bool = False
+    # TGI loads real weights only: hosts serving random ones (the tiny model) skip it.
+    random_weights_args: tuple[str, ...] | None = None
 
     def in_image(self, build: str) -> TGIEngine:
         return TGIEngine(build)

@@ -169,6 +169,7 @@ class VLLMKind:
     build_example: str = "docker:rocm/vllm-ci:<commit>"
     version_argv: tuple[str, ...] = ("python3", "-c", "import vllm; print(vllm.__version__)")
     cpu_build: bool = True
+    random_weights_args: tuple[str, ...] | None = ("--load-format", "dummy")
 
     def in_image(self, build: str) -> VLLMEngine:
         return VLLMEngine(Path("python3"), build)

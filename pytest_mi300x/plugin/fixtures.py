@@ -69,7 +69,7 @@ def llm_server(request: pytest.FixtureRequest, mi300x_session: PerfSession,
                flag_set: FlagSet) -> Iterator[RunningServer]:
     """A ready server for (engine, model, flag set), shared with every test that asks the same."""
     wanted = tuple(a for m in request.node.iter_markers("accelerator") for a in m.args)
-    reason = mi300x_session.unavailable(serving_engine, flag_set, wanted)
+    reason = mi300x_session.unavailable(serving_engine, flag_set, wanted, served_model)
     if reason:
         pytest.skip(reason)
     engine = mi300x_session.engine(serving_engine)
