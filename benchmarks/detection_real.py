@@ -51,7 +51,7 @@ from pytest_mi300x.results.stack import sent_as_burst
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_REPS, CAND_REPS = 5, 3
-DEFAULT_SELECTION = "vllm-default and (qps-16 or qps-1000)"
+DEFAULT_SELECTION = "vllm-seed-default and (qps-16 or qps-1000)"
 CALIBRATION_FLOORS = (5.6, 8.0, 10.0, 12.0, 15.0, 20.0, 25.0, 30.0, 40.0, 60.0)
 
 
