@@ -182,16 +182,20 @@ class PerfSession:
 
     def unavailable(self, engine_name: str, flag_set: FlagSet,
                     accelerators: tuple[str, ...] = (),
-                    logical_model: str | None = None) -> str | None:
+                    logical_model: str | None = None, instances: int = 1) -> str | None:
         """Why this host cannot run the case at all (a skip, not a failure), else None."""
         host = self.host
         if accelerators and host.accelerator not in accelerators:
             return (f"runs on the GPU host: needs {' or '.join(accelerators)}; "
                     f"host {host.name!r} is {host.accelerator}")
         tp = dict(flag_set.flags).get(TP_FLAG)
-        if isinstance(tp, int) and tp > max(1, host.accelerator_count):
-            return (f"runs on the GPU host: tensor parallel {tp} needs {tp} GPUs; "
-                    f"host {host.name!r} has {host.accelerator_count}")
+        if isinstance(tp, int) and tp * instances > max(1, host.accelerator_count):
+            many = f"{instances} instances of " if instances > 1 else ""
+            return (f"runs on the GPU host: {many}tensor parallel {tp} needs "
+                    f"{tp * instances} GPUs; host {host.name!r} has {host.accelerator_count}")
+        if host.has_gpus and instances * gpus_needed(flag_set, host) > host.accelerator_count:
+            return (f"{instances} instances of {gpus_needed(flag_set, host)} GPUs each do not "
+                    f"fit host {host.name!r} ({host.accelerator_count} GPUs)")
         engine_kind = self.engine_kind(engine_name)
         if (not host.has_gpus and not engine_kind.cpu_build
                 and not self._installed_path(engine_kind)):
@@ -271,11 +275,30 @@ class PerfSession:
 
         return self.pool.acquire(key, self.engine(engine_name), make_spec)
 
+    def servers(self, engine_name: str, logical_model: str, flag_set: FlagSet,
+                count: int = 1) -> list[RunningServer]:
+        """``count`` live servers of this combination (instances behind one workload),
+        started on first use; one is ``server()``'s."""
+        if count < 1:
+            raise ValueError(f"server instances must be >= 1, got {count}")
+        if count == 1:
+            return [self.server(engine_name, logical_model, flag_set)]
+        key = self.server_key(engine_name, logical_model, flag_set)
+
+        def make_spec(host: str, port: int) -> LaunchSpec:
+            return self.launch_spec(engine_name, logical_model, flag_set, host, port)
+
+        keys = [f"{key}-instance-{i + 1}-of-{count}" for i in range(count)]
+        return self.pool.acquire_group(keys, self.engine(engine_name), make_spec)
+
     def measurer(self, server: RunningServer, test_id: str, logical_model: str,
                  floors: dict[str, float] | None = None,
-                 progress: Progress | None = None) -> Measurer:
+                 progress: Progress | None = None,
+                 servers: list[RunningServer] | None = None) -> Measurer:
         """A measurer of ``server`` for one test: ``.run(Workload(...))`` warms up, measures
-        the session's repeats, writes the result and judges it against the baseline."""
+        the session's repeats, writes the result and judges it against the baseline.
+        With ``servers`` (instances of one flag set, ``server`` first), each request goes
+        to one of them in turn and the figures cover all requests."""
         from pytest_mi300x.load.measurer import Measurer
 
         model = self.model(logical_model)
@@ -286,8 +309,10 @@ class PerfSession:
                         results_dir=self.results_dir, model=model.describe(),
                         engine=self.engine_description(server.engine.name),
                         run_id=self.settings.run_id, repeats=self.settings.repeats,
-                        gate=self.gate, floors=floors, telemetry=self.telemetry(server.spec.gpus),
-                        progress=progress)
+                        gate=self.gate, floors=floors,
+                        telemetry=self.telemetry(tuple(g for s in servers or [server]
+                                                       for g in s.spec.gpus)),
+                        progress=progress, servers=servers)
 
     def close(self) -> None:
         self.pool.close()

@@ -9,7 +9,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,23 @@ class PerfResult:
 
 Progress = Callable[[str], None]
 
+ADDITIVE_SERVER_FIGURES = ("server_prompt_tokens", "server_generation_tokens",
+                           "server_preemptions")
+"""Engine counters that add up over instances (means and peaks do not: they stay per
+instance)."""
+
+
+def _server_telemetry(samplers: Sequence[TelemetrySampler]) -> dict[str, object]:
+    """The engine's view of a run: one server's as before; several instances' each under
+    ``instances``, with the counters that add up summed in ``figures``."""
+    if len(samplers) == 1:
+        return {"figures": samplers[0].figures, **samplers[0].describe()}
+    instances = [{"base_url": t.base_url, "figures": t.figures, **t.describe()}
+                 for t in samplers]
+    figures = {k: sum(t.figures[k] for t in samplers) for k in ADDITIVE_SERVER_FIGURES
+               if all(k in t.figures for t in samplers)}
+    return {"figures": figures, "instances": instances}
+
 
 class Measurer:
     """Drives workloads at one server for one test; the ``perf`` fixture hands this out."""
@@ -91,8 +108,13 @@ class Measurer:
                  engine: dict[str, Any], run_id: str, repeats: int = 1,
                  gate: Gate | None = None, floors: dict[str, float] | None = None,
                  telemetry: Callable[[], Any] | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None,
+                 servers: Sequence[RunningServer] | None = None) -> None:
         self.server = server
+        self.servers: list[RunningServer] = list(servers) if servers else [server]
+        """Every instance the load goes to (request i to instance i % n); ``server`` first."""
+        if self.servers[0] is not server:
+            raise ValueError("Measurer: servers must start with server")
         self.tokenizer = tokenizer
         self.host = host
         self.test_id = test_id
@@ -164,7 +186,7 @@ class Measurer:
             result.repetitions.append(Repetition(seed, figures, problems, run))
             if problems:
                 # A dead server explains failed requests better than the requests do.
-                self.server.check_alive("during the measured run")
+                self._check_alive("during the measured run")
                 raise InvalidRun(f"invalid run (repetition {rep + 1} of {self.repeats}), "
                                  "figures not used: " + "; ".join(problems))
 
@@ -193,7 +215,11 @@ class Measurer:
         if scaled.endpoint == "chat":
             requests = for_chat(requests, self.tokenizer)
         self._load(requests, arrivals, seed=seed, workload=scaled, label="warm-up")
-        self.server.check_alive("during warm-up")
+        self._check_alive("during warm-up")
+
+    def _check_alive(self, during: str) -> None:
+        for server in self.servers:
+            server.check_alive(during)
 
     def _drift(self, run: LoadRun) -> dict[str, float]:
         drift = metrics.output_length_drift(run)
@@ -207,12 +233,12 @@ class Measurer:
         return drift
 
     def _reset_prefix_cache(self) -> None:
-        status, _ = post_json(f"{self.server.base_url}/reset_prefix_cache", {},
-                              self.server.api_key)
-        if status != 200:
-            raise InvalidRun(
-                f"POST /reset_prefix_cache answered {status}: a fresh or second-run workload "
-                "needs it; add VLLM_SERVER_DEV_MODE=1 to the flag set's env")
+        for server in self.servers:
+            status, _ = post_json(f"{server.base_url}/reset_prefix_cache", {}, server.api_key)
+            if status != 200:
+                raise InvalidRun(
+                    f"POST /reset_prefix_cache answered {status}: a fresh or second-run "
+                    "workload needs it; add VLLM_SERVER_DEV_MODE=1 to the flag set's env")
 
     def _write(self, workload: Workload, scaled: Workload) -> None:
         write_json_atomic(result_path(self.results_dir, self.test_id),
@@ -232,14 +258,15 @@ class Measurer:
                      f"{time.monotonic() - started:.0f} s")
 
         while True:
-            with TelemetrySampler(self.server.base_url,
-                                  self.server.engine.metric_series) as telemetry:
+            with contextlib.ExitStack() as stack:
+                samplers = [stack.enter_context(TelemetrySampler(
+                    s.base_url, s.engine.metric_series)) for s in self.servers]
                 run = run_load_sync(
-                    base_url=self.server.base_url, api_key=self.server.api_key,
+                    base_url=[s.base_url for s in self.servers], api_key=self.server.api_key,
                     model=self.server.spec.served_model_name, requests=requests,
                     arrivals=arrivals, seed=seed, endpoint=workload.endpoint,
                     processes=processes, on_progress=on_progress)
-            run.server = {"figures": telemetry.figures, **telemetry.describe()}
+            run.server = _server_telemetry(samplers)
             cap = arrivals.max_concurrency
             if (workload.processes is not None or not run.saturation
                     or processes * 2 > (os.cpu_count() or 1)
@@ -283,6 +310,8 @@ class Measurer:
 
     def _provenance(self, scaled: Workload) -> dict[str, Any]:
         return {"engine": self.engine, "server": self.server.describe(),
+                **({"servers": [s.describe() for s in self.servers]}
+                   if len(self.servers) > 1 else {}),
                 "workload": scaled.describe(), "host": self.host.describe(),
                 "fingerprint": host_fingerprint(),
                 "harness": harness_info(), "run_id": self.run_id,
@@ -308,6 +337,8 @@ class Measurer:
             "workload": {"full_size": workload.describe(), "scaled": scaled.describe()},
             "formulas": metrics.FORMULAS,
             "server": self.server.describe(),
+            **({"servers": [s.describe() for s in self.servers]}
+               if len(self.servers) > 1 else {}),
             "engine": self.engine,
             "model": self.model,
             "host": self.host.describe(),

@@ -129,6 +129,16 @@ class ServerPool:
             self._busy = True
             return self._acquire(key, engine, make_spec)
 
+    def acquire_group(self, keys: list[str], engine: Engine,
+                      make_spec: Callable[[str, int], LaunchSpec]) -> list[RunningServer]:
+        """Live servers for every key at once (instances of one flag set behind one
+        workload): none of them is stopped to make room for another, so a group may
+        exceed ``max_servers``; on GPU hosts each instance leases its own GPUs."""
+        with self._mu:
+            self._busy = True
+            group = frozenset(keys)
+            return [self._acquire(key, engine, make_spec, keep=group) for key in keys]
+
     def idle(self) -> None:
         """The test using the server ended. On GPU hosts a watcher then stops the
         idle server as soon as another worker waits for GPUs: an xdist worker
@@ -153,7 +163,8 @@ class ServerPool:
                     return
 
     def _acquire(self, key: str, engine: Engine,
-                 make_spec: Callable[[str, int], LaunchSpec]) -> RunningServer:
+                 make_spec: Callable[[str, int], LaunchSpec],
+                 keep: frozenset[str] = frozenset()) -> RunningServer:
         if key in self._failed:
             failed = self._failed[key]
             raise type(failed)(f"(same start failure as before) {failed.args[0]}", failed.log_tail)
@@ -165,19 +176,25 @@ class ServerPool:
             # Died since its last test: clear what is left of it, then start afresh.
             self._stop(key)
         while len(self._live) >= self.max_servers:
-            self._stop(next(iter(self._live)))
-        return self._start(key, engine, make_spec)
+            spare = next((k for k in self._live if k not in keep), None)
+            if spare is None:
+                break  # the rest of this server's group: the group may exceed max_servers
+            self._stop(spare)
+        return self._start(key, engine, make_spec, keep)
 
     def _start(self, key: str, engine: Engine,
-               make_spec: Callable[[str, int], LaunchSpec]) -> RunningServer:
+               make_spec: Callable[[str, int], LaunchSpec],
+               keep: frozenset[str] = frozenset()) -> RunningServer:
         generation = self._starts.get(key, 0) + 1
         self._starts[key] = generation
         spec = make_spec(self.bind_host, free_port(self.bind_host))
         lease = None
         if spec.gpus_needed and self._lease is not None:
-            # One server per process on GPU hosts: a worker never waits for GPUs
-            # while its idle servers hold others (that is how workers deadlock).
-            self.close()
+            # One server (or server group) per process on GPU hosts: a worker never
+            # waits for GPUs while its idle servers hold others (that is how workers
+            # deadlock).
+            for other in [k for k in self._live if k not in keep]:
+                self._stop(other)
             lease = self._lease(spec.gpus_needed, key)
             lease.acquire()
             spec = replace(spec, env={**spec.env, **lease.env}, gpus=lease.gpus)
