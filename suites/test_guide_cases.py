@@ -4,7 +4,7 @@ One rate per case: the guide's QPS 1000 column, where the server, not the
 arrival rate, sets throughput and TTFT, so a flag's effect shows. A case whose
 flag or env var today's vLLM no longer has skips with the version that dropped
 it and its successor; a case that needs MI300X hardware (ROCm env vars, tensor
-parallelism across GPUs) skips elsewhere and runs on the GPU host.
+parallelism across GPUs, two TP-4 instances) skips elsewhere and runs on the GPU host.
 Case 3 (prefix caching, fresh run vs 2nd run) lives in test_prefix_caching.py.
 """
 
@@ -58,6 +58,15 @@ def test_case6_kv_cache_dtype(perf) -> None:
 
 @flag_sets(*(FlagSet.of(f"tp-{n}", tensor_parallel_size=n) for n in (4, 8)))
 def test_case7_tensor_parallelism(perf) -> None:
+    measure(perf)
+
+
+@pytest.mark.parametrize("server_instances", [pytest.param(2, id="2-instances")])
+@flag_sets(FlagSet.of("tp-4", tensor_parallel_size=4))
+def test_case7_two_tp4_instances(perf) -> None:
+    """The guide's advice for throughput: two TP-4 servers on the 8 GPUs instead of one
+    TP-8, the same workload spread across both (request i to instance i % 2); compare
+    with test_case7_tensor_parallelism[tp-8]."""
     measure(perf)
 
 

@@ -210,3 +210,54 @@ def test_tgi_skips_where_the_host_serves_random_weights(pytester: pytest.Pyteste
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*tgi cannot serve random weights, and host 'cpu' serves "
                                  "'llama-3.1-70b' with random ones (the tiny model)*"])
+
+
+INSTANCES = """
+import pytest
+from pytest_mi300x import Arrivals, FlagSet, RandomDataset, Workload, flag_sets
+
+@pytest.fixture
+def serving_engine():
+    return "tgi"
+
+@pytest.mark.parametrize("server_instances", [2])
+@flag_sets(FlagSet.of("two", max_concurrent_requests=1024))
+def test_two_instances(perf, llm_servers):
+    assert len(llm_servers) == 2
+    result = perf.run(Workload(RandomDataset(input_len=64, output_len=32, num_prompts=200),
+                               Arrivals(request_rate=100.0)))
+    assert result.valid
+"""
+
+
+def test_one_workload_spread_across_two_server_instances(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    launcher = tgi_checkout(pytester)
+    journal = pytester.path / "journal.jsonl"
+    monkeypatch.setenv("TGI_DOUBLE_JOURNAL", str(journal))
+    pytester.makepyfile(test_instances=INSTANCES)
+    result = pytester.runpytest_subprocess(
+        "--gpu-host", "tgi-here", "--hosts-file", "hosts.toml", "--tgi-build", str(launcher),
+        "--repeats", "1", "--results-dir", "results", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    starts = [json.loads(line) for line in journal.read_text().splitlines()]
+    ports = {s["argv"][s["argv"].index("--port") + 1] for s in starts}
+    assert len(starts) == 2 and len(ports) == 2  # two servers, one flag set
+    for start in starts:  # both stopped at the end of the session
+        with pytest.raises(ProcessLookupError):
+            os.kill(start["pid"], 0)
+    [path] = (pytester.path / "results").rglob("*test_two_instances*.json")
+    doc = json.loads(path.read_text())
+    assert [s["flag_set"]["name"] for s in doc["servers"]] == ["two", "two"]
+    assert len({s["log"] for s in doc["servers"]}) == 2
+    [run] = doc["runs"]
+    assert run["figures"]["completed"] == 50
+    assert [r["server"] for r in run["records"][:4]] == [0, 1, 0, 1]  # round robin by index
+    instances = run["server"]["instances"]
+    assert len(instances) == 2 and all(i["figures"] for i in instances)
+    per = [i["figures"]["server_generation_tokens"] for i in instances]
+    assert all(p > 0 for p in per)
+    assert run["server"]["figures"]["server_generation_tokens"] == sum(per) \
+        == run["figures"]["total_output_tokens"]
