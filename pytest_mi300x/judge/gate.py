@@ -8,11 +8,14 @@ from typing import Any
 
 from pytest_mi300x.judge import verdict
 from pytest_mi300x.judge.baselines import Baseline, BaselineStore
+from pytest_mi300x.results.model import FailureKind
 from pytest_mi300x.results.stack import comparability, sent_as_burst, split_builds, stack_diff
 
 
 class PerfRegression(AssertionError):
     """A gated metric regressed against the baseline."""
+
+    failure_kind = FailureKind.REGRESSION
 
 
 class MissingBaseline(AssertionError):
