@@ -261,3 +261,68 @@ def test_one_workload_spread_across_two_server_instances(
     assert all(p > 0 for p in per)
     assert run["server"]["figures"]["server_generation_tokens"] == sum(per) \
         == run["figures"]["total_output_tokens"]
+
+
+ACCURACY = """
+import pytest
+from pytest_mi300x import AccuracyCheck, Arrivals, FlagSet, RandomDataset, Workload, flag_sets
+
+WORKLOAD = Workload(RandomDataset(input_len=64, output_len=16, num_prompts=200),
+                    Arrivals(request_rate=100.0), accuracy=AccuracyCheck())
+
+@pytest.fixture
+def serving_engine():
+    return "tgi"
+
+@flag_sets(FlagSet.of("acc", max_concurrent_requests=1024))
+def test_answers(perf):
+    perf.run(WORKLOAD)
+
+@flag_sets(FlagSet.of("acc", max_concurrent_requests=1024))
+def test_random_weights(perf):
+    perf.model["dummy_weights"] = True  # as the cpu host's tiny model is described
+    perf.run(WORKLOAD)
+"""
+
+
+def test_faster_but_answering_worse_is_a_regression(pytester: pytest.Pytester,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_mi300x.accuracy.check import SHIPPED
+    from pytest_mi300x.results.model import Result, Status
+
+    launcher = tgi_checkout(pytester)
+    pytester.makepyfile(test_accuracy=ACCURACY)
+    args = ("--gpu-host", "tgi-here", "--hosts-file", "hosts.toml", "--tgi-build",
+            str(launcher), "--repeats", "2", "-p", "no:cacheprovider", "-W",
+            "ignore::pytest_mi300x.load.measurer.OutputLengthDrift")
+    monkeypatch.setenv("TGI_DOUBLE_ANSWER_KEY", str(SHIPPED))
+    monkeypatch.setenv("TGI_DOUBLE_ANSWERS", "right")
+    monkeypatch.setenv("TGI_DOUBLE_TTFT", "0.04")
+    first = pytester.runpytest_subprocess(*args, "--update-baselines", "--results-dir", "base")
+    first.assert_outcomes(passed=2)
+    first.stdout.fnmatch_lines(["*AccuracySkipped*accuracy check skipped: llama-3.1-70b is "
+                                "served with random weights on host 'tgi-here'*"])
+    [base] = (pytester.path / "base").rglob("*test_answers*.json")
+    doc = json.loads(base.read_text())
+    assert [r["figures"]["accuracy_right"] for r in doc["runs"]] == [40.0, 40.0]
+    assert doc["accuracy"][0]["passes"][0]["wrong"] == []
+    [skipped] = (pytester.path / "base").rglob("*test_random_weights*.json")
+    assert "random weights" in json.loads(skipped.read_text())["accuracy"][0]["skipped"]
+
+    monkeypatch.setenv("TGI_DOUBLE_ANSWERS", "wrong")
+    monkeypatch.setenv("TGI_DOUBLE_TTFT", "0.005")  # a faster build...
+    second = pytester.runpytest_subprocess(*args, "--results-dir", "cand",
+                                           "-k", "test_answers")
+    second.assert_outcomes(failed=1)  # ...that answers worse fails
+    second.stdout.fnmatch_lines(["*performance regression in 1 gated metric(s)*",
+                                 "*accuracy: REGRESSION (gated, higher is better)*"])
+    second.stdout.fnmatch_lines(["*test_answers*FAILED (regression): PerfRegression*"])
+    [cand] = (pytester.path / "cand").rglob("*test_answers*.json")
+    result = Result.load(cand)
+    assert result.status is Status.REGRESSION
+    assert [v["metric"] for v in result.verdicts
+            if v["kind"] == "regression" and v["gated"]] == ["accuracy"]
+    ttft = next(v for v in result.verdicts if v["metric"] == "median_ttft_ms")
+    assert ttft["candidate_median"] < ttft["baseline_median"]  # faster, and a regression
+    wrong = result.doc["accuracy"][0]["passes"][0]["wrong"]
+    assert len(wrong) == 40 and wrong[0]["answer"] == " I do not know"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pytest_mi300x.accuracy.check import AccuracyCheck
 from pytest_mi300x.hosts.fingerprint import harness_info, host_fingerprint
 from pytest_mi300x.hosts.profile import HostProfile
 from pytest_mi300x.judge.baselines import BASELINE_PROPERTY
@@ -40,6 +41,10 @@ with the measured prompts."""
 
 class OutputLengthDrift(UserWarning):
     """An engine's outputs stopped well short of (or past) the asked lengths."""
+
+
+class AccuracySkipped(UserWarning):
+    """A workload asked for the accuracy check where the model has random weights."""
 
 
 class InvalidRun(AssertionError):
@@ -69,6 +74,8 @@ class PerfResult:
     repetitions: list[Repetition]
     path: Path
     outcome: GateOutcome | None = None
+    accuracy: dict[str, Any] | None = None
+    """The accuracy check's passes (one per repetition), or why it was skipped."""
 
     @property
     def figures(self) -> dict[str, float]:
@@ -145,6 +152,8 @@ class Measurer:
         try:
             with self._gpu_sampling():
                 self._measure(scaled, result)
+            if scaled.accuracy is not None:
+                self._check_answers(scaled.accuracy, result)
         finally:
             if not result.valid:
                 self._write(workload, scaled)
@@ -189,6 +198,24 @@ class Measurer:
                 self._check_alive("during the measured run")
                 raise InvalidRun(f"invalid run (repetition {rep + 1} of {self.repeats}), "
                                  "figures not used: " + "; ".join(problems))
+
+    def _check_answers(self, check: AccuracyCheck, result: PerfResult) -> None:
+        """After the speed runs: one pass of the questions per repetition, spread over the
+        servers; each repetition gets that pass's accuracy figures (judged with them)."""
+        if self.model.get("dummy_weights"):
+            reason = (f"accuracy check skipped: {self.model.get('logical')} is served with "
+                      f"random weights on host {self.host.name!r} ({self.model.get('ref')}), "
+                      "so its answers are noise; it runs where the host serves real weights")
+            result.accuracy = {"skipped": reason}
+            warnings.warn(AccuracySkipped(f"{self.test_id}: {reason}"), stacklevel=3)
+            return
+        passes = []
+        for rep in result.repetitions:
+            answered = check.run([s.base_url for s in self.servers], self.server.api_key,
+                                 self.server.spec.served_model_name)
+            rep.figures.update(answered.figures())
+            passes.append(answered.to_dict())
+        result.accuracy = {"check": check.describe(), "passes": passes}
 
     @contextlib.contextmanager
     def _gpu_sampling(self) -> Iterator[None]:
@@ -334,6 +361,8 @@ class Measurer:
                 for r in self.results for rep in r.repetitions
             ],
             "gate": [r.outcome.to_dict() for r in self.results if r.outcome is not None],
+            **({"accuracy": [r.accuracy for r in self.results if r.accuracy]}
+               if any(r.accuracy for r in self.results) else {}),
             "workload": {"full_size": workload.describe(), "scaled": scaled.describe()},
             "formulas": metrics.FORMULAS,
             "server": self.server.describe(),

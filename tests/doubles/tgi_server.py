@@ -24,7 +24,7 @@ file the harness decodes with, as with a real TGI.
 Run as ``text-generation-launcher`` (``python tgi_server.py --model-id DIR --port N
 ...``; ``--version`` prints a version). Knobs from the environment:
 TGI_DOUBLE_TTFT / TGI_DOUBLE_ITL (seconds), TGI_DOUBLE_ANSWERS (``right`` or ``wrong``)
-with TGI_DOUBLE_ANSWER_KEY (a JSON Lines file of ``{"question", "answer"}``), and
+with TGI_DOUBLE_ANSWER_KEY (a JSON Lines file of ``{"question", "answers"}``), and
 TGI_DOUBLE_JOURNAL (a file the argv and selected env are appended to).
 """
 
@@ -388,7 +388,7 @@ def read_answer_key(path: str | None) -> dict[str, str]:
         return {}
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     items = [json.loads(line) for line in lines if line.strip()]
-    return {str(i["question"]).strip(): str(i["answer"]) for i in items}
+    return {str(i["question"]).strip(): str(i["answers"][0]) for i in items}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
