@@ -12,15 +12,24 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mi300x import DEFAULT_FLAGS, Arrivals, FlagSet, RandomDataset, Workload, flag_sets
+from pytest_mi300x import (
+    DEFAULT_FLAGS,
+    AccuracyCheck,
+    Arrivals,
+    FlagSet,
+    RandomDataset,
+    Workload,
+    flag_sets,
+)
 
 MI300_CLASS = ("mi300x", "mi325x", "mi355x")
 
 
-def measure(perf) -> None:
+def measure(perf, accuracy: AccuracyCheck | None = None) -> None:
     result = perf.run(Workload(
         dataset=RandomDataset(input_len=256, output_len=256, num_prompts=400, seed=0),
         arrivals=Arrivals(request_rate=1000.0),
+        accuracy=accuracy,
     ))
     assert result.figures["failed"] == 0
 
@@ -53,7 +62,8 @@ def test_case5_amd_env_vars(perf) -> None:
 @flag_sets(FlagSet.of("kv-cache-auto", kv_cache_dtype="auto"),
            FlagSet.of("kv-cache-fp8", kv_cache_dtype="fp8"))
 def test_case6_kv_cache_dtype(perf) -> None:
-    measure(perf)
+    # An fp8 KV cache can buy speed with answers: checked where weights are real.
+    measure(perf, AccuracyCheck())
 
 
 @flag_sets(*(FlagSet.of(f"tp-{n}", tensor_parallel_size=n) for n in (4, 8)))

@@ -28,13 +28,18 @@ at least the 1024 sequences (vLLM requires it) and, with chunked prefill on as v
 defaults, may be below the 2048-token context; with a tenth of the prompts neither
 limit binds there, as at full size 1024 sequences bind only near QPS 1000. TGI has no
 CPU build and no random weights, so its cases skip on the cpu host.
+
+After its speed runs each case asks the shipped short-answer questions (``accuracy``,
+gated): a build that got faster but answers worse is a regression, never an
+improvement. Where the host serves random weights (the cpu host's tiny model) the
+check is skipped and the result and a warning say why.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from pytest_mi300x import Arrivals, FlagSet, Workload
+from pytest_mi300x import AccuracyCheck, Arrivals, FlagSet, Workload
 
 RATES = [pytest.param(16.0, id="qps-16"), pytest.param(32.0, id="qps-32"),
          pytest.param(1000.0, id="qps-1000")]
@@ -60,6 +65,7 @@ def test_headline_rates(perf, sharegpt_dataset, request_rate: float) -> None:
     result = perf.run(Workload(
         dataset=sharegpt_dataset(400),
         arrivals=Arrivals(request_rate=request_rate),
+        accuracy=AccuracyCheck(),
     ))
     assert result.figures["completed"] > 0
     assert result.figures["failed"] == 0

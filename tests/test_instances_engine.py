@@ -18,7 +18,7 @@ pytestmark = pytest.mark.engine
 SUITE = """
 import random
 import pytest
-from pytest_mi300x import Arrivals, FlagSet, RandomDataset, Workload, flag_sets
+from pytest_mi300x import AccuracyCheck, Arrivals, FlagSet, RandomDataset, Workload, flag_sets
 from pytest_mi300x.workload.tokenizer import ServedTokenizer
 from pytest_mi300x.workload.vocab import VocabDecoder
 
@@ -30,7 +30,8 @@ pytestmark = [pytest.mark.parametrize("server_instances", [2]), flag_sets(SEED)]
 def test_two_servers_one_workload(perf, llm_servers):
     assert len({s.base_url for s in llm_servers}) == 2
     result = perf.run(Workload(RandomDataset(input_len=256, output_len=64, num_prompts=300),
-                               Arrivals(request_rate=40.0), warmup_requests=4))
+                               Arrivals(request_rate=40.0), warmup_requests=4,
+                               accuracy=AccuracyCheck()))
     assert result.valid, [r.problems for r in result.repetitions]
 
 
@@ -88,3 +89,7 @@ def test_two_vllm_servers_behind_one_workload(pytester: pytest.Pytester) -> None
     assert all(i["figures"]["server_prompt_tokens"] > 0 for i in instances)
     assert run["server"]["figures"]["server_prompt_tokens"] == \
         run["figures"]["total_input_tokens"]
+    # The tiny model has random weights: no accuracy figure, and the result says why.
+    assert "accuracy" not in run["figures"]
+    assert "served with random weights on host 'cpu'" in doc["accuracy"][0]["skipped"]
+    result.stdout.fnmatch_lines(["*AccuracySkipped*"])
