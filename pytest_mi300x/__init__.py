@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.2.0"
 
 _PUBLIC = {
+    "AccuracyCheck": "pytest_mi300x.accuracy.check",
     "DEFAULT_FLAGS": "pytest_mi300x.engines.flags",
     "FlagSet": "pytest_mi300x.engines.flags",
     "flag_sets": "pytest_mi300x.engines.flags",
@@ -24,11 +25,12 @@ _PUBLIC = {
     "SyntheticShareGPT": "pytest_mi300x.workload.sharegpt",
 }
 
-__all__ = ["DEFAULT_FLAGS", "Arrivals", "FlagSet", "JsonlDataset", "RandomDataset",
+__all__ = ["DEFAULT_FLAGS", "AccuracyCheck", "Arrivals", "FlagSet", "JsonlDataset", "RandomDataset",
            "ShareGPTDataset", "SharedPrefixDataset", "SyntheticShareGPT", "Workload",
            "__version__", "flag_sets"]
 
 if TYPE_CHECKING:
+    from pytest_mi300x.accuracy.check import AccuracyCheck
     from pytest_mi300x.engines.flags import DEFAULT_FLAGS, FlagSet, flag_sets
     from pytest_mi300x.workload.arrivals import Arrivals
     from pytest_mi300x.workload.datasets import RandomDataset

@@ -32,6 +32,21 @@ def get_status(url: str, api_key: str | None = None, timeout: float = 2.0) -> in
         return None
 
 
+def status_of(method: str, url: str, api_key: str | None, timeout: float = 10.0) -> int | None:
+    """HTTP status of a bodyless request (an empty JSON object for POST), or None when
+    nothing answers."""
+    data = b"{}" if method == "POST" else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json", **_auth(api_key)})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (OSError, ValueError):
+        return None
+
+
 def get_json(url: str, api_key: str | None = None, timeout: float = 10.0) -> Any:
     req = urllib.request.Request(url, headers=_auth(api_key))
     with urllib.request.urlopen(req, timeout=timeout) as resp:

@@ -82,11 +82,13 @@ class ServedModel:
     path: str
     vocab_size: int
     special_ids: frozenset[int]
-    engine_args: tuple[str, ...] = ()
+    dummy_weights: bool = False
+    """Served with random weights (the engine kind's ``random_weights_args``): speed only,
+    its answers mean nothing."""
 
     def describe(self) -> dict[str, Any]:
         return {"logical": self.logical, "ref": self.ref, "path": self.path,
-                "vocab_size": self.vocab_size}
+                "vocab_size": self.vocab_size, "dummy_weights": self.dummy_weights}
 
 
 class PerfSession:
@@ -182,7 +184,9 @@ class PerfSession:
         if name not in self._builds:
             engine_kind = self.engine_kind(name)
             raw = self.settings.build_for(engine_kind)
-            if self.host.has_gpus:
+            if self.host.has_gpus or self._installed_path(engine_kind):
+                # An engine with no CPU build given as an installed launcher (a TGI on
+                # this machine, or a stand-in for it) runs as on a GPU host's local launcher.
                 self._builds[name] = resolve_gpu_build(name, raw, self.host)
             else:
                 self._builds[name] = engine_kind.provision(
@@ -203,20 +207,40 @@ class PerfSession:
         return self.build(name).provenance
 
     def unavailable(self, engine_name: str, flag_set: FlagSet,
-                    accelerators: tuple[str, ...] = ()) -> str | None:
+                    accelerators: tuple[str, ...] = (),
+                    logical_model: str | None = None, instances: int = 1) -> str | None:
         """Why this host cannot run the case at all (a skip, not a failure), else None."""
         host = self.host
         if accelerators and host.accelerator not in accelerators:
             return (f"runs on the GPU host: needs {' or '.join(accelerators)}; "
                     f"host {host.name!r} is {host.accelerator}")
         tp = dict(flag_set.flags).get(TP_FLAG)
-        if isinstance(tp, int) and tp > max(1, host.accelerator_count):
-            return (f"runs on the GPU host: tensor parallel {tp} needs {tp} GPUs; "
-                    f"host {host.name!r} has {host.accelerator_count}")
-        if not host.has_gpus and not self.engine_kind(engine_name).cpu_build:
+        if isinstance(tp, int) and tp * instances > max(1, host.accelerator_count):
+            many = f"{instances} instances of " if instances > 1 else ""
+            return (f"runs on the GPU host: {many}tensor parallel {tp} needs "
+                    f"{tp * instances} GPUs; host {host.name!r} has {host.accelerator_count}")
+        if host.has_gpus and instances * gpus_needed(flag_set, host) > host.accelerator_count:
+            return (f"{instances} instances of {gpus_needed(flag_set, host)} GPUs each do not "
+                    f"fit host {host.name!r} ({host.accelerator_count} GPUs)")
+        engine_kind = self.engine_kind(engine_name)
+        if (not host.has_gpus and not engine_kind.cpu_build
+                and not self._installed_path(engine_kind)):
             return (f"runs on the GPU host: {engine_name} has no CPU build here; "
-                    f"host {host.name!r} runs engines with a CPU build only")
+                    f"host {host.name!r} runs engines with a CPU build only (or give "
+                    f"{engine_kind.build_option} PATH of an installed one)")
+        if logical_model is not None and engine_kind.random_weights_args is None:
+            ref = host.resolve_model(logical_model)
+            if ref == TINY_MODEL or host.dummy_weights:
+                return (f"{engine_name} cannot serve random weights, and host {host.name!r} "
+                        f"serves {logical_model!r} with random ones "
+                        f"({'the tiny model' if ref == TINY_MODEL else 'dummy_weights'})")
         return None
+
+    def _installed_path(self, engine_kind: EngineKind) -> bool:
+        """Whether the user named an existing path as this engine's build."""
+        raw = self.settings.build_for(engine_kind)
+        return bool(raw) and not str(raw).startswith("docker:") and \
+            Path(str(raw)).expanduser().exists()
 
     # -- models and servers -------------------------------------------------
 
@@ -233,11 +257,11 @@ class PerfSession:
                                          progress=self.progress)
                 # The tiny model ships no weights: the engine makes random ones.
                 served = ServedModel(logical, ref, str(tiny.path), tiny.vocab_size,
-                                     tiny.special_ids, ("--load-format", "dummy"))
+                                     tiny.special_ids, dummy_weights=True)
             elif Path(ref).is_dir():
                 vocab, special = read_local_vocab(Path(ref))
-                dummy = ("--load-format", "dummy") if self.host.dummy_weights else ()
-                served = ServedModel(logical, ref, ref, vocab, special, dummy)
+                served = ServedModel(logical, ref, ref, vocab, special,
+                                     dummy_weights=self.host.dummy_weights)
             else:
                 raise HostConfigError(
                     f"{self.host.source}: model {ref!r} for {logical!r} is not a local folder; "
@@ -250,8 +274,10 @@ class PerfSession:
         """What one server of this combination is started with (before any GPU lease)."""
         engine = self.engine(engine_name)
         model = self.model(logical_model)
+        random = self.engine_kind(engine_name).random_weights_args if model.dummy_weights \
+            else ()
         extra, token_env = secret_flags_to_env(
-            (*model.engine_args, *self.host.engine_args, *self.settings.engine_args))
+            (*(random or ()), *self.host.engine_args, *self.settings.engine_args))
         env = {**self.host.env, **dict(self.settings.engine_env), **token_env}
         redact.register_env(dict(flag_set.env))
         return LaunchSpec(model=model.path,
@@ -277,11 +303,30 @@ class PerfSession:
 
         return self.pool.acquire(key, self.engine(engine_name), make_spec)
 
+    def servers(self, engine_name: str, logical_model: str, flag_set: FlagSet,
+                count: int = 1) -> list[RunningServer]:
+        """``count`` live servers of this combination (instances behind one workload),
+        started on first use; one is ``server()``'s."""
+        if count < 1:
+            raise ValueError(f"server instances must be >= 1, got {count}")
+        if count == 1:
+            return [self.server(engine_name, logical_model, flag_set)]
+        key = self.server_key(engine_name, logical_model, flag_set)
+
+        def make_spec(host: str, port: int) -> LaunchSpec:
+            return self.launch_spec(engine_name, logical_model, flag_set, host, port)
+
+        keys = [f"{key}-instance-{i + 1}-of-{count}" for i in range(count)]
+        return self.pool.acquire_group(keys, self.engine(engine_name), make_spec)
+
     def measurer(self, server: RunningServer, test_id: str, logical_model: str,
                  floors: dict[str, float] | None = None,
-                 progress: Progress | None = None) -> Measurer:
+                 progress: Progress | None = None,
+                 servers: list[RunningServer] | None = None) -> Measurer:
         """A measurer of ``server`` for one test: ``.run(Workload(...))`` warms up, measures
-        the session's repeats, writes the result and judges it against the baseline."""
+        the session's repeats, writes the result and judges it against the baseline.
+        With ``servers`` (instances of one flag set, ``server`` first), each request goes
+        to one of them in turn and the figures cover all requests."""
         from pytest_mi300x.load.measurer import Measurer
 
         model = self.model(logical_model)
@@ -292,8 +337,10 @@ class PerfSession:
                         results_dir=self.results_dir, model=model.describe(),
                         engine=self.engine_description(server.engine.name),
                         run_id=self.settings.run_id, repeats=self.settings.repeats,
-                        gate=self.gate, floors=floors, telemetry=self.telemetry(server.spec.gpus),
-                        progress=progress)
+                        gate=self.gate, floors=floors,
+                        telemetry=self.telemetry(tuple(g for s in servers or [server]
+                                                       for g in s.spec.gpus)),
+                        progress=progress, servers=servers)
 
     def close(self) -> None:
         self.pool.close()

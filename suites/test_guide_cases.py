@@ -4,7 +4,7 @@ One rate per case: the guide's QPS 1000 column, where the server, not the
 arrival rate, sets throughput and TTFT, so a flag's effect shows. A case whose
 flag or env var today's vLLM no longer has skips with the version that dropped
 it and its successor; a case that needs MI300X hardware (ROCm env vars, tensor
-parallelism across GPUs) skips elsewhere and runs on the GPU host.
+parallelism across GPUs, two TP-4 instances) skips elsewhere and runs on the GPU host.
 Case 3 (prefix caching, fresh run vs 2nd run) lives in test_prefix_caching.py.
 """
 
@@ -12,15 +12,24 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mi300x import DEFAULT_FLAGS, Arrivals, FlagSet, RandomDataset, Workload, flag_sets
+from pytest_mi300x import (
+    DEFAULT_FLAGS,
+    AccuracyCheck,
+    Arrivals,
+    FlagSet,
+    RandomDataset,
+    Workload,
+    flag_sets,
+)
 
 MI300_CLASS = ("mi300x", "mi325x", "mi355x")
 
 
-def measure(perf) -> None:
+def measure(perf, accuracy: AccuracyCheck | None = None) -> None:
     result = perf.run(Workload(
         dataset=RandomDataset(input_len=256, output_len=256, num_prompts=400, seed=0),
         arrivals=Arrivals(request_rate=1000.0),
+        accuracy=accuracy,
     ))
     assert result.figures["failed"] == 0
 
@@ -53,11 +62,21 @@ def test_case5_amd_env_vars(perf) -> None:
 @flag_sets(FlagSet.of("kv-cache-auto", kv_cache_dtype="auto"),
            FlagSet.of("kv-cache-fp8", kv_cache_dtype="fp8"))
 def test_case6_kv_cache_dtype(perf) -> None:
-    measure(perf)
+    # An fp8 KV cache can buy speed with answers: checked where weights are real.
+    measure(perf, AccuracyCheck())
 
 
 @flag_sets(*(FlagSet.of(f"tp-{n}", tensor_parallel_size=n) for n in (4, 8)))
 def test_case7_tensor_parallelism(perf) -> None:
+    measure(perf)
+
+
+@pytest.mark.parametrize("server_instances", [pytest.param(2, id="2-instances")])
+@flag_sets(FlagSet.of("tp-4", tensor_parallel_size=4))
+def test_case7_two_tp4_instances(perf) -> None:
+    """The guide's advice for throughput: two TP-4 servers on the 8 GPUs instead of one
+    TP-8, the same workload spread across both (request i to instance i % 2); compare
+    with test_case7_tensor_parallelism[tp-8]."""
     measure(perf)
 
 

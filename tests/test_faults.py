@@ -86,6 +86,8 @@ class LifecycleEngine:
     def cleanup_argv(self, spec):
         return None
 
+    auth_probe = ("GET", "/v1/models")
+
 
 @pytest.fixture(autouse=True)
 def double_engine(mi300x_session):

@@ -184,3 +184,30 @@ def test_vllm_flags_in_the_rocm_command_exist_in_the_real_engine(engine_python: 
     _, inner = docker_split(Dockerized(VLLMEngine(Path("python3"), "b"), "img", "mi300x",
                                        MI300X.docker).command(spec()))
     assert long_flags(inner) <= known, long_flags(inner) - known
+
+
+def _headline() -> object:
+    import importlib.util
+
+    spec_ = importlib.util.spec_from_file_location("headline", ROOT / "suites" / "test_headline.py")
+    assert spec_ is not None and spec_.loader is not None
+    module = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(module)
+    return module
+
+
+def test_headline_servers_are_the_seed_appendix_commands() -> None:
+    headline = _headline()
+    vllm = VLLMEngine(Path("python3"), "b").command(spec(headline.VLLM_SEED_DEFAULT))
+    assert " ".join(vllm).endswith("--max-num-seqs 1024 --max-num-batched-tokens 1024")
+    tuned = headline.VLLM_SEED_TUNED
+    assert tuned.to_argv() == ["--no-enable-chunked-prefill", "--max-num-seqs", "1024"]
+    assert VLLMEngine(Path("python3"), "b").skip_reason(tuned, "0.11.0") is None
+    tgi = TGIEngine("b")
+    argv = tgi.command(spec(headline.TGI_SEED_DEFAULT))
+    assert argv[argv.index("--max-concurrent-requests") + 1] == "1024"
+    assert argv[argv.index("--num-shard") + 1] == "8"
+    assert argv[argv.index("--sharded") + 1] == "true"
+    assert tgi.skip_reason(headline.TGI_SEED_DEFAULT, "3.3.6") is None
+    env = tgi.environment(spec(headline.TGI_SEED_DEFAULT))
+    assert env["ROCM_USE_FLASH_ATTN_V2_TRITON"] == "false" and env["TRUST_REMOTE_CODE"] == "true"

@@ -31,7 +31,7 @@ def test_collect_only_lists_the_full_matrix(suite_checkout: pytest.Pytester) -> 
     ids = [line for line in gpu.stdout.lines if "::" in line]
     assert ids == [line for line in here.stdout.lines if "::" in line]
     # The full matrix: the headline's engines x rates and every case of the guide.
-    assert any("tgi-default-qps-1000" in i for i in ids)
+    assert any("tgi-seed-default-qps-1000" in i for i in ids)
     assert any("test_case7_tensor_parallelism[tp-8]" in i for i in ids)
     header = suite_checkout.runpytest_subprocess("suites/", "--gpu-host", "mi300x-01",
                                                  "--collect-only")

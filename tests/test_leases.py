@@ -174,6 +174,8 @@ class GpuDoubleEngine:
     def refusal(self, log_tail):
         return None
 
+    auth_probe = ("GET", "/v1/models")
+
     exact_output_lengths = True
     metric_series = {{}}
 

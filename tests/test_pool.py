@@ -48,6 +48,8 @@ class DoubleEngine:
     def refusal(self, log_tail: str) -> str | None:
         return None
 
+    auth_probe = ("GET", "/v1/models")
+
 
 def spec_for(flag_set: FlagSet = DEFAULT_FLAGS):
     def make(host: str, port: int) -> LaunchSpec:
@@ -119,3 +121,15 @@ def test_a_server_that_does_not_serve_the_model_name_is_refused(pool: ServerPool
         pool.acquire("named", DoubleEngine(), other_name)
     assert "double starting" in exc.value.log_tail
     assert pool._live == {}  # nothing left running
+
+
+def test_a_group_of_instances_is_kept_together_past_max_servers(pool: ServerPool) -> None:
+    other = pool.acquire("other", DoubleEngine(), spec_for())
+    group = pool.acquire_group(["g-1", "g-2"], DoubleEngine(), spec_for())
+    assert not other.process.alive()  # made room for the group
+    assert all(s.process.alive() for s in group)  # max_servers 1, and both stay up
+    assert len({s.base_url for s in group}) == 2
+    again = pool.acquire_group(["g-1", "g-2"], DoubleEngine(), spec_for())
+    assert [s.process.pid for s in again] == [s.process.pid for s in group]  # reused
+    single = pool.acquire("single", DoubleEngine(), spec_for())
+    assert single.process.alive() and not any(s.process.alive() for s in group)

@@ -88,6 +88,12 @@ class Engine(Protocol):
         when it cannot)."""
         ...
 
+    @property
+    def auth_probe(self) -> tuple[str, str]:
+        """(method, path) of a request the server refuses without the session's API key:
+        proof that the server answering on the port is the one we started."""
+        ...
+
     def refusal(self, log_tail: str) -> str | None:
         """When a server would not start because this hardware cannot run what was asked
         (a feature the CPU lacks), the engine's reason: the test skips instead of failing."""
@@ -134,6 +140,12 @@ class EngineKind(Protocol):
     @property
     def cpu_build(self) -> bool:
         """Whether the cpu host can provision and run it."""
+        ...
+
+    @property
+    def random_weights_args(self) -> tuple[str, ...] | None:
+        """Arguments that make it serve random weights (hosts with ``dummy_weights``, the
+        tiny model); None when it cannot, so such hosts skip it."""
         ...
 
     def in_image(self, build: str) -> Engine:

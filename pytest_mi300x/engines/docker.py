@@ -99,6 +99,10 @@ class Dockerized:
     def skip_reason(self, flag_set: FlagSet, version: str) -> str | None:
         return self.inner.skip_reason(flag_set, version)
 
+    @property
+    def auth_probe(self) -> tuple[str, str]:
+        return self.inner.auth_probe
+
     def refusal(self, log_tail: str) -> str | None:
         return self.inner.refusal(log_tail)
 

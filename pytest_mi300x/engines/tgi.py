@@ -8,6 +8,8 @@ What differs from vLLM and matters for a fair comparison:
 - Its router ignores ``ignore_eos``: output lengths cannot be forced, so the
   measurement reports real output lengths (see ``metrics.output_length_drift``).
 - Version and commit sha come from ``/info``; readiness from ``/health``.
+- Prompt lengths are counted by its ``/tokenize``; it has no ``/detokenize``, so random
+  ids become text through the served folder's tokenizer.json (workload/vocab.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pytest_mi300x.engines.base import BuiltEngine, EngineUnsupported, LaunchSpe
 from pytest_mi300x.engines.flags import FlagSet, cli_name
 from pytest_mi300x.net import free_port, get_json
 from pytest_mi300x.workload.datasets import Tokenizer
+from pytest_mi300x.workload.tokenizer import TGIServedTokenizer
+from pytest_mi300x.workload.vocab import UnsupportedTokenizer, VocabDecoder
 
 SECRET_ENV = "API_KEY"
 """TGI reads ``--api-key`` from this env var: the key stays off the command line."""
@@ -111,8 +115,22 @@ class TGIEngine:
 
     def tokenizer(self, base_url: str, api_key: str, served_name: str, vocab_size: int,
                   special_ids: frozenset[int], model_path: str) -> Tokenizer:
-        raise EngineUnsupported("TGI load needs a tokenizer adapter that is not built yet "
-                                "(docs/gpu-hosts.md: Not yet done)")
+        try:
+            decoder = VocabDecoder.from_model_dir(model_path)
+        except UnsupportedTokenizer as exc:
+            raise EngineUnsupported(f"TGI has no /detokenize, and the model's tokenizer.json "
+                                    f"cannot turn ids into text here: {exc}") from None
+        counter = TGIServedTokenizer(base_url, api_key, vocab_size, special_ids, decoder)
+        try:
+            counter.encode("probe")
+        except (OSError, RuntimeError, ValueError, KeyError) as exc:
+            raise EngineUnsupported(f"TGI's /tokenize does not count for this model ({exc}); "
+                                    "prompt lengths cannot be made exact") from None
+        return counter
+
+    @property
+    def auth_probe(self) -> tuple[str, str]:
+        return ("POST", "/tokenize")  # TGI keys generation and /tokenize, not /v1/models
 
     def refusal(self, log_tail: str) -> str | None:
         return None
@@ -140,6 +158,8 @@ class TGIKind:
     build_example: str = "docker:ghcr.io/huggingface/text-generation-inference:<version>-rocm"
     version_argv: tuple[str, ...] = ("text-generation-launcher", "--version")
     cpu_build: bool = False
+    # TGI loads real weights only: hosts serving random ones (the tiny model) skip it.
+    random_weights_args: tuple[str, ...] | None = None
 
     def in_image(self, build: str) -> TGIEngine:
         return TGIEngine(build)

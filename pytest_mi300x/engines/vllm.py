@@ -164,6 +164,10 @@ class VLLMEngine:
     def cleanup_argv(self, spec: LaunchSpec) -> list[str] | None:
         return None  # a local process group: stopping it stops everything
 
+    @property
+    def auth_probe(self) -> tuple[str, str]:
+        return ("GET", "/v1/models")  # vLLM keys its /v1 routes
+
     def refusal(self, log_tail: str) -> str | None:
         for line in log_tail.splitlines():
             for pattern, why in HARDWARE_REFUSALS:
@@ -204,6 +208,7 @@ class VLLMKind:
     build_example: str = "docker:rocm/vllm-ci:<commit>"
     version_argv: tuple[str, ...] = ("python3", "-c", "import vllm; print(vllm.__version__)")
     cpu_build: bool = True
+    random_weights_args: tuple[str, ...] | None = ("--load-format", "dummy")
 
     def in_image(self, build: str) -> VLLMEngine:
         return VLLMEngine(Path("python3"), build)

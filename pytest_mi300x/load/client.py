@@ -45,6 +45,9 @@ from pytest_mi300x.workload.datasets import PromptRequest
 # choices before the text, so the first few hundred bytes decide.
 _TOKEN_CHUNK = re.compile(rb'"choices"\s*:\s*\[\s*\{')
 _HEAD = 512
+# TGI's last chunk carries the last token and the usage together (vLLM sends usage in
+# a chunk of its own); a usage object anywhere in a token chunk is read from it.
+_USAGE = re.compile(rb'"usage"\s*:\s*\{')
 
 # Connect and pool waits are bounded apart from the whole-request timeout, so a
 # dead server fails fast instead of after request_timeout.
@@ -130,9 +133,11 @@ async def _send_one(client: aiohttp.ClientSession, target: _Target, request: Pro
                 # two per SSE event (readline) roughly doubled the client's ceiling.
                 async for now, lines in _sse_lines(resp.content):
                     for raw in lines:
-                        if not raw.startswith(b"data: "):
+                        # SSE allows "data:" with or without a space: vLLM writes
+                        # "data: {...}", TGI (axum) "data:{...}".
+                        if not raw.startswith(b"data:"):
                             continue
-                        payload = raw[6:].rstrip()
+                        payload = raw[5:].strip()
                         if payload == b"[DONE]":
                             break
                         if not chat and _TOKEN_CHUNK.search(payload, 0, _HEAD):
@@ -140,16 +145,18 @@ async def _send_one(client: aiohttp.ClientSession, target: _Target, request: Pro
                             # their quotes, so this cannot match inside text): a
                             # token event, counted without parsing the chunk.
                             append(now - start)
+                            if b'"usage"' in payload and _USAGE.search(payload):
+                                usage = json.loads(payload)["usage"]
                             continue
                         event = json.loads(payload)
                         # Same branch as vllm bench serve: a choices chunk is a token event.
                         choices = event.get("choices")
+                        if event.get("usage") is not None:
+                            usage = event["usage"]
                         if choices and (not chat or _has_content(choices[0])):
                             append(now - start)
                         elif choices:
                             continue  # chat: role-only or empty delta, not a token
-                        elif event.get("usage") is not None:
-                            usage = event["usage"]
                         elif "error" in event:
                             raise StreamError(str(event["error"])[:300])
         except aiohttp.SocketTimeoutError:
@@ -197,7 +204,7 @@ def _has_content(choice: dict[str, object]) -> bool:
 
 async def run_load(
     *,
-    base_url: str,
+    base_url: str | Sequence[str],
     api_key: str,
     model: str,
     requests: Sequence[PromptRequest],
@@ -213,6 +220,8 @@ async def run_load(
     """Send `requests` on the `arrivals` schedule and time every stream.
 
     `base_url` is the server root (e.g. http://127.0.0.1:8000); /v1 is added here.
+    Several roots (instances of one server behind one workload): request i goes to
+    root i % len, by its global index, so load processes agree on the split.
     `endpoint` is "completions" or "chat". `start_at` (a perf_counter value) and
     `subset` (request indices) let several processes share one schedule: each
     sends its subset at start_at + offset, and records keep their global index.
@@ -222,11 +231,15 @@ async def run_load(
     if endpoint not in ENDPOINTS:
         raise ValueError(f"run_load: endpoint {endpoint!r} is not one of {sorted(ENDPOINTS)}")
     offsets = arrivals.offsets(len(requests), seed)
+    roots = [base_url] if isinstance(base_url, str) else list(base_url)
+    if not roots:
+        raise ValueError("run_load: base_url names no server")
     chosen = list(range(len(requests))) if subset is None else list(subset)
     cap = arrivals.max_concurrency
     pool = max(1, min(cap, len(chosen)) if cap is not None else len(chosen))
     records = [RequestRecord(index=i, prompt_len=requests[i].prompt_len,
-                             output_len=requests[i].output_len) for i in chosen]
+                             output_len=requests[i].output_len, server=i % len(roots))
+               for i in chosen]
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     watch = Watch(None if on_progress is None else
                   lambda: on_progress(sum(r.latency is not None or r.error is not None
@@ -238,17 +251,21 @@ async def run_load(
         # schedules connect as they go: an idle pooled connection outlives the
         # server's keep-alive (uvicorn: 5 s) and races its close.
         if not any(offsets[i] > 0 for i in chosen):
-            await _preconnect(http_client, base_url, headers, min(pool, _PRECONNECT_MAX))
+            for root in roots:
+                await _preconnect(http_client, root, headers,
+                                  min(pool // len(roots) + 1, _PRECONNECT_MAX))
         if start_at is not None:
             await asyncio.sleep(max(0.0, start_at - perf_counter()))
         cpu_start = time.process_time()
         started_at = time.time()
         run_start = perf_counter() if start_at is None else start_at
-        target = _Target(base_url.rstrip("/") + ENDPOINTS[endpoint], headers, model,
-                         endpoint == "chat", api_key, run_start, request_timeout, stall_timeout)
+        targets = [_Target(root.rstrip("/") + ENDPOINTS[endpoint], headers, model,
+                           endpoint == "chat", api_key, run_start, request_timeout,
+                           stall_timeout)
+                   for root in roots]
         watch.start()
         try:
-            await _dispatch(http_client, target, requests, records, offsets,
+            await _dispatch(http_client, targets, requests, records, offsets,
                             asyncio.Semaphore(cap) if cap is not None else None)
             duration = perf_counter() - run_start
             cpu_time = time.process_time() - cpu_start
@@ -277,18 +294,21 @@ async def _client(pool: int, stall_timeout: float) -> AsyncIterator[aiohttp.Clie
         await session.close()
 
 
-async def _dispatch(client: aiohttp.ClientSession, target: _Target,
+async def _dispatch(client: aiohttp.ClientSession, targets: Sequence[_Target],
                     requests: Sequence[PromptRequest], records: list[RequestRecord],
                     offsets: Sequence[float], semaphore: asyncio.Semaphore | None) -> None:
-    """Start each request at its scheduled instant, then wait for all of them."""
+    """Start each request at its scheduled instant (at its record's server), then wait
+    for all of them."""
     tasks: list[asyncio.Task[None]] = []
+    run_start = targets[0].run_start
     for record in records:
-        scheduled = target.run_start + offsets[record.index]
+        scheduled = run_start + offsets[record.index]
         wait = scheduled - perf_counter()
         if wait > 0:
             await asyncio.sleep(wait)
         tasks.append(asyncio.create_task(
-            _send_one(client, target, requests[record.index], record, semaphore, scheduled)))
+            _send_one(client, targets[record.server], requests[record.index], record,
+                      semaphore, scheduled)))
     await asyncio.gather(*tasks)
 
 
@@ -313,7 +333,7 @@ ENDPOINTS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 
 def run_load_sync(
     *,
-    base_url: str,
+    base_url: str | Sequence[str],
     api_key: str,
     model: str,
     requests: Sequence[PromptRequest],

@@ -9,11 +9,12 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pytest_mi300x.accuracy.check import AccuracyCheck
 from pytest_mi300x.hosts.fingerprint import harness_info, host_fingerprint
 from pytest_mi300x.hosts.profile import HostProfile
 from pytest_mi300x.judge.baselines import BASELINE_PROPERTY
@@ -40,6 +41,10 @@ with the measured prompts."""
 
 class OutputLengthDrift(UserWarning):
     """An engine's outputs stopped well short of (or past) the asked lengths."""
+
+
+class AccuracySkipped(UserWarning):
+    """A workload asked for the accuracy check where the model has random weights."""
 
 
 class InvalidRun(AssertionError):
@@ -75,6 +80,8 @@ class PerfResult:
     repetitions: list[Repetition]
     path: Path
     outcome: GateOutcome | None = None
+    accuracy: dict[str, Any] | None = None
+    """The accuracy check's passes (one per repetition), or why it was skipped."""
 
     @property
     def figures(self) -> dict[str, float]:
@@ -88,6 +95,23 @@ class PerfResult:
 
 Progress = Callable[[str], None]
 
+ADDITIVE_SERVER_FIGURES = ("server_prompt_tokens", "server_generation_tokens",
+                           "server_preemptions")
+"""Engine counters that add up over instances (means and peaks do not: they stay per
+instance)."""
+
+
+def _server_telemetry(samplers: Sequence[TelemetrySampler]) -> dict[str, object]:
+    """The engine's view of a run: one server's as before; several instances' each under
+    ``instances``, with the counters that add up summed in ``figures``."""
+    if len(samplers) == 1:
+        return {"figures": samplers[0].figures, **samplers[0].describe()}
+    instances = [{"base_url": t.base_url, "figures": t.figures, **t.describe()}
+                 for t in samplers]
+    figures = {k: sum(t.figures[k] for t in samplers) for k in ADDITIVE_SERVER_FIGURES
+               if all(k in t.figures for t in samplers)}
+    return {"figures": figures, "instances": instances}
+
 
 class Measurer:
     """Drives workloads at one server for one test; the ``perf`` fixture hands this out."""
@@ -97,8 +121,13 @@ class Measurer:
                  engine: dict[str, Any], run_id: str, repeats: int = 1,
                  gate: Gate | None = None, floors: dict[str, float] | None = None,
                  telemetry: Callable[[], Any] | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None,
+                 servers: Sequence[RunningServer] | None = None) -> None:
         self.server = server
+        self.servers: list[RunningServer] = list(servers) if servers else [server]
+        """Every instance the load goes to (request i to instance i % n); ``server`` first."""
+        if self.servers[0] is not server:
+            raise ValueError("Measurer: servers must start with server")
         self.tokenizer = tokenizer
         self.host = host
         self.test_id = test_id
@@ -129,6 +158,8 @@ class Measurer:
         try:
             with self._gpu_sampling():
                 self._measure(scaled, result)
+            if scaled.accuracy is not None:
+                self._check_answers(scaled.accuracy, result)
         finally:
             if not result.valid:
                 self._write(workload, scaled)
@@ -170,16 +201,35 @@ class Measurer:
             result.repetitions.append(Repetition(seed, figures, problems, run))
             if problems:
                 # A dead server explains failed requests better than the requests do.
-                self.server.check_alive("during the measured run")
+                self._check_alive("during the measured run")
                 stalled = [r for r in run.records if (r.error or "").startswith("StallTimeout")]
                 if stalled:
-                    self.server.healthy = False  # the next test gets a fresh server
+                    for server in self.servers:
+                        server.healthy = False  # the next test gets fresh servers
                     raise EngineStalled(
                         f"the engine stalled (repetition {rep + 1} of {self.repeats}): "
                         f"{len(stalled)} of {len(run.records)} streams sent nothing for "
                         f"{scaled.stall_timeout_s:g} s; its server is replaced for the next test")
                 raise InvalidRun(f"invalid run (repetition {rep + 1} of {self.repeats}), "
                                  "figures not used: " + "; ".join(problems))
+
+    def _check_answers(self, check: AccuracyCheck, result: PerfResult) -> None:
+        """After the speed runs: one pass of the questions per repetition, spread over the
+        servers; each repetition gets that pass's accuracy figures (judged with them)."""
+        if self.model.get("dummy_weights"):
+            reason = (f"accuracy check skipped: {self.model.get('logical')} is served with "
+                      f"random weights on host {self.host.name!r} ({self.model.get('ref')}), "
+                      "so its answers are noise; it runs where the host serves real weights")
+            result.accuracy = {"skipped": reason}
+            warnings.warn(AccuracySkipped(f"{self.test_id}: {reason}"), stacklevel=3)
+            return
+        passes = []
+        for rep in result.repetitions:
+            answered = check.run([s.base_url for s in self.servers], self.server.api_key,
+                                 self.server.spec.served_model_name)
+            rep.figures.update(answered.figures())
+            passes.append(answered.to_dict())
+        result.accuracy = {"check": check.describe(), "passes": passes}
 
     @contextlib.contextmanager
     def _gpu_sampling(self) -> Iterator[None]:
@@ -206,7 +256,11 @@ class Measurer:
         if scaled.endpoint == "chat":
             requests = for_chat(requests, self.tokenizer)
         self._load(requests, arrivals, seed=seed, workload=scaled, label="warm-up")
-        self.server.check_alive("during warm-up")
+        self._check_alive("during warm-up")
+
+    def _check_alive(self, during: str) -> None:
+        for server in self.servers:
+            server.check_alive(during)
 
     def _drift(self, run: LoadRun) -> dict[str, float]:
         drift = metrics.output_length_drift(run)
@@ -220,12 +274,12 @@ class Measurer:
         return drift
 
     def _reset_prefix_cache(self) -> None:
-        status, _ = post_json(f"{self.server.base_url}/reset_prefix_cache", {},
-                              self.server.api_key)
-        if status != 200:
-            raise InvalidRun(
-                f"POST /reset_prefix_cache answered {status}: a fresh or second-run workload "
-                "needs it; add VLLM_SERVER_DEV_MODE=1 to the flag set's env")
+        for server in self.servers:
+            status, _ = post_json(f"{server.base_url}/reset_prefix_cache", {}, server.api_key)
+            if status != 200:
+                raise InvalidRun(
+                    f"POST /reset_prefix_cache answered {status}: a fresh or second-run "
+                    "workload needs it; add VLLM_SERVER_DEV_MODE=1 to the flag set's env")
 
     def _write(self, workload: Workload, scaled: Workload) -> None:
         write_json_atomic(result_path(self.results_dir, self.test_id),
@@ -245,15 +299,16 @@ class Measurer:
                      f"{time.monotonic() - started:.0f} s")
 
         while True:
-            with TelemetrySampler(self.server.base_url,
-                                  self.server.engine.metric_series) as telemetry:
+            with contextlib.ExitStack() as stack:
+                samplers = [stack.enter_context(TelemetrySampler(
+                    s.base_url, s.engine.metric_series)) for s in self.servers]
                 run = run_load_sync(
-                    base_url=self.server.base_url, api_key=self.server.api_key,
+                    base_url=[s.base_url for s in self.servers], api_key=self.server.api_key,
                     model=self.server.spec.served_model_name, requests=requests,
                     arrivals=arrivals, seed=seed, endpoint=workload.endpoint,
                     processes=processes, on_progress=on_progress,
                     stall_timeout=workload.stall_timeout_s)
-            run.server = {"figures": telemetry.figures, **telemetry.describe()}
+            run.server = _server_telemetry(samplers)
             cap = arrivals.max_concurrency
             if (workload.processes is not None or not run.saturation
                     or processes * 2 > (os.cpu_count() or 1)
@@ -297,6 +352,8 @@ class Measurer:
 
     def _provenance(self, scaled: Workload) -> dict[str, Any]:
         return {"engine": self.engine, "server": self.server.describe(),
+                **({"servers": [s.describe() for s in self.servers]}
+                   if len(self.servers) > 1 else {}),
                 "workload": scaled.describe(), "host": self.host.describe(),
                 "fingerprint": host_fingerprint(),
                 "harness": harness_info(), "run_id": self.run_id,
@@ -319,13 +376,23 @@ class Measurer:
                 for r in self.results for rep in r.repetitions
             ],
             "gate": [r.outcome.to_dict() for r in self.results if r.outcome is not None],
+            **({"accuracy": [r.accuracy for r in self.results if r.accuracy]}
+               if any(r.accuracy for r in self.results) else {}),
             "workload": {"full_size": workload.describe(), "scaled": scaled.describe()},
             "formulas": metrics.FORMULAS,
             "server": self.server.describe(),
+            **({"servers": [s.describe() for s in self.servers]}
+               if len(self.servers) > 1 else {}),
             "engine": self.engine,
             "model": self.model,
             "host": self.host.describe(),
             "fingerprint": host_fingerprint(),
             "harness": harness_info(),
             **({"telemetry": self.telemetry_summary} if self.telemetry_summary else {}),
+            **self._tokenizer_record(),
         }
+
+    def _tokenizer_record(self) -> dict[str, Any]:
+        """How prompt lengths were counted and prompt text made (exact or not)."""
+        describe = getattr(self.tokenizer, "describe", None)
+        return {"tokenizer": describe()} if callable(describe) else {}

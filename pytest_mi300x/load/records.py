@@ -25,6 +25,7 @@ class RequestRecord:
     error: str | None = None
     queue_time: float = 0.0  # waiting on the client concurrency cap; not part of TTFT
     dispatch_lag: float = 0.0  # how late the client picked it up against its schedule
+    server: int = 0  # which server instance took it (index into the result's servers)
 
     @property
     def ok(self) -> bool:

@@ -14,7 +14,13 @@ import pytest
 from pytest_mi300x.engines.flags import DEFAULT_FLAGS, FlagSet
 from pytest_mi300x.plugin import benchmark
 from pytest_mi300x.plugin.scheduling import strip_group
-from pytest_mi300x.plugin.stash import MEASURER_KEY, PROGRESS_KEY, SERVER_KEY, SESSION_KEY
+from pytest_mi300x.plugin.stash import (
+    MEASURER_KEY,
+    PROGRESS_KEY,
+    SERVER_KEY,
+    SERVERS_KEY,
+    SESSION_KEY,
+)
 
 if TYPE_CHECKING:  # imported when a fixture runs: collection stays cheap
     from pytest_mi300x.load.measurer import Measurer
@@ -64,12 +70,22 @@ def sharegpt_dataset(mi300x_session: PerfSession) -> Callable[..., Dataset]:
 
 
 @pytest.fixture
-def llm_server(request: pytest.FixtureRequest, mi300x_session: PerfSession,
-               serving_engine: str, served_model: str,
-               flag_set: FlagSet) -> Iterator[RunningServer]:
-    """A ready server for (engine, model, flag set), shared with every test that asks the same."""
+def server_instances() -> int:
+    """How many servers of the flag set serve the test (default 1); parametrize it (e.g.
+    2: the guide's "two TP-4 instances") and ``perf`` sends each request to one of them
+    in turn, with figures over all requests."""
+    return 1
+
+
+@pytest.fixture
+def llm_servers(request: pytest.FixtureRequest, mi300x_session: PerfSession,
+                serving_engine: str, served_model: str, flag_set: FlagSet,
+                server_instances: int) -> Iterator[list[RunningServer]]:
+    """``server_instances`` ready servers for (engine, model, flag set), shared with every
+    test that asks the same; on GPU hosts each leases its own GPUs."""
     wanted = tuple(a for m in request.node.iter_markers("accelerator") for a in m.args)
-    reason = mi300x_session.unavailable(serving_engine, flag_set, wanted)
+    reason = mi300x_session.unavailable(serving_engine, flag_set, wanted, served_model,
+                                        instances=server_instances)
     if reason:
         pytest.skip(reason)
     engine = mi300x_session.engine(serving_engine)
@@ -78,22 +94,36 @@ def llm_server(request: pytest.FixtureRequest, mi300x_session: PerfSession,
         pytest.skip(reason)
     from pytest_mi300x.servers.process import ServerError
 
+    servers: list[RunningServer] = []
     try:
-        server = mi300x_session.server(serving_engine, served_model, flag_set)
+        servers = mi300x_session.servers(serving_engine, served_model, flag_set,
+                                         server_instances)
     except ServerError as exc:
         refused = engine.refusal(exc.log_tail)
         if refused:
             pytest.skip(refused)
         raise
-    request.node.stash[SERVER_KEY] = server
-    yield server
-    mi300x_session.pool.idle()
+    try:
+        request.node.stash[SERVER_KEY] = servers[0]
+        request.node.stash[SERVERS_KEY] = servers
+        yield servers
+    finally:
+        mi300x_session.pool.idle()
+
+
+@pytest.fixture
+def llm_server(llm_servers: list[RunningServer]) -> RunningServer:
+    """A ready server for (engine, model, flag set), shared with every test that asks the
+    same (the first instance when ``server_instances`` is more than 1)."""
+    return llm_servers[0]
 
 
 @pytest.fixture
 def perf(request: pytest.FixtureRequest, mi300x_session: PerfSession,
-         llm_server: RunningServer, served_model: str) -> Iterator[Measurer]:
-    """Drives workloads at ``llm_server`` and records figures: ``perf.run(Workload(...))``."""
+         llm_server: RunningServer, llm_servers: list[RunningServer],
+         served_model: str) -> Iterator[Measurer]:
+    """Drives workloads at ``llm_server`` (at every instance in turn when there are
+    several) and records figures: ``perf.run(Workload(...))``."""
     from pytest_mi300x.engines.base import EngineUnsupported
 
     floor_marks = [m.kwargs for m in request.node.iter_markers("perf_floor")]
@@ -101,7 +131,8 @@ def perf(request: pytest.FixtureRequest, mi300x_session: PerfSession,
     try:
         measurer = mi300x_session.measurer(
             llm_server, strip_group(request.node.nodeid, request.node), served_model,
-            floors=floors, progress=request.config.stash.get(PROGRESS_KEY, None))
+            floors=floors, progress=request.config.stash.get(PROGRESS_KEY, None),
+            servers=llm_servers)
     except EngineUnsupported as exc:
         pytest.skip(str(exc))
     bench = benchmark.fixture_for(request)

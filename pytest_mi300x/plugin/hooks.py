@@ -32,6 +32,7 @@ from pytest_mi300x.plugin.stash import (
     PROGRESS_KEY,
     REPORTS_KEY,
     SERVER_KEY,
+    SERVERS_KEY,
     SESSION_KEY,
     SIGNALS_KEY,
     WRITER_KEY,
@@ -152,7 +153,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         item.user_properties.append(("mi300x.failure", kind.value))
     server = item.stash.get(SERVER_KEY, None)
     if report.failed and server is not None:
-        report.sections.append(("mi300x server log tail", server.process.log_tail(60)))
+        servers = item.stash.get(SERVERS_KEY, None) or [server]
+        for i, each in enumerate(servers):
+            name = "mi300x server log tail" + (f" (instance {i + 1})" if len(servers) > 1 else "")
+            report.sections.append((name, each.process.log_tail(60)))
     if report.failed:
         hide_secrets(report)
     return report

@@ -17,7 +17,7 @@ from pytest_mi300x.results.files import write_json_atomic
 GROUPS_FILE = ".xdist-groups.json"
 PERF_MARK = "mi300x"
 """Every test that starts a server carries it: the session table reports only these."""
-SERVER_FIXTURE = "llm_server"
+SERVER_FIXTURE = "llm_servers"
 
 
 def default_to_server_groups(config: pytest.Config) -> None:

@@ -18,8 +18,14 @@ def percentile_word(p: float) -> str:
     return str(int(p)) if int(p) == p else str(p)
 
 
+ACCURACY = "accuracy"
+"""Right answers of the accuracy check ((right + 1) / (questions + 1)): gated, higher is
+better, so a faster build that answers worse is a regression (accuracy/check.py)."""
+
+
 def _direction_table(percentiles: Iterable[float]) -> dict[str, str]:
-    table = {name: "higher" for name in (*THROUGHPUTS, "request_goodput", "max_rate_under_slo")}
+    table = {name: "higher" for name in (*THROUGHPUTS, "request_goodput", "max_rate_under_slo",
+                                         ACCURACY)}
     stats = ["mean", "median", "std", *(f"p{percentile_word(p)}" for p in percentiles)]
     for metric in LATENCIES:
         for stat in stats:
@@ -31,7 +37,8 @@ METRIC_DIRECTIONS: dict[str, str] = _direction_table(PERCENTILES)
 """Every figure a verdict can judge: higher or lower is better."""
 
 GATED_METRICS: frozenset[str] = frozenset(
-    (*THROUGHPUTS, "max_rate_under_slo", *(f"median_{name}_ms" for name in LATENCIES)))
+    (*THROUGHPUTS, "max_rate_under_slo", ACCURACY,
+     *(f"median_{name}_ms" for name in LATENCIES)))
 """Throughputs and medians fail a test; means, tails and spreads move with a single
 stall, so they only warn."""
 WARN_METRICS: frozenset[str] = frozenset(METRIC_DIRECTIONS) - GATED_METRICS

@@ -15,7 +15,7 @@ from typing import Any
 
 from pytest_mi300x.engines.base import Engine, LaunchSpec
 from pytest_mi300x.gpus.leases import GpuLease, LeaseError
-from pytest_mi300x.net import free_port, get_status
+from pytest_mi300x.net import free_port, status_of
 from pytest_mi300x.progress import Progress, silent
 from pytest_mi300x.results.files import redact_file, slug
 from pytest_mi300x.results.model import FailureKind
@@ -88,7 +88,7 @@ PORT_TAKEN = re.compile(r"address already in use", re.IGNORECASE)
 PORT_TRIES = 3
 
 
-def check_ours(spec: LaunchSpec, process: ServerProcess) -> None:
+def check_ours(engine: Engine, spec: LaunchSpec, process: ServerProcess) -> None:
     """The server that answers is the one we started, and serves the model we ask for.
 
     A server of someone else's on the port answers /health too: our own process must be
@@ -103,12 +103,13 @@ def check_ours(spec: LaunchSpec, process: ServerProcess) -> None:
         raise kind(f"server process exited (code {process.exit_code()}) while something "
                    f"else answered on {spec.base_url}: {error_line(tail) or 'see its log'} "
                    f"(log: {process.log_path})", tail)
-    wrong = get_status(f"{spec.base_url}/v1/models", "not-" + spec.api_key, timeout=10.0)
+    method, path = engine.auth_probe
+    wrong = status_of(method, f"{spec.base_url}{path}", "not-" + spec.api_key)
     if wrong not in (401, 403):
         raise PortTaken(
-            f"the server on {spec.base_url} answered /v1/models with HTTP {wrong} to a wrong "
-            "API key: it is not the one this session started (another program holds the "
-            f"port); log: {process.log_path}", process.log_tail())
+            f"the server on {spec.base_url} answered {method} {path} with HTTP {wrong} to a "
+            "wrong API key: it is not the one this session started (another program holds "
+            f"the port); log: {process.log_path}", process.log_tail())
     client = openai.OpenAI(base_url=f"{spec.base_url}/v1", api_key=spec.api_key,
                            max_retries=2, timeout=30.0)
     with client:
@@ -162,6 +163,16 @@ class ServerPool:
             self._busy = True
             return self._acquire(key, engine, make_spec)
 
+    def acquire_group(self, keys: list[str], engine: Engine,
+                      make_spec: Callable[[str, int], LaunchSpec]) -> list[RunningServer]:
+        """Live servers for every key at once (instances of one flag set behind one
+        workload): none of them is stopped to make room for another, so a group may
+        exceed ``max_servers``; on GPU hosts each instance leases its own GPUs."""
+        with self._mu:
+            self._busy = True
+            group = frozenset(keys)
+            return [self._acquire(key, engine, make_spec, keep=group) for key in keys]
+
     def idle(self) -> None:
         """The test using the server ended. On GPU hosts a watcher then stops the
         idle server as soon as another worker waits for GPUs: an xdist worker
@@ -186,7 +197,8 @@ class ServerPool:
                     return
 
     def _acquire(self, key: str, engine: Engine,
-                 make_spec: Callable[[str, int], LaunchSpec]) -> RunningServer:
+                 make_spec: Callable[[str, int], LaunchSpec],
+                 keep: frozenset[str] = frozenset()) -> RunningServer:
         if key in self._failed:
             failed = self._failed[key]
             raise type(failed)(f"(same start failure as before) {failed.args[0]}", failed.log_tail)
@@ -198,16 +210,20 @@ class ServerPool:
             # Died or stalled since its last test: clear what is left of it, start afresh.
             self._stop(key)
         while len(self._live) >= self.max_servers:
-            self._stop(next(iter(self._live)))
-        return self._start(key, engine, make_spec)
+            spare = next((k for k in self._live if k not in keep), None)
+            if spare is None:
+                break  # the rest of this server's group: the group may exceed max_servers
+            self._stop(spare)
+        return self._start(key, engine, make_spec, keep)
 
     def _start(self, key: str, engine: Engine,
-               make_spec: Callable[[str, int], LaunchSpec]) -> RunningServer:
+               make_spec: Callable[[str, int], LaunchSpec],
+               keep: frozenset[str] = frozenset()) -> RunningServer:
         """Start a server; a port another program took meanwhile is tried again with a
         new port (and never cached as this key's start failure)."""
         for attempt in range(1, PORT_TRIES + 1):
             try:
-                return self._start_once(key, engine, make_spec)
+                return self._start_once(key, engine, make_spec, keep)
             except PortTaken:
                 if attempt == PORT_TRIES:
                     raise
@@ -216,7 +232,8 @@ class ServerPool:
         raise AssertionError("unreachable")
 
     def _start_once(self, key: str, engine: Engine,
-                    make_spec: Callable[[str, int], LaunchSpec]) -> RunningServer:
+                    make_spec: Callable[[str, int], LaunchSpec],
+                    keep: frozenset[str] = frozenset()) -> RunningServer:
         generation = self._starts.get(key, 0) + 1
         self._starts[key] = generation
         spec = make_spec(self.bind_host, free_port(self.bind_host))
@@ -226,9 +243,11 @@ class ServerPool:
             if timed_out:
                 # Waiting the whole lease timeout again for every test would cost hours.
                 raise LeaseError(f"(as for an earlier test) {timed_out[0]}")
-            # One server per process on GPU hosts: a worker never waits for GPUs
-            # while its idle servers hold others (that is how workers deadlock).
-            self.close()
+            # One server (or server group) per process on GPU hosts: a worker never
+            # waits for GPUs while its idle servers hold others (that is how workers
+            # deadlock).
+            for other in [k for k in self._live if k not in keep]:
+                self._stop(other)
             lease = self._lease(spec.gpus_needed, key)
             try:
                 lease.acquire()
@@ -256,7 +275,7 @@ class ServerPool:
                 if PORT_TAKEN.search(exc.log_tail):
                     raise PortTaken(str(exc), exc.log_tail) from None
                 raise
-            check_ours(spec, process)
+            check_ours(engine, spec, process)
             version = engine.version(spec.base_url, spec.api_key)
         except BaseException as exc:
             self._cleanup(engine, spec, process)

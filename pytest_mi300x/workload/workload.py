@@ -9,6 +9,7 @@ from pytest_mi300x.workload.arrivals import Arrivals
 from pytest_mi300x.workload.datasets import Dataset
 
 if TYPE_CHECKING:
+    from pytest_mi300x.accuracy.check import AccuracyCheck
     from pytest_mi300x.hosts.profile import WorkloadScale
 
 PREFIX_CACHE_MODES = ("as-is", "fresh", "second-run")
@@ -36,6 +37,10 @@ class Workload:
     (the guide's "fresh run"); ``second-run``: emptied, the same prompts sent once
     unmeasured, then measured (its "2nd run"). Both need /reset_prefix_cache
     (vLLM: VLLM_SERVER_DEV_MODE=1 in the server's env)."""
+    accuracy: AccuracyCheck | None = None
+    """Questions asked after the speed runs, once per repetition (``AccuracyCheck()``: the
+    shipped set); their ``accuracy`` is gated beside speed. Skipped, with the reason in
+    the result, where the host serves random weights."""
 
     def __post_init__(self) -> None:
         if not self.stall_timeout_s > 0:
@@ -60,4 +65,6 @@ class Workload:
                                       ("processes", self.processes),
                                       ("prefix_cache", self.prefix_cache))
                     if v not in (None, "completions", "as-is")})
+        if self.accuracy is not None:
+            out["accuracy"] = self.accuracy.describe()
         return out
