@@ -46,9 +46,9 @@ def gpus_needed(flag_set: FlagSet, host: HostProfile) -> int:
     """GPUs one server of ``flag_set`` leases: its tensor-parallel size, else the host's."""
     if not host.has_gpus:
         return 0
-    for key, value in flag_set.flags:
-        if key == TP_FLAG and isinstance(value, int) and not isinstance(value, bool):
-            return value
+    value = flag_set.value(TP_FLAG)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
     return host.tensor_parallel
 
 
@@ -183,7 +183,7 @@ class PerfSession:
         if accelerators and host.accelerator not in accelerators:
             return (f"runs on the GPU host: needs {' or '.join(accelerators)}; "
                     f"host {host.name!r} is {host.accelerator}")
-        tp = dict(flag_set.flags).get(TP_FLAG)
+        tp = flag_set.value(TP_FLAG)
         if isinstance(tp, int) and tp > max(1, host.accelerator_count):
             return (f"runs on the GPU host: tensor parallel {tp} needs {tp} GPUs; "
                     f"host {host.name!r} has {host.accelerator_count}")

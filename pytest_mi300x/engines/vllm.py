@@ -50,6 +50,7 @@ ENV_SUCCESSORS: dict[str, str] = {
 """Env vars of the seed's era that vLLM dropped, and what replaced them."""
 
 SECRET_ENV = "VLLM_API_KEY"
+TP_FLAG = "tensor-parallel-size"
 
 METRIC_SERIES: dict[str, str] = {
     "prefix_cache_hits": "vllm:prefix_cache_hits_total",
@@ -90,6 +91,15 @@ def _release(version: str) -> Version | None:
         return None
 
 
+def _tensor_parallel(spec: LaunchSpec) -> list[str]:
+    """``--tensor-parallel-size`` from the lease when the flag set leaves it out: vLLM
+    defaults to 1 and would run on one GPU of the ``gpus_needed`` the server holds.
+    Nothing on the cpu host (it leases no GPU)."""
+    if spec.gpus_needed < 1 or spec.flag_set.value(TP_FLAG) is not None:
+        return []
+    return [f"--{TP_FLAG}", str(spec.gpus_needed)]
+
+
 @dataclass(frozen=True)
 class VLLMEngine:
     """vLLM's OpenAI-compatible server started from an engine interpreter."""
@@ -109,6 +119,7 @@ class VLLMEngine:
             "--host", spec.host,
             "--port", str(spec.port),
             *spec.flag_set.to_argv(),
+            *_tensor_parallel(spec),
             *spec.extra_args,
         ]
 
