@@ -29,7 +29,7 @@ from pytest_mi300x.judge.baselines import BaselineStore
 from pytest_mi300x.judge.gate import Gate
 from pytest_mi300x.progress import Progress, to_stderr
 from pytest_mi300x.servers.pool import RunningServer, ServerPool
-from pytest_mi300x.servers.records import ServerRecords
+from pytest_mi300x.servers.records import ServerRecords, alive
 from pytest_mi300x.telemetry.gpu import GpuTelemetry
 
 if TYPE_CHECKING:
@@ -105,7 +105,20 @@ class PerfSession:
 
     def reap(self) -> list[str]:
         """Stop what killed sessions left running on this machine (servers, containers)."""
-        return ServerRecords(self.records_folder).reap(self.progress)
+        done = ServerRecords(self.records_folder).reap(self.progress)
+        if self.host.launcher == "docker":
+            # Containers of ended sessions whose record is gone, found by their labels.
+            from pytest_mi300x.engines.docker import DockerError, reap_orphans
+
+            try:
+                removed = reap_orphans(alive)
+            except DockerError as exc:
+                self.progress(f"docker: could not list containers to reap ({exc})")
+                removed = []
+            for line in removed:
+                self.progress(line)
+            done += removed
+        return done
 
     def __enter__(self) -> PerfSession:
         return self

@@ -33,6 +33,12 @@ class LaunchSpec:
     """GPUs the server leases (tensor-parallel size); 0 on the CPU host."""
     gpus: tuple[int, ...] = ()
     """The physical GPUs leased for it, once leased."""
+    server_id: str = ""
+    """Unique to this server start among every session on the host (the pool sets it):
+    what outlives the process is named after it (a container)."""
+    owner: str = ""
+    """``PID:STARTTIME`` of the session process that starts the server (the pool sets it):
+    a reaper tells an ended session's leftovers from a live one's by it."""
 
     @property
     def base_url(self) -> str:

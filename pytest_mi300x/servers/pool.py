@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import threading
 import time
@@ -23,7 +24,7 @@ from pytest_mi300x.servers.process import (
     ServerProcess,
     redact_env,
 )
-from pytest_mi300x.servers.records import ServerRecord, ServerRecords
+from pytest_mi300x.servers.records import ServerRecord, ServerRecords, start_time
 
 
 @dataclass
@@ -88,6 +89,11 @@ def _check_served_model(spec: LaunchSpec, process: ServerProcess) -> None:
             process.log_tail())
 
 
+def owner() -> str:
+    """``PID:STARTTIME`` of this process: who started a server, for the reapers."""
+    return f"{os.getpid()}:{start_time(os.getpid())}"
+
+
 class ServerPool:
     """Starts servers on demand, keeps at most ``max_servers`` alive, restarts dead ones.
 
@@ -109,6 +115,8 @@ class ServerPool:
         self.max_servers = max_servers
         self.start_timeout = start_timeout
         self.bind_host = bind_host
+        self.tag = secrets.token_hex(3)
+        """Tells this pool's servers from every other session's in names (containers)."""
         self._live: OrderedDict[str, RunningServer] = OrderedDict()
         self._recorded: dict[int, ServerRecord] = {}
         self._failed: dict[str, ServerError] = {}
@@ -172,7 +180,8 @@ class ServerPool:
                make_spec: Callable[[str, int], LaunchSpec]) -> RunningServer:
         generation = self._starts.get(key, 0) + 1
         self._starts[key] = generation
-        spec = make_spec(self.bind_host, free_port(self.bind_host))
+        spec = replace(make_spec(self.bind_host, free_port(self.bind_host)),
+                       server_id=self.server_id(key, generation), owner=owner())
         lease = None
         if spec.gpus_needed and self._lease is not None:
             # One server per process on GPU hosts: a worker never waits for GPUs
@@ -214,6 +223,11 @@ class ServerPool:
         self._live[key] = server
         return server
 
+    def server_id(self, key: str, generation: int) -> str:
+        """The start's id: this pool's tag, the server key, the start's number; readable in
+        ``docker ps`` and unique on the host."""
+        return f"{self.tag}-{slug(key, 80)}-{generation}"
+
     def _waiting(self, key: str) -> Callable[[float, str], None] | None:
         """The live line while a server starts: elapsed time and its log's last line."""
         live = getattr(self.progress, "live", None)
@@ -228,7 +242,7 @@ class ServerPool:
             if self.records is not None:
                 self._recorded[pid] = self.records.add(pid, key, engine.cleanup_argv(spec))
             if lease is not None:
-                lease.attach(pid)
+                lease.attach(pid, engine.cleanup_argv(spec))
         return spawned
 
     def _cleanup(self, engine: Engine, spec: LaunchSpec, process: ServerProcess) -> None:
