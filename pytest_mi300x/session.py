@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_mi300x.config import Settings
 from pytest_mi300x.engines.base import BuiltEngine, Engine, EngineKind, LaunchSpec
-from pytest_mi300x.engines.builds import resolve_gpu_build
+from pytest_mi300x.engines.builds import plan_build, resolve_gpu_build
 from pytest_mi300x.engines.cache import default_cache_dir
 from pytest_mi300x.engines.flags import FlagSet
 from pytest_mi300x.engines.registry import UnknownEngine, kind
-from pytest_mi300x.engines.tiny_model import ensure_tiny_model, read_local_vocab
+from pytest_mi300x.engines.tiny_model import ensure_tiny_model, read_local_vocab, tiny_model_path
 from pytest_mi300x.gpus import discovery as gpus
 from pytest_mi300x.gpus.leases import GpuLease, lock_dir_from_env, others_waiting, sweep_orphans
 from pytest_mi300x.hosts.profile import TINY_MODEL, HostConfigError, HostProfile
@@ -169,7 +169,9 @@ class PerfSession:
         if name not in self._builds:
             engine_kind = self.engine_kind(name)
             raw = self.settings.build_for(engine_kind)
-            if self.host.has_gpus:
+            if self.settings.plan:
+                self._builds[name] = plan_build(name, raw, self.host, self.settings.cache_dir)
+            elif self.host.has_gpus:
                 self._builds[name] = resolve_gpu_build(name, raw, self.host)
             else:
                 self._builds[name] = engine_kind.provision(
@@ -208,6 +210,8 @@ class PerfSession:
     # -- models and servers -------------------------------------------------
 
     def model(self, logical: str) -> ServedModel:
+        if logical not in self._models and self.settings.plan:
+            self._models[logical] = self._planned_model(logical)
         if logical not in self._models:
             ref = self.host.resolve_model(logical)
             if ref == TINY_MODEL:
@@ -231,6 +235,17 @@ class PerfSession:
                     "point [hosts.NAME.models] at a downloaded model directory")
             self._models[logical] = served
         return self._models[logical]
+
+    def _planned_model(self, logical: str) -> ServedModel:
+        """The model as a plan names it: where it is (or would be made), nothing made or read
+        but a tokenizer already on this machine; the vocabulary is 0 when unknown."""
+        ref = self.host.resolve_model(logical)
+        path = tiny_model_path(self.settings.cache_dir) if ref == TINY_MODEL else Path(ref)
+        vocab, special = (read_local_vocab(path) if (path / "tokenizer.json").is_file()
+                          else (0, frozenset()))
+        dummy = ref == TINY_MODEL or self.host.dummy_weights
+        return ServedModel(logical, ref, str(path), vocab, special,
+                           ("--load-format", "dummy") if dummy else ())
 
     def launch_spec(self, engine_name: str, logical_model: str, flag_set: FlagSet,
                     host: str = "127.0.0.1", port: int = 0) -> LaunchSpec:

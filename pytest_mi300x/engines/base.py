@@ -149,3 +149,8 @@ class EngineKind(Protocol):
                   progress: Callable[[str], None]) -> BuiltEngine:
         """The engine installed from a build spec on the cpu host (``cpu_build`` only)."""
         ...
+
+    def planned(self, build: str, cache_dir: Path | None) -> Engine:
+        """The engine an installed build (a pip requirement or a path) would give, from its
+        spec alone: nothing installed, inspected or run (``pytest-mi300x plan``)."""
+        ...

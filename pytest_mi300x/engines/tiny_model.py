@@ -210,6 +210,13 @@ def read_local_vocab(model_dir: Path) -> tuple[int, frozenset[int]]:
     return max(ids) + 1, special
 
 
+def tiny_model_path(cache_dir: Path | None = None) -> Path:
+    """Where the tiny model is (or would be made) in the cache."""
+    from pytest_mi300x.engines.cache import default_cache_dir
+
+    return (cache_dir or default_cache_dir()) / "models" / f"tiny-llama-{generator_hash()}"
+
+
 def ensure_tiny_model(
     python: Path,
     cache_dir: Path | None = None,
@@ -219,11 +226,8 @@ def ensure_tiny_model(
     on first use."""
     from filelock import FileLock
 
-    from pytest_mi300x.engines.cache import default_cache_dir
-
-    root = (cache_dir or default_cache_dir()) / "models"
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / f"tiny-llama-{generator_hash()}"
+    path = tiny_model_path(cache_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
     marker = path / MARKER
     lock = FileLock(str(path) + ".lock")
     with lock:

@@ -187,6 +187,22 @@ class VLLMKind:
     def from_path(self, build: str, path: Path) -> BuiltEngine:
         return self.provision(build, None, lambda line: None)
 
+    def planned(self, build: str, cache_dir: Path | None) -> VLLMEngine:
+        from pytest_mi300x.engines.buildspec import BuildSpecError, _venv_python, parse_build
+        from pytest_mi300x.engines.cache import default_cache_dir
+
+        try:
+            spec = parse_build(build)
+        except BuildSpecError:  # a path of the GPU host, absent here
+            path = Path(build).expanduser()
+            return VLLMEngine(path if path.name.startswith("python") else _venv_python(path),
+                              build)
+        if spec.python is not None:
+            return VLLMEngine(spec.python, build)
+        # Where provisioning puts it (EngineEnvironment.venv).
+        venv = (cache_dir or default_cache_dir()) / "engines" / spec.dirname
+        return VLLMEngine(_venv_python(venv), build)
+
     def provision(self, build: str, cache_dir: Path | None,
                   progress: Callable[[str], None]) -> BuiltEngine:
         from pytest_mi300x.engines.provision import EngineEnvironment

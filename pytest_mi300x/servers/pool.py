@@ -8,7 +8,7 @@ import subprocess
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,11 @@ def _check_served_model(spec: LaunchSpec, process: ServerProcess) -> None:
             f"server at {spec.base_url} serves {served}, not {spec.served_model_name!r} "
             f"(log: {process.log_path}); check --served-model-name in the engine arguments",
             process.log_tail())
+
+
+def leased(spec: LaunchSpec, gpus: tuple[int, ...], env: Mapping[str, str]) -> LaunchSpec:
+    """The spec of a server on leased GPUs: their visibility env over the host's."""
+    return replace(spec, env={**spec.env, **env}, gpus=gpus)
 
 
 def owner() -> str:
@@ -189,7 +194,7 @@ class ServerPool:
             self.close()
             lease = self._lease(spec.gpus_needed, key)
             lease.acquire()
-            spec = replace(spec, env={**spec.env, **lease.env}, gpus=lease.gpus)
+            spec = leased(spec, lease.gpus, lease.env)
         added_env = engine.environment(spec)
         process = ServerProcess(
             engine.command(spec),
