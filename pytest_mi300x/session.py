@@ -21,7 +21,7 @@ from pytest_mi300x.engines.builds import plan_build, resolve_gpu_build
 from pytest_mi300x.engines.cache import default_cache_dir
 from pytest_mi300x.engines.flags import FlagSet
 from pytest_mi300x.engines.registry import UnknownEngine, kind
-from pytest_mi300x.engines.tiny_model import ensure_tiny_model, read_local_vocab, tiny_model_path
+from pytest_mi300x.engines.tiny_model import ensure_tiny_model, generator_hash, read_local_vocab
 from pytest_mi300x.gpus import discovery as gpus
 from pytest_mi300x.gpus.leases import GpuLease, lock_dir_from_env, others_waiting, sweep_orphans
 from pytest_mi300x.hosts.profile import TINY_MODEL, HostConfigError, HostProfile
@@ -240,7 +240,11 @@ class PerfSession:
         """The model as a plan names it: where it is (or would be made), nothing made or read
         but a tokenizer already on this machine; the vocabulary is 0 when unknown."""
         ref = self.host.resolve_model(logical)
-        path = tiny_model_path(self.settings.cache_dir) if ref == TINY_MODEL else Path(ref)
+        # Where ensure_tiny_model makes it. (tiny_model.py stays untouched: its own hash
+        # names the model, so editing it would make every cached tiny model stale.)
+        tiny = ((self.settings.cache_dir or default_cache_dir()) / "models"
+                / f"tiny-llama-{generator_hash()}")
+        path = tiny if ref == TINY_MODEL else Path(ref)
         vocab, special = (read_local_vocab(path) if (path / "tokenizer.json").is_file()
                           else (0, frozenset()))
         dummy = ref == TINY_MODEL or self.host.dummy_weights

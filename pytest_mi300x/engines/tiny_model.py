@@ -210,13 +210,6 @@ def read_local_vocab(model_dir: Path) -> tuple[int, frozenset[int]]:
     return max(ids) + 1, special
 
 
-def tiny_model_path(cache_dir: Path | None = None) -> Path:
-    """Where the tiny model is (or would be made) in the cache."""
-    from pytest_mi300x.engines.cache import default_cache_dir
-
-    return (cache_dir or default_cache_dir()) / "models" / f"tiny-llama-{generator_hash()}"
-
-
 def ensure_tiny_model(
     python: Path,
     cache_dir: Path | None = None,
@@ -226,8 +219,11 @@ def ensure_tiny_model(
     on first use."""
     from filelock import FileLock
 
-    path = tiny_model_path(cache_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from pytest_mi300x.engines.cache import default_cache_dir
+
+    root = (cache_dir or default_cache_dir()) / "models"
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"tiny-llama-{generator_hash()}"
     marker = path / MARKER
     lock = FileLock(str(path) + ".lock")
     with lock:
