@@ -132,8 +132,11 @@ def test_a_given_image_and_an_installed_build_are_planned_as_given(
     assert test.endswith("[tp-8]")
     assert reason == ("runs on the GPU host: tensor parallel 8 needs 8 GPUs; host 'local4' "
                       "has 4")
-    proc, doc = plan(checkout, "suites/test_headline.py", "--gpu-host", "mi300x-01",
+    (checkout.path / "test_not_a_suite.py").write_text("def test_x(llm_server): pass\n")
+    proc, doc = plan(checkout, "--gpu-host", "mi300x-01", "-k", "headline or test_x",
                      "--vllm-build", "docker:rocm/vllm-ci:abc123", "-n", "2")
+    assert {t.split("::")[0] for s in doc["servers"] for t in s["tests"]} == {
+        "suites/test_headline.py"}  # no path given: suites/
     assert "gw0" not in proc.stdout and "workers" not in proc.stdout  # no xdist worker
     vllm = [s for s in doc["servers"] if s["engine"] == "vllm"]
     assert {s["build"] for s in vllm} == {"docker:rocm/vllm-ci:abc123"}

@@ -4,6 +4,7 @@ with nothing started (pytest ``--mi300x-plan``; see pytest_mi300x/plan.py)."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 USAGE = """usage: pytest-mi300x plan [--json PATH] [pytest args]
 
@@ -25,18 +26,21 @@ def run(args: list[str]) -> int:
         print(USAGE, end="")
         return 0
     rest: list[str] = []
+    json_target: str | None = None
     it = iter(args)
     for arg in it:
         if arg == "--json":
-            target = next(it, None)
-            if target is None:
+            json_target = next(it, None)
+            if json_target is None:
                 print("pytest-mi300x plan: --json needs a PATH", file=sys.stderr)
                 return 2
-            rest += ["--mi300x-plan-json", target]
         elif arg.startswith("--json="):
-            rest += ["--mi300x-plan-json", arg.split("=", 1)[1]]
+            json_target = arg.split("=", 1)[1]
         else:
             rest.append(arg)
-    if not any(not a.startswith("-") for a in args):
-        rest.append("suites/")
+    if json_target is not None:
+        rest.append(f"--mi300x-plan-json={json_target}")
+    if not any(Path(a.split("::")[0]).exists() for a in rest if not a.startswith("-")
+               and a != json_target):
+        rest.append("suites/")  # no test path given (option values are not paths)
     return int(pytest.main(["--mi300x-plan", "-q", "-p", "no:cacheprovider", *rest]))
