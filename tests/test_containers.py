@@ -192,3 +192,21 @@ def test_labels_name_the_machine_and_the_owning_session() -> None:
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "--label"] == [
         f"{HOST_LABEL}={socket.gethostname()}", f"{OWNER_LABEL}=unknown"]
     assert container_name(spec) == "pytest-mi300x-8123"  # a spec no pool named
+
+
+def test_clean_without_a_docker_daemon_says_containers_were_not_checked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    broken = bin_dir / "docker"  # the CLI is there, its daemon is not (as on this machine)
+    broken.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon at "
+                      "unix:///var/run/docker.sock. Is the docker daemon running?' >&2\n"
+                      "exit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert cli(["clean", "--engine-cache", str(tmp_path / "cache")]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == "nothing left running by an ended session (containers not checked)"
+    assert err.startswith("docker: could not list containers (`docker ps -a ...` failed: "
+                          "Cannot connect to the Docker daemon")
