@@ -41,6 +41,9 @@ class Settings:
     shard: tuple[int, int] | None = None
     """(i, n): this run takes the i-th of n slices of the collected tests (1-based)."""
     sharegpt_path: Path | None = None
+    plan: bool = False
+    """Plan only (``pytest-mi300x plan``): builds and models are resolved from their specs
+    alone, and nothing is started, installed, pulled or inspected."""
 
     def build_for(self, kind: EngineKind) -> str | None:
         """The build the user named for an engine, through the engine's own option."""

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_mi300x.config import Settings
 from pytest_mi300x.engines.base import BuiltEngine, Engine, EngineKind, LaunchSpec
-from pytest_mi300x.engines.builds import resolve_gpu_build
+from pytest_mi300x.engines.builds import plan_build, resolve_gpu_build
 from pytest_mi300x.engines.cache import default_cache_dir
 from pytest_mi300x.engines.flags import FlagSet
 from pytest_mi300x.engines.registry import UnknownEngine, kind
-from pytest_mi300x.engines.tiny_model import ensure_tiny_model, read_local_vocab
+from pytest_mi300x.engines.tiny_model import ensure_tiny_model, generator_hash, read_local_vocab
 from pytest_mi300x.gpus import discovery as gpus
 from pytest_mi300x.gpus.leases import GpuLease, lock_dir_from_env, others_waiting, sweep_orphans
 from pytest_mi300x.hosts.profile import TINY_MODEL, HostConfigError, HostProfile
@@ -30,7 +30,7 @@ from pytest_mi300x.judge.gate import Gate
 from pytest_mi300x.progress import Progress, to_stderr
 from pytest_mi300x.results import redact
 from pytest_mi300x.servers.pool import RunningServer, ServerPool
-from pytest_mi300x.servers.records import ServerRecords
+from pytest_mi300x.servers.records import ServerRecords, alive
 from pytest_mi300x.telemetry.gpu import GpuTelemetry
 
 if TYPE_CHECKING:
@@ -67,9 +67,9 @@ def gpus_needed(flag_set: FlagSet, host: HostProfile) -> int:
     """GPUs one server of ``flag_set`` leases: its tensor-parallel size, else the host's."""
     if not host.has_gpus:
         return 0
-    for key, value in flag_set.flags:
-        if key == TP_FLAG and isinstance(value, int) and not isinstance(value, bool):
-            return value
+    value = flag_set.value(TP_FLAG)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
     return host.tensor_parallel
 
 
@@ -133,7 +133,20 @@ class PerfSession:
 
     def reap(self) -> list[str]:
         """Stop what killed sessions left running on this machine (servers, containers)."""
-        return ServerRecords(self.records_folder).reap(self.progress)
+        done = ServerRecords(self.records_folder).reap(self.progress)
+        if self.host.launcher == "docker":
+            # Containers of ended sessions whose record is gone, found by their labels.
+            from pytest_mi300x.engines.docker import DockerError, reap_orphans
+
+            try:
+                removed = reap_orphans(alive)
+            except DockerError as exc:
+                self.progress(f"docker: could not list containers to reap ({exc})")
+                removed = []
+            for line in removed:
+                self.progress(line)
+            done += removed
+        return done
 
     def __enter__(self) -> PerfSession:
         return self
@@ -184,7 +197,9 @@ class PerfSession:
         if name not in self._builds:
             engine_kind = self.engine_kind(name)
             raw = self.settings.build_for(engine_kind)
-            if self.host.has_gpus or self._installed_path(engine_kind):
+            if self.settings.plan:
+                self._builds[name] = plan_build(name, raw, self.host, self.settings.cache_dir)
+            elif self.host.has_gpus or self._installed_path(engine_kind):
                 # An engine with no CPU build given as an installed launcher (a TGI on
                 # this machine, or a stand-in for it) runs as on a GPU host's local launcher.
                 self._builds[name] = resolve_gpu_build(name, raw, self.host)
@@ -214,7 +229,7 @@ class PerfSession:
         if accelerators and host.accelerator not in accelerators:
             return (f"runs on the GPU host: needs {' or '.join(accelerators)}; "
                     f"host {host.name!r} is {host.accelerator}")
-        tp = dict(flag_set.flags).get(TP_FLAG)
+        tp = flag_set.value(TP_FLAG)
         if isinstance(tp, int) and tp * instances > max(1, host.accelerator_count):
             many = f"{instances} instances of " if instances > 1 else ""
             return (f"runs on the GPU host: {many}tensor parallel {tp} needs "
@@ -245,6 +260,8 @@ class PerfSession:
     # -- models and servers -------------------------------------------------
 
     def model(self, logical: str) -> ServedModel:
+        if logical not in self._models and self.settings.plan:
+            self._models[logical] = self._planned_model(logical)
         if logical not in self._models:
             ref = self.host.resolve_model(logical)
             if ref == TINY_MODEL:
@@ -268,6 +285,20 @@ class PerfSession:
                     "point [hosts.NAME.models] at a downloaded model directory")
             self._models[logical] = served
         return self._models[logical]
+
+    def _planned_model(self, logical: str) -> ServedModel:
+        """The model as a plan names it: where it is (or would be made), nothing made or read
+        but a tokenizer already on this machine; the vocabulary is 0 when unknown."""
+        ref = self.host.resolve_model(logical)
+        # Where ensure_tiny_model makes it. (tiny_model.py stays untouched: its own hash
+        # names the model, so editing it would make every cached tiny model stale.)
+        tiny = ((self.settings.cache_dir or default_cache_dir()) / "models"
+                / f"tiny-llama-{generator_hash()}")
+        path = tiny if ref == TINY_MODEL else Path(ref)
+        vocab, special = (read_local_vocab(path) if (path / "tokenizer.json").is_file()
+                          else (0, frozenset()))
+        dummy = ref == TINY_MODEL or self.host.dummy_weights
+        return ServedModel(logical, ref, str(path), vocab, special, dummy)
 
     def launch_spec(self, engine_name: str, logical_model: str, flag_set: FlagSet,
                     host: str = "127.0.0.1", port: int = 0) -> LaunchSpec:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,26 @@ def test_vllm_docker_command_uses_rocm_devices_and_keeps_secrets_off_argv() -> N
             "NCCL_MIN_NCHANNELS"} <= passed
     assert "sk-secret" not in " ".join(argv)
     assert env["ROCR_VISIBLE_DEVICES"] == "0,1,2,3,4,5,6,7"
+
+
+def test_vllm_gets_its_tensor_parallel_size_from_the_lease() -> None:
+    engine = VLLMEngine(Path("python3"), "b")
+
+    def tp(argv: list[str]) -> list[str]:
+        return [argv[i + 1] for i, a in enumerate(argv) if a == "--tensor-parallel-size"]
+
+    # The host's tensor_parallel (8) leased, no TP in the flag set: vLLM would default to 1.
+    assert tp(engine.command(spec(FlagSet("default")))) == ["8"]
+    assert tp(engine.command(spec(FlagSet("default"), gpus=(5,)))) == ["1"]
+    # The flag set's own value is passed once (it is also what was leased).
+    assert tp(engine.command(spec(FlagSet.of("tp-4", tensor_parallel_size=4),
+                                  gpus=(0, 1, 2, 3)))) == ["4"]
+    # The cpu host leases nothing and passes nothing.
+    cpu = replace(spec(FlagSet("default")), gpus_needed=0, gpus=())
+    assert tp(engine.command(cpu)) == []
+    # Inside a container the same holds.
+    docker = Dockerized(engine, "img", "mi300x", MI300X.docker)
+    assert tp(docker_split(docker.command(spec(FlagSet("default"))))[1]) == ["8"]
 
 
 def test_docker_options_are_real_docker_run_options() -> None:
@@ -199,7 +220,8 @@ def _headline() -> object:
 def test_headline_servers_are_the_seed_appendix_commands() -> None:
     headline = _headline()
     vllm = VLLMEngine(Path("python3"), "b").command(spec(headline.VLLM_SEED_DEFAULT))
-    assert " ".join(vllm).endswith("--max-num-seqs 1024 --max-num-batched-tokens 1024")
+    assert "--max-num-seqs 1024 --max-num-batched-tokens 1024" in " ".join(vllm)
+    assert " ".join(vllm).endswith("--tensor-parallel-size 8")  # from the lease
     tuned = headline.VLLM_SEED_TUNED
     assert tuned.to_argv() == ["--no-enable-chunked-prefill", "--max-num-seqs", "1024"]
     assert VLLMEngine(Path("python3"), "b").skip_reason(tuned, "0.11.0") is None

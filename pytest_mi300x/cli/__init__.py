@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     clean.add_argument("--engine-cache", type=Path, default=None,
                        help="cache folder (default: $PYTEST_MI300X_CACHE or "
                             "~/.cache/pytest-mi300x)")
+    sub.add_parser("plan", add_help=False,
+                   help="every server the selected tests would start (command line, env, "
+                        "GPUs, tests), with nothing started (pytest-mi300x plan --help)")
     sub.add_parser("ab", add_help=False,
                    help="two builds head to head on the selected tests, interleaved server "
                         "starts, a verdict per metric (pytest-mi300x ab --help)")
@@ -89,6 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Everything after it is pytest's (options included), which argparse's
         # REMAINDER refuses when the first of them starts with "-".
         return baselines.refresh(argv[2:])
+    if argv[:1] == ["plan"]:
+        from pytest_mi300x.cli import plan
+
+        # Everything after it is pytest's, as for baselines refresh.
+        return plan.run(argv[1:])
     if argv[:1] in (["ab"], ["bisect"]):
         from pytest_mi300x.cli import ab
 

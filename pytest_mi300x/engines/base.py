@@ -33,6 +33,12 @@ class LaunchSpec:
     """GPUs the server leases (tensor-parallel size); 0 on the CPU host."""
     gpus: tuple[int, ...] = ()
     """The physical GPUs leased for it, once leased."""
+    server_id: str = ""
+    """Unique to this server start among every session on the host (the pool sets it):
+    what outlives the process is named after it (a container)."""
+    owner: str = ""
+    """``PID:STARTTIME`` of the session process that starts the server (the pool sets it):
+    a reaper tells an ended session's leftovers from a live one's by it."""
 
     @property
     def base_url(self) -> str:
@@ -159,4 +165,9 @@ class EngineKind(Protocol):
     def provision(self, build: str, cache_dir: Path | None,
                   progress: Callable[[str], None]) -> BuiltEngine:
         """The engine installed from a build spec on the cpu host (``cpu_build`` only)."""
+        ...
+
+    def planned(self, build: str, cache_dir: Path | None) -> Engine:
+        """The engine an installed build (a pip requirement or a path) would give, from its
+        spec alone: nothing installed, inspected or run (``pytest-mi300x plan``)."""
         ...

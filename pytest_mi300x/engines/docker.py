@@ -5,11 +5,18 @@ group, host IPC and an unconfined seccomp profile (ROCm's documented docker
 flags); the server binds 0.0.0.0 inside and is published on 127.0.0.1 only.
 Env reaches the container as ``-e NAME`` (value taken from the docker client's
 env), so secrets such as the API key never appear on a command line.
+
+Each container is named after its server start (``pytest-mi300x-<session tag>-<server
+key>-<start>``) and labelled with the session process that owns it and the machine: it is
+stopped by name, and a container whose session has ended is found by its labels
+(``reap_orphans``) even when its server record is lost.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import socket
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,6 +35,11 @@ ROCM_DEVICE_ARGS = ("--device", "/dev/kfd", "--device", "/dev/dri", "--group-add
                     "--ipc=host", "--security-opt", "seccomp=unconfined",
                     "--cap-add", "SYS_PTRACE")
 DOCKER_PREFIX = "docker:"
+OWNER_LABEL = "pytest-mi300x.owner"
+"""``PID:STARTTIME`` of the session process that started the container."""
+HOST_LABEL = "pytest-mi300x.host"
+"""The machine that session ran on: pids mean something only there."""
+_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 class DockerError(Exception):
@@ -37,7 +49,13 @@ class DockerError(Exception):
 
 
 def container_name(spec: LaunchSpec) -> str:
-    return f"pytest-mi300x-{spec.port}"
+    """The container of this server start (docker allows ``[A-Za-z0-9][A-Za-z0-9_.-]*``)."""
+    return "pytest-mi300x-" + _NOT_IN_NAME.sub("_", spec.server_id or str(spec.port))
+
+
+def labels(spec: LaunchSpec) -> dict[str, str]:
+    """What a reaper finds our containers by (``docker ps --filter label=...``)."""
+    return {OWNER_LABEL: spec.owner or "unknown", HOST_LABEL: socket.gethostname()}
 
 
 def docker_run_argv(image: str, inner: Sequence[str], *, spec: LaunchSpec, env_names: Sequence[str],
@@ -53,6 +71,8 @@ def docker_run_argv(image: str, inner: Sequence[str], *, spec: LaunchSpec, env_n
     if settings.model_cache:
         argv += ["-v", f"{settings.model_cache}:{settings.model_cache}:ro"]
     argv += ["-p", f"127.0.0.1:{spec.port}:{spec.port}"]
+    for key, value in sorted(labels(spec).items()):
+        argv += ["--label", f"{key}={value}"]
     for name in sorted(env_names):
         argv += ["-e", name]
     return [*argv, *settings.extra_args, "--entrypoint", inner[0], image, *inner[1:]]
@@ -107,7 +127,8 @@ class Dockerized:
         return self.inner.refusal(log_tail)
 
     def cleanup_argv(self, spec: LaunchSpec) -> list[str] | None:
-        # Killing the `docker run` client leaves the container (and its GPUs) running.
+        # Killing the `docker run` client leaves the container (and its GPUs) running:
+        # it is removed by name (the pool after each stop, the reapers after a crash).
         return ["docker", "rm", "-f", container_name(spec)]
 
     @property
@@ -126,8 +147,20 @@ class Dockerized:
 Run = Callable[[Sequence[str]], str]
 
 
-def _docker(argv: Sequence[str]) -> str:
-    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=3600, check=False)
+def _quick(argv: Sequence[str]) -> str:
+    """A docker call that must not hang a session or ``clean`` (a wedged daemon)."""
+    return _docker(argv, timeout=60.0)
+
+
+def _docker(argv: Sequence[str], timeout: float = 3600.0) -> str:
+    try:
+        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                              check=False)
+    except FileNotFoundError:
+        raise DockerError("docker not found on PATH") from None
+    except subprocess.TimeoutExpired:
+        raise DockerError(f"`{' '.join(argv[:3])} ...` did not answer within "
+                          f"{timeout:.0f} s") from None
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         last = lines[-1] if lines else "no output"
@@ -162,3 +195,61 @@ def resolve_image(image: str, version_argv: Sequence[str], *, run: Run = _docker
                    *version_argv[1:]]).strip().splitlines()
     return DockerImage(image, str(info.get("Id", "")), tuple(info.get("RepoDigests") or ()),
                        version[-1] if version else "unknown")
+
+
+@dataclass(frozen=True)
+class Container:
+    """One of our containers as ``docker ps`` lists it."""
+
+    name: str
+    owner: str
+    host: str
+    state: str
+
+    @property
+    def owner_pid(self) -> tuple[int, int | None] | None:
+        """(pid, start time) of the owning session, None when the label is unreadable."""
+        pid, _, started = self.owner.partition(":")
+        if not pid.isdigit():
+            return None
+        return int(pid), int(started) if started.isdigit() else None
+
+
+def our_containers(*, run: Run = _quick) -> list[Container]:
+    """Every container any pytest-mi300x session started (running or not)."""
+    out = run(["docker", "ps", "-a", "--filter", f"label={OWNER_LABEL}",
+               "--format", "{{json .}}"])
+    found = []
+    for line in out.splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        tags = dict(item.partition("=")[::2] for item in str(doc.get("Labels", "")).split(",")
+                    if "=" in item)
+        found.append(Container(str(doc.get("Names", "")), tags.get(OWNER_LABEL, ""),
+                               tags.get(HOST_LABEL, ""), str(doc.get("State", ""))))
+    return found
+
+
+def reap_orphans(alive: Callable[[int, int | None], bool], *, run: Run = _quick) -> list[str]:
+    """Remove our containers whose session has ended on this machine (found by label, so
+    also those whose server record is gone); returns what was done, a line each.
+
+    A container of another machine (a shared docker daemon) or whose owner still runs is
+    left alone. Raises DockerError when docker cannot list containers.
+    """
+    here = socket.gethostname()
+    done = []
+    for container in our_containers(run=run):
+        owner = container.owner_pid
+        if container.host != here or owner is None or alive(*owner):
+            continue
+        try:
+            run(["docker", "rm", "-f", container.name])
+        except DockerError as exc:
+            done.append(f"could not remove container {container.name}: {exc}")
+            continue
+        done.append(f"removed container {container.name} ({container.state}), left by "
+                    f"session {owner[0]}")
+    return done

@@ -47,6 +47,12 @@ class FlagSet:
     def flag_names(self) -> tuple[str, ...]:
         return tuple(cli_name(k) for k, _ in self.flags)
 
+    def value(self, name: str) -> FlagValue | None:
+        """The value of flag ``name`` (either spelling: ``max_num_seqs``, ``max-num-seqs``),
+        None when the set leaves it to the engine."""
+        wanted = cli_name(name)
+        return next((v for k, v in self.flags if cli_name(k) == wanted), None)
+
     def to_argv(self) -> list[str]:
         """The command-line form of the flags."""
         argv: list[str] = []

@@ -178,5 +178,11 @@ class TGIKind:
                   progress: Callable[[str], None]) -> BuiltEngine:
         raise EngineUnsupported("runs on the GPU host: TGI has no CPU build here")
 
+    def planned(self, build: str, cache_dir: Path | None) -> TGIEngine:
+        path = Path(build).expanduser()
+        launcher = path if path.is_file() or path.name == self.version_argv[0] else (
+            path / "bin" / self.version_argv[0])
+        return TGIEngine(build, str(launcher))
+
 
 KIND = TGIKind()

@@ -52,6 +52,7 @@ ENV_SUCCESSORS: dict[str, str] = {
 """Env vars of the seed's era that vLLM dropped, and what replaced them."""
 
 SECRET_ENV = "VLLM_API_KEY"
+TP_FLAG = "tensor-parallel-size"
 
 HARDWARE_REFUSALS = (
     (re.compile(r"requires x86 with AVX-512 or AMX"),
@@ -112,6 +113,15 @@ def _release(version: str) -> Version | None:
         return None
 
 
+def _tensor_parallel(spec: LaunchSpec) -> list[str]:
+    """``--tensor-parallel-size`` from the lease when the flag set leaves it out: vLLM
+    defaults to 1 and would run on one GPU of the ``gpus_needed`` the server holds.
+    Nothing on the cpu host (it leases no GPU)."""
+    if spec.gpus_needed < 1 or spec.flag_set.value(TP_FLAG) is not None:
+        return []
+    return [f"--{TP_FLAG}", str(spec.gpus_needed)]
+
+
 @dataclass(frozen=True)
 class VLLMEngine:
     """vLLM's OpenAI-compatible server started from an engine interpreter."""
@@ -133,6 +143,7 @@ class VLLMEngine:
             "--host", spec.host,
             "--port", str(spec.port),
             *spec.flag_set.to_argv(),
+            *_tensor_parallel(spec),
             *spec.extra_args,
         ]
 
@@ -215,6 +226,22 @@ class VLLMKind:
 
     def from_path(self, build: str, path: Path) -> BuiltEngine:
         return self.provision(build, None, lambda line: None)
+
+    def planned(self, build: str, cache_dir: Path | None) -> VLLMEngine:
+        from pytest_mi300x.engines.buildspec import BuildSpecError, _venv_python, parse_build
+        from pytest_mi300x.engines.cache import default_cache_dir
+
+        try:
+            spec = parse_build(build)
+        except BuildSpecError:  # a path of the GPU host, absent here
+            path = Path(build).expanduser()
+            return VLLMEngine(path if path.name.startswith("python") else _venv_python(path),
+                              build)
+        if spec.python is not None:
+            return VLLMEngine(spec.python, build)
+        # Where provisioning puts it (EngineEnvironment.venv).
+        venv = (cache_dir or default_cache_dir()) / "engines" / spec.dirname
+        return VLLMEngine(_venv_python(venv), build)
 
     def provision(self, build: str, cache_dir: Path | None,
                   progress: Callable[[str], None]) -> BuiltEngine:

@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import stat
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -220,13 +221,14 @@ class GpuLease:
             self.release()  # all or nothing: holding some while waiting could deadlock
         return blocked
 
-    def attach(self, server_pid: int) -> None:
+    def attach(self, server_pid: int, cleanup: Sequence[str] | None = None) -> None:
         """Record the server started on the leased GPUs, so an orphan can be stopped later.
 
-        The server leads its own process group; a docker client forwards the
-        SIGTERM it gets to its container (docker run proxies signals).
+        The server leads its own process group; ``cleanup`` removes what outlives the
+        group (``docker rm -f NAME``: a container keeps its GPUs after its client died).
         """
-        extra = {"server_pgid": server_pid, "server_start": _start_time(server_pid)}
+        extra = {"server_pgid": server_pid, "server_start": _start_time(server_pid),
+                 "cleanup": list(cleanup or ())}
         for gpu in self.gpus:
             self._write_owner(gpu, extra)
 
@@ -279,13 +281,27 @@ def stop_orphan(lock_dir: Path, gpu: int, progress: Callable[[str], None] | None
     user's and started when the record says: a planted file cannot make us stop anything.
     """
     owner = _read_own_json(lock_dir / f"gpu-{gpu}.owner.json")
+    if not owner:
+        return  # none, unreadable, or another user's: nothing of ours to act on
     pgid = owner.get("server_pgid")
-    if not isinstance(pgid, int) or isinstance(pgid, bool) or pgid <= 1 \
-            or owner.get("server_start") != _start_time(pgid) or not _own_process(pgid):
-        return
-    if progress is not None:
-        progress(f"GPU {gpu}: stopping server pid {pgid} left by dead worker "
-                 f"{owner.get('worker')} (pid {owner.get('pid')})")
+    cleanup = owner.get("cleanup")
+    cleanup = ([str(a) for a in cleanup] if isinstance(cleanup, list) else [])
+    if isinstance(pgid, int) and not isinstance(pgid, bool) and pgid > 1 \
+            and owner.get("server_start") == _start_time(pgid) and _own_process(pgid):
+        if progress is not None:
+            progress(f"GPU {gpu}: stopping server pid {pgid} left by dead worker "
+                     f"{owner.get('worker')} (pid {owner.get('pid')})")
+        _kill_group(pgid)
+    if cleanup:
+        # What outlived the group (a container holding the GPU); idempotent.
+        if progress is not None:
+            progress(f"GPU {gpu}: running {' '.join(cleanup)} for dead worker "
+                     f"{owner.get('worker')}")
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(cleanup, capture_output=True, timeout=120, check=False)
+
+
+def _kill_group(pgid: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)

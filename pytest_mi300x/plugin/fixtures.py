@@ -35,16 +35,20 @@ def mi300x_session(pytestconfig: pytest.Config) -> PerfSession:
     return pytestconfig.stash[SESSION_KEY]
 
 
+DEFAULT_ENGINE = "vllm"
+DEFAULT_MODEL = "llama-3.1-70b"
+
+
 @pytest.fixture
 def serving_engine() -> str:
     """Which engine serves the test; override or parametrize (``vllm``, ``tgi``)."""
-    return "vllm"
+    return DEFAULT_ENGINE
 
 
 @pytest.fixture
 def served_model() -> str:
     """Logical model name; each host maps it to what it really serves."""
-    return "llama-3.1-70b"
+    return DEFAULT_MODEL
 
 
 @pytest.fixture

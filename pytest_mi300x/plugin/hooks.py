@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pytest_mi300x.judge.baselines import BaselineWriter
-from pytest_mi300x.plugin import fixtures, options, scheduling
+from pytest_mi300x.plugin import fixtures, options, planning, scheduling
 from pytest_mi300x.plugin.lifecycle import (
     SigtermAsInterrupt,
     check_host,
@@ -52,6 +52,10 @@ MARKERS = (
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     options.add_options(parser)
+
+
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    planning.run_nothing_in_parallel(config)  # after xdist's (tryfirst) read -n
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -111,9 +115,20 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
     perf_session = config.stash.get(SESSION_KEY, None)
-    if perf_session is None or hasattr(config, "workerinput") or config.option.collectonly:
+    if (perf_session is None or hasattr(config, "workerinput") or config.option.collectonly
+            or perf_session.settings.plan):
         return
     check_host(perf_session, workers=scheduling.worker_count(config))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
+    """``--mi300x-plan``: the plan instead of the tests."""
+    perf_session = session.config.stash.get(SESSION_KEY, None)
+    if perf_session is None or not perf_session.settings.plan:
+        return None
+    planning.show(session.config, perf_session, session.items)
+    return True
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -165,7 +180,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     perf_session = config.stash.get(SESSION_KEY, None)
-    if perf_session is None:
+    if perf_session is None or perf_session.settings.plan:
         return
     perf_session.close()
     if hasattr(config, "workerinput"):

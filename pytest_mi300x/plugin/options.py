@@ -128,6 +128,13 @@ def add_options(parser: pytest.Parser) -> None:
                     help="judge against a baseline made by another engine build (and its "
                          "torch), naming both builds; without it such a baseline is "
                          "inconclusive. Hardware, workload and flag set must still match")
+    group.addoption("--mi300x-plan", action="store_true", default=False,
+                    help="print every server the selection would start (engine, build, flag "
+                         "set, GPUs and their visibility env, command line, env, tests) and "
+                         "run nothing: no server, pip, docker or GPU tool "
+                         "(what `pytest-mi300x plan` runs)")
+    group.addoption("--mi300x-plan-json", default=None, metavar="PATH",
+                    help="with or without --mi300x-plan: also write the plan as JSON to PATH")
     parser.addini("perf_floors", "METRIC=PERCENT lines: smallest change a verdict may call a "
                   "regression or improvement, per metric", type="linelist", default=[])
 
@@ -177,6 +184,7 @@ def resolve(config: pytest.Config, run_id: str) -> Settings:
         tgi_build=_value(config, "tgi_build"),
         shard=config.getoption("shard"),
         sharegpt_path=_sharegpt_path(config, root),
+        plan=bool(config.getoption("mi300x_plan") or config.getoption("mi300x_plan_json")),
     )
 
 

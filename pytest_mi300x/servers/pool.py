@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import subprocess
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from pytest_mi300x.servers.process import (
     error_line,
     redact_env,
 )
-from pytest_mi300x.servers.records import ServerRecord, ServerRecords
+from pytest_mi300x.servers.records import ServerRecord, ServerRecords, start_time
 
 
 @dataclass
@@ -121,6 +122,16 @@ def check_ours(engine: Engine, spec: LaunchSpec, process: ServerProcess) -> None
             process.log_tail())
 
 
+def leased(spec: LaunchSpec, gpus: tuple[int, ...], env: Mapping[str, str]) -> LaunchSpec:
+    """The spec of a server on leased GPUs: their visibility env over the host's."""
+    return replace(spec, env={**spec.env, **env}, gpus=gpus)
+
+
+def owner() -> str:
+    """``PID:STARTTIME`` of this process: who started a server, for the reapers."""
+    return f"{os.getpid()}:{start_time(os.getpid())}"
+
+
 class ServerPool:
     """Starts servers on demand, keeps at most ``max_servers`` alive, restarts dead ones.
 
@@ -142,6 +153,8 @@ class ServerPool:
         self.max_servers = max_servers
         self.start_timeout = start_timeout
         self.bind_host = bind_host
+        self.tag = secrets.token_hex(3)
+        """Tells this pool's servers from every other session's in names (containers)."""
         self._live: OrderedDict[str, RunningServer] = OrderedDict()
         self._recorded: dict[int, ServerRecord] = {}
         self._lease_timeouts: dict[int, LeaseError] = {}
@@ -236,7 +249,8 @@ class ServerPool:
                     keep: frozenset[str] = frozenset()) -> RunningServer:
         generation = self._starts.get(key, 0) + 1
         self._starts[key] = generation
-        spec = make_spec(self.bind_host, free_port(self.bind_host))
+        spec = replace(make_spec(self.bind_host, free_port(self.bind_host)),
+                       server_id=self.server_id(key, generation), owner=owner())
         lease = None
         if spec.gpus_needed and self._lease is not None:
             timed_out = [e for n, e in self._lease_timeouts.items() if n <= spec.gpus_needed]
@@ -254,7 +268,7 @@ class ServerPool:
             except LeaseError as exc:
                 self._lease_timeouts[spec.gpus_needed] = exc
                 raise
-            spec = replace(spec, env={**spec.env, **lease.env}, gpus=lease.gpus)
+            spec = leased(spec, lease.gpus, lease.env)
         added_env = engine.environment(spec)
         process = ServerProcess(
             engine.command(spec),
@@ -293,6 +307,11 @@ class ServerPool:
         self._live[key] = server
         return server
 
+    def server_id(self, key: str, generation: int) -> str:
+        """The start's id: this pool's tag, the server key, the start's number; readable in
+        ``docker ps`` and unique on the host."""
+        return f"{self.tag}-{slug(key, 80)}-{generation}"
+
     def _waiting(self, key: str) -> Callable[[float, str], None] | None:
         """The live line while a server starts: elapsed time and its log's last line."""
         live = getattr(self.progress, "live", None)
@@ -307,7 +326,7 @@ class ServerPool:
             if self.records is not None:
                 self._recorded[pid] = self.records.add(pid, key, engine.cleanup_argv(spec))
             if lease is not None:
-                lease.attach(pid)
+                lease.attach(pid, engine.cleanup_argv(spec))
         return spawned
 
     def _cleanup(self, engine: Engine, spec: LaunchSpec, process: ServerProcess) -> None:

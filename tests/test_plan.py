@@ -1,0 +1,165 @@
+"""`pytest-mi300x plan`: every server a selection would start, and nothing started.
+
+Run on a PATH where docker, pip and the GPU tools are tripwires (tests/doubles/tripwire.py):
+the plan must call none of them, start no server and write nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.doubles import install_command
+
+pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).parent.parent
+TRIPWIRED = ("docker", "pip", "pip3", "amd-smi", "rocm-smi", "nvidia-smi")
+
+
+@pytest.fixture
+def checkout(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """The repository's hosts.toml and suites/, on a PATH of tripwires only."""
+    shutil.copy(ROOT / "hosts.toml", pytester.path / "hosts.toml")
+    shutil.copytree(ROOT / "suites", pytester.path / "suites")
+    for command in TRIPWIRED:
+        install_command(pytester.path / "bin", command, "tripwire.py")
+    monkeypatch.setenv("PATH", str(pytester.path / "bin"))
+    monkeypatch.setenv("TRIPWIRE_LOG", str(pytester.path / "tripwire.log"))
+    monkeypatch.setenv("PYTEST_MI300X_CACHE", str(pytester.path / "cache"))
+    return pytester
+
+
+def plan(checkout: pytest.Pytester, *args: str) -> tuple[subprocess.CompletedProcess[str],
+                                                          dict[str, Any]]:
+    out = checkout.path / "plan.json"
+    proc = subprocess.run([sys.executable, "-m", "pytest_mi300x.cli", "plan", "--json",
+                           str(out), *args], cwd=checkout.path, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not (checkout.path / "tripwire.log").exists(), (
+        (checkout.path / "tripwire.log").read_text())
+    return proc, json.loads(out.read_text())
+
+
+def flag(argv: list[str], name: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == name]
+
+
+def test_the_headline_on_mi300x_leases_8_gpus_and_runs_vllm_at_tp_8(
+        checkout: pytest.Pytester) -> None:
+    proc, doc = plan(checkout, "suites/", "--gpu-host", "mi300x-01")
+    out = proc.stdout
+    assert "nothing was started" in out.splitlines()[0]
+    headline = [s for s in doc["servers"]
+                if any("test_headline.py" in t for t in s["tests"])]
+    assert {s["engine"] for s in headline} == {"vllm", "tgi"}
+    for server in headline:
+        assert server["gpus"] == list(range(8))
+        assert server["visibility"] == {"ROCR_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7",
+                                        "HIP_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7",
+                                        "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}
+        # The visibility env reaches the container by name, with the host's env.
+        assert server["env"]["ROCR_VISIBLE_DEVICES"] == "0,1,2,3,4,5,6,7"
+        assert server["env"]["NCCL_MIN_NCHANNELS"] == "112"
+        assert "ROCR_VISIBLE_DEVICES" in flag(server["argv"], "-e")
+        assert server["argv"][:2] == ["docker", "run"]
+        assert server["stop"] == ["docker", "rm", "-f", flag(server["argv"], "--name")[0]]
+        # QPS 16, 32 and 1000 on one server (which other cases may share).
+        assert len([t for t in server["tests"] if "test_headline.py" in t]) == 3
+        if server["engine"] == "vllm":
+            assert flag(server["argv"], "--tensor-parallel-size") == ["8"]
+        else:
+            assert flag(server["argv"], "--num-shard") == ["8"]
+    assert len([line for line in out.splitlines()
+                if line.startswith("  command:") and "--tensor-parallel-size 8" in line]) >= 2
+    assert out.count("GPUs:     8 leased; ROCR_VISIBLE_DEVICES=0,1,2,3,4,5,6,7") >= 3
+    # Case 7: TP 4 leases four GPUs and says so once; no secret is shown.
+    [tp4] = [s for s in doc["servers"] if s["flag_set"]["name"] == "tp-4"]
+    assert flag(tp4["argv"], "--tensor-parallel-size") == ["4"]
+    assert tp4["visibility"]["ROCR_VISIBLE_DEVICES"] == "0,1,2,3"
+    assert all(s["env"]["VLLM_API_KEY" if s["engine"] == "vllm" else "API_KEY"]
+               == "<redacted>" for s in doc["servers"])
+    # No build was given: the plan says which one it shows.
+    assert all("planned with docker:" in s["note"] for s in doc["servers"])
+    # Every collected test is in the plan exactly once.
+    collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
+                                "suites/", "--gpu-host", "mi300x-01"], cwd=checkout.path,
+                               capture_output=True, text=True, check=True).stdout
+    ids = {line for line in collected.splitlines() if "::" in line}
+    planned = [t for s in doc["servers"] for t in s["tests"]] + [
+        r["test"] for r in doc["skipped"] + doc["unplanned"]]
+    assert sorted(planned) == sorted(ids)
+    # Nothing written but the plan: no results, no locks, no records, no engine.
+    assert sorted(p.name for p in checkout.path.iterdir()
+                  if p.name not in (".benchmarks", "__pycache__")) == [
+        "bin", "hosts.toml", "plan.json", "suites"]
+    assert not (checkout.path / "cache").exists()
+
+
+def test_a_given_image_and_an_installed_build_are_planned_as_given(
+        checkout: pytest.Pytester) -> None:
+    (checkout.path / "local4.toml").write_text(textwrap.dedent("""
+        [hosts.local4]
+        accelerator = "mi300x"
+        accelerator_count = 4
+        launcher = "local"
+        tensor_parallel = 2
+        [hosts.local4.env]
+        HIP_FORCE_DEV_KERNARG = "1"
+        [hosts.local4.models]
+        "*" = "/models/llama"
+    """))
+    _, doc = plan(checkout, "suites/test_guide_cases.py", "-k", "case7 or case8",
+                  "--gpu-host", "local4", "--hosts-file", "local4.toml",
+                  "--vllm-build", "/opt/venvs/vllm-rocm")
+    by_name = {s["flag_set"]["name"]: s for s in doc["servers"]}
+    seqs = by_name["max-num-seqs-256"]
+    assert seqs["argv"][0] == "/opt/venvs/vllm-rocm/bin/python" and seqs["note"] == ""
+    assert flag(seqs["argv"], "--tensor-parallel-size") == ["2"]
+    assert seqs["env"]["HIP_VISIBLE_DEVICES"] == "0,1"
+    assert seqs["stop"] is None  # a local process group is all there is
+    assert "tp-4" in by_name
+    [(test, reason)] = [(r["test"], r["reason"]) for r in doc["skipped"]]
+    assert test.endswith("[tp-8]")
+    assert reason == ("runs on the GPU host: tensor parallel 8 needs 8 GPUs; host 'local4' "
+                      "has 4")
+    (checkout.path / "test_not_a_suite.py").write_text("def test_x(llm_server): pass\n")
+    proc, doc = plan(checkout, "--gpu-host", "mi300x-01", "-k", "headline or test_x",
+                     "--vllm-build", "docker:rocm/vllm-ci:abc123", "-n", "2")
+    assert {t.split("::")[0] for s in doc["servers"] for t in s["tests"]} == {
+        "suites/test_headline.py"}  # no path given: suites/
+    assert "gw0" not in proc.stdout and "workers" not in proc.stdout  # no xdist worker
+    vllm = [s for s in doc["servers"] if s["engine"] == "vllm"]
+    assert {s["build"] for s in vllm} == {"docker:rocm/vllm-ci:abc123"}
+    assert all(s["note"] == "" for s in vllm)
+    assert all("rocm/vllm-ci:abc123" in s["argv"] for s in vllm)
+
+
+def test_the_plan_option_is_a_pytest_option_too(checkout: pytest.Pytester) -> None:
+    result = checkout.runpytest_subprocess("suites/test_headline.py", "--mi300x-plan",
+                                           "-k", "vllm-seed-default")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([
+        "pytest-mi300x plan: host cpu (CPU, built-in): 1 server(s) for 3 test(s)*",
+        "*--model *tiny-llama-* --served-model-name llama-3.1-70b --host 127.0.0.1 *"])
+    assert "passed" not in result.stdout.str()
+    assert not (checkout.path / "tripwire.log").exists()
+
+
+def test_a_plan_needs_a_session_in_plan_mode() -> None:
+    from pytest_mi300x.config import Settings
+    from pytest_mi300x.hosts.cpu import CPU_HOST
+    from pytest_mi300x.plan import make_plan
+    from pytest_mi300x.session import PerfSession
+
+    with pytest.raises(ValueError, match="plan mode"):
+        make_plan(PerfSession(Settings(), CPU_HOST, Path(os.devnull)), [])
