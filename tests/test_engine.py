@@ -54,8 +54,15 @@ def test_load(perf, rate):
                                Arrivals(request_rate=rate)))
     assert result.figures["completed"] == 8
 """)
-    result, _ = run(pytester, "--results-dir", "res")
+    result, _ = run(pytester, "--results-dir", "res", "--benchmark-json", "bench.json")
     result.assert_outcomes(passed=2)
+    # Each test's repetitions are its pytest-benchmark rounds, its figures extra_info.
+    bench = json.loads((pytester.path / "bench.json").read_text())["benchmarks"]
+    assert sorted(b["name"] for b in bench) == ["test_load[qps-16]", "test_load[qps-inf]"]
+    for entry in bench:
+        assert entry["stats"]["rounds"] == 3  # the default --repeats
+        assert entry["extra_info"]["mi300x.request_throughput"] > 0
+        assert entry["extra_info"]["mi300x.figures"]["median_ttft_ms"] > 0
     table = result.stdout.str().split("pytest-mi300x")[-1]
     rows = [line for line in table.splitlines() if line.startswith("test_small.py")]
     assert len(rows) == 2

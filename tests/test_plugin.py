@@ -145,3 +145,51 @@ def test_figures_reach_the_junit_xml_as_properties(pytester: pytest.Pytester) ->
              for p in ElementTree.parse(pytester.path / "out.xml").iter("property")]
     assert props == [("mi300x.request_throughput", "4"),
                      ("mi300x.verdict.request_throughput", "no change")]
+
+
+class _Terminal:
+    """Stand-in for pytest's terminal reporter: what LiveProgress writes to it."""
+
+    def __init__(self, isatty: bool) -> None:
+        self.isatty = isatty
+        self.out: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.out.append(text)
+
+    def write_line(self, text: str) -> None:
+        self.out.append(text + "\n")
+
+    def flush(self) -> None:
+        pass
+
+
+class _Config:
+    def __init__(self, terminal: _Terminal, verbosity: int = 0) -> None:
+        self.terminal, self.verbosity = terminal, verbosity
+        self.pluginmanager = self
+
+    def get_plugin(self, name: str) -> object:
+        return self.terminal
+
+    def getplugin(self, name: str) -> None:
+        return None
+
+    def get_verbosity(self) -> int:
+        return self.verbosity
+
+
+def test_live_progress_rewrites_one_line_on_a_terminal_and_stays_quiet_elsewhere() -> None:
+    from pytest_mi300x.plugin.progress import LiveProgress
+
+    tty = _Terminal(isatty=True)
+    live = LiveProgress(_Config(tty))  # type: ignore[arg-type]
+    live.live("server starting: 3 s: Loading weights")
+    live.done()
+    assert tty.out[0] == "\r[pytest-mi300x] server starting: 3 s: Loading weights"
+    assert tty.out[-1].startswith("\r ") and tty.out[-1].endswith("\r")
+    ci = _Terminal(isatty=False)
+    LiveProgress(_Config(ci)).live("load: 10/40 requests")  # type: ignore[arg-type]
+    quiet = _Terminal(isatty=True)
+    LiveProgress(_Config(quiet, verbosity=-1)).live("load: 10/40")  # type: ignore[arg-type]
+    assert ci.out == [] and quiet.out == []
