@@ -72,8 +72,8 @@ def _write_error(path: Path, exc: OSError) -> WriteError:
     return WriteError(exc.errno or 0, f"cannot write {path}: {exc.strerror or exc}; {fix}")
 
 
-def write_json_atomic(path: Path, document: Any) -> None:
-    """Write ``document`` as JSON so that readers never see half a file."""
+def _write_atomic(path: Path, content: str) -> None:
+    """Write ``content`` so that readers never see half a file."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -81,8 +81,7 @@ def write_json_atomic(path: Path, document: Any) -> None:
         raise _write_error(path, exc) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(redact(document), fh, indent=1, sort_keys=True, default=str)
-            fh.write("\n")
+            fh.write(content)
         os.replace(tmp, path)  # rename never follows a link planted at ``path``
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -91,22 +90,15 @@ def write_json_atomic(path: Path, document: Any) -> None:
         raise
 
 
+def write_json_atomic(path: Path, document: Any) -> None:
+    """``document`` as JSON, secrets hidden, all or nothing."""
+    _write_atomic(path, json.dumps(redact(document), indent=1, sort_keys=True, default=str)
+                  + "\n")
+
+
 def write_text_atomic(path: Path, content: str) -> None:
-    """Write a text file (a report) so that readers never see half of it."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise _write_error(path, exc) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(redact_text(content))
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise _write_error(path, exc) from None
-        raise
+    """A text file (a report), secrets hidden, all or nothing."""
+    _write_atomic(path, redact_text(content))
 
 
 def redact_file(path: Path) -> None:

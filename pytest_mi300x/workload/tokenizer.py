@@ -13,29 +13,17 @@ from pytest_mi300x.workload.datasets import PromptRequest
 from pytest_mi300x.workload.vocab import VocabDecoder
 
 
-class ServedTokenizer:
-    """Tokenizer protocol over HTTP, so prompt lengths are counted by the server itself.
+class _HttpTokenizer:
+    """What both served tokenizers share: the vocabulary facts and POSTs to the server."""
 
-    /tokenize adds special tokens (BOS) exactly as a /v1/completions prompt does,
-    so `len(encode(p))` equals the server's `usage.prompt_tokens` for prompt `p`.
-    """
-
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str,
-        model: str,
-        vocab_size: int,
-        special_ids: frozenset[int] = frozenset(),
-        timeout: float = 60.0,
-    ) -> None:
+    def __init__(self, base_url: str, api_key: str, vocab_size: int,
+                 special_ids: frozenset[int], timeout: float) -> None:
         if vocab_size < 1:
-            raise ValueError(f"ServedTokenizer: vocab_size must be >= 1, got {vocab_size}")
-        self._model = model
-        self._vocab_size = vocab_size
-        self._special_ids = frozenset(special_ids)
+            raise ValueError(f"{type(self).__name__}: vocab_size must be >= 1, got {vocab_size}")
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
+        self._vocab_size = vocab_size
+        self._special_ids = frozenset(special_ids)
         self._timeout = timeout
 
     @property
@@ -47,10 +35,47 @@ class ServedTokenizer:
         """Ids random prompts must not contain (BOS, EOS, pad, ...)."""
         return self._special_ids
 
+    def _post(self, path: str, payload: dict[str, object]) -> Any:
+        status, raw = post_json(f"{self._base_url}{path}", payload, self._api_key,
+                                self._timeout)
+        if status != 200:
+            # The body carries the server's error message; our request headers (the API
+            # key) are not echoed in it.
+            text = raw[:500].decode(errors="replace")
+            raise RuntimeError(f"POST {path} failed with HTTP {status}: {text}")
+        return json.loads(raw)
+
+    def _post_object(self, path: str, payload: dict[str, object]) -> dict[str, object]:
+        body = self._post(path, payload)
+        if not isinstance(body, dict):
+            raise RuntimeError(f"POST {path} returned {type(body).__name__}, expected an object")
+        return body
+
+    def close(self) -> None:
+        """Nothing to release: each call is its own connection."""
+
+    def __enter__(self) -> _HttpTokenizer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ServedTokenizer(_HttpTokenizer):
+    """Tokenizer protocol over HTTP, so prompt lengths are counted by the server itself.
+
+    /tokenize adds special tokens (BOS) exactly as a /v1/completions prompt does,
+    so `len(encode(p))` equals the server's `usage.prompt_tokens` for prompt `p`.
+    """
+
+    def __init__(self, base_url: str, api_key: str, model: str, vocab_size: int,
+                 special_ids: frozenset[int] = frozenset(), timeout: float = 60.0) -> None:
+        super().__init__(base_url, api_key, vocab_size, special_ids, timeout)
+        self._model = model
+
     def encode(self, text: str) -> list[int]:
-        body = self._post(
-            "/tokenize", {"model": self._model, "prompt": text, "add_special_tokens": True}
-        )
+        body = self._post_object(
+            "/tokenize", {"model": self._model, "prompt": text, "add_special_tokens": True})
         tokens = body.get("tokens")
         if not isinstance(tokens, list):
             raise RuntimeError(f"/tokenize answered without a 'tokens' list: keys {sorted(body)}")
@@ -59,8 +84,9 @@ class ServedTokenizer:
     def count_chat(self, prompt: str) -> int:
         """Prompt tokens of `prompt` sent as one user message to /v1/chat/completions
         (the chat template's tokens included), as the server's usage counts them."""
-        body = self._post("/tokenize", {"model": self._model, "add_generation_prompt": True,
-                                        "messages": [{"role": "user", "content": prompt}]})
+        body = self._post_object("/tokenize", {
+            "model": self._model, "add_generation_prompt": True,
+            "messages": [{"role": "user", "content": prompt}]})
         count = body.get("count")
         if not isinstance(count, int):
             raise RuntimeError(f"/tokenize (messages) answered without a 'count': keys "
@@ -68,42 +94,21 @@ class ServedTokenizer:
         return count
 
     def decode(self, ids: Sequence[int]) -> str:
-        body = self._post("/detokenize", {"model": self._model, "tokens": [int(i) for i in ids]})
+        body = self._post_object("/detokenize",
+                                 {"model": self._model, "tokens": [int(i) for i in ids]})
         prompt = body.get("prompt")
         if not isinstance(prompt, str):
             raise RuntimeError(
-                f"/detokenize answered without a 'prompt' string: keys {sorted(body)}"
-            )
+                f"/detokenize answered without a 'prompt' string: keys {sorted(body)}")
         return prompt
-
-    def _post(self, path: str, payload: dict[str, object]) -> dict[str, object]:
-        status, raw = post_json(f"{self._base_url}{path}", payload, self._api_key,
-                                self._timeout)
-        if status != 200:
-            # The body carries vLLM's error message; the request headers (API key) are not echoed.
-            text = raw[:500].decode(errors="replace")
-            raise RuntimeError(f"POST {path} failed with HTTP {status}: {text}")
-        body = json.loads(raw)
-        if not isinstance(body, dict):
-            raise RuntimeError(f"POST {path} returned {type(body).__name__}, expected an object")
-        return body
 
     def describe(self) -> dict[str, object]:
         """How prompt lengths were counted and text made: recorded with each result."""
         return {"counts": "the server's POST /tokenize (special tokens as a prompt gets them)",
                 "decodes": "the server's POST /detokenize", "exact": True}
 
-    def close(self) -> None:
-        """Nothing to release: each call is its own connection."""
 
-    def __enter__(self) -> ServedTokenizer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class TGIServedTokenizer:
+class TGIServedTokenizer(_HttpTokenizer):
     """Tokenizer protocol for TGI: the server counts, the model folder decodes.
 
     TGI's POST /tokenize answers a list of ``{id, text, start, stop}`` (byte offsets into
@@ -117,22 +122,8 @@ class TGIServedTokenizer:
     def __init__(self, base_url: str, api_key: str, vocab_size: int,
                  special_ids: frozenset[int], decoder: VocabDecoder,
                  timeout: float = 60.0) -> None:
-        if vocab_size < 1:
-            raise ValueError(f"TGIServedTokenizer: vocab_size must be >= 1, got {vocab_size}")
-        self._base_url = base_url.rstrip("/")
-        self._api_key = api_key
-        self._vocab_size = vocab_size
-        self._special_ids = frozenset(special_ids)
+        super().__init__(base_url, api_key, vocab_size, special_ids, timeout)
         self._decoder = decoder
-        self._timeout = timeout
-
-    @property
-    def vocab_size(self) -> int:
-        return self._vocab_size
-
-    @property
-    def special_ids(self) -> frozenset[int]:
-        return self._special_ids
 
     def encode(self, text: str) -> list[int]:
         tokens = self._post("/tokenize", {"inputs": text})
@@ -160,14 +151,6 @@ class TGIServedTokenizer:
                                       "harness (TGI has no /detokenize)",
                             **self._decoder.describe()},
                 "exact": True}
-
-    def _post(self, path: str, payload: dict[str, object]) -> Any:
-        status, raw = post_json(f"{self._base_url}{path}", payload, self._api_key,
-                                self._timeout)
-        if status != 200:
-            text = raw[:500].decode(errors="replace")
-            raise RuntimeError(f"POST {path} failed with HTTP {status}: {text}")
-        return json.loads(raw)
 
 
 def for_chat(requests: Sequence[PromptRequest], tokenizer: object) -> list[PromptRequest]:
