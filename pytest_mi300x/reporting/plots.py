@@ -9,6 +9,7 @@ from typing import Any
 
 from pytest_mi300x.judge.changepoints import ChangePoint
 from pytest_mi300x.results.history import Point, setup_breaks
+from pytest_mi300x.results.model import median
 
 BAR_METRICS = ("request_throughput", "output_throughput", "median_ttft_ms", "median_tpot_ms",
                "median_itl_ms", "median_e2el_ms")
@@ -63,7 +64,7 @@ def baseline_bars(runs: Sequence[Mapping[str, float]],
         columns.append(now)
         colors.append(color)
         for x, (values, c) in enumerate(zip(columns, colors, strict=True)):
-            ax.bar(x, sorted(values)[len(values) // 2], color=c, width=0.6)
+            ax.bar(x, median(values), color=c, width=0.6)
             ax.scatter([x] * len(values), values, color="black", s=12, zorder=3)
         ax.set_xticks(range(len(labels)), labels)
         title = metric
