@@ -31,13 +31,15 @@ from pytest_mi300x.hosts.profile import WorkloadScale
 from pytest_mi300x.session import PerfSession
 
 FIGURES = ("request_throughput", "output_throughput", "median_ttft_ms", "mean_ttft_ms",
-           "median_tpot_ms", "mean_tpot_ms", "server_mean_tpot_ms")
+           "median_tpot_ms", "mean_tpot_ms", "median_e2el_ms", "server_mean_ttft_ms",
+           "server_mean_tpot_ms")
 
 WORKLOADS: dict[str, Workload] = {
     # what the suites' headline bursts were scaled to (40 prompts)
     "burst-40": Workload(RandomDataset(64, 64, 40), Arrivals()),
     "burst-200": Workload(RandomDataset(64, 64, 200), Arrivals()),
     "burst-800": Workload(RandomDataset(64, 64, 800), Arrivals()),
+    "burst-1600": Workload(RandomDataset(64, 64, 1600), Arrivals()),
     # paced: a new Poisson schedule per run, and the same schedule every run
     "poisson-8-160": Workload(RandomDataset(64, 64, 160), Arrivals(request_rate=8.0)),
     "poisson-8-160-fixed": Workload(RandomDataset(64, 64, 160),
