@@ -33,7 +33,7 @@ from pytest_mi300x.servers.records import ServerRecords
 from pytest_mi300x.telemetry.gpu import GpuTelemetry
 
 if TYPE_CHECKING:
-    from pytest_mi300x.load.measurer import Measurer
+    from pytest_mi300x.load.measurer import Measured, Measurer
 
 TP_FLAG = "tensor_parallel_size"
 
@@ -97,6 +97,8 @@ class PerfSession:
                          noise=host.noise, burst_noise=host.burst_noise)
         self._builds: dict[str, BuiltEngine] = {}
         self._models: dict[str, ServedModel] = {}
+        self.measured: dict[str, Measured] = {}
+        """This process's valid results by test id (claims compare them)."""
 
     @property
     def records_folder(self) -> Path:
@@ -265,7 +267,7 @@ class PerfSession:
                         engine=self.engine_description(server.engine.name),
                         run_id=self.settings.run_id, repeats=self.settings.repeats,
                         gate=self.gate, floors=floors, telemetry=self.telemetry(server.spec.gpus),
-                        progress=progress)
+                        progress=progress, measured=self.measured)
 
     def close(self) -> None:
         self.pool.close()

@@ -80,6 +80,17 @@ class PerfResult:
         return bool(self.repetitions) and all(r.valid for r in self.repetitions)
 
 
+@dataclass(frozen=True)
+class Measured:
+    """A valid result of this session, kept for the claims that compare results."""
+
+    workload: dict[str, Any]
+    """The workload as the test wrote it (full size)."""
+    result: PerfResult
+    server: str
+    """The server's key: results of one server need no start-to-start noise."""
+
+
 Progress = Callable[[str], None]
 
 
@@ -91,7 +102,8 @@ class Measurer:
                  engine: dict[str, Any], run_id: str, repeats: int = 1,
                  gate: Gate | None = None, floors: dict[str, float] | None = None,
                  telemetry: Callable[[], Any] | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None,
+                 measured: dict[str, Measured] | None = None) -> None:
         self.server = server
         self.tokenizer = tokenizer
         self.host = host
@@ -108,6 +120,8 @@ class Measurer:
         """Factory of a GPU sampler (a context manager) run during the measured repetitions."""
         self.telemetry_summary: dict[str, Any] | None = None
         self.progress = progress
+        self.measured = measured
+        """The session's valid results by test id, for claims that compare them."""
 
     def run(self, workload: Workload) -> PerfResult:
         """Warm up, measure ``repeats`` times, check, record, then gate against the baseline.
@@ -116,16 +130,23 @@ class Measurer:
         gated metric regressed, MissingBaseline under ``--require-baseline``.
         """
         scaled = workload.scaled(self.host.scale)
+        return self._run(workload, scaled, lambda result: self._measure(scaled, result))
+
+    def _run(self, workload: Workload, scaled: Workload,
+             measure: Callable[[PerfResult], None]) -> PerfResult:
         if scaled.warmup_requests != 0:
             self._warm_up(scaled)
         result = PerfResult([], result_path(self.results_dir, self.test_id))
         self.results.append(result)
         try:
             with self._gpu_sampling():
-                self._measure(scaled, result)
+                measure(result)
         finally:
             if not result.valid:
                 self._write(workload, scaled)
+        if self.measured is not None:
+            self.measured[self.test_id] = Measured(workload.describe(), result,
+                                                   self.server.key)
         try:
             if self.gate is not None:
                 result.outcome = evaluate(

@@ -18,6 +18,7 @@ from pytest_mi300x.plugin.stash import MEASURER_KEY, PROGRESS_KEY, SERVER_KEY, S
 
 if TYPE_CHECKING:  # imported when a fixture runs: collection stays cheap
     from pytest_mi300x.load.measurer import Measurer
+    from pytest_mi300x.plugin.claims import ClaimSides
     from pytest_mi300x.servers.pool import RunningServer
     from pytest_mi300x.session import PerfSession
     from pytest_mi300x.workload.datasets import Dataset
@@ -101,3 +102,15 @@ def perf(request: pytest.FixtureRequest, mi300x_session: PerfSession,
     yield measurer
     if bench is not None:
         benchmark.record(bench, measurer)
+
+
+@pytest.fixture
+def claim_sides(request: pytest.FixtureRequest, mi300x_session: PerfSession,
+                served_model: str) -> Iterator[ClaimSides]:
+    """For claim tests (``@pytest.mark.seed_claim``): ``claim_sides.measure(test, flag_set,
+    workload)`` gives a side (this session's result of that test, else measured now) and
+    ``claim_sides.check(claim, better=..., worse=...)`` judges the claim on them."""
+    from pytest_mi300x.plugin.claims import ClaimSides
+
+    yield ClaimSides(request, mi300x_session, served_model)
+

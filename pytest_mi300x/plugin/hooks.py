@@ -30,6 +30,7 @@ from pytest_mi300x.plugin.stash import (
     REPORTS_KEY,
     SERVER_KEY,
     SESSION_KEY,
+    SIDE_MEASURERS_KEY,
     SIGNALS_KEY,
     WRITER_KEY,
 )
@@ -43,6 +44,8 @@ MARKERS = (
     "e.g. perf_floor(median_ttft_ms=15)",
     "accelerator(*kinds): run only on hosts with one of these accelerators "
     "(e.g. accelerator('mi300x', 'mi325x')); elsewhere the test skips with the reason",
+    "seed_claim: checks a claim of the seed guide on what other tests measured in this "
+    "session (claim_sides fixture); runs after them",
 )
 
 
@@ -140,6 +143,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         # of the teardown report, which copies the item's.
         item.user_properties.extend(measurer.junit_properties())
         report.user_properties.extend(measurer.baseline_properties())
+    if call.when == "call":
+        for side in item.stash.get(SIDE_MEASURERS_KEY, []):
+            report.user_properties.extend(side.baseline_properties())
     if report.failed and call.excinfo is not None:
         kind, cause = describe(call.excinfo.value)
         report.user_properties.append(

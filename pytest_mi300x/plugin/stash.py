@@ -24,3 +24,5 @@ REPORTS_KEY = pytest.StashKey[tuple[Path, Path]]()
 SIGNALS_KEY = pytest.StashKey["SigtermAsInterrupt"]()
 SERVER_KEY = pytest.StashKey["RunningServer"]()
 MEASURER_KEY = pytest.StashKey["Measurer"]()
+SIDE_MEASURERS_KEY = pytest.StashKey[list["Measurer"]]()
+"""Measurers a claim test ran itself (sides no earlier test measured): their baselines."""
