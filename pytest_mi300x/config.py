@@ -41,6 +41,11 @@ class Settings:
     shard: tuple[int, int] | None = None
     """(i, n): this run takes the i-th of n slices of the collected tests (1-based)."""
     sharegpt_path: Path | None = None
+    endpoint: str | None = None
+    """An existing server to measure instead of starting servers (``--endpoint``)."""
+    endpoint_model: str | None = None
+    endpoint_key_env: str = "OPENAI_API_KEY"
+    """The env var its API key is read from (never recorded)."""
 
     def build_for(self, kind: EngineKind) -> str | None:
         """The build the user named for an engine, through the engine's own option."""

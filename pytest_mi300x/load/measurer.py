@@ -25,6 +25,7 @@ from pytest_mi300x.net import post_json
 from pytest_mi300x.results.files import result_path, write_json_atomic
 from pytest_mi300x.results.metrics import HEADLINE_FIGURES
 from pytest_mi300x.results.model import SCHEMA, FailureKind, finite_figures, median_figures
+from pytest_mi300x.servers.endpoint import Endpoint
 from pytest_mi300x.servers.pool import RunningServer
 from pytest_mi300x.telemetry.engine import TelemetrySampler
 from pytest_mi300x.telemetry.gpu import warn_if_throttled
@@ -97,7 +98,8 @@ Progress = Callable[[str], None]
 class Measurer:
     """Drives workloads at one server for one test; the ``perf`` fixture hands this out."""
 
-    def __init__(self, *, server: RunningServer, tokenizer: Tokenizer, host: HostProfile,
+    def __init__(self, *, server: RunningServer | Endpoint, tokenizer: Tokenizer,
+                 host: HostProfile,
                  test_id: str, results_dir: Path, model: dict[str, Any],
                  engine: dict[str, Any], run_id: str, repeats: int = 1,
                  gate: Gate | None = None, floors: dict[str, float] | None = None,

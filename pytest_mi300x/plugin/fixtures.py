@@ -19,6 +19,7 @@ from pytest_mi300x.plugin.stash import MEASURER_KEY, PROGRESS_KEY, SERVER_KEY, S
 if TYPE_CHECKING:  # imported when a fixture runs: collection stays cheap
     from pytest_mi300x.load.measurer import Measurer
     from pytest_mi300x.plugin.claims import ClaimSides
+    from pytest_mi300x.servers.endpoint import Endpoint
     from pytest_mi300x.servers.pool import RunningServer
     from pytest_mi300x.session import PerfSession
     from pytest_mi300x.workload.datasets import Dataset
@@ -67,7 +68,7 @@ def sharegpt_dataset(mi300x_session: PerfSession) -> Callable[..., Dataset]:
 @pytest.fixture
 def llm_server(request: pytest.FixtureRequest, mi300x_session: PerfSession,
                serving_engine: str, served_model: str,
-               flag_set: FlagSet) -> Iterator[RunningServer]:
+               flag_set: FlagSet) -> Iterator[RunningServer | Endpoint]:
     """A ready server for (engine, model, flag set), shared with every test that asks the same."""
     wanted = tuple(a for m in request.node.iter_markers("accelerator") for a in m.args)
     reason = mi300x_session.unavailable(serving_engine, flag_set, wanted)
@@ -85,7 +86,7 @@ def llm_server(request: pytest.FixtureRequest, mi300x_session: PerfSession,
 
 @pytest.fixture
 def perf(request: pytest.FixtureRequest, mi300x_session: PerfSession,
-         llm_server: RunningServer, served_model: str) -> Iterator[Measurer]:
+         llm_server: RunningServer | Endpoint, served_model: str) -> Iterator[Measurer]:
     """Drives workloads at ``llm_server`` and records figures: ``perf.run(Workload(...))``."""
     from pytest_mi300x.engines.base import EngineUnsupported
 
