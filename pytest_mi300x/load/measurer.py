@@ -9,7 +9,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,9 @@ from pytest_mi300x.judge.baselines import BASELINE_PROPERTY
 from pytest_mi300x.judge.gate import Gate, GateOutcome, evaluate
 from pytest_mi300x.load import figures as metrics
 from pytest_mi300x.load.client import run_load_sync
+from pytest_mi300x.load.figures import check_slos
 from pytest_mi300x.load.records import LoadRun
+from pytest_mi300x.load.sweep import DEFAULT_ATTAINMENT, find_max_rate
 from pytest_mi300x.net import post_json
 from pytest_mi300x.results.files import result_path, write_json_atomic
 from pytest_mi300x.results.metrics import HEADLINE_FIGURES
@@ -34,6 +36,8 @@ from pytest_mi300x.workload.datasets import Tokenizer
 from pytest_mi300x.workload.tokenizer import for_chat
 from pytest_mi300x.workload.workload import Workload
 
+SWEEP_SEED_STRIDE = 1000
+"""Point k of repetition r's sweep draws its prompts from seed r * 1000 + k."""
 WARMUP_SEED_OFFSET = 1_000_003
 """Warm-up prompts come from another seed, so they never pre-fill the prefix cache
 with the measured prompts."""
@@ -51,12 +55,14 @@ class InvalidRun(AssertionError):
 
 @dataclass(frozen=True)
 class Repetition:
-    """One measured run of a workload."""
+    """One measured run of a workload (for a capacity sweep: one whole sweep, ``run`` its
+    best passing point)."""
 
     seed: int
     figures: dict[str, float | int]
     problems: list[str]
     run: LoadRun
+    sweep: dict[str, Any] | None = None
 
     @property
     def valid(self) -> bool:
@@ -134,6 +140,34 @@ class Measurer:
         scaled = workload.scaled(self.host.scale)
         return self._run(workload, scaled, lambda result: self._measure(scaled, result))
 
+    def run_capacity(self, workload: Workload, rates: Sequence[float],
+                     slos: Mapping[str, float], *, attainment: float = DEFAULT_ATTAINMENT,
+                     refine: int = 3, point_s: float = 5.0, retries: int = 1) -> PerfResult:
+        """The highest request rate at which ``attainment`` of the requests meet every SLO
+        (ms on ttft, tpot, e2el), as the figure ``max_rate_under_slo`` (req/s), gated
+        against the baseline like a throughput.
+
+        Each repetition is one sweep (load/sweep.py find_max_rate): ``rates`` (written at
+        full size; the host scales them, never into a burst) are walked upwards until one
+        misses, then the gap is bisected ``refine`` times. Every point sends fresh prompts
+        of the workload's dataset for at least ``point_s`` seconds (more prompts at higher
+        rates: a queue needs time to build past the knee), and a near miss (at least half
+        the attainment asked) is tried ``retries`` more times before it counts. The
+        warm-up runs at the lowest rate. A sweep where no rate met the SLOs is an invalid
+        run.
+        """
+        check_slos(dict(slos))
+        host_rates = [self.host.scale.request_rate(r, burst_above_max=False) for r in rates]
+        scaled = workload.scaled(self.host.scale)
+        scaled = replace(scaled, slos=dict(slos),
+                         arrivals=replace(scaled.arrivals, request_rate=min(host_rates),
+                                          ramp_up=None, ramp_start_rps=None,
+                                          ramp_end_rps=None),
+                         sweep={"rates": host_rates, "attainment": attainment,
+                                "refine": refine, "point_s": point_s, "retries": retries})
+        return self._run(workload, scaled, lambda result: self._sweep(
+            scaled, host_rates, dict(slos), attainment, refine, result))
+
     def _run(self, workload: Workload, scaled: Workload,
              measure: Callable[[PerfResult], None]) -> PerfResult:
         if scaled.warmup_requests != 0:
@@ -190,6 +224,70 @@ class Measurer:
                 self.server.check_alive("during the measured run")
                 raise InvalidRun(f"invalid run (repetition {rep + 1} of {self.repeats}), "
                                  "figures not used: " + "; ".join(problems))
+
+    def _sweep(self, scaled: Workload, rates: list[float], slos: dict[str, float],
+               attainment: float, refine: int, result: PerfResult) -> None:
+        for rep in range(self.repeats):
+            repetition = self._sweep_once(scaled, rates, slos, attainment, refine, rep)
+            result.repetitions.append(repetition)
+            if repetition.problems:
+                self.server.check_alive("during the sweep")
+                raise InvalidRun(f"invalid sweep (repetition {rep + 1} of {self.repeats}), "
+                                 "figures not used: " + "; ".join(repetition.problems))
+
+    def _sweep_once(self, scaled: Workload, rates: list[float], slos: dict[str, float],
+                    attainment: float, refine: int, rep: int) -> Repetition:
+        dataset: Any = scaled.dataset
+        exact = self.server.engine.exact_output_lengths
+        seed = dataset.seed + rep
+        runs: dict[float, tuple[LoadRun, list[str]]] = {}
+
+        sweep_spec = scaled.sweep or {}
+        point_s = float(sweep_spec.get("point_s", 0.0))
+        tries = 0
+
+        def measure(rate: float) -> tuple[dict[str, Any], bool]:
+            nonlocal tries
+            # Fresh prompts at every point: the previous point's are in the prefix cache.
+            point_seed = seed * SWEEP_SEED_STRIDE + tries
+            tries += 1
+            count = dataset.num_prompts
+            if count is not None:
+                count = max(count, math.ceil(rate * point_s))
+            requests = replace(dataset, seed=point_seed, num_prompts=count).build(
+                self.tokenizer)
+            if scaled.endpoint == "chat":
+                requests = for_chat(requests, self.tokenizer)
+            arrivals = replace(scaled.arrivals, request_rate=rate, ramp_up=None,
+                               ramp_start_rps=None, ramp_end_rps=None)
+            run = self._load(requests, arrivals, seed=point_seed, workload=scaled,
+                             label=f"sweep {rep + 1}/{self.repeats} at {rate:.3g} req/s")
+            problems = metrics.find_problems(run, exact_output=exact)
+            figures = metrics.compute_figures(run, slos=slos)
+            held = not problems and figures["slo_attainment"] >= attainment
+            if rate not in runs or held:  # a retry that held is the point's run
+                runs[rate] = (run, problems)
+            return figures, not problems
+
+        sweep = find_max_rate(measure, rates, slos, attainment=attainment, refine=refine,
+                              retries=int(sweep_spec.get("retries", 0)),
+                              near_miss=attainment / 2)
+        best = sweep.best_rate
+        described = {**sweep.describe(), "problems": {
+            f"{rate:g}": problems for rate, (_, problems) in runs.items() if problems}}
+        if best is None:
+            lowest = sweep.points[0]
+            return Repetition(seed, {}, [
+                f"no rate met the SLOs {slos} for {attainment:.0%} of requests (lowest "
+                f"tried: {lowest.rate:.3g} req/s, attainment {lowest.attainment:.0%}); "
+                "lower the rates"], runs[lowest.rate][0], described)
+        point = max((p for p in sweep.points if p.rate == best), key=lambda p: p.attainment)
+        figures: dict[str, float | int] = {
+            "max_rate_under_slo": best, "slo_attainment": point.attainment,
+            "sweep_points": len(sweep.points),
+            # The top rate held: the capacity is at least this.
+            "max_rate_capped": float(best == max(rates))}
+        return Repetition(seed, figures, [], runs[best][0], described)
 
     @contextlib.contextmanager
     def _gpu_sampling(self) -> Iterator[None]:
@@ -278,6 +376,8 @@ class Measurer:
         figures = last.figures if last.repetitions else {}
         row: dict[str, Any] = {k: figures.get(k) for k in
                                (*HEADLINE_FIGURES, "completed", "failed")}
+        if "max_rate_under_slo" in figures:
+            row["max_rate_under_slo"] = figures["max_rate_under_slo"]
         row["valid"] = last.valid
         row["repeats"] = len(last.repetitions)
         row["result"] = str(last.path)
@@ -324,6 +424,7 @@ class Measurer:
                     "seed": rep.seed,
                     "figures": finite_figures(rep.figures),
                     "problems": rep.problems,
+                    **({"sweep": rep.sweep} if rep.sweep is not None else {}),
                 }
                 for r in self.results for rep in r.repetitions
             ],

@@ -34,6 +34,10 @@ class Workload:
     unmeasured, then measured (its "2nd run"). Both need /reset_prefix_cache
     (vLLM: VLLM_SERVER_DEV_MODE=1 in the server's env)."""
 
+    sweep: dict[str, Any] | None = None
+    """Set by a capacity measurement: the rates it swept (as run), its attainment and
+    refinements; the arrivals' own rate then does not apply."""
+
     def __post_init__(self) -> None:
         if self.prefix_cache not in PREFIX_CACHE_MODES:
             raise ValueError(f"Workload.prefix_cache {self.prefix_cache!r} is not one of "
@@ -52,6 +56,7 @@ class Workload:
                                           if self.warmup_requests else "none")}
         out.update({k: v for k, v in (("slos", self.slos), ("endpoint", self.endpoint),
                                       ("processes", self.processes),
-                                      ("prefix_cache", self.prefix_cache))
+                                      ("prefix_cache", self.prefix_cache),
+                                      ("sweep", self.sweep))
                     if v not in (None, "completions", "as-is")})
         return out
