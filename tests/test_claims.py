@@ -137,3 +137,34 @@ def test_claim_tests_run_after_the_cases_and_count_as_perf_tests(
     ids = [line for line in result.stdout.lines if "::" in line]
     assert ids == ["test_order.py::test_case[a]", "test_order.py::test_case[b]",
                    "test_order.py::test_a_claim"]
+
+
+def test_a_claim_that_does_not_hold_on_the_host_is_an_expected_failure_with_its_reason(
+        pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_marked="""
+        import pytest
+        from pytest_mi300x.judge.claims import ClaimNotShown
+
+        @pytest.mark.seed_claim
+        def test_not_here(claim_sides):
+            claim_sides.does_not_hold_on(("cpu",), "the defaults won on 2 cores")
+            raise ClaimNotShown("seed claim 'x' is not shown on this host")
+
+        @pytest.mark.seed_claim
+        def test_broken_run_still_fails(claim_sides):
+            claim_sides.does_not_hold_on(("cpu",), "the defaults won on 2 cores")
+            raise RuntimeError("the server died")
+
+        @pytest.mark.seed_claim
+        def test_never_measured_there(claim_sides):
+            claim_sides.only_on(("mi300x",), "measured on MI300X only")
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rxs")
+    result.assert_outcomes(xfailed=1, failed=1, skipped=1)
+    result.stdout.fnmatch_lines([  # the session table, by test name
+        "*test_broken_run_still_fails*FAILED (harness): RuntimeError: the server died*",
+        "*test_never_measured_there*SKIPPED: claim not asserted on host 'cpu' (cpu): "
+        "measured on MI300X only*",
+        "*test_not_here*XFAILED: claim does not hold on host 'cpu': the defaults won on 2 "
+        "cores*",
+    ])
