@@ -168,3 +168,25 @@ def test_a_claim_that_does_not_hold_on_the_host_is_an_expected_failure_with_its_
         "*test_not_here*XFAILED: claim does not hold on host 'cpu': the defaults won on 2 "
         "cores*",
     ])
+
+
+def test_a_claim_on_single_runs_is_not_checked_and_says_why(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_single="""
+        import pytest
+        from pathlib import Path
+        from pytest_mi300x.judge.claims import Claim
+        from pytest_mi300x.load.measurer import PerfResult, Repetition
+
+        def side(value):
+            return PerfResult([Repetition(0, {"request_throughput": value}, [], None)],
+                              Path("x.json"))
+
+        @pytest.mark.seed_claim
+        def test_one_run_a_side(claim_sides):
+            claim = Claim("c", "s", "request_throughput", "a", "b", 10.0)
+            claim_sides.check(claim, better=side(50.0), worse=side(10.0))
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*claim 'c' not checked: a side has 1 repetition(s)*"
+                                 "--repeats 2 or more*"])

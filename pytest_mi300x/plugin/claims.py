@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from pytest_mi300x.workload.workload import Workload
 
 
+MIN_REPETITIONS = 2
+"""Below this a side has no spread of its own and the verdict cannot decide."""
+
+
 class ClaimSides:
     """What the ``claim_sides`` fixture hands a claim test."""
 
@@ -80,6 +84,11 @@ class ClaimSides:
     def check(self, claim: Claim, *, better: PerfResult, worse: PerfResult) -> ClaimCheck:
         """Judge the claim on the two sides' repetitions; raises ClaimNotShown unless it
         holds. Sides from two servers are judged with the host's start-to-start noise."""
+        fewest = min(len(better.repetitions), len(worse.repetitions))
+        if fewest < MIN_REPETITIONS:
+            pytest.skip(f"claim {claim.name!r} not checked: a side has {fewest} repetition(s) "
+                        f"and a claim needs {MIN_REPETITIONS} a side to tell its effect from "
+                        f"the noise; run with --repeats {MIN_REPETITIONS} or more")
         two_servers = (self._server_of(better) != self._server_of(worse))
         noise = self.session.host.noise.get(claim.metric, 0.0) if two_servers else 0.0
         checked = check_claim(claim, [r.figures for r in better.repetitions],
