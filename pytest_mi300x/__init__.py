@@ -23,20 +23,24 @@ _PUBLIC = {
     "SharedPrefixDataset": "pytest_mi300x.workload.prefix",
     "ShareGPTDataset": "pytest_mi300x.workload.sharegpt",
     "SyntheticShareGPT": "pytest_mi300x.workload.sharegpt",
+    "TraceDataset": "pytest_mi300x.workload.trace",
+    "MultiTurnDataset": "pytest_mi300x.workload.conversation",
 }
 
-__all__ = ["DEFAULT_FLAGS", "AccuracyCheck", "Arrivals", "FlagSet", "JsonlDataset", "RandomDataset",
-           "ShareGPTDataset", "SharedPrefixDataset", "SyntheticShareGPT", "Workload",
-           "__version__", "flag_sets"]
+__all__ = ["DEFAULT_FLAGS", "AccuracyCheck", "Arrivals", "FlagSet", "JsonlDataset",
+           "MultiTurnDataset", "RandomDataset", "ShareGPTDataset", "SharedPrefixDataset",
+           "SyntheticShareGPT", "TraceDataset", "Workload", "__version__", "flag_sets"]
 
 if TYPE_CHECKING:
     from pytest_mi300x.accuracy.check import AccuracyCheck
     from pytest_mi300x.engines.flags import DEFAULT_FLAGS, FlagSet, flag_sets
     from pytest_mi300x.workload.arrivals import Arrivals
+    from pytest_mi300x.workload.conversation import MultiTurnDataset
     from pytest_mi300x.workload.datasets import RandomDataset
     from pytest_mi300x.workload.jsonl import JsonlDataset
     from pytest_mi300x.workload.prefix import SharedPrefixDataset
     from pytest_mi300x.workload.sharegpt import ShareGPTDataset, SyntheticShareGPT
+    from pytest_mi300x.workload.trace import TraceDataset
     from pytest_mi300x.workload.workload import Workload
 
 

@@ -44,6 +44,11 @@ class Settings:
     plan: bool = False
     """Plan only (``pytest-mi300x plan``): builds and models are resolved from their specs
     alone, and nothing is started, installed, pulled or inspected."""
+    endpoint: str | None = None
+    """An existing server to measure instead of starting servers (``--endpoint``)."""
+    endpoint_model: str | None = None
+    endpoint_key_env: str = "OPENAI_API_KEY"
+    """The env var its API key is read from (never recorded)."""
 
     def build_for(self, kind: EngineKind) -> str | None:
         """The build the user named for an engine, through the engine's own option."""

@@ -40,6 +40,8 @@ class ServerRequest:
     model: str
     flag_set: FlagSet
     accelerators: tuple[str, ...] = ()
+    instances: int = 1
+    """Servers of the flag set behind the test's workload (``server_instances``)."""
 
 
 @dataclass
@@ -80,11 +82,14 @@ class Plan:
     """(test, why it would skip on this host)."""
     unplanned: list[tuple[str, str]] = field(default_factory=list)
     """(test, why its server cannot be planned: a bad build, an unknown model)."""
+    claims: list[str] = field(default_factory=list)
+    """Claim tests: they judge other tests' results, measured on those tests' servers."""
 
     def describe(self) -> dict[str, Any]:
         return {"host": self.host, "servers": [s.describe() for s in self.servers],
                 "skipped": [{"test": t, "reason": r} for t, r in self.skipped],
                 "unplanned": [{"test": t, "reason": r} for t, r in self.unplanned],
+                "claims": list(self.claims),
                 "started": "nothing"}
 
     def lines(self) -> list[str]:
@@ -122,43 +127,58 @@ class Plan:
             if rows:
                 out += ["", f"{title} ({len(rows)}):"]
                 out += [f"  {test}: {reason}" for test, reason in rows]
+        if self.claims:
+            out += ["", f"claims ({len(self.claims)}), judged on the results of the tests "
+                        "they compare (measured on those tests' servers above when not "
+                        "selected):"]
+            out += [f"  {test}" for test in self.claims]
         return out
 
 
-def make_plan(session: PerfSession, requests: list[ServerRequest]) -> Plan:
+def make_plan(session: PerfSession, requests: list[ServerRequest],
+              claims: list[str] | None = None) -> Plan:
     """The plan of ``requests`` on ``session``'s host (a session in plan mode)."""
     if not session.settings.plan:
         raise ValueError("make_plan needs a session in plan mode (Settings.plan): another "
                          "would install, pull or inspect builds")
-    plan = Plan(host=session.host.describe())
+    plan = Plan(host=session.host.describe(), claims=list(claims or ()))
     by_key: dict[str, PlannedServer] = {}
     for request in requests:
         try:
-            reason = session.unavailable(request.engine, request.flag_set, request.accelerators)
+            reason = session.unavailable(request.engine, request.flag_set, request.accelerators,
+                                         instances=request.instances)
             if reason:
                 plan.skipped.append((request.test, reason))
                 continue
             key = session.server_key(request.engine, request.model, request.flag_set)
-            if key not in by_key:
-                by_key[key] = _server(session, key, request, len(by_key))
-                plan.servers.append(by_key[key])
+            # Named as PerfSession.servers names a group's instances.
+            keys = [key] if request.instances == 1 else [
+                f"{key}-instance-{i + 1}-of-{request.instances}"
+                for i in range(request.instances)]
+            for instance, one in enumerate(keys):
+                if one not in by_key:
+                    by_key[one] = _server(session, one, request, len(by_key), instance)
+                    plan.servers.append(by_key[one])
         except (HostConfigError, EngineUnsupported, ValueError) as exc:
             plan.unplanned.append((request.test, str(exc)))
             continue
-        by_key[key].tests.append(request.test)
+        for one in keys:
+            by_key[one].tests.append(request.test)
     return plan
 
 
-def _server(session: PerfSession, key: str, request: ServerRequest, index: int
-            ) -> PlannedServer:
-    """What the pool would start for ``key`` (ServerPool._start without the start)."""
+def _server(session: PerfSession, key: str, request: ServerRequest, index: int,
+            instance: int = 0) -> PlannedServer:
+    """What the pool would start for ``key`` (ServerPool._start without the start); the
+    ``instance``-th server of a group leases the GPUs after its siblings'."""
     engine = session.engine(request.engine)
     spec = session.launch_spec(request.engine, request.model, request.flag_set,
                                port=PLACEHOLDER_PORT + index)
     spec = replace(spec, server_id=session.pool.server_id(key, 1), owner=owner())
     visibility: dict[str, str] = {}
     if spec.gpus_needed:
-        gpus = tuple(range(spec.gpus_needed))
+        first = instance * spec.gpus_needed
+        gpus = tuple(range(first, first + spec.gpus_needed))
         visibility = visibility_env(gpus, session.host.accelerator)
         spec = leased(spec, gpus, visibility)
     description = session.engine_description(request.engine)

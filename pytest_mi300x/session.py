@@ -8,6 +8,7 @@ and frees every GPU lease it took.
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,8 @@ from pytest_mi300x.servers.records import ServerRecords, alive
 from pytest_mi300x.telemetry.gpu import GpuTelemetry
 
 if TYPE_CHECKING:
-    from pytest_mi300x.load.measurer import Measurer
+    from pytest_mi300x.load.measurer import Measured, Measurer
+    from pytest_mi300x.servers.endpoint import Endpoint
 
 TP_FLAG = "tensor_parallel_size"
 
@@ -114,7 +116,14 @@ class PerfSession:
                                                if host.has_gpus else None),
                                engine_nice=host.engine_nice, progress=progress,
                                records=ServerRecords(self.records_folder))
-        self.gate = Gate(BaselineStore(settings.baselines_dir), host.name,
+        self._endpoint: Endpoint | None = None
+        # An endpoint's baselines are its own: under endpoint-<host-port>, not the host's.
+        gate_host = host.name
+        if settings.endpoint:
+            from pytest_mi300x.servers.endpoint import endpoint_label
+
+            gate_host = endpoint_label(settings.endpoint)
+        self.gate = Gate(BaselineStore(settings.baselines_dir), gate_host,
                          update=settings.update_baselines,
                          require=settings.require_baseline,
                          across_builds=settings.across_builds,
@@ -122,9 +131,12 @@ class PerfSession:
                          # ini floors are the user's word: they win over the host's burst ones
                          burst_floors={k: v for k, v in host.burst_floors.items()
                                        if k not in dict(settings.floors)},
-                         noise=host.noise, burst_noise=host.burst_noise)
+                         noise=host.noise, burst_noise=host.burst_noise,
+                         target=f"--endpoint {settings.endpoint}" if settings.endpoint else "")
         self._builds: dict[str, BuiltEngine] = {}
         self._models: dict[str, ServedModel] = {}
+        self.measured: dict[str, Measured] = {}
+        """This process's valid results by test id (claims compare them)."""
 
     @property
     def records_folder(self) -> Path:
@@ -191,9 +203,36 @@ class PerfSession:
         except UnknownEngine as exc:
             raise HostConfigError(str(exc)) from None
 
+    # -- an existing endpoint (--endpoint) -----------------------------------
+
+    def endpoint(self) -> Endpoint:
+        """The server ``--endpoint`` names, probed once (raises EndpointError)."""
+        from pytest_mi300x.servers.endpoint import connect
+
+        if self._endpoint is None:
+            assert self.settings.endpoint is not None
+            key = os.environ.get(self.settings.endpoint_key_env, "")
+            self._endpoint = connect(self.settings.endpoint, key, self.settings.endpoint_model)
+        return self._endpoint
+
+    def _endpoint_reason(self, engine_name: str, flag_set: FlagSet) -> str | None:
+        if flag_set.flags or flag_set.env:
+            return (f"flag set {flag_set.name!r} needs a server of its own "
+                    f"({' '.join(flag_set.to_argv()) or 'env ' + str(dict(flag_set.env))}); "
+                    f"--endpoint measures {self.settings.endpoint} as it runs")
+        served = self.endpoint().engine.name
+        if served not in (engine_name, "openai"):
+            return f"the endpoint {self.settings.endpoint} serves {served}, not {engine_name}"
+        return None
+
     def build(self, name: str) -> BuiltEngine:
         """The engine ``name`` as this session runs it: provisioned on the cpu host, resolved
         from its build option on a GPU host; once per session."""
+        if self.settings.endpoint and name not in self._builds:
+            ep = self.endpoint()
+            self._builds[name] = BuiltEngine(ep.engine, ep.version, {
+                "build": f"endpoint {ep.url}", "version": ep.version, "endpoint": ep.url,
+                "version_info": ep.version_info})
         if name not in self._builds:
             engine_kind = self.engine_kind(name)
             raw = self.settings.build_for(engine_kind)
@@ -226,19 +265,27 @@ class PerfSession:
                     logical_model: str | None = None, instances: int = 1) -> str | None:
         """Why this host cannot run the case at all (a skip, not a failure), else None."""
         host = self.host
+        if self.settings.endpoint:
+            reason = self._endpoint_reason(engine_name, flag_set)
+            if reason:
+                return reason
         if accelerators and host.accelerator not in accelerators:
             return (f"runs on the GPU host: needs {' or '.join(accelerators)}; "
                     f"host {host.name!r} is {host.accelerator}")
         tp = flag_set.value(TP_FLAG)
         if isinstance(tp, int) and tp * instances > max(1, host.accelerator_count):
             many = f"{instances} instances of " if instances > 1 else ""
-            return (f"runs on the GPU host: {many}tensor parallel {tp} needs "
+            return (f"runs on the GPU host: {many}tensor parallel {tp} "
+                    f"{'need' if instances > 1 else 'needs'} "
                     f"{tp * instances} GPUs; host {host.name!r} has {host.accelerator_count}")
+        if self.settings.endpoint and instances > 1:
+            return (f"needs {instances} servers of its own; --endpoint measures "
+                    f"{self.settings.endpoint} as it runs")
         if host.has_gpus and instances * gpus_needed(flag_set, host) > host.accelerator_count:
             return (f"{instances} instances of {gpus_needed(flag_set, host)} GPUs each do not "
                     f"fit host {host.name!r} ({host.accelerator_count} GPUs)")
         engine_kind = self.engine_kind(engine_name)
-        if (not host.has_gpus and not engine_kind.cpu_build
+        if (not host.has_gpus and not self.settings.endpoint and not engine_kind.cpu_build
                 and not self._installed_path(engine_kind)):
             return (f"runs on the GPU host: {engine_name} has no CPU build here; "
                     f"host {host.name!r} runs engines with a CPU build only (or give "
@@ -260,6 +307,10 @@ class PerfSession:
     # -- models and servers -------------------------------------------------
 
     def model(self, logical: str) -> ServedModel:
+        if self.settings.endpoint:
+            # The endpoint serves one model, whatever the test calls it.
+            ep = self.endpoint()
+            return ServedModel(ep.model, ep.url, "", ep.vocab_size, ep.special_ids)
         if logical not in self._models and self.settings.plan:
             self._models[logical] = self._planned_model(logical)
         if logical not in self._models:
@@ -325,8 +376,12 @@ class PerfSession:
         return (f"{engine_name}-{logical_model}-{flag_set.name}-{flag_set.digest}-"
                 f"{hashlib.sha256(blob.encode()).hexdigest()[:8]}")
 
-    def server(self, engine_name: str, logical_model: str, flag_set: FlagSet) -> RunningServer:
-        """The live server for this combination, started on first use."""
+    def server(self, engine_name: str, logical_model: str,
+               flag_set: FlagSet) -> RunningServer | Endpoint:
+        """The live server for this combination, started on first use (the endpoint, with
+        ``--endpoint``)."""
+        if self.settings.endpoint:
+            return self.endpoint()
         key = self.server_key(engine_name, logical_model, flag_set)
 
         def make_spec(host: str, port: int) -> LaunchSpec:
@@ -335,12 +390,12 @@ class PerfSession:
         return self.pool.acquire(key, self.engine(engine_name), make_spec)
 
     def servers(self, engine_name: str, logical_model: str, flag_set: FlagSet,
-                count: int = 1) -> list[RunningServer]:
+                count: int = 1) -> list[RunningServer | Endpoint]:
         """``count`` live servers of this combination (instances behind one workload),
         started on first use; one is ``server()``'s."""
         if count < 1:
             raise ValueError(f"server instances must be >= 1, got {count}")
-        if count == 1:
+        if count == 1 or self.settings.endpoint:
             return [self.server(engine_name, logical_model, flag_set)]
         key = self.server_key(engine_name, logical_model, flag_set)
 
@@ -348,12 +403,12 @@ class PerfSession:
             return self.launch_spec(engine_name, logical_model, flag_set, host, port)
 
         keys = [f"{key}-instance-{i + 1}-of-{count}" for i in range(count)]
-        return self.pool.acquire_group(keys, self.engine(engine_name), make_spec)
+        return list(self.pool.acquire_group(keys, self.engine(engine_name), make_spec))
 
-    def measurer(self, server: RunningServer, test_id: str, logical_model: str,
+    def measurer(self, server: RunningServer | Endpoint, test_id: str, logical_model: str,
                  floors: dict[str, float] | None = None,
                  progress: Progress | None = None,
-                 servers: list[RunningServer] | None = None) -> Measurer:
+                 servers: list[RunningServer | Endpoint] | None = None) -> Measurer:
         """A measurer of ``server`` for one test: ``.run(Workload(...))`` warms up, measures
         the session's repeats, writes the result and judges it against the baseline.
         With ``servers`` (instances of one flag set, ``server`` first), each request goes
@@ -371,7 +426,7 @@ class PerfSession:
                         gate=self.gate, floors=floors,
                         telemetry=self.telemetry(tuple(g for s in servers or [server]
                                                        for g in s.spec.gpus)),
-                        progress=progress, servers=servers)
+                        progress=progress, servers=servers, measured=self.measured)
 
     def close(self) -> None:
         self.pool.close()

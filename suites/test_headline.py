@@ -33,6 +33,12 @@ After its speed runs each case asks the shipped short-answer questions (``accura
 gated): a build that got faster but answers worse is a regression, never an
 improvement. Where the host serves random weights (the cpu host's tiny model) the
 check is skipped and the result and a warning say why.
+
+The claim tests check the seed's ordering at QPS 1000 on this session's own figures, with
+the margin each one states: vLLM tuned over the seed's vLLM default, and vLLM over TGI.
+They are asserted on MI300-class hosts, where the seed measured. On the cpu host the
+tuning claim is measured and marked as not holding there (an expected failure, with the
+figures that showed it); vLLM over TGI skips there (no TGI build for the CPU).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_mi300x import AccuracyCheck, Arrivals, FlagSet, Workload
+from pytest_mi300x.judge.claims import Claim
 
 RATES = [pytest.param(16.0, id="qps-16"), pytest.param(32.0, id="qps-32"),
          pytest.param(1000.0, id="qps-1000")]
@@ -59,13 +66,60 @@ SERVERS = pytest.mark.parametrize(("serving_engine", "flag_set"), [
 ])
 
 
+def workload(dataset, request_rate: float) -> Workload:
+    return Workload(dataset=dataset, arrivals=Arrivals(request_rate=request_rate),
+                    accuracy=AccuracyCheck())
+
+
 @pytest.mark.parametrize("request_rate", RATES)
 @SERVERS
 def test_headline_rates(perf, sharegpt_dataset, request_rate: float) -> None:
-    result = perf.run(Workload(
-        dataset=sharegpt_dataset(400),
-        arrivals=Arrivals(request_rate=request_rate),
-        accuracy=AccuracyCheck(),
-    ))
-    assert result.figures["completed"] > 0
-    assert result.figures["failed"] == 0
+    # perf.run raises on an invalid run (a failed request, no completion, wrong token
+    # counts) and on a gated regression: nothing is left to assert here.
+    perf.run(workload(sharegpt_dataset(400), request_rate))
+
+
+MI300_CLASS = ("mi300x", "mi325x", "mi355x")
+ELSEWHERE = ("the seed's ordering is of Llama 3.1 405B/70B on 8 x MI300X, where batching "
+             "and kernels decide it; a host of another kind has no such claim to check")
+TUNED_OVER_DEFAULT = Claim(
+    "headline-vllm-tuned-over-default-qps-1000",
+    statement="Quick start and conclusion: the guide's settings give \"substantial performance "
+              "gains over standard configurations\" (ShareGPT, QPS 1000)",
+    metric="request_throughput", better="vllm-seed-tuned", worse="vllm-seed-default",
+    margin_pct=5.0)
+VLLM_OVER_TGI = Claim(
+    "headline-vllm-over-tgi-qps-1000",
+    statement="vLLM 5.76 req/s against TGI's 3.55 at QPS 1000 (1.6x; Llama 3.1 405B, "
+              "8 x MI300X); asserted with a 20% margin",
+    metric="request_throughput", better="vllm-seed-tuned", worse="tgi-seed-default",
+    margin_pct=20.0)
+
+NOT_ON_CPU = {
+    TUNED_OVER_DEFAULT.name:
+        "the guide's tuning (chunked prefill off) is for MI300X; on the cpu host's 2 cores "
+        "prefilling whole prompts delays every running decode (docs/measurements.md has "
+        "the figures)",
+}
+"""Claims measured and found not to hold on the cpu host: expected failures there."""
+QPS_1000 = "qps-1000"
+
+
+@pytest.mark.seed_claim
+@pytest.mark.parametrize("claim", [TUNED_OVER_DEFAULT, VLLM_OVER_TGI], ids=lambda c: c.name)
+def test_headline_claim(claim_sides, sharegpt_dataset, claim: Claim) -> None:
+    if claim.name in NOT_ON_CPU:
+        claim_sides.does_not_hold_on(("cpu",), NOT_ON_CPU[claim.name])
+        claim_sides.only_on((*MI300_CLASS, "cpu"), ELSEWHERE)
+    else:
+        claim_sides.only_on(MI300_CLASS, ELSEWHERE)
+    load = workload(sharegpt_dataset(400), 1000.0)
+    sides = {"vllm-seed-default": ("vllm", VLLM_SEED_DEFAULT),
+             "vllm-seed-tuned": ("vllm", VLLM_SEED_TUNED),
+             "tgi-seed-default": ("tgi", TGI_SEED_DEFAULT)}
+    measured = {}
+    for label in (claim.better, claim.worse):
+        engine, flags = sides[label]
+        measured[label] = claim_sides.measure(f"test_headline_rates[{label}-{QPS_1000}]",
+                                              flags, load, serving_engine=engine)
+    claim_sides.check(claim, better=measured[claim.better], worse=measured[claim.worse])

@@ -9,6 +9,12 @@ them again. Prompts share prefixes (N prefixes x M suffixes), so the hit
 rate comes from the dataset (at the guide's QPS 1000, where the server sets the
 pace), and the engine's own counters (prefix-cache
 queries and hits from /metrics) are recorded with each result.
+
+The claim test then checks what the guide says of the 2nd run on figures this session
+measures: its hit rate is the one the dataset implies, and it answers sooner. It sends
+long prompts at a modest rate, so a request's TTFT is its prefill, which the cache
+shortens (in the QPS 1000 burst above, on the cpu host's tiny model, TTFT is the wait for
+a batch slot: fresh and 2nd runs measured alike, a median 145-338 ms against 245-476 ms).
 """
 
 from __future__ import annotations
@@ -16,23 +22,73 @@ from __future__ import annotations
 import pytest
 
 from pytest_mi300x import Arrivals, FlagSet, SharedPrefixDataset, Workload, flag_sets
+from pytest_mi300x.judge.claims import Claim, check_near, second_run_hit_rate
 
 DEV_MODE = {"VLLM_SERVER_DEV_MODE": "1"}  # enables /reset_prefix_cache
 
-CASE3 = flag_sets(*(
-    FlagSet.of(f"cp-{cp}-pc-{pc}", env=DEV_MODE, enable_chunked_prefill=cp == "on",
-               enable_prefix_caching=pc == "on")
-    for cp in ("on", "off") for pc in ("on", "off")
-))
+SETS = {(cp, pc): FlagSet.of(f"cp-{cp}-pc-{pc}", env=DEV_MODE,
+                             enable_chunked_prefill=cp == "on",
+                             enable_prefix_caching=pc == "on")
+        for cp in ("on", "off") for pc in ("on", "off")}
+CASE3 = flag_sets(*SETS.values())
+
+
+def workload(cache: str) -> Workload:
+    return Workload(
+        dataset=SharedPrefixDataset.grid(40, 10, prefix_len=512, suffix_len=128,
+                                         output_len=128, seed=0),
+        arrivals=Arrivals(request_rate=1000.0),
+        prefix_cache=cache,
+    )
 
 
 @pytest.mark.parametrize("cache", ["fresh", "second-run"])
 @CASE3
 def test_case3_prefix_caching(perf, cache: str) -> None:
-    result = perf.run(Workload(
-        dataset=SharedPrefixDataset.grid(40, 10, prefix_len=512, suffix_len=128,
-                                         output_len=128, seed=0),
-        arrivals=Arrivals(request_rate=1000.0),
+    perf.run(workload(cache))
+
+
+SECOND_RUN_TTFT = Claim(
+    "case3-second-run-ttft",
+    statement='Case 3: the "2nd Run" reuses the prefix cache the "Fresh Run" filled, '
+              '"a huge gain in performance" (prefix caching on, chunked prefill off)',
+    metric="median_ttft_ms", better="2nd run", worse="fresh run", margin_pct=10.0)
+HIT_RATE_TOLERANCE = 0.05
+"""Absolute: the engine's hit rate per repetition against the dataset's."""
+
+
+def claim_workload(cache: str) -> Workload:
+    # As the guide's runs: a fresh run finds almost nothing in the cache (a short prefix
+    # shared by two prompts each: 3% of the tokens), its 2nd run nearly everything (93%).
+    # 16 prefixes of 512 tokens, 2 suffixes of 7168 each (cpu host: 128 + 1792, 2 req/s).
+    return Workload(
+        dataset=SharedPrefixDataset.grid(16, 2, prefix_len=512, suffix_len=7168,
+                                         output_len=64, seed=0),
+        arrivals=Arrivals(request_rate=8.0, seed=0),
         prefix_cache=cache,
-    ))
-    assert result.figures["failed"] == 0
+    )
+
+
+CLAIM_TEST = "test_case3_claim_second_run_hits_the_cache_and_answers_sooner"
+
+
+@pytest.mark.seed_claim
+def test_case3_claim_second_run_hits_the_cache_and_answers_sooner(claim_sides) -> None:
+    flags = SETS["off", "on"]
+    # 5 repetitions a side: at 2 req/s a repetition's median TTFT moves with whatever
+    # else the machine runs (76-175 ms for the fresh run on a busy 2-core host).
+    fresh = claim_sides.measure(f"{CLAIM_TEST}[fresh]", flags, claim_workload("fresh"),
+                                repeats=5)
+    second = claim_sides.measure(f"{CLAIM_TEST}[second-run]", flags,
+                                 claim_workload("second-run"), repeats=5)
+    runs = [rep.run for rep in second.repetitions]
+    info = runs[0].server.get("info", {}).get("vllm:cache_config_info", {})
+    if "block_size" not in info:
+        pytest.skip("the engine reports no cache block size (vllm:cache_config_info): "
+                    "the hit rate the dataset implies cannot be worked out")
+    implied = second_run_hit_rate([r.prompt_len for r in runs[0].records],
+                                  int(info["block_size"]))
+    check_near("2nd-run prefix-cache hit rate", [
+        run.server.get("figures", {}).get("server_prefix_cache_hit_rate") for run in runs],
+        implied, HIT_RATE_TOLERANCE).check()
+    claim_sides.check(SECOND_RUN_TTFT, better=second, worse=fresh)

@@ -81,3 +81,11 @@ def test_sampling_parses_only_the_gauges_it_needs() -> None:
         assert scrape(url, VLLM_SERIES)["prompt_tokens"] == 1728.0
     finally:
         server.shutdown()
+
+
+def test_the_cache_configuration_is_read_from_the_info_gauge() -> None:
+    from pytest_mi300x.telemetry.engine import parse_info
+
+    info = parse_info(SAMPLE.read_text())["vllm:cache_config_info"]
+    assert info["block_size"] == "128" and info["enable_prefix_caching"] == "True"
+    assert parse_info("# TYPE x counter\nx 1\n") == {}

@@ -178,6 +178,28 @@ def test_rate_sweep_finds_the_knee_of_a_server_with_known_capacity() -> None:
     assert sweep.describe()["best_rate"] == sweep.best_rate
 
 
+def test_a_missed_rate_is_tried_again_before_the_walk_ends() -> None:
+    # A stall at 4/s, then the same rate holds: the walk goes on to the real knee at 32.
+    seen: list[float] = []
+    stalls = iter([True])
+
+    def measure(rate: float) -> tuple[dict[str, float], bool]:
+        seen.append(rate)
+        stalled = rate == 4.0 and next(stalls, False)
+        return {"slo_attainment": 0.5 if stalled or rate >= 32.0 else 1.0}, True
+
+    sweep = find_max_rate(measure, [4.0, 8.0, 16.0, 32.0], {"ttft": 1.0}, refine=0,
+                          retries=1)
+    assert seen == [4.0, 4.0, 8.0, 16.0, 32.0, 32.0] and sweep.best_rate == 16.0
+    without = find_max_rate(lambda r: ({"slo_attainment": 0.5}, True), [4.0, 8.0],
+                            {"ttft": 1.0})
+    assert without.best_rate is None and len(without.points) == 1
+    # Past the knee (most requests missed) no stall explains it: not tried again.
+    clear = find_max_rate(lambda r: ({"slo_attainment": 1.0 if r < 8 else 0.1}, True),
+                          [4.0, 8.0], {"ttft": 1.0}, refine=0, retries=1, near_miss=0.45)
+    assert [p.rate for p in clear.points] == [4.0, 8.0]
+
+
 def test_rate_sweep_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="rates must be ascending"):
         find_max_rate(lambda r: ({}, True), [4.0, 2.0], {"ttft": 1.0})

@@ -83,9 +83,15 @@ def test_the_headline_on_mi300x_leases_8_gpus_and_runs_vllm_at_tp_8(
                 if line.startswith("  command:") and "--tensor-parallel-size 8" in line]) >= 2
     assert out.count("GPUs:     8 leased; ROCR_VISIBLE_DEVICES=0,1,2,3,4,5,6,7") >= 3
     # Case 7: TP 4 leases four GPUs and says so once; no secret is shown.
-    [tp4] = [s for s in doc["servers"] if s["flag_set"]["name"] == "tp-4"]
+    [tp4] = [s for s in doc["servers"]
+             if s["flag_set"]["name"] == "tp-4" and "-instance-" not in s["key"]]
     assert flag(tp4["argv"], "--tensor-parallel-size") == ["4"]
     assert tp4["visibility"]["ROCR_VISIBLE_DEVICES"] == "0,1,2,3"
+    # Two TP-4 instances behind one workload: one server each, on disjoint GPUs.
+    pair = [s for s in doc["servers"] if "-instance-" in s["key"]]
+    assert [s["gpus"] for s in pair] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert all(s["tests"] == ["suites/test_guide_cases.py::test_case7_two_tp4_instances"
+                              "[tp-4-2-instances]"] for s in pair)
     assert all(s["env"]["VLLM_API_KEY" if s["engine"] == "vllm" else "API_KEY"]
                == "<redacted>" for s in doc["servers"])
     # No build was given: the plan says which one it shows.
@@ -95,9 +101,11 @@ def test_the_headline_on_mi300x_leases_8_gpus_and_runs_vllm_at_tp_8(
                                 "suites/", "--gpu-host", "mi300x-01"], cwd=checkout.path,
                                capture_output=True, text=True, check=True).stdout
     ids = {line for line in collected.splitlines() if "::" in line}
-    planned = [t for s in doc["servers"] for t in s["tests"]] + [
-        r["test"] for r in doc["skipped"] + doc["unplanned"]]
+    served = {t: s["key"].split("-instance-")[0] for s in doc["servers"] for t in s["tests"]}
+    planned = list(served) + [r["test"] for r in doc["skipped"] + doc["unplanned"]] + \
+        doc["claims"]
     assert sorted(planned) == sorted(ids)
+    assert doc["claims"] and all("claim" in t for t in doc["claims"])
     # Nothing written but the plan: no results, no locks, no records, no engine.
     assert sorted(p.name for p in checkout.path.iterdir()
                   if p.name not in (".benchmarks", "__pycache__")) == [
@@ -128,10 +136,11 @@ def test_a_given_image_and_an_installed_build_are_planned_as_given(
     assert seqs["env"]["HIP_VISIBLE_DEVICES"] == "0,1"
     assert seqs["stop"] is None  # a local process group is all there is
     assert "tp-4" in by_name
-    [(test, reason)] = [(r["test"], r["reason"]) for r in doc["skipped"]]
-    assert test.endswith("[tp-8]")
-    assert reason == ("runs on the GPU host: tensor parallel 8 needs 8 GPUs; host 'local4' "
-                      "has 4")
+    skipped = {r["test"].rsplit("[", 1)[-1]: r["reason"] for r in doc["skipped"]}
+    assert skipped == {
+        "tp-8]": "runs on the GPU host: tensor parallel 8 needs 8 GPUs; host 'local4' has 4",
+        "tp-4-2-instances]": "runs on the GPU host: 2 instances of tensor parallel 4 need "
+                             "8 GPUs; host 'local4' has 4"}
     (checkout.path / "test_not_a_suite.py").write_text("def test_x(llm_server): pass\n")
     proc, doc = plan(checkout, "--gpu-host", "mi300x-01", "-k", "headline or test_x",
                      "--vllm-build", "docker:rocm/vllm-ci:abc123", "-n", "2")

@@ -46,3 +46,13 @@ def verdict(metric: str, kind: str, gated: bool = True) -> dict[str, object]:
 ])
 def test_gate_cell_says_the_verdict_in_a_few_words(gate: dict[str, object], cell: str) -> None:
     assert gate_cell({"gate": gate}) == cell
+
+
+def test_the_capacity_column_shows_only_when_a_test_measured_it() -> None:
+    rows = {"s::cap[default]": {"max_rate_under_slo": 12.25, "completed": 40, "failed": 0,
+                                "valid": True},
+            "s::rate[default]": {"request_throughput": 3.9, "valid": True}}
+    lines = summary_table({}, rows)
+    assert "SLO req/s" in lines[0]
+    assert "12.25" in lines[2]
+    assert "SLO req/s" not in summary_table({}, {"s::rate": rows["s::rate[default]"]})[0]

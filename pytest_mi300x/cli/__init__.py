@@ -47,6 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("baseline", type=Path, help="results folder of the reference run")
     compare.add_argument("candidate", type=Path, help="results folder of the run to judge")
 
+    rec = sub.add_parser("recommend", help="per workload of a matrix run: the best flag set "
+                                           "for each headline metric, its margin over the "
+                                           "next best and whether that is beyond the noise, "
+                                           "and the Pareto set of req/s against TTFT")
+    rec.add_argument("results", type=Path, nargs="+",
+                     help=".perf-results/<run-id> folders (each is one server start of the "
+                          "flag sets it ran)")
+
     hist = sub.add_parser("history", help="a metric over past runs, change points marked")
     hist.add_argument("--history-file", type=Path, default=Path(RESULTS_DIRNAME) / HISTORY_NAME,
                       help="history to read (default: .perf-results/history.jsonl)")
@@ -123,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pytest_mi300x.cli import results
 
     return {"merge": results.merge, "compare": results.compare,
-            "report": results.report}[args.command](args)
+            "report": results.report, "recommend": results.recommend}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``pytest-mi300x report|merge|compare``: what a run folder says, outside a test run."""
+"""``pytest-mi300x report|merge|compare|recommend``: what a run folder says, outside a test run."""
 
 from __future__ import annotations
 
@@ -36,3 +36,9 @@ def compare(args: argparse.Namespace) -> int:
     from pytest_mi300x.judge.compare import compare_folders
 
     return compare_folders(args.baseline, args.candidate)
+
+
+def recommend(args: argparse.Namespace) -> int:
+    from pytest_mi300x.judge.recommend import recommend_folders
+
+    return recommend_folders(args.results)

@@ -144,6 +144,22 @@ class EngineKind(Protocol):
         ...
 
     @property
+    def version_path(self) -> str:
+        """A GET path whose JSON answer has the running server's version under "version"
+        (how an endpoint someone else runs is identified)."""
+        ...
+
+    @property
+    def exact_output_lengths(self) -> bool:
+        """Whether its servers honour ``ignore_eos`` (as Engine.exact_output_lengths)."""
+        ...
+
+    @property
+    def metric_series(self) -> Mapping[str, str]:
+        """Its /metrics series (as Engine.metric_series), known before a build is chosen."""
+        ...
+
+    @property
     def cpu_build(self) -> bool:
         """Whether the cpu host can provision and run it."""
         ...

@@ -15,7 +15,7 @@ What differs from vLLM and matters for a fair comparison:
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,9 +157,15 @@ class TGIKind:
     build_option: str = "--tgi-build"
     build_example: str = "docker:ghcr.io/huggingface/text-generation-inference:<version>-rocm"
     version_argv: tuple[str, ...] = ("text-generation-launcher", "--version")
+    version_path: str = "/info"
+    exact_output_lengths: bool = False
     cpu_build: bool = False
     # TGI loads real weights only: hosts serving random ones (the tiny model) skip it.
     random_weights_args: tuple[str, ...] | None = None
+
+    @property
+    def metric_series(self) -> Mapping[str, str]:
+        return METRIC_SERIES
 
     def in_image(self, build: str) -> TGIEngine:
         return TGIEngine(build)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,8 +227,14 @@ class VLLMKind:
     build_option: str = "--vllm-build"
     build_example: str = "docker:rocm/vllm-ci:<commit>"
     version_argv: tuple[str, ...] = ("python3", "-c", "import vllm; print(vllm.__version__)")
+    version_path: str = "/version"
+    exact_output_lengths: bool = True
     cpu_build: bool = True
     random_weights_args: tuple[str, ...] | None = ("--load-format", "dummy")
+
+    @property
+    def metric_series(self) -> Mapping[str, str]:
+        return METRIC_SERIES
 
     def in_image(self, build: str) -> VLLMEngine:
         return VLLMEngine(Path("python3"), build)

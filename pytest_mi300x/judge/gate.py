@@ -39,9 +39,13 @@ class Gate:
     noise: Mapping[str, float] = field(default_factory=dict)
     """The host's recorded start-to-start noise per metric (percent)."""
     burst_noise: Mapping[str, float] = field(default_factory=dict)
+    target: str = ""
+    """How a refresh selects what was measured (default ``--gpu-host HOST``; an endpoint's
+    baselines: ``--endpoint URL``)."""
 
     def refresh_command(self, nodeid: str) -> str:
-        return f"pytest-mi300x baselines refresh --gpu-host {self.host} '{nodeid}'"
+        target = self.target or f"--gpu-host {self.host}"
+        return f"pytest-mi300x baselines refresh {target} '{nodeid}'"
 
 
 @dataclass

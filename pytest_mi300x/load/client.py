@@ -230,7 +230,7 @@ async def run_load(
         raise ValueError(f"run_load: request_timeout must be > 0 seconds, got {request_timeout}")
     if endpoint not in ENDPOINTS:
         raise ValueError(f"run_load: endpoint {endpoint!r} is not one of {sorted(ENDPOINTS)}")
-    offsets = arrivals.offsets(len(requests), seed)
+    offsets = arrivals.schedule(requests, seed)
     roots = [base_url] if isinstance(base_url, str) else list(base_url)
     if not roots:
         raise ValueError("run_load: base_url names no server")
@@ -250,7 +250,7 @@ async def run_load(
         # inside their TTFTs (vllm bench serve connects inside them). Timed
         # schedules connect as they go: an idle pooled connection outlives the
         # server's keep-alive (uvicorn: 5 s) and races its close.
-        if not any(offsets[i] > 0 for i in chosen):
+        if not any(offsets[i] != 0 for i in chosen):
             for root in roots:
                 await _preconnect(http_client, root, headers,
                                   min(pool // len(roots) + 1, _PRECONNECT_MAX))
@@ -271,7 +271,7 @@ async def run_load(
             cpu_time = time.process_time() - cpu_start
         finally:
             await watch.stop()
-    timed = bool(records) and any(o > 0 for o in offsets)
+    timed = bool(records) and any(o is None or o > 0 for o in offsets)
     health = health_of(watch, [r.dispatch_lag for r in records], timed, cpu_time, duration)
     return LoadRun(records=records, duration=duration, started_at=started_at,
                    arrivals=arrivals.describe(), client_cpu_time=cpu_time, health=[health],
@@ -296,20 +296,72 @@ async def _client(pool: int, stall_timeout: float) -> AsyncIterator[aiohttp.Clie
 
 async def _dispatch(client: aiohttp.ClientSession, targets: Sequence[_Target],
                     requests: Sequence[PromptRequest], records: list[RequestRecord],
-                    offsets: Sequence[float], semaphore: asyncio.Semaphore | None) -> None:
+                    offsets: Sequence[float | None],
+                    semaphore: asyncio.Semaphore | None) -> None:
     """Start each request at its scheduled instant (at its record's server), then wait
-    for all of them."""
+    for all of them; a request that waits on another (a conversation's next turn) goes
+    once that one completed."""
     tasks: list[asyncio.Task[None]] = []
+    done = _completions_awaited(requests, records)
+    by_index = {r.index: r for r in records}
     run_start = targets[0].run_start
+    timed = sorted((r for r in records if offsets[r.index] is not None),
+                   key=lambda r: offsets[r.index] or 0.0)
     for record in records:
-        scheduled = run_start + offsets[record.index]
+        if offsets[record.index] is None:
+            tasks.append(asyncio.create_task(_send_after(
+                client, targets[record.server], requests[record.index], record, semaphore,
+                by_index, done)))
+    for record in timed:
+        scheduled = run_start + (offsets[record.index] or 0.0)
         wait = scheduled - perf_counter()
         if wait > 0:
             await asyncio.sleep(wait)
-        tasks.append(asyncio.create_task(
-            _send_one(client, targets[record.server], requests[record.index], record,
-                      semaphore, scheduled)))
+        send = _send_one(client, targets[record.server], requests[record.index], record,
+                         semaphore, scheduled)
+        event = done.get(record.index)
+        tasks.append(asyncio.create_task(send if event is None else _signal(send, event)))
     await asyncio.gather(*tasks)
+
+
+def _completions_awaited(requests: Sequence[PromptRequest], records: list[RequestRecord]
+                         ) -> dict[int, asyncio.Event]:
+    """An event per request another one waits for (empty without conversations)."""
+    chosen = {r.index for r in records}
+    waited = {after for i in chosen if (after := requests[i].after) is not None}
+    missing = sorted(i for i in waited if i not in chosen)
+    if missing:
+        raise ValueError(f"run_load: requests wait on request(s) {missing[:3]} outside this "
+                         "load process; keep a conversation's turns in one process")
+    return {i: asyncio.Event() for i in waited}
+
+
+async def _signal(send: Any, event: asyncio.Event) -> None:
+    try:
+        await send
+    finally:
+        event.set()
+
+
+async def _send_after(client: aiohttp.ClientSession, target: _Target, request: PromptRequest,
+                      record: RequestRecord, semaphore: asyncio.Semaphore | None,
+                      by_index: dict[int, RequestRecord],
+                      done: dict[int, asyncio.Event]) -> None:
+    """A later turn: wait for the turn before it, its think time, then send (never raises)."""
+    event = done.get(record.index)
+    try:
+        assert request.after is not None
+        await done[request.after].wait()
+        before = by_index[request.after]
+        if not before.ok:
+            record.error = f"NotSent: the turn before it (request {request.after}) failed"
+            return
+        if request.think_s > 0:
+            await asyncio.sleep(request.think_s)
+        await _send_one(client, target, request, record, semaphore, perf_counter())
+    finally:
+        if event is not None:
+            event.set()
 
 
 _PRECONNECT_MAX = 2048
@@ -326,9 +378,6 @@ async def _preconnect(client: aiohttp.ClientSession, base_url: str, headers: dic
                 await r.read()
 
     await asyncio.gather(*(one() for _ in range(n)))
-
-
-ENDPOINTS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 
 
 def run_load_sync(

@@ -9,8 +9,8 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +18,27 @@ from pytest_mi300x.accuracy.check import AccuracyCheck
 from pytest_mi300x.hosts.fingerprint import harness_info, host_fingerprint
 from pytest_mi300x.hosts.profile import HostProfile
 from pytest_mi300x.judge.baselines import BASELINE_PROPERTY
-from pytest_mi300x.judge.gate import Gate, GateOutcome, evaluate
+from pytest_mi300x.judge.gate import Gate, evaluate
 from pytest_mi300x.load import figures as metrics
+from pytest_mi300x.load.capacity import sweep_once
 from pytest_mi300x.load.client import run_load_sync
+from pytest_mi300x.load.figures import check_slos
 from pytest_mi300x.load.records import LoadRun
+from pytest_mi300x.load.runs import (
+    AccuracySkipped,
+    EngineStalled,
+    InvalidRun,
+    Measured,
+    OutputLengthDrift,
+    PerfResult,
+    Repetition,
+)
+from pytest_mi300x.load.sweep import DEFAULT_ATTAINMENT
 from pytest_mi300x.net import post_json
 from pytest_mi300x.results.files import result_path, write_json_atomic
 from pytest_mi300x.results.metrics import HEADLINE_FIGURES
-from pytest_mi300x.results.model import SCHEMA, FailureKind, finite_figures, median_figures
+from pytest_mi300x.results.model import SCHEMA, finite_figures
+from pytest_mi300x.servers.endpoint import Endpoint
 from pytest_mi300x.servers.pool import RunningServer
 from pytest_mi300x.telemetry.engine import TelemetrySampler
 from pytest_mi300x.telemetry.gpu import warn_if_throttled
@@ -37,60 +50,6 @@ from pytest_mi300x.workload.workload import Workload
 WARMUP_SEED_OFFSET = 1_000_003
 """Warm-up prompts come from another seed, so they never pre-fill the prefix cache
 with the measured prompts."""
-
-
-class OutputLengthDrift(UserWarning):
-    """An engine's outputs stopped well short of (or past) the asked lengths."""
-
-
-class AccuracySkipped(UserWarning):
-    """A workload asked for the accuracy check where the model has random weights."""
-
-
-class InvalidRun(AssertionError):
-    """A run whose figures mean nothing (failed requests, wrong token counts)."""
-
-    failure_kind = FailureKind.INVALID_RUN
-
-
-class EngineStalled(InvalidRun):
-    """Streams stopped sending mid-run: the engine hung. Its server is replaced."""
-
-    failure_kind = FailureKind.ENGINE
-
-
-@dataclass(frozen=True)
-class Repetition:
-    """One measured run of a workload."""
-
-    seed: int
-    figures: dict[str, float | int]
-    problems: list[str]
-    run: LoadRun
-
-    @property
-    def valid(self) -> bool:
-        return not self.problems
-
-
-@dataclass
-class PerfResult:
-    """Every repetition of one workload, the median figures, and the gate's outcome."""
-
-    repetitions: list[Repetition]
-    path: Path
-    outcome: GateOutcome | None = None
-    accuracy: dict[str, Any] | None = None
-    """The accuracy check's passes (one per repetition), or why it was skipped."""
-
-    @property
-    def figures(self) -> dict[str, float]:
-        """Median over the repetitions, per figure."""
-        return median_figures([finite_figures(r.figures) for r in self.repetitions])
-
-    @property
-    def valid(self) -> bool:
-        return bool(self.repetitions) and all(r.valid for r in self.repetitions)
 
 
 Progress = Callable[[str], None]
@@ -116,15 +75,17 @@ def _server_telemetry(samplers: Sequence[TelemetrySampler]) -> dict[str, object]
 class Measurer:
     """Drives workloads at one server for one test; the ``perf`` fixture hands this out."""
 
-    def __init__(self, *, server: RunningServer, tokenizer: Tokenizer, host: HostProfile,
+    def __init__(self, *, server: RunningServer | Endpoint, tokenizer: Tokenizer,
+                 host: HostProfile,
                  test_id: str, results_dir: Path, model: dict[str, Any],
                  engine: dict[str, Any], run_id: str, repeats: int = 1,
                  gate: Gate | None = None, floors: dict[str, float] | None = None,
                  telemetry: Callable[[], Any] | None = None,
                  progress: Progress | None = None,
-                 servers: Sequence[RunningServer] | None = None) -> None:
+                 servers: Sequence[RunningServer | Endpoint] | None = None,
+                 measured: dict[str, Measured] | None = None) -> None:
         self.server = server
-        self.servers: list[RunningServer] = list(servers) if servers else [server]
+        self.servers: list[RunningServer | Endpoint] = list(servers) if servers else [server]
         """Every instance the load goes to (request i to instance i % n); ``server`` first."""
         if self.servers[0] is not server:
             raise ValueError("Measurer: servers must start with server")
@@ -143,6 +104,8 @@ class Measurer:
         """Factory of a GPU sampler (a context manager) run during the measured repetitions."""
         self.telemetry_summary: dict[str, Any] | None = None
         self.progress = progress
+        self.measured = measured
+        """The session's valid results by test id, for claims that compare them."""
 
     def run(self, workload: Workload) -> PerfResult:
         """Warm up, measure ``repeats`` times, check, record, then gate against the baseline.
@@ -151,18 +114,53 @@ class Measurer:
         gated metric regressed, MissingBaseline under ``--require-baseline``.
         """
         scaled = workload.scaled(self.host.scale)
+        return self._run(workload, scaled, lambda result: self._measure(scaled, result))
+
+    def run_capacity(self, workload: Workload, rates: Sequence[float],
+                     slos: Mapping[str, float], *, attainment: float = DEFAULT_ATTAINMENT,
+                     refine: int = 3, point_s: float = 5.0, retries: int = 1) -> PerfResult:
+        """The highest request rate at which ``attainment`` of the requests meet every SLO
+        (ms on ttft, tpot, e2el), as the figure ``max_rate_under_slo`` (req/s), gated
+        against the baseline like a throughput.
+
+        Each repetition is one sweep (load/sweep.py find_max_rate): ``rates`` (written at
+        full size; the host scales them, never into a burst) are walked upwards until one
+        misses, then the gap is bisected ``refine`` times. Every point sends fresh prompts
+        of the workload's dataset for at least ``point_s`` seconds (more prompts at higher
+        rates: a queue needs time to build past the knee), and a near miss (at least half
+        the attainment asked) is tried ``retries`` more times before it counts. The
+        warm-up runs at the lowest rate. A sweep where no rate met the SLOs is an invalid
+        run.
+        """
+        check_slos(dict(slos))
+        host_rates = [self.host.scale.request_rate(r, burst_above_max=False) for r in rates]
+        scaled = workload.scaled(self.host.scale)
+        scaled = replace(scaled, slos=dict(slos),
+                         arrivals=replace(scaled.arrivals, request_rate=min(host_rates),
+                                          ramp_up=None, ramp_start_rps=None,
+                                          ramp_end_rps=None),
+                         sweep={"rates": host_rates, "attainment": attainment,
+                                "refine": refine, "point_s": point_s, "retries": retries})
+        return self._run(workload, scaled, lambda result: self._sweep(
+            scaled, host_rates, dict(slos), attainment, refine, result))
+
+    def _run(self, workload: Workload, scaled: Workload,
+             measure: Callable[[PerfResult], None]) -> PerfResult:
         if scaled.warmup_requests != 0:
             self._warm_up(scaled)
         result = PerfResult([], result_path(self.results_dir, self.test_id))
         self.results.append(result)
         try:
             with self._gpu_sampling():
-                self._measure(scaled, result)
+                measure(result)
             if scaled.accuracy is not None:
                 self._check_answers(scaled.accuracy, result)
         finally:
             if not result.valid:
                 self._write(workload, scaled)
+        if self.measured is not None:
+            self.measured[self.test_id] = Measured(workload.describe(), result,
+                                                   self.server.key)
         try:
             if self.gate is not None:
                 result.outcome = evaluate(
@@ -230,6 +228,19 @@ class Measurer:
             rep.figures.update(answered.figures())
             passes.append(answered.to_dict())
         result.accuracy = {"check": check.describe(), "passes": passes}
+
+    def _sweep(self, scaled: Workload, rates: list[float], slos: dict[str, float],
+               attainment: float, refine: int, result: PerfResult) -> None:
+        for rep in range(self.repeats):
+            repetition = sweep_once(
+                self._load, self.tokenizer, scaled, rates, slos, attainment, refine,
+                rep=rep, repeats=self.repeats,
+                exact=self.server.engine.exact_output_lengths)
+            result.repetitions.append(repetition)
+            if repetition.problems:
+                self._check_alive("during the sweep")
+                raise InvalidRun(f"invalid sweep (repetition {rep + 1} of {self.repeats}), "
+                                 "figures not used: " + "; ".join(repetition.problems))
 
     @contextlib.contextmanager
     def _gpu_sampling(self) -> Iterator[None]:
@@ -324,6 +335,8 @@ class Measurer:
         figures = last.figures if last.repetitions else {}
         row: dict[str, Any] = {k: figures.get(k) for k in
                                (*HEADLINE_FIGURES, "completed", "failed")}
+        if "max_rate_under_slo" in figures:
+            row["max_rate_under_slo"] = figures["max_rate_under_slo"]
         row["valid"] = last.valid
         row["repeats"] = len(last.repetitions)
         row["result"] = str(last.path)
@@ -372,6 +385,7 @@ class Measurer:
                     "seed": rep.seed,
                     "figures": finite_figures(rep.figures),
                     "problems": rep.problems,
+                    **({"sweep": rep.sweep} if rep.sweep is not None else {}),
                 }
                 for r in self.results for rep in r.repetitions
             ],

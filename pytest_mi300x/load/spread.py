@@ -32,6 +32,16 @@ def _worker(conn: Any, kwargs: dict[str, Any]) -> None:
         conn.close()
 
 
+def _lanes(requests: Any, processes: int) -> list[int]:
+    """The process of each request: request i goes to i % processes, except that a
+    conversation's later turns follow its first (they wait on each other's completion)."""
+    lanes: list[int] = []
+    for i, request in enumerate(requests):
+        after = request.after
+        lanes.append(lanes[after] if after is not None and after < i else i % processes)
+    return lanes
+
+
 # After every process is ready: time for the start message to reach them all.
 _START_LEAD_S = 0.2
 _READY_TIMEOUT_S = 120.0
@@ -62,8 +72,9 @@ def run_load_spread(*, processes: int, **kwargs: Any) -> LoadRun:
     else:
         caps = [None] * processes  # type: ignore[list-item]
     jobs = []
+    lanes = _lanes(kwargs["requests"], processes)
     for i in range(processes):
-        sub = list(range(i, n, processes))
+        sub = [k for k in range(n) if lanes[k] == i]
         if sub:
             jobs.append({**kwargs, "requests": list(kwargs["requests"]),
                          "arrivals": replace(arrivals, max_concurrency=caps[i]),

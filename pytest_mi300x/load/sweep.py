@@ -51,9 +51,17 @@ def find_max_rate(
     *,
     attainment: float = DEFAULT_ATTAINMENT,
     refine: int = 2,
+    retries: int = 0,
+    near_miss: float = 0.0,
 ) -> SweepResult:
     """Walk `rates` upwards until one misses, then bisect `refine` times between the
     last passing and first failing rate.
+
+    With `retries`, a rate that misses is measured again (up to that many times) and
+    passes if any try does: one stall of a shared machine then does not end the walk
+    below the knee, where a real miss repeats. Only near misses are tried again (an
+    attainment of at least `near_miss`, or an invalid run): past the knee most requests
+    miss, which no stall explains. Every try is kept as a point.
 
     `measure(rate)` runs the load at that rate with `slos` and returns
     (figures, valid); figures need `slo_attainment` (metrics.compute_figures
@@ -65,16 +73,27 @@ def find_max_rate(
         raise ValueError(f"find_max_rate: rates must be ascending and > 0, got {list(rates)}")
     if not 0 < attainment <= 1:
         raise ValueError(f"find_max_rate: attainment must be in (0, 1], got {attainment}")
+    if retries < 0:
+        raise ValueError(f"find_max_rate: retries must be >= 0, got {retries}")
     result = SweepResult(dict(slos), attainment)
 
-    def run(rate: float) -> bool:
+    def once(rate: float) -> SweepPoint:
         figures, valid = measure(rate)
         if "slo_attainment" not in figures:
             raise ValueError("find_max_rate: measure() must return figures computed with slos "
                              "(metrics.compute_figures(run, slos=...)); slo_attainment missing")
         point = SweepPoint(rate, float(figures["slo_attainment"]), valid, figures)
         result.points.append(point)
-        return point.passes(attainment)
+        return point
+
+    def run(rate: float) -> bool:
+        for _ in range(retries + 1):
+            point = once(rate)
+            if point.passes(attainment):
+                return True
+            if point.valid and point.attainment < near_miss:
+                return False  # a clear miss
+        return False
 
     good: float | None = None
     bad: float | None = None

@@ -23,10 +23,13 @@ from pytest_mi300x.plugin.stash import (
 )
 
 if TYPE_CHECKING:  # imported when a fixture runs: collection stays cheap
-    from pytest_mi300x.load.measurer import Measurer
+    from pytest_mi300x.load.measurer import Measurer, PerfResult
+    from pytest_mi300x.plugin.claims import ClaimSides
+    from pytest_mi300x.servers.endpoint import Endpoint
     from pytest_mi300x.servers.pool import RunningServer
     from pytest_mi300x.session import PerfSession
     from pytest_mi300x.workload.datasets import Dataset
+    from pytest_mi300x.workload.workload import Workload
 
 
 @pytest.fixture(scope="session")
@@ -84,9 +87,10 @@ def server_instances() -> int:
 @pytest.fixture
 def llm_servers(request: pytest.FixtureRequest, mi300x_session: PerfSession,
                 serving_engine: str, served_model: str, flag_set: FlagSet,
-                server_instances: int) -> Iterator[list[RunningServer]]:
+                server_instances: int) -> Iterator[list[RunningServer | Endpoint]]:
     """``server_instances`` ready servers for (engine, model, flag set), shared with every
-    test that asks the same; on GPU hosts each leases its own GPUs."""
+    test that asks the same; on GPU hosts each leases its own GPUs. With ``--endpoint``,
+    that endpoint (tests needing a server of their own skip)."""
     wanted = tuple(a for m in request.node.iter_markers("accelerator") for a in m.args)
     reason = mi300x_session.unavailable(serving_engine, flag_set, wanted, served_model,
                                         instances=server_instances)
@@ -98,7 +102,7 @@ def llm_servers(request: pytest.FixtureRequest, mi300x_session: PerfSession,
         pytest.skip(reason)
     from pytest_mi300x.servers.process import ServerError
 
-    servers: list[RunningServer] = []
+    servers: list[RunningServer | Endpoint] = []
     try:
         servers = mi300x_session.servers(serving_engine, served_model, flag_set,
                                          server_instances)
@@ -116,7 +120,7 @@ def llm_servers(request: pytest.FixtureRequest, mi300x_session: PerfSession,
 
 
 @pytest.fixture
-def llm_server(llm_servers: list[RunningServer]) -> RunningServer:
+def llm_server(llm_servers: list[RunningServer | Endpoint]) -> RunningServer | Endpoint:
     """A ready server for (engine, model, flag set), shared with every test that asks the
     same (the first instance when ``server_instances`` is more than 1)."""
     return llm_servers[0]
@@ -124,7 +128,7 @@ def llm_server(llm_servers: list[RunningServer]) -> RunningServer:
 
 @pytest.fixture
 def perf(request: pytest.FixtureRequest, mi300x_session: PerfSession,
-         llm_server: RunningServer, llm_servers: list[RunningServer],
+         llm_server: RunningServer | Endpoint, llm_servers: list[RunningServer | Endpoint],
          served_model: str) -> Iterator[Measurer]:
     """Drives workloads at ``llm_server`` (at every instance in turn when there are
     several) and records figures: ``perf.run(Workload(...))``."""
@@ -144,3 +148,44 @@ def perf(request: pytest.FixtureRequest, mi300x_session: PerfSession,
     yield measurer
     if bench is not None:
         benchmark.record(bench, measurer)
+
+
+@pytest.fixture
+def claim_sides(request: pytest.FixtureRequest, mi300x_session: PerfSession,
+                served_model: str) -> Iterator[ClaimSides]:
+    """For claim tests (``@pytest.mark.seed_claim``): ``claim_sides.measure(test, flag_set,
+    workload)`` gives a side (this session's result of that test, else measured now) and
+    ``claim_sides.check(claim, better=..., worse=...)`` judges the claim on them."""
+    from pytest_mi300x.plugin.claims import ClaimSides
+
+    yield ClaimSides(request, mi300x_session, served_model)
+
+
+DEFAULT_SLOS = {"ttft": 500.0, "tpot": 50.0}
+"""Interactive-chat targets. Past a server's knee latency grows without bound, so the rate
+found depends little on them; tight ones measure the machine's noise instead (on a busy
+2-core host a TPOT target of 15 ms failed 10-45% of requests at 4 req/s)."""
+
+
+@pytest.fixture
+def slo_targets() -> dict[str, float]:
+    """The SLOs (ms on ``ttft``, ``tpot``, ``e2el``) ``capacity`` holds requests to.
+    Hosts do not scale them: override this fixture (in a conftest, per host if need be)."""
+    return dict(DEFAULT_SLOS)
+
+
+@pytest.fixture
+def capacity(perf: Measurer, slo_targets: dict[str, float]) -> Callable[..., PerfResult]:
+    """``capacity(workload, rates, slos=None, attainment=0.9, refine=3, point_s=5.0,
+    retries=1)``: the highest of ``rates`` (req/s at full size, bisected between the last
+    passing and the first failing) at which ``attainment`` of the requests meet ``slos``
+    (default: ``slo_targets``), stored as the figure ``max_rate_under_slo`` and gated
+    against the baseline (Measurer.run_capacity)."""
+
+    def find(workload: Workload, rates: list[float], slos: dict[str, float] | None = None,
+             attainment: float = 0.9, refine: int = 3, point_s: float = 5.0,
+             retries: int = 1) -> PerfResult:
+        return perf.run_capacity(workload, rates, slos or slo_targets, attainment=attainment,
+                                 refine=refine, point_s=point_s, retries=retries)
+
+    return find

@@ -34,6 +34,7 @@ from pytest_mi300x.plugin.stash import (
     SERVER_KEY,
     SERVERS_KEY,
     SESSION_KEY,
+    SIDE_MEASURERS_KEY,
     SIGNALS_KEY,
     WRITER_KEY,
 )
@@ -47,6 +48,8 @@ MARKERS = (
     "e.g. perf_floor(median_ttft_ms=15)",
     "accelerator(*kinds): run only on hosts with one of these accelerators "
     "(e.g. accelerator('mi300x', 'mi325x')); elsewhere the test skips with the reason",
+    "seed_claim: checks a claim of the seed guide on what other tests measured in this "
+    "session (claim_sides fixture); runs after them",
 )
 
 
@@ -160,6 +163,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         # of the teardown report, which copies the item's.
         item.user_properties.extend(measurer.junit_properties())
         report.user_properties.extend(measurer.baseline_properties())
+    if call.when == "call":
+        for side in item.stash.get(SIDE_MEASURERS_KEY, []):
+            report.user_properties.extend(side.baseline_properties())
     if report.failed and call.excinfo is not None:
         shorten(report, call.excinfo.value)
         kind, cause = describe(call.excinfo.value)

@@ -68,12 +68,18 @@ def header(perf_session: PerfSession) -> str:
             else f"x{scale.prompts} prompts, x{scale.rate} rate, x{scale.lengths} lengths")
     gpus = (f"{host.accelerator_count} x {host.accelerator}"
             + (f" {host.gfx}" if host.gfx else "")) if host.has_gpus else "CPU"
-    return f"pytest-mi300x: host {host.name} ({gpus}, {host.source}); workloads at {size}"
+    line = f"pytest-mi300x: host {host.name} ({gpus}, {host.source}); workloads at {size}"
+    endpoint = perf_session.settings.endpoint
+    if endpoint:
+        line += (f"; measuring the endpoint {endpoint} (baselines: "
+                 f"{perf_session.gate.host}/)")
+    return line
 
 
 def check_host(perf_session: PerfSession, workers: int) -> None:
     """Before the first test: reap what killed sessions left running, and check that the
     host's GPUs answer (GPU hosts)."""
+    from pytest_mi300x.servers.endpoint import EndpointError
     from pytest_mi300x.servers.records import RecordsError
 
     if not perf_session.host.has_gpus and workers > 1:
@@ -83,9 +89,11 @@ def check_host(perf_session: PerfSession, workers: int) -> None:
             "cpu host without -n (xdist parallelism is for GPU hosts)")
     try:
         perf_session.reap()
-        if perf_session.host.has_gpus:
+        if perf_session.settings.endpoint:
+            perf_session.endpoint()  # unreachable or unusable: say so before any test
+        elif perf_session.host.has_gpus:
             perf_session.inventory()
-    except (HostConfigError, RecordsError) as exc:
+    except (HostConfigError, RecordsError, EndpointError) as exc:
         raise pytest.UsageError(str(exc)) from None
 
 

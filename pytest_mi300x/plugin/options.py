@@ -83,6 +83,17 @@ _OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--history-file", "history_file",
      {"help": "JSON Lines file every run's figures are appended to "
               "(default: .perf-results/history.jsonl at the rootdir)", "default": None}),
+    ("--endpoint", "endpoint",
+     {"help": "run the workloads against this existing OpenAI-compatible server "
+              "(http://HOST:PORT) instead of starting servers: tests of a flag set of their "
+              "own skip; results record the endpoint, baselines are kept per endpoint",
+      "default": None}),
+    ("--endpoint-model", "endpoint_model",
+     {"help": "the model to request from --endpoint (default: the only one it lists)",
+      "default": None}),
+    ("--endpoint-key-env", "endpoint_key_env",
+     {"help": "env var holding --endpoint's API key (default: OPENAI_API_KEY; unset: none)",
+      "default": None}),
     ("--sharegpt", "sharegpt_path",
      {"help": "ShareGPT JSON file (ShareGPT_V3_unfiltered_cleaned_split.json) for the "
               "sharegpt_path fixture; without it, ShareGPT workloads use the seeded look-alike",
@@ -185,6 +196,9 @@ def resolve(config: pytest.Config, run_id: str) -> Settings:
         shard=config.getoption("shard"),
         sharegpt_path=_sharegpt_path(config, root),
         plan=bool(config.getoption("mi300x_plan") or config.getoption("mi300x_plan_json")),
+        endpoint=_endpoint(config),
+        endpoint_model=_value(config, "endpoint_model"),
+        endpoint_key_env=_value(config, "endpoint_key_env") or "OPENAI_API_KEY",
     )
 
 
@@ -211,6 +225,16 @@ def _split_arg(value: str) -> list[str]:
     except ValueError as exc:
         raise pytest.UsageError(f"--engine-arg {value!r}: {exc}; quote it whole, e.g. "
                                 "--engine-arg='--max-num-seqs 8'") from None
+
+
+def _endpoint(config: pytest.Config) -> str | None:
+    url = _value(config, "endpoint")
+    if url is None:
+        return None
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise pytest.UsageError(f"--endpoint {url!r} is not an http(s) URL; write e.g. "
+                                "--endpoint http://127.0.0.1:8000")
+    return str(url).rstrip("/").removesuffix("/v1")
 
 
 def _sharegpt_path(config: pytest.Config, root: Path) -> Path | None:

@@ -11,7 +11,7 @@ import pytest
 
 from pytest_mi300x.engines.flags import DEFAULT_FLAGS, FlagSet
 from pytest_mi300x.plugin.fixtures import DEFAULT_ENGINE, DEFAULT_MODEL
-from pytest_mi300x.plugin.scheduling import SERVER_FIXTURE, strip_group
+from pytest_mi300x.plugin.scheduling import CLAIM_FIXTURE, SERVER_FIXTURE, strip_group
 
 if TYPE_CHECKING:
     from pytest_mi300x.plan import Plan, ServerRequest
@@ -54,15 +54,23 @@ def requests(items: list[pytest.Item]) -> list[ServerRequest]:
             engine=str(params.get("serving_engine", DEFAULT_ENGINE)),
             model=str(params.get("served_model", DEFAULT_MODEL)),
             flag_set=flag_set,
-            accelerators=tuple(a for m in item.iter_markers("accelerator") for a in m.args)))
+            accelerators=tuple(a for m in item.iter_markers("accelerator") for a in m.args),
+            instances=int(params.get("server_instances", 1))))
     return out
+
+
+def claims(items: list[pytest.Item]) -> list[str]:
+    """Claim tests: no server of their own, they judge the tests they compare."""
+    return [strip_group(item.nodeid, item) for item in items
+            if CLAIM_FIXTURE in getattr(item, "fixturenames", ())
+            and SERVER_FIXTURE not in getattr(item, "fixturenames", ())]
 
 
 def show(config: pytest.Config, session: PerfSession, items: list[pytest.Item]) -> Plan:
     """Plan the collected items, print the plan and write its JSON if asked."""
     from pytest_mi300x.plan import make_plan
 
-    plan = make_plan(session, requests(items))
+    plan = make_plan(session, requests(items), claims(items))
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     for line in plan.lines():
         if reporter is not None:

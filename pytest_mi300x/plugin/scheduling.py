@@ -18,6 +18,9 @@ GROUPS_FILE = ".xdist-groups.json"
 PERF_MARK = "mi300x"
 """Every test that starts a server carries it: the session table reports only these."""
 SERVER_FIXTURE = "llm_servers"
+CLAIM_MARK = "seed_claim"
+"""A test that checks a seed claim on what other tests measured: it runs after them."""
+CLAIM_FIXTURE = "claim_sides"
 
 
 def default_to_server_groups(config: pytest.Config) -> None:
@@ -42,10 +45,13 @@ def order_and_group(config: pytest.Config, items: list[pytest.Item], perf_sessio
         params = callspec.params if callspec is not None else {}
         return str(params.get("flag_set", ""))
 
-    items.sort(key=flag_set_of)
+    # Claim tests last: they reuse what the cases measured in this process.
+    items.sort(key=lambda item: (item.get_closest_marker(CLAIM_MARK) is not None,
+                                 flag_set_of(item)))
     for item in items:
         item.add_marker(pytest.mark.xdist_group(group_of(item)))
-        if SERVER_FIXTURE in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if SERVER_FIXTURE in fixtures or CLAIM_FIXTURE in fixtures:
             item.add_marker(PERF_MARK)
     shard = perf_session.settings.shard if perf_session is not None else None
     if shard is not None:

@@ -25,3 +25,5 @@ SIGNALS_KEY = pytest.StashKey["SigtermAsInterrupt"]()
 SERVER_KEY = pytest.StashKey["RunningServer"]()
 SERVERS_KEY = pytest.StashKey[list["RunningServer"]]()
 MEASURER_KEY = pytest.StashKey["Measurer"]()
+SIDE_MEASURERS_KEY = pytest.StashKey[list["Measurer"]]()
+"""Measurers a claim test ran itself (sides no earlier test measured): their baselines."""

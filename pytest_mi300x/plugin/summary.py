@@ -36,6 +36,13 @@ class SummaryCollector:
             elif name == FAILURE_PROPERTY:
                 failure = json.loads(str(value))
         seen = self.outcomes.get(report.nodeid)
+        xfail = getattr(report, "wasxfail", None)
+        if xfail is not None and report.when == "call":
+            # An expected failure (a claim marked as not holding on this host): its reason,
+            # not the traceback's first line; an XPASS says the claim held after all.
+            word = "xfailed" if report.skipped else "xpassed"
+            self.outcomes[report.nodeid] = Outcome(word, one_line(str(xfail)))
+            return
         if report.skipped:
             if seen is None:
                 self.outcomes[report.nodeid] = Outcome("skipped", skip_reason(report.longrepr))

@@ -12,7 +12,7 @@ from pytest_mi300x.results.history import Point, setup_breaks
 from pytest_mi300x.results.model import median
 
 BAR_METRICS = ("request_throughput", "output_throughput", "median_ttft_ms", "median_tpot_ms",
-               "median_itl_ms", "median_e2el_ms")
+               "median_itl_ms", "median_e2el_ms", "max_rate_under_slo")
 HISTORY_METRICS = ("request_throughput", "median_ttft_ms", "median_tpot_ms")
 KIND_COLORS = {"regression": "#c62828", "improvement": "#2e7d32", "no change": "#607d8b",
                "inconclusive": "#ef6c00"}
@@ -46,6 +46,8 @@ def baseline_bars(runs: Sequence[Mapping[str, float]],
     """Per metric: baseline and current medians as bars, every repetition as a dot."""
     plt = _pyplot()
     metrics = [m for m in BAR_METRICS if any(m in r for r in runs)]
+    if not metrics:
+        return ""  # nothing to draw (a grid of no columns is an error to matplotlib)
     rows, cols = _grid(len(metrics), 3)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
     for ax in axes.flat[len(metrics):]:

@@ -9,6 +9,11 @@ from typing import Any
 from pytest_mi300x.reporting.outcomes import Outcome
 from pytest_mi300x.results.metrics import GATED_METRICS, HEADLINE
 
+OPTIONAL_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("max_rate_under_slo", "SLO req/s", "{:.2f}"),
+)
+"""Columns shown only when some test measured them (capacity tests)."""
+
 
 def _cell(fmt: str, value: Any) -> str:
     if value is None:
@@ -42,7 +47,9 @@ def summary_table(outcomes: Mapping[str, Outcome],
                   rows: Mapping[str, dict[str, Any]]) -> list[str]:
     """Lines of a fixed-width table, one row per test: the median figures of a measured
     test, and for every test how it ended (a skip's reason, a failure's kind and cause)."""
-    header = ["test", *(label for _, label, _ in HEADLINE), "done", "failed", "vs baseline"]
+    columns = HEADLINE + tuple(c for c in OPTIONAL_COLUMNS
+                               if any(c[0] in row for row in rows.values()))
+    header = ["test", *(label for _, label, _ in columns), "done", "failed", "vs baseline"]
     body = []
     for name in sorted(set(outcomes) | set(rows)):
         row = rows.get(name, {})
@@ -54,7 +61,7 @@ def summary_table(outcomes: Mapping[str, Outcome],
                 else outcome.outcome.upper()
             if row and not row.get("valid", True):
                 end = "INVALID RUN: " + (outcome.cause or "see the failure")
-        body.append([name, *(_cell(fmt, row.get(key)) for key, _, fmt in HEADLINE),
+        body.append([name, *(_cell(fmt, row.get(key)) for key, _, fmt in columns),
                      _cell("{:.0f}", row.get("completed")), _cell("{:.0f}", row.get("failed")),
                      end])
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header) - 1)]

@@ -38,6 +38,7 @@ class FailureKind(enum.StrEnum):
     ENGINE = "engine"  # the server did not start, died or stalled
     INFRA = "infra"  # GPUs, docker, disk, ports: the machine, not the build
     HARNESS = "harness"  # a bug or bad input on our side
+    CLAIM = "claim"  # a seed claim this session's own figures do not bear out
     SKIPPED = "skipped"
 
 

@@ -34,6 +34,24 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
+INFO_SERIES = ("vllm:cache_config_info",)
+"""Info gauges whose labels are kept with each run: the engine's cache configuration
+(block size, prefix caching on or off, KV blocks), what a prefix-cache hit rate means."""
+
+
+def parse_info(text: str, names: tuple[str, ...] = INFO_SERIES) -> dict[str, dict[str, str]]:
+    """Labels of info gauges (``vllm:cache_config_info{block_size="128",...} 1``)."""
+    out: dict[str, dict[str, str]] = {}
+    for family in text_string_to_metric_families(
+            "\n".join(line for line in text.splitlines()
+                      if line.startswith(names) or line.startswith(
+                          tuple(f"# TYPE {n}" for n in names))) + "\n"):
+        for sample in family.samples:
+            if sample.name in names:
+                out[sample.name] = dict(sample.labels)
+    return out
+
+
 def pick(samples: Mapping[str, float], series: Series) -> dict[str, float]:
     """An engine's figures out of parsed samples (missing series are left out)."""
     return {figure: samples[name] for figure, name in series.items() if name in samples}
@@ -47,14 +65,25 @@ def scrape(base_url: str, series: Series, timeout: float = 5.0,
     parse of vLLM's ~650 lines holds the client's GIL for tens of ms on a busy
     2-core host, long enough to delay the load generator's own timestamps.
     """
-    with urllib.request.urlopen(base_url.rstrip("/") + "/metrics", timeout=timeout) as resp:
-        text = resp.read().decode()
+    text = _get(base_url, timeout)
     if only is not None:
         names = tuple(series[f] for f in only if f in series)
         text = "\n".join(line for line in text.splitlines()
                           if line.startswith(names) or line.startswith(
                               tuple(f"# TYPE {n}" for n in names))) + "\n"
     return pick(parse_metrics(text), series)
+
+
+def _get(base_url: str, timeout: float) -> str:
+    with urllib.request.urlopen(base_url.rstrip("/") + "/metrics", timeout=timeout) as resp:
+        return str(resp.read().decode())
+
+
+def scrape_with_info(base_url: str, series: Series, timeout: float = 5.0
+                     ) -> tuple[dict[str, float], dict[str, dict[str, str]]]:
+    """One GET of /metrics: this engine's figures and its info gauges' labels."""
+    text = _get(base_url, timeout)
+    return pick(parse_metrics(text), series), parse_info(text)
 
 
 def deltas(before: Mapping[str, float], after: Mapping[str, float],
@@ -104,6 +133,8 @@ class TelemetrySampler:
     samples: int = 0
     errors: list[str] = field(default_factory=list)
     figures: dict[str, float] = field(default_factory=dict)
+    info: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Labels of the engine's info gauges at the start (INFO_SERIES)."""
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -128,7 +159,10 @@ class TelemetrySampler:
                     self.peaks[key] = max(self.peaks.get(key, 0.0), got[key])
 
     def __enter__(self) -> TelemetrySampler:
-        self.before = self._scrape()
+        try:
+            self.before, self.info = scrape_with_info(self.base_url, self.series)
+        except Exception as exc:  # best effort, as every scrape
+            self.errors.append(f"{type(exc).__name__}: {exc}")
         self._started = perf_counter()
         self._thread = threading.Thread(target=self._sample, name="telemetry", daemon=True)
         self._thread.start()
@@ -144,4 +178,4 @@ class TelemetrySampler:
     def describe(self) -> dict[str, object]:
         return {"series": dict(self.series), "before": self.before,
                 "after": self.after, "samples": self.samples, "interval_s": self.interval,
-                "errors": self.errors}
+                "errors": self.errors, **({"info": self.info} if self.info else {})}

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pytest_mi300x.workload.datasets import PromptRequest
 
 
 def _num(value: float) -> str:
@@ -31,6 +35,17 @@ class Arrivals:
     """The schedule's own seed. Set, every repetition and every server start sends on the
     same schedule, so a paced run's figures differ only by what the engine did; unset, each
     repetition draws its schedule from its dataset seed (as vllm bench serve does)."""
+    timestamps: bool = False
+    """Replay: each request leaves at its own time (a trace's ``timestamp``, relative to
+    its first row) divided by ``speedup``; rate, burstiness and ramp do not apply."""
+    speedup: float = 1.0
+    """With ``timestamps``: 2.0 replays the trace twice as fast, 0.5 at half its pace.
+    A host's rate scale multiplies it (the cpu host replays at a quarter of the pace)."""
+
+    @classmethod
+    def replay(cls, speedup: float = 1.0, max_concurrency: int | None = None) -> Arrivals:
+        """A trace at its own pace (``speedup`` 1) or time-scaled."""
+        return cls(timestamps=True, speedup=speedup, max_concurrency=max_concurrency)
 
     def __post_init__(self) -> None:
         if math.isnan(self.request_rate) or self.request_rate <= 0:
@@ -53,6 +68,12 @@ class Arrivals:
                 f"got {self.max_concurrency!r}; use None for no client-side cap"
             )
 
+        if math.isnan(self.speedup) or math.isinf(self.speedup) or self.speedup <= 0:
+            raise ValueError(f"Arrivals.speedup must be a finite factor > 0, got "
+                             f"{self.speedup!r}; 1.0 replays a trace at its own pace")
+        if self.timestamps and self.ramp_up is not None:
+            raise ValueError("Arrivals: timestamps (trace replay) and ramp_up exclude each "
+                             "other; the trace's own times set the pace")
         if self.ramp_up is not None:
             if self.ramp_up not in ("linear", "exponential"):
                 raise ValueError(f"Arrivals.ramp_up must be 'linear', 'exponential' or None, "
@@ -75,6 +96,9 @@ class Arrivals:
 
     def scaled(self, scale: Any) -> Arrivals:
         """These arrivals at a host's size (rates scaled, caps kept)."""
+        if self.timestamps:
+            return replace(self, speedup=self.speedup * scale.request_rate(
+                1.0, burst_above_max=False))
         if self.ramp_up is None:
             return replace(self, request_rate=scale.request_rate(self.request_rate))
         return replace(
@@ -82,18 +106,38 @@ class Arrivals:
             ramp_start_rps=scale.request_rate(self.ramp_start_rps, burst_above_max=False),
             ramp_end_rps=scale.request_rate(self.ramp_end_rps, burst_above_max=False))
 
-    def offsets(self, n: int, seed: int) -> list[float]:
+    def schedule(self, requests: Sequence[PromptRequest], seed: int) -> list[float | None]:
+        """Send time of each request (seconds from run start); None for a request that
+        waits on another one's completion (a later turn of a conversation: sent then,
+        after its think time). The schedule covers the others, in order."""
+        roots = [i for i, r in enumerate(requests) if r.after is None]
+        times = [requests[i].at for i in roots] if self.timestamps else None
+        out: list[float | None] = [None] * len(requests)
+        for i, offset in zip(roots, self.offsets(len(roots), seed, times), strict=True):
+            out[i] = offset
+        return out
+
+    def offsets(self, n: int, seed: int,
+                times: Sequence[float | None] | None = None) -> list[float]:
         """Send time of each of `n` requests, in seconds from run start.
 
         Same rule as vllm bench serve's get_request: gamma gaps, cumulated, then
         rescaled so the last arrival lands exactly at n / rate. The legacy
         RandomState seeded with `seed` is the stream vllm draws from after its
         `np.random.seed(args.seed)`, so the schedule matches vllm for the same seed.
+        With ``timestamps``, ``times`` are the requests' own (a trace's), shifted so
+        the first is 0 and divided by ``speedup``.
         """
         if n < 0:
             raise ValueError(f"offsets: n must be >= 0, got {n}")
         if n == 0:
             return []
+        if self.timestamps:
+            if times is None or len(times) != n or any(t is None for t in times):
+                raise ValueError("Arrivals(timestamps=True) replays a trace: every request "
+                                 "needs its own time (a TraceDataset gives them)")
+            first = min(float(t) for t in times if t is not None)
+            return [(float(t) - first) / self.speedup for t in times if t is not None]
         if self.seed is not None:
             seed = self.seed
         if self.ramp_up is not None:
@@ -129,8 +173,9 @@ class Arrivals:
     @property
     def label(self) -> str:
         """Short readable id, e.g. "rate-inf", "rate-4-burst-0.5-conc-8"."""
-        parts = ([f"ramp-{self.ramp_up}-{_num(self.ramp_start_rps or 0)}-"
-                  f"{_num(self.ramp_end_rps or 0)}"] if self.ramp_up
+        parts = ([f"trace-x{_num(self.speedup)}"] if self.timestamps
+                 else [f"ramp-{self.ramp_up}-{_num(self.ramp_start_rps or 0)}-"
+                       f"{_num(self.ramp_end_rps or 0)}"] if self.ramp_up
                  else [f"rate-{_num(self.request_rate)}"])
         if self.burstiness != 1.0:
             parts.append(f"burst-{_num(self.burstiness)}")
@@ -141,7 +186,9 @@ class Arrivals:
     def describe(self) -> dict[str, object]:
         """JSON-safe description; an infinite rate is the string "inf" as in vllm's result JSON."""
         out: dict[str, object] = {
-            "request_rate": "inf" if math.isinf(self.request_rate) else self.request_rate,
+            # A replay is paced by its trace: never described as a burst (burst floors).
+            "request_rate": ("trace" if self.timestamps else
+                             "inf" if math.isinf(self.request_rate) else self.request_rate),
             "burstiness": "inf" if math.isinf(self.burstiness) else self.burstiness,
             "max_concurrency": self.max_concurrency,
             "label": self.label,
@@ -151,4 +198,6 @@ class Arrivals:
                        ramp_end_rps=self.ramp_end_rps)
         if self.seed is not None:
             out["seed"] = self.seed
+        if self.timestamps:
+            out.update(timestamps=True, speedup=self.speedup)
         return out

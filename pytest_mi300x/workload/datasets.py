@@ -89,11 +89,20 @@ class Scale(Protocol):
 
 @dataclass(frozen=True)
 class PromptRequest:
-    """One request: prompt text and its exact token counts."""
+    """One request: prompt text and its exact token counts, and, for traces and
+    conversations, when it is sent."""
 
     prompt: str
     prompt_len: int  # exact, in tokens of the served tokenizer (special tokens included)
     output_len: int  # forced with ignore_eos
+    at: float | None = None
+    """A trace's own send time (seconds from the trace's first row); used by
+    ``Arrivals(timestamps=True)``, ignored by rate-based arrivals."""
+    after: int | None = None
+    """Index of the request that must complete before this one is sent (the previous
+    turn of a conversation); the arrival schedule then does not apply to it."""
+    think_s: float = 0.0
+    """With ``after``: the pause between that request's completion and this one's send."""
 
 
 def _special_ids(tokenizer: Tokenizer) -> frozenset[int]:

@@ -42,6 +42,10 @@ class Workload:
     shipped set); their ``accuracy`` is gated beside speed. Skipped, with the reason in
     the result, where the host serves random weights."""
 
+    sweep: dict[str, Any] | None = None
+    """Set by a capacity measurement: the rates it swept (as run), its attainment and
+    refinements; the arrivals' own rate then does not apply."""
+
     def __post_init__(self) -> None:
         if not self.stall_timeout_s > 0:
             raise ValueError(f"Workload.stall_timeout_s must be > 0 seconds, "
@@ -63,7 +67,8 @@ class Workload:
                                           if self.warmup_requests else "none")}
         out.update({k: v for k, v in (("slos", self.slos), ("endpoint", self.endpoint),
                                       ("processes", self.processes),
-                                      ("prefix_cache", self.prefix_cache))
+                                      ("prefix_cache", self.prefix_cache),
+                                      ("sweep", self.sweep))
                     if v not in (None, "completions", "as-is")})
         if self.accuracy is not None:
             out["accuracy"] = self.accuracy.describe()

@@ -22,6 +22,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+STUB_MODEL = "stub-model"
+STUB_VERSION = "0.0-stub"
 BOS_ID = 0
 UNK_ID = 1
 FAIL_MARKER = "FAIL"  # prompt containing this word gets HTTP 500
@@ -192,6 +194,13 @@ class StubServer:
         if method == "GET" and path == "/health":
             await self._json(writer, 200, {})
             return True
+        if method == "GET" and path == "/v1/models":
+            await self._json(writer, 200, {"object": "list", "data": [
+                {"id": STUB_MODEL, "object": "model", "owned_by": "stub"}]})
+            return True
+        if method == "GET" and path == "/version":
+            await self._json(writer, 200, {"version": STUB_VERSION})
+            return True
         if method == "POST" and path == "/tokenize":
             with self._lock:
                 self.stats.auth_headers.append(headers.get("authorization", ""))
@@ -246,7 +255,15 @@ class StubServer:
             messages = body.get("messages") or [{}]
             prompt = str(messages[-1].get("content", ""))  # type: ignore[index,union-attr]
         else:
-            prompt = str(body.get("prompt", ""))
+            raw_prompt = body.get("prompt", "")
+            if isinstance(raw_prompt, list):  # token ids, as vLLM takes them
+                bad = [t for t in raw_prompt if not 0 <= int(t) < b.vocab_size]
+                if bad:
+                    await self._json(writer, 400, {"error": {
+                        "message": f"Token id {bad[0]} is out of vocabulary", "code": 400}})
+                    return True
+                raw_prompt = " ".join(f"w{t}" for t in raw_prompt)
+            prompt = str(raw_prompt)
         with self._lock:
             self.stats.requests += 1
             self.stats.bodies.append(body)

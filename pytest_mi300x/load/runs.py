@@ -1,0 +1,78 @@
+"""What a measurement produced: repetitions, a workload's result, and why a run is invalid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_mi300x.judge.gate import GateOutcome
+from pytest_mi300x.load.records import LoadRun
+from pytest_mi300x.results.model import FailureKind, finite_figures, median_figures
+
+
+class OutputLengthDrift(UserWarning):
+    """An engine's outputs stopped well short of (or past) the asked lengths."""
+
+
+class AccuracySkipped(UserWarning):
+    """A workload asked for the accuracy check where the model has random weights."""
+
+
+class InvalidRun(AssertionError):
+    """A run whose figures mean nothing (failed requests, wrong token counts)."""
+
+    failure_kind = FailureKind.INVALID_RUN
+
+
+class EngineStalled(InvalidRun):
+    """Streams stopped sending mid-run: the engine hung. Its server is replaced."""
+
+    failure_kind = FailureKind.ENGINE
+
+
+@dataclass(frozen=True)
+class Repetition:
+    """One measured run of a workload (for a capacity sweep: one whole sweep, ``run`` its
+    best passing point)."""
+
+    seed: int
+    figures: dict[str, float | int]
+    problems: list[str]
+    run: LoadRun
+    sweep: dict[str, Any] | None = None
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class PerfResult:
+    """Every repetition of one workload, the median figures, and the gate's outcome."""
+
+    repetitions: list[Repetition]
+    path: Path
+    outcome: GateOutcome | None = None
+    accuracy: dict[str, Any] | None = None
+    """The accuracy check's passes (one per repetition), or why it was skipped."""
+
+    @property
+    def figures(self) -> dict[str, float]:
+        """Median over the repetitions, per figure."""
+        return median_figures([finite_figures(r.figures) for r in self.repetitions])
+
+    @property
+    def valid(self) -> bool:
+        return bool(self.repetitions) and all(r.valid for r in self.repetitions)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A valid result of this session, kept for the claims that compare results."""
+
+    workload: dict[str, Any]
+    """The workload as the test wrote it (full size)."""
+    result: PerfResult
+    server: str
+    """The server's key: results of one server need no start-to-start noise."""
