@@ -41,6 +41,7 @@ WORKLOADS: dict[str, Workload] = {
     "burst-800": Workload(RandomDataset(64, 64, 800), Arrivals()),
     "burst-1600": Workload(RandomDataset(64, 64, 1600), Arrivals()),
     # paced: a new Poisson schedule per run, and the same schedule every run
+    "poisson-4-40-fixed": Workload(RandomDataset(64, 64, 40), Arrivals(request_rate=4.0, seed=0)),
     "poisson-8-160": Workload(RandomDataset(64, 64, 160), Arrivals(request_rate=8.0)),
     "poisson-8-160-fixed": Workload(RandomDataset(64, 64, 160),
                                     Arrivals(request_rate=8.0, seed=0)),

@@ -216,13 +216,14 @@ class PerfSession:
         return self._endpoint
 
     def _endpoint_reason(self, engine_name: str, flag_set: FlagSet) -> str | None:
+        # The engine first: a flag set cannot be judged on a server of another engine.
+        served = self.endpoint().engine.name
+        if served not in (engine_name, "openai"):
+            return f"the endpoint {self.settings.endpoint} serves {served}, not {engine_name}"
         if flag_set.flags or flag_set.env:
             return (f"flag set {flag_set.name!r} needs a server of its own "
                     f"({' '.join(flag_set.to_argv()) or 'env ' + str(dict(flag_set.env))}); "
                     f"--endpoint measures {self.settings.endpoint} as it runs")
-        served = self.endpoint().engine.name
-        if served not in (engine_name, "openai"):
-            return f"the endpoint {self.settings.endpoint} serves {served}, not {engine_name}"
         return None
 
     def build(self, name: str) -> BuiltEngine:

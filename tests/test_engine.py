@@ -216,7 +216,7 @@ def test_rate(perf):
     regressed, _ = run(pytester, "--junitxml", "junit.xml")
     regressed.assert_outcomes(failed=1)
     regressed.stdout.fnmatch_lines(["*performance regression in 1 gated metric*",
-                                    "*request_throughput*", "*REGRESSION: request_throughput*",
+                                    "*request_throughput: REGRESSION*",
                                     "*pytest-mi300x verdicts*",
                                     "*test_rate*request_throughput*regression*"])
     assert "threshold" in regressed.stdout.str()

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from pytest_mi300x.hosts.cpu import CPU_HOST
-from pytest_mi300x.hosts.profile import TINY_MODEL, HostConfigError
+from pytest_mi300x.hosts.profile import TINY_MODEL, HostConfigError, WorkloadScale
 from pytest_mi300x.hosts.toml import load_hosts, select_host
 
 GOOD = """
@@ -63,6 +63,7 @@ def test_unknown_host_names_file_and_known_hosts(tmp_path: Path) -> None:
     ('accelerator = "mi300x"\naccelerator_count = -1', "accelerator_count", "-1"),
     ('accelerator = "mi300x"\naccelerator_count = 8\nlauncher = "ssh"', "launcher", "'ssh'"),
     ('accelerator = "cpu"\nscale = { rate = 0 }', "scale.rate", "0"),
+    ('accelerator = "cpu"\nscale = { min_prompts = 0.5 }', "scale.min_prompts", "0.5"),
     ('accelerator = "cpu"\ngpus = 8', "gpus", "known field"),
 ])
 def test_bad_field_names_file_field_and_value(tmp_path: Path, snippet: str, field: str,
@@ -88,12 +89,21 @@ def test_model_missing_on_host_says_where_to_add_it(tmp_path: Path) -> None:
 
 
 def test_scale_keeps_burst_rate_and_at_least_one_prompt() -> None:
-    scale = CPU_HOST.scale
+    scale = WorkloadScale(prompts=0.1, rate=0.25, lengths=0.25)
     assert math.isinf(scale.request_rate(math.inf))
     assert scale.request_rate(16) == pytest.approx(4.0)
     assert scale.num_prompts(400) == 40
     assert scale.num_prompts(1) == 1
     assert scale.length(256) == 64
+
+
+def test_min_prompts_lengthens_short_runs_but_never_past_the_suite(tmp_path: Path) -> None:
+    path = write(tmp_path, '[hosts.small]\naccelerator = "cpu"\n'
+                           'scale = { prompts = 0.1, min_prompts = 200 }\n')
+    scale = load_hosts(path)["small"].scale
+    assert scale.num_prompts(400) == 200      # a tenth would be 40: too short to be stable
+    assert scale.num_prompts(5000) == 500     # a tenth is already past the minimum
+    assert scale.num_prompts(50) == 50        # never more than the suite asked for
 
 
 def test_floors_come_from_the_host_profile(tmp_path: Path) -> None:

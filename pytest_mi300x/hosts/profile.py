@@ -31,9 +31,12 @@ class WorkloadScale:
     lengths: float = 1.0
     max_rate: float = math.inf
     """Scaled rates above this become a burst: the host's client cannot send them on schedule."""
+    min_prompts: int = 1
+    """Fewest prompts a scaled run keeps (never more than the suite asked for): below it a
+    run is too short for its figures to be stable on this host."""
 
     def num_prompts(self, n: int) -> int:
-        return max(1, round(n * self.prompts))
+        return min(n, max(self.min_prompts, round(n * self.prompts), 1))
 
     def request_rate(self, rate: float, *, burst_above_max: bool = True) -> float:
         if math.isinf(rate):

@@ -66,7 +66,7 @@ def _profile_from_toml(path: Path, name: str, raw: Any) -> HostProfile:
     scale_raw = raw.get("scale", {})
     if not isinstance(scale_raw, dict):
         raise _fail(path, f"{where} scale", f"is {scale_raw!r}",
-                    "write a table with prompts, rate, lengths")
+                    "write a table with prompts, rate, lengths, min_prompts")
     factors: dict[str, float] = {}
     for key in ("prompts", "rate", "lengths"):
         value = scale_raw.get(key, 1.0)
@@ -74,6 +74,10 @@ def _profile_from_toml(path: Path, name: str, raw: Any) -> HostProfile:
             raise _fail(path, f"{where} scale.{key}", f"is {value!r}",
                         "give a factor above 0 (1.0 is full size)")
         factors[key] = float(value)
+    min_prompts = scale_raw.get("min_prompts", 1)
+    if not isinstance(min_prompts, int) or isinstance(min_prompts, bool) or min_prompts < 1:
+        raise _fail(path, f"{where} scale.min_prompts", f"is {min_prompts!r}",
+                    "give a whole number of prompts >= 1")
     max_servers = raw.get("max_servers", max(1, count))
     if not isinstance(max_servers, int) or max_servers < 1:
         raise _fail(path, f"{where} max_servers", f"is {max_servers!r}", "give a whole number >= 1")
@@ -112,7 +116,7 @@ def _profile_from_toml(path: Path, name: str, raw: Any) -> HostProfile:
         env=MappingProxyType(_str_map(path, f"{where} env", raw.get("env", {}))),
         engine_args=tuple(args),
         models=MappingProxyType(_str_map(path, f"{where} models", raw.get("models", {}))),
-        scale=WorkloadScale(**factors),
+        scale=WorkloadScale(**factors, min_prompts=min_prompts),
         max_servers=max_servers,
         start_timeout_s=float(timeout),
         floors=MappingProxyType(floors_raw),
