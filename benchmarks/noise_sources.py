@@ -40,6 +40,9 @@ WORKLOADS: dict[str, Workload] = {
     "burst-200": Workload(RandomDataset(64, 64, 200), Arrivals()),
     "burst-800": Workload(RandomDataset(64, 64, 800), Arrivals()),
     "burst-1600": Workload(RandomDataset(64, 64, 1600), Arrivals()),
+    # all sent at once, but at most N in flight (the client's cap): a steady batch
+    "conc-16-400": Workload(RandomDataset(64, 64, 400), Arrivals(max_concurrency=16)),
+    "conc-32-800": Workload(RandomDataset(64, 64, 800), Arrivals(max_concurrency=32)),
     # paced: a new Poisson schedule per run, and the same schedule every run
     "poisson-4-40-fixed": Workload(RandomDataset(64, 64, 40), Arrivals(request_rate=4.0, seed=0)),
     "poisson-8-160": Workload(RandomDataset(64, 64, 160), Arrivals(request_rate=8.0)),
@@ -51,6 +54,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "nobind": {"engine_env": (("VLLM_CPU_OMP_THREADS_BIND", "nobind"),)},
     "bind-core1": {"engine_env": (("VLLM_CPU_OMP_THREADS_BIND", "1"),)},
+    "bind-core0": {"engine_env": (("VLLM_CPU_OMP_THREADS_BIND", "0"),)},
     "nice0": {"engine_nice": 0},
 }
 

@@ -25,6 +25,7 @@ from pytest_mi300x.engines.registry import UnknownEngine, kind
 from pytest_mi300x.engines.tiny_model import ensure_tiny_model, generator_hash, read_local_vocab
 from pytest_mi300x.gpus import discovery as gpus
 from pytest_mi300x.gpus.leases import GpuLease, lock_dir_from_env, others_waiting, sweep_orphans
+from pytest_mi300x.hosts.placement import Placement
 from pytest_mi300x.hosts.profile import TINY_MODEL, HostConfigError, HostProfile
 from pytest_mi300x.judge.baselines import BaselineStore
 from pytest_mi300x.judge.gate import Gate
@@ -109,12 +110,19 @@ class PerfSession:
         redact.register_process_env()
         redact.register_env({**host.env, **dict(settings.engine_env)})
         redact.register_argv((*host.engine_args, *settings.engine_args))
+        # A CPU host's engine computes on its own CPUs; servers' front ends and the load
+        # client (pinned for each run) share the rest.
+        self.placement = None if host.has_gpus or settings.endpoint \
+            else Placement.for_this_machine(host.frontend_cpus)
         self.pool = ServerPool(results_dir / "servers", max_servers=host.max_servers,
                                start_timeout=host.start_timeout_s,
                                lease=self.lease if host.has_gpus else None,
                                others_waiting=((lambda: others_waiting(self.lock_dir))
                                                if host.has_gpus else None),
-                               engine_nice=host.engine_nice, progress=progress,
+                               engine_nice=host.engine_nice,
+                               frontend_cpus=(self.placement.frontend_cpus
+                                              if self.placement else ()),
+                               progress=progress,
                                records=ServerRecords(self.records_folder))
         self._endpoint: Endpoint | None = None
         # An endpoint's baselines are its own: under endpoint-<host-port>, not the host's.
@@ -367,7 +375,8 @@ class PerfSession:
                           served_model_name=engine.served_model_name(logical_model, model.path),
                           host=host, port=port, api_key=self.api_key, flag_set=flag_set,
                           extra_args=extra, env=env,
-                          gpus_needed=gpus_needed(flag_set, self.host))
+                          gpus_needed=gpus_needed(flag_set, self.host),
+                          engine_cpus=self.placement.engine_cpus if self.placement else ())
 
     def server_key(self, engine_name: str, logical_model: str, flag_set: FlagSet) -> str:
         """One server per (engine, build, model, flag set, overrides)."""
@@ -427,7 +436,8 @@ class PerfSession:
                         gate=self.gate, floors=floors,
                         telemetry=self.telemetry(tuple(g for s in servers or [server]
                                                        for g in s.spec.gpus)),
-                        progress=progress, servers=servers, measured=self.measured)
+                        progress=progress, servers=servers, measured=self.measured,
+                        client_cpus=self.placement.frontend_cpus if self.placement else ())
 
     def close(self) -> None:
         self.pool.close()

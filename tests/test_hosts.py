@@ -109,8 +109,12 @@ def test_min_prompts_lengthens_short_runs_but_never_past_the_suite(tmp_path: Pat
 def test_floors_come_from_the_host_profile(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD + '[hosts.mi300x-01.floors]\nmedian_ttft_ms = 8\n')
     assert load_hosts(path)["mi300x-01"].floors == {"median_ttft_ms": 8.0}
-    assert CPU_HOST.floors["median_ttft_ms"] > CPU_HOST.floors["request_throughput"] > 5.6
-    assert CPU_HOST.burst_floors["request_throughput"] > CPU_HOST.floors["request_throughput"]
+    # The cpu host's floors let a 10% change count for every gated figure, bursts too, and
+    # each of them has a recorded start-to-start noise for the verdict to pool.
+    gated = ("request_throughput", "output_throughput", "median_ttft_ms", "median_tpot_ms")
+    assert all(CPU_HOST.floors[m] <= 10.0 for m in gated)
+    assert all(f <= 10.0 for f in CPU_HOST.burst_floors.values())
+    assert all(0 < CPU_HOST.noise[m] < CPU_HOST.floors[m] * 2 for m in gated)
     burst = write(tmp_path, GOOD + '[hosts.mi300x-01.burst_floors]\nrequest_throughput = 12\n')
     assert load_hosts(burst)["mi300x-01"].burst_floors == {"request_throughput": 12.0}
     worse = write(tmp_path, GOOD + '[hosts.mi300x-01.burst_floors]\nrequest_throughput = -1\n')

@@ -33,6 +33,9 @@ class LaunchSpec:
     """GPUs the server leases (tensor-parallel size); 0 on the CPU host."""
     gpus: tuple[int, ...] = ()
     """The physical GPUs leased for it, once leased."""
+    engine_cpus: tuple[int, ...] = ()
+    """On a CPU host, the CPUs the engine's compute threads are bound to (the front end
+    and the client run on the others); () leaves it to the engine."""
     server_id: str = ""
     """Unique to this server start among every session on the host (the pool sets it):
     what outlives the process is named after it (a container)."""

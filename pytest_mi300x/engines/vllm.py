@@ -14,6 +14,7 @@ from packaging.version import InvalidVersion, Version
 from pytest_mi300x.engines.base import BuiltEngine, LaunchSpec
 from pytest_mi300x.engines.flags import FlagSet
 from pytest_mi300x.hosts.fingerprint import cpu_isa
+from pytest_mi300x.hosts.placement import cpu_list
 from pytest_mi300x.net import get_json
 from pytest_mi300x.results.files import slug
 from pytest_mi300x.workload.datasets import Tokenizer
@@ -159,7 +160,10 @@ class VLLMEngine:
         # the recorded command line.
         cache = {k: str(v) for k, v in (("TORCHINDUCTOR_CACHE_DIR", self.compile_cache),
                                          ("VLLM_CACHE_ROOT", self.state_cache)) if v}
-        return {**cache, **spec.env, **dict(spec.flag_set.env), SECRET_ENV: spec.api_key,
+        # The host's placement first: a flag set's or the user's own binding wins.
+        bind = {"VLLM_CPU_OMP_THREADS_BIND": cpu_list(spec.engine_cpus)} \
+            if spec.engine_cpus else {}
+        return {**cache, **bind, **spec.env, **dict(spec.flag_set.env), SECRET_ENV: spec.api_key,
                 "PYTHONUNBUFFERED": "1"}
 
     @property

@@ -89,6 +89,10 @@ class HostProfile:
     engine_nice: int = 10
     """Niceness of locally launched servers (their process group and autogroup), so the
     load generator sharing the machine is never queued behind them; 0 leaves them be."""
+    frontend_cpus: int = 0
+    """On a CPU host: how many of the machine's CPUs run the server's front end and the load
+    client, the others being left to the engine's compute threads (hosts/placement.py);
+    0 lets the OS place everything."""
     source: str = "built-in"
     tensor_parallel: int = 1
     """GPUs per server unless a flag set says ``tensor_parallel_size``."""
@@ -131,12 +135,13 @@ class HostProfile:
             "env": dict(self.env),
             "engine_args": list(self.engine_args),
             "scale": {"prompts": self.scale.prompts, "rate": self.scale.rate,
-                      "lengths": self.scale.lengths},
+                      "lengths": self.scale.lengths, "min_prompts": self.scale.min_prompts},
             "floors": dict(self.floors),
             "burst_floors": dict(self.burst_floors),
             "noise": dict(self.noise),
             "burst_noise": dict(self.burst_noise),
             "engine_nice": self.engine_nice,
+            "frontend_cpus": self.frontend_cpus,
             "source": self.source,
             **({"gfx": self.gfx, "tensor_parallel": self.tensor_parallel,
                 "dummy_weights": self.dummy_weights, "docker": self.docker.describe()}

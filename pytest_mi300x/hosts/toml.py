@@ -25,7 +25,7 @@ BUILTIN_HOSTS: Mapping[str, HostProfile] = MappingProxyType({"cpu": CPU_HOST})
 
 _FIELDS = {"accelerator", "accelerator_count", "launcher", "env", "engine_args", "models",
            "scale", "max_servers", "start_timeout_s", "description", "floors", "burst_floors",
-           "noise", "burst_noise", "engine_nice",
+           "noise", "burst_noise", "engine_nice", "frontend_cpus",
            "tensor_parallel", "dummy_weights", "docker", "lock_dir", "lease_timeout_s", "gfx"}
 _DOCKER_FIELDS = {"shm_size", "model_cache", "extra_args"}
 
@@ -89,6 +89,10 @@ def _profile_from_toml(path: Path, name: str, raw: Any) -> HostProfile:
     burst_raw = _floor_table(path, f"{where} burst_floors", raw.get("burst_floors", {}))
     noise_raw = _floor_table(path, f"{where} noise", raw.get("noise", {}))
     burst_noise_raw = _floor_table(path, f"{where} burst_noise", raw.get("burst_noise", {}))
+    frontend = raw.get("frontend_cpus", 0)
+    if not isinstance(frontend, int) or isinstance(frontend, bool) or frontend < 0:
+        raise _fail(path, f"{where} frontend_cpus", f"is {frontend!r}",
+                    "give a whole number of CPUs >= 0 (0: the OS places everything)")
     nice = raw.get("engine_nice", 10)
     if not isinstance(nice, int) or isinstance(nice, bool) or not 0 <= nice <= 19:
         raise _fail(path, f"{where} engine_nice", f"is {nice!r}",
@@ -124,6 +128,7 @@ def _profile_from_toml(path: Path, name: str, raw: Any) -> HostProfile:
         noise=MappingProxyType(noise_raw),
         burst_noise=MappingProxyType(burst_noise_raw),
         engine_nice=nice,
+        frontend_cpus=frontend,
         source=str(path),
         tensor_parallel=tp,
         dummy_weights=dummy,

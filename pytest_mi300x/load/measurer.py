@@ -16,6 +16,7 @@ from typing import Any
 
 from pytest_mi300x.accuracy.check import AccuracyCheck
 from pytest_mi300x.hosts.fingerprint import harness_info, host_fingerprint
+from pytest_mi300x.hosts.placement import pinned
 from pytest_mi300x.hosts.profile import HostProfile
 from pytest_mi300x.judge.baselines import BASELINE_PROPERTY
 from pytest_mi300x.judge.gate import Gate, evaluate
@@ -83,8 +84,12 @@ class Measurer:
                  telemetry: Callable[[], Any] | None = None,
                  progress: Progress | None = None,
                  servers: Sequence[RunningServer | Endpoint] | None = None,
-                 measured: dict[str, Measured] | None = None) -> None:
+                 measured: dict[str, Measured] | None = None,
+                 client_cpus: tuple[int, ...] = ()) -> None:
         self.server = server
+        self.client_cpus = client_cpus
+        """The CPUs the load client runs on during a run (the host's placement); ()
+        leaves it where it is."""
         self.servers: list[RunningServer | Endpoint] = list(servers) if servers else [server]
         """Every instance the load goes to (request i to instance i % n); ``server`` first."""
         if self.servers[0] is not server:
@@ -311,6 +316,7 @@ class Measurer:
 
         while True:
             with contextlib.ExitStack() as stack:
+                stack.enter_context(pinned(self.client_cpus))
                 samplers = [stack.enter_context(TelemetrySampler(
                     s.base_url, s.engine.metric_series)) for s in self.servers]
                 run = run_load_sync(

@@ -143,13 +143,15 @@ class ServerPool:
                  bind_host: str = "127.0.0.1",
                  lease: Callable[[int, str], GpuLease] | None = None,
                  others_waiting: Callable[[], bool] | None = None,
-                 engine_nice: int = 0, progress: Progress = silent,
+                 engine_nice: int = 0, frontend_cpus: tuple[int, ...] = (),
+                 progress: Progress = silent,
                  records: ServerRecords | None = None) -> None:
         self.log_dir = log_dir
         self.progress = progress
         self.records = records
         """Where each live server is recorded, so a killed session's servers are reaped."""
         self.engine_nice = engine_nice
+        self.frontend_cpus = frontend_cpus
         self.max_servers = max_servers
         self.start_timeout = start_timeout
         self.bind_host = bind_host
@@ -278,6 +280,7 @@ class ServerPool:
             start_timeout=self.start_timeout,
             on_spawn=self._on_spawn(key, engine, spec, lease),
             nice=self.engine_nice,
+            cpus=self.frontend_cpus,
             on_wait=self._waiting(key),
         )
         self.progress(f"starting {engine.name} server {key} on {spec.base_url} "

@@ -93,6 +93,7 @@ class ServerProcess:
         on_spawn: Callable[[int], None] | None = None,
         nice: int = 0,
         on_wait: Callable[[float, str], None] | None = None,
+        cpus: tuple[int, ...] = (),
     ) -> None:
         self.argv = list(argv)
         self.env = dict(env)
@@ -106,8 +107,12 @@ class ServerProcess:
         self._on_wait = on_wait
         """Told (elapsed seconds, last log line) while the server is not ready yet."""
         self.nice = nice
-        self.scheduling: dict[str, int | None] = {}
-        """The niceness applied to the server's process group and its autogroup."""
+        self.cpus = cpus
+        """The CPUs the server's processes start on (an engine may bind its compute
+        threads elsewhere); () leaves them to the OS."""
+        self.scheduling: dict[str, int | list[int] | None] = {}
+        """The niceness applied to the server's process group and its autogroup, and
+        the CPUs it started on."""
         self._proc: subprocess.Popen[bytes] | None = None
         self.startup_s: float | None = None
 
@@ -133,7 +138,10 @@ class ServerProcess:
             self._proc = subprocess.Popen(
                 self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+                preexec_fn=self._pin if self.cpus else None,
             )
+        if self.cpus:
+            self.scheduling["cpus"] = list(self.cpus)
         try:
             self._renice()
             if self._on_spawn is not None:
@@ -144,6 +152,10 @@ class ServerProcess:
             self.stop()
             raise
         self.startup_s = self._clock() - started
+
+    def _pin(self) -> None:
+        # In the child, before exec: what it forks inherits the set.
+        os.sched_setaffinity(0, set(self.cpus))
 
     def _renice(self) -> None:
         """Lower the whole server's CPU priority by ``nice`` so that a load generator on
