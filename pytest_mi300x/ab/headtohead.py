@@ -93,7 +93,11 @@ class HeadToHead:
 
     def _line(self, start: Start, verdicts: dict[str, list[Verdict]]) -> str:
         left = undecided(verdicts)
-        state = f"{len(left)} gated metric(s) undecided" if left else "every gated metric decided"
+        if not verdicts:  # one side has no start yet: nothing is judged
+            state = "waiting for the other build's first start"
+        else:
+            state = (f"{len(left)} gated metric(s) undecided" if left
+                     else "every gated metric decided")
         return (f"start {start.index} of {start.build}: {start.seconds:.0f} s, "
                 f"{sum(len(t.reps) for t in start.tests.values())} runs; {state}")
 
