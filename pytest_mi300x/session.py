@@ -11,7 +11,6 @@ import hashlib
 import os
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from pytest_mi300x.engines.builds import plan_build, resolve_gpu_build
 from pytest_mi300x.engines.cache import default_cache_dir
 from pytest_mi300x.engines.flags import FlagSet
 from pytest_mi300x.engines.registry import UnknownEngine, kind
+from pytest_mi300x.engines.served import TP_FLAG, ServedModel, gpus_needed, secret_flags_to_env
 from pytest_mi300x.engines.tiny_model import ensure_tiny_model, generator_hash, read_local_vocab
 from pytest_mi300x.gpus import discovery as gpus
 from pytest_mi300x.gpus.leases import GpuLease, lock_dir_from_env, others_waiting, sweep_orphans
@@ -39,59 +39,9 @@ if TYPE_CHECKING:
     from pytest_mi300x.load.measurer import Measured, Measurer
     from pytest_mi300x.servers.endpoint import Endpoint
 
-TP_FLAG = "tensor_parallel_size"
-
 
 class GpusUnreachable(HostConfigError):
     """The host profile has GPUs but no GPU tool answers on this machine."""
-
-
-SECRET_FLAGS = {"--hf-token": "HF_TOKEN"}
-"""Engine flags that carry a secret, and the env var the engine reads it from instead: off
-the command line, a token shows neither in `ps` nor in the engine's own log of its args."""
-
-
-def secret_flags_to_env(args: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
-    """(args without secret flags, the env that carries them)."""
-    kept: list[str] = []
-    env: dict[str, str] = {}
-    it = iter(args)
-    for arg in it:
-        flag, eq, value = arg.partition("=")
-        if flag in SECRET_FLAGS:
-            env[SECRET_FLAGS[flag]] = value if eq else next(it, "")
-            redact.register(env[SECRET_FLAGS[flag]])
-        else:
-            kept.append(arg)
-    return tuple(kept), env
-
-
-def gpus_needed(flag_set: FlagSet, host: HostProfile) -> int:
-    """GPUs one server of ``flag_set`` leases: its tensor-parallel size, else the host's."""
-    if not host.has_gpus:
-        return 0
-    value = flag_set.value(TP_FLAG)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    return host.tensor_parallel
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    """A logical model name resolved on a host: what the engine loads and its tokenizer facts."""
-
-    logical: str
-    ref: str
-    path: str
-    vocab_size: int
-    special_ids: frozenset[int]
-    dummy_weights: bool = False
-    """Served with random weights (the engine kind's ``random_weights_args``): speed only,
-    its answers mean nothing."""
-
-    def describe(self) -> dict[str, Any]:
-        return {"logical": self.logical, "ref": self.ref, "path": self.path,
-                "vocab_size": self.vocab_size, "dummy_weights": self.dummy_weights}
 
 
 class PerfSession:
