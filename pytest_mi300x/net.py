@@ -22,14 +22,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def get_status(url: str, api_key: str | None = None, timeout: float = 2.0) -> int | None:
     """HTTP status of a GET, or None when nothing answers."""
-    req = urllib.request.Request(url, headers=_auth(api_key))
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except (OSError, ValueError):
-        return None
+    return _status(urllib.request.Request(url, headers=_auth(api_key)), timeout)
 
 
 def status_of(method: str, url: str, api_key: str | None, timeout: float = 10.0) -> int | None:
@@ -38,6 +31,10 @@ def status_of(method: str, url: str, api_key: str | None, timeout: float = 10.0)
     data = b"{}" if method == "POST" else None
     req = urllib.request.Request(url, data=data, method=method,
                                  headers={"Content-Type": "application/json", **_auth(api_key)})
+    return _status(req, timeout)
+
+
+def _status(req: urllib.request.Request, timeout: float) -> int | None:
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return int(resp.status)
