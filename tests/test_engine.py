@@ -7,7 +7,6 @@ run would; later runs reuse it.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -15,6 +14,8 @@ import time
 from xml.etree import ElementTree
 
 import pytest
+
+from pytest_mi300x.servers.records import group_members
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.engine
@@ -32,20 +33,16 @@ def run(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, float]
 
 
 def engine_groups_alive(pgids: list[int]) -> list[int]:
-    """Process groups among ``pgids`` that still have a member."""
-    alive = []
-    for pgid in pgids:
-        try:
-            os.killpg(pgid, 0)
-            alive.append(pgid)
-        except ProcessLookupError:
-            pass
-    return alive
+    """Process groups among ``pgids`` that still have a live member. A zombie does not
+    count: it holds no CPU, memory or port, and whoever adopted it (init) reaps it in its
+    own time (os.killpg(pgid, 0) still succeeds until then)."""
+    return [pgid for pgid in pgids if group_members(pgid)]
 
 
 def test_suite_runs_real_engine_and_writes_results(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_small=SMALL + """
 import pytest
+
 
 @pytest.mark.parametrize("rate", [pytest.param(16.0, id="qps-16"),
                                   pytest.param(float("inf"), id="qps-inf")])
@@ -97,6 +94,7 @@ def test_killed_server_errors_with_log_tail_and_next_test_gets_a_new_one(
         pytester: pytest.Pytester) -> None:
     pytester.makeconftest("""
 import pytest
+
 from pytest_mi300x.plugin.stash import SERVER_KEY
 
 @pytest.fixture(autouse=True)
