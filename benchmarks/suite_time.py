@@ -10,11 +10,15 @@ warm-up and the measured runs. Prints the split and the slowest phases.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 import time
 from collections import defaultdict
+
+from pytest_mi300x.engines.cache import default_cache_dir
+from pytest_mi300x.engines.provision import MARKER
 
 LINE = re.compile(r"^(\d+\.\d+)s (setup|call|teardown)\s+(\S+)")
 
@@ -39,6 +43,13 @@ def main(argv: list[str]) -> int:
           f"{phases['setup'] / 60:.1f} min, call (warm-ups and measured runs) "
           f"{phases['call'] / 60:.1f} min, teardown {phases['teardown'] / 60:.1f} min, "
           f"other (collection, reports) {(wall - sum(phases.values())) / 60:.1f} min")
+    # Engine venvs this run installed (their marker is newer than the run's start).
+    installed = [json.loads(m.read_text()) for m in
+                 (default_cache_dir() / "engines").glob(f"*/{MARKER}")
+                 if m.stat().st_mtime >= time.time() - wall]
+    install_s = sum(float(m.get("seconds", 0.0)) for m in installed)
+    print(f"engine install {install_s:.0f} s ({len(installed)} build(s)); after it "
+          f"{(wall - install_s) / 60:.1f} min")
     starts = [r for r in rows if r[1] == "setup" and r[0] > 5]
     print(f"{len(starts)} setups over 5 s (server starts): median "
           f"{sorted(r[0] for r in starts)[len(starts) // 2] if starts else 0:.0f} s")

@@ -77,3 +77,27 @@ def test_a_sweep_that_never_meets_the_slo_is_an_invalid_run(pytester: pytest.Pyt
                                  "4 req/s, attainment 0%); lower the rates*"])
     doc = json.loads(next((Path(pytester.path) / "a").glob("*.json")).read_text())
     assert doc["valid"] is False
+
+
+CAPPED = """
+from pytest_mi300x import RandomDataset, Workload
+
+def test_capacity(capacity):
+    capacity(Workload(RandomDataset(input_len=40, output_len=8, num_prompts=8),
+                      warmup_requests=0), [16.0, 32.0], slos={"ttft": 5000.0}, point_s=0.0,
+             sweeps=2)
+"""
+
+
+@pytest.mark.parametrize(("repeats", "sweeps"), [("3", 2), ("1", 1)])
+def test_sweeps_caps_the_sweeps_a_test_runs(pytester: pytest.Pytester, repeats: str,
+                                            sweeps: int) -> None:
+    pytester.makepyfile(test_cap=CAPPED)
+    with stub_server(StubBehavior(ttft=0.01, itl=0.001)) as server:
+        result = pytester.runpytest_subprocess(
+            "-p", "no:cacheprovider", "--endpoint", server.base_url, "--repeats", repeats,
+            "--baselines-dir", "bl", "--results-dir", "a", timeout=300)
+    result.assert_outcomes(passed=1)
+    doc = json.loads(next((pytester.path / "a").glob("*.json")).read_text())
+    assert len(doc["runs"]) == sweeps
+    assert doc["workload"]["scaled"]["sweep"]["rates"] == [4.0, 8.0]

@@ -123,7 +123,8 @@ class Measurer:
 
     def run_capacity(self, workload: Workload, rates: Sequence[float],
                      slos: Mapping[str, float], *, attainment: float = DEFAULT_ATTAINMENT,
-                     refine: int = 3, point_s: float = 5.0, retries: int = 1) -> PerfResult:
+                     refine: int = 3, point_s: float = 5.0, retries: int = 1,
+                     sweeps: int | None = None) -> PerfResult:
         """The highest request rate at which ``attainment`` of the requests meet every SLO
         (ms on ttft, tpot, e2el), as the figure ``max_rate_under_slo`` (req/s), gated
         against the baseline like a throughput.
@@ -135,9 +136,12 @@ class Measurer:
         rates: a queue needs time to build past the knee), and a near miss (at least half
         the attainment asked) is tried ``retries`` more times before it counts. The
         warm-up runs at the lowest rate. A sweep where no rate met the SLOs is an invalid
-        run.
+        run. There is one sweep per ``--repeats``, or at most ``sweeps``.
         """
         check_slos(dict(slos))
+        if sweeps is not None and sweeps < 1:
+            raise ValueError(f"capacity(sweeps={sweeps!r}): write a whole number >= 1 "
+                             "or leave it out (one sweep per --repeats)")
         host_rates = [self.host.scale.request_rate(r, burst_above_max=False) for r in rates]
         scaled = workload.scaled(self.host.scale)
         scaled = replace(scaled, slos=dict(slos),
@@ -146,8 +150,9 @@ class Measurer:
                                           ramp_end_rps=None),
                          sweep={"rates": host_rates, "attainment": attainment,
                                 "refine": refine, "point_s": point_s, "retries": retries})
+        count = self.repeats if sweeps is None else min(self.repeats, sweeps)
         return self._run(workload, scaled, lambda result: self._sweep(
-            scaled, host_rates, dict(slos), attainment, refine, result))
+            scaled, host_rates, dict(slos), attainment, refine, count, result))
 
     def _run(self, workload: Workload, scaled: Workload,
              measure: Callable[[PerfResult], None]) -> PerfResult:
@@ -235,16 +240,16 @@ class Measurer:
         result.accuracy = {"check": check.describe(), "passes": passes}
 
     def _sweep(self, scaled: Workload, rates: list[float], slos: dict[str, float],
-               attainment: float, refine: int, result: PerfResult) -> None:
-        for rep in range(self.repeats):
+               attainment: float, refine: int, count: int, result: PerfResult) -> None:
+        for rep in range(count):
             repetition = sweep_once(
                 self._load, self.tokenizer, scaled, rates, slos, attainment, refine,
-                rep=rep, repeats=self.repeats,
+                rep=rep, repeats=count,
                 exact=self.server.engine.exact_output_lengths)
             result.repetitions.append(repetition)
             if repetition.problems:
                 self._check_alive("during the sweep")
-                raise InvalidRun(f"invalid sweep (repetition {rep + 1} of {self.repeats}), "
+                raise InvalidRun(f"invalid sweep (repetition {rep + 1} of {count}), "
                                  "figures not used: " + "; ".join(repetition.problems))
 
     @contextlib.contextmanager

@@ -177,15 +177,17 @@ def slo_targets() -> dict[str, float]:
 @pytest.fixture
 def capacity(perf: Measurer, slo_targets: dict[str, float]) -> Callable[..., PerfResult]:
     """``capacity(workload, rates, slos=None, attainment=0.9, refine=3, point_s=5.0,
-    retries=1)``: the highest of ``rates`` (req/s at full size, bisected between the last
-    passing and the first failing) at which ``attainment`` of the requests meet ``slos``
-    (default: ``slo_targets``), stored as the figure ``max_rate_under_slo`` and gated
-    against the baseline (Measurer.run_capacity)."""
+    retries=1, sweeps=None)``: the highest of ``rates`` (req/s at full size, bisected
+    between the last passing and the first failing) at which ``attainment`` of the requests
+    meet ``slos`` (default: ``slo_targets``), stored as the figure ``max_rate_under_slo``
+    and gated against the baseline (Measurer.run_capacity). One sweep per ``--repeats``,
+    or at most ``sweeps``."""
 
     def find(workload: Workload, rates: list[float], slos: dict[str, float] | None = None,
              attainment: float = 0.9, refine: int = 3, point_s: float = 5.0,
-             retries: int = 1) -> PerfResult:
+             retries: int = 1, sweeps: int | None = None) -> PerfResult:
         return perf.run_capacity(workload, rates, slos or slo_targets, attainment=attainment,
-                                 refine=refine, point_s=point_s, retries=retries)
+                                 refine=refine, point_s=point_s, retries=retries,
+                                 sweeps=sweeps)
 
     return find
