@@ -23,6 +23,7 @@ import argparse
 import random
 import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 
 from pytest_mi300x.ab.builds import Build, parse_build
@@ -57,9 +58,10 @@ def measure(args: argparse.Namespace, selection: list[str], a: Build, a2: Build,
 
 
 def trials(pool: Record, a: Build, other: Build, n: int, args: argparse.Namespace,
-           rng: random.Random) -> tuple[dict[str, int], list[int], list[float]]:
-    """Regression verdicts per gated metric over ``n`` A/B trials, starts used, seconds."""
-    alarms: dict[str, int] = {}
+           rng: random.Random) -> tuple[dict[str, Counter[str]], list[int], list[float]]:
+    """Verdicts per gated metric over ``n`` A/B trials (counts by kind), starts used,
+    seconds."""
+    kinds: dict[str, Counter[str]] = {}
     used, seconds = [], []
     for _ in range(n):
         record = Record(None, {})
@@ -68,11 +70,15 @@ def trials(pool: Record, a: Build, other: Build, n: int, args: argparse.Namespac
                               progress=lambda _: None).run()
         for vs in verdicts.values():
             for v in vs:
-                if v.gated and v.kind is Kind.REGRESSION:
-                    alarms[v.metric] = alarms.get(v.metric, 0) + 1
+                if v.gated:
+                    kinds.setdefault(v.metric, Counter())[v.kind.value] += 1
         used.append(len(record.starts))
         seconds.append(sum(s.seconds for s in record.starts))
-    return alarms, used, seconds
+    return kinds, used, seconds
+
+
+def regressions(kinds: dict[str, Counter[str]]) -> dict[str, int]:
+    return {m: c[Kind.REGRESSION.value] for m, c in kinds.items()}
 
 
 def gate_trials(pool: Record, a: Build, other: Build, n: int,
@@ -120,8 +126,9 @@ def main() -> int:
     per_start = [s.seconds for s in pool.starts]
     print(f"\none start: {statistics.median(per_start):.0f} s median "
           f"({min(per_start):.0f}-{max(per_start):.0f})")
-    aa, used_aa, sec_aa = trials(pool, a, a2, args.trials, args, rng)
-    ab, used_ab, sec_ab = trials(pool, a, b, args.trials, args, rng)
+    kinds_aa, used_aa, sec_aa = trials(pool, a, a2, args.trials, args, rng)
+    kinds_ab, used_ab, sec_ab = trials(pool, a, b, args.trials, args, rng)
+    aa, ab = regressions(kinds_aa), regressions(kinds_ab)
     gaa, gab = gate_trials(pool, a, a2, args.trials, rng), gate_trials(pool, a, b, args.trials,
                                                                         rng)
     metrics = sorted({v.metric for vs in whole.values() for v in vs if v.gated})
@@ -132,6 +139,11 @@ def main() -> int:
     for m in metrics:
         print(f"{m:<24} {aa.get(m, 0):>9}/{args.trials:<5} {ab.get(m, 0):>7}/{args.trials:<5} "
               f"{gaa.get(m, 0):>10}/{args.trials:<5} {gab.get(m, 0):>8}/{args.trials:<5}")
+    print("\n`ab` verdicts per metric (A/A | A/B):")
+    for m in metrics:
+        print(f"  {m:<24} " + " | ".join(
+            ", ".join(f"{kind} {n}" for kind, n in sorted(k.get(m, Counter()).items()))
+            for k in (kinds_aa, kinds_ab)))
     print(f"starts per A/B: A/A {statistics.fmean(used_aa):.1f}, A/B "
           f"{statistics.fmean(used_ab):.1f}; time per A/B: A/A "
           f"{statistics.median(sec_aa) / 60:.1f} min median "

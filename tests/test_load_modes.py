@@ -200,6 +200,34 @@ def test_a_missed_rate_is_tried_again_before_the_walk_ends() -> None:
     assert [p.rate for p in clear.points] == [4.0, 8.0]
 
 
+def test_a_later_sweep_starts_at_the_earlier_result() -> None:
+    def knee_at(knee: float):
+        seen: list[float] = []
+
+        def measure(rate: float) -> tuple[dict[str, float], bool]:
+            seen.append(rate)
+            return {"slo_attainment": 1.0 if rate <= knee else 0.2}, True
+        return measure, seen
+
+    rates = [4.0, 8.0, 16.0, 32.0, 64.0]
+    measure, seen = knee_at(20.0)
+    sweep = find_max_rate(measure, rates, {"ttft": 1.0}, refine=2, start_at=18.0)
+    # 4 and 8 held in the earlier sweep: the walk begins at 16, the highest not above 18.
+    assert seen == [16.0, 32.0, 24.0, 20.0] and sweep.best_rate == 20.0
+    # The start misses (the engine got slower): the rates below it are walked after all.
+    measure, seen = knee_at(6.0)
+    sweep = find_max_rate(measure, rates, {"ttft": 1.0}, refine=1, start_at=18.0)
+    assert seen == [16.0, 4.0, 8.0, 6.0] and sweep.best_rate == 6.0
+    # Not even the lowest holds: no rate.
+    measure, seen = knee_at(1.0)
+    sweep = find_max_rate(measure, rates, {"ttft": 1.0}, start_at=18.0)
+    assert seen == [16.0, 4.0] and sweep.best_rate is None
+    # The top rate holds: capped, as a full walk would be.
+    measure, seen = knee_at(100.0)
+    sweep = find_max_rate(measure, rates, {"ttft": 1.0}, start_at=40.0)
+    assert seen == [32.0, 64.0] and sweep.best_rate == 64.0
+
+
 def test_rate_sweep_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="rates must be ascending"):
         find_max_rate(lambda r: ({}, True), [4.0, 2.0], {"ttft": 1.0})

@@ -26,8 +26,9 @@ Load = Callable[..., LoadRun]
 
 def sweep_once(load: Load, tokenizer: Tokenizer, scaled: Workload, rates: list[float],
                slos: dict[str, float], attainment: float, refine: int, *, rep: int,
-               repeats: int, exact: bool) -> Repetition:
-    """Walk ``rates`` up until one misses, bisect the gap ``refine`` times; the best
+               repeats: int, exact: bool, start_at: float | None = None) -> Repetition:
+    """Walk ``rates`` up until one misses (from the highest not above ``start_at``, an
+    earlier sweep's result, when given), bisect the gap ``refine`` times; the best
     passing point's run and figures (``max_rate_under_slo``), or the problems."""
     dataset: Any = scaled.dataset
     seed = dataset.seed + rep
@@ -60,7 +61,7 @@ def sweep_once(load: Load, tokenizer: Tokenizer, scaled: Workload, rates: list[f
 
     sweep = find_max_rate(measure, rates, slos, attainment=attainment, refine=refine,
                           retries=int(sweep_spec.get("retries", 0)),
-                          near_miss=attainment / 2)
+                          near_miss=attainment / 2, start_at=start_at)
     best = sweep.best_rate
     described = {**sweep.describe(), "problems": {
         f"{rate:g}": problems for rate, (_, problems) in runs.items() if problems}}

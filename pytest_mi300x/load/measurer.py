@@ -131,10 +131,12 @@ class Measurer:
 
         Each repetition is one sweep (load/sweep.py find_max_rate): ``rates`` (written at
         full size; the host scales them, never into a burst) are walked upwards until one
-        misses, then the gap is bisected ``refine`` times. Every point sends fresh prompts
-        of the workload's dataset for at least ``point_s`` seconds (more prompts at higher
-        rates: a queue needs time to build past the knee), and a near miss (at least half
-        the attainment asked) is tried ``retries`` more times before it counts. The
+        misses (a later sweep from the highest not above the previous sweep's result:
+        the rates below held there), then the gap is bisected ``refine`` times. Every
+        point sends fresh prompts of the workload's dataset for at least ``point_s``
+        seconds (more prompts at higher rates: a queue needs time to build past the knee),
+        and a near miss (at least half the attainment asked) is tried ``retries`` more
+        times before it counts. The
         warm-up runs at the lowest rate. A sweep where no rate met the SLOs is an invalid
         run. There is one sweep per ``--repeats``, or at most ``sweeps``.
         """
@@ -241,11 +243,14 @@ class Measurer:
 
     def _sweep(self, scaled: Workload, rates: list[float], slos: dict[str, float],
                attainment: float, refine: int, count: int, result: PerfResult) -> None:
+        start_at = None
         for rep in range(count):
             repetition = sweep_once(
                 self._load, self.tokenizer, scaled, rates, slos, attainment, refine,
                 rep=rep, repeats=count,
-                exact=self.server.engine.exact_output_lengths)
+                exact=self.server.engine.exact_output_lengths, start_at=start_at)
+            # The next sweep starts at this one's bracket: the rates below it held.
+            start_at = repetition.figures.get("max_rate_under_slo")
             result.repetitions.append(repetition)
             if repetition.problems:
                 self._check_alive("during the sweep")

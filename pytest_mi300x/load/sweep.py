@@ -53,9 +53,14 @@ def find_max_rate(
     refine: int = 2,
     retries: int = 0,
     near_miss: float = 0.0,
+    start_at: float | None = None,
 ) -> SweepResult:
     """Walk `rates` upwards until one misses, then bisect `refine` times between the
     last passing and first failing rate.
+
+    With `start_at` (an earlier sweep's result) the walk begins at the highest listed
+    rate not above it, since the lower ones held there; if that rate misses, the rates
+    below it are walked from the lowest after all.
 
     With `retries`, a rate that misses is measured again (up to that many times) and
     passes if any try does: one stall of a shared machine then does not end the walk
@@ -95,14 +100,20 @@ def find_max_rate(
                 return False  # a clear miss
         return False
 
-    good: float | None = None
-    bad: float | None = None
-    for rate in rates:
-        if run(rate):
+    def walk(candidates: Sequence[float]) -> tuple[float | None, float | None]:
+        good = None
+        for rate in candidates:
+            if not run(rate):
+                return good, rate
             good = rate
-        else:
-            bad = rate
-            break
+        return good, None
+
+    below = [i for i, r in enumerate(rates) if start_at is not None and r <= start_at]
+    first = below[-1] if below else 0
+    good, bad = walk(rates[first:])
+    if good is None and first:
+        good, lower_bad = walk(rates[:first])
+        bad = lower_bad if lower_bad is not None else bad
     if good is None or bad is None:
         return result
     for _ in range(refine):
