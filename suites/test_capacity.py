@@ -11,7 +11,8 @@ time to build past the knee) and a near miss is tried once more (one stall of a 
 machine does not end the sweep). Rates are written at MI300X size and scaled by the host
 (the cpu host: a quarter, never sent as a burst); the SLOs are the ``slo_targets``
 fixture's, which hosts do not scale (override it in a conftest). On the cpu host the
-test takes about 8 minutes (two servers, two sweeps each).
+test takes 6-8 minutes (two servers, two sweeps each; a later sweep starts at the
+earlier one's bracket).
 """
 
 from __future__ import annotations
