@@ -39,13 +39,13 @@ CPU_HOST = HostProfile(
     # compute threads: a burst's throughput then varied 2% within a start instead of 8%.
     frontend_cpus=1,
     # The noise record: start-to-start CV of a start's median of runs, the largest seen
-    # over the A/B pool of docs/measurements.md (placed, quiet 2-core AVX-512/AMX
-    # machine, 8 starts each of three builds, a 40-prompt burst): throughputs 0.9-1.3%,
-    # median TTFT 3.5-7.4%, median TPOT/ITL/E2E 0.8-1.8%; a paced 40-prompt run at
+    # over the two A/B pools of docs/measurements.md (placed, quiet 2-core AVX-512/AMX
+    # machine, 8 starts each of three builds, a 40-prompt burst): throughputs 0.9-1.7%,
+    # median TTFT 2.8-7.4%, median TPOT/ITL/E2E 0.8-2.2%; a paced 40-prompt run at
     # 4 req/s, unplaced, 1.4% (TTFT) and 2.6% (TPOT). Rounded up, but TTFT's is the
-    # unchanged builds' (3.5-5.6%). A floor is the smallest change that counts; the 99%
-    # interval, not the floor, keeps an unchanged build from alarming (A/A rates in
-    # docs/measurements.md).
+    # unchanged builds' (2.8-5.6%; 7.4% was the fp8 build). A floor is the smallest
+    # change that counts; the 99% interval, not the floor, keeps an unchanged build from
+    # alarming (A/A rates in docs/measurements.md).
     floors=MappingProxyType({
         **{f"median_{m}_ms": 5.0 for m in ("ttft", "tpot", "itl", "e2el")},
         **{m: 5.0 for m in _THROUGHPUTS},

@@ -136,9 +136,9 @@ class Measurer:
         point sends fresh prompts of the workload's dataset for at least ``point_s``
         seconds (more prompts at higher rates: a queue needs time to build past the knee),
         and a near miss (at least half the attainment asked) is tried ``retries`` more
-        times before it counts. The
-        warm-up runs at the lowest rate. A sweep where no rate met the SLOs is an invalid
-        run. There is one sweep per ``--repeats``, or at most ``sweeps``.
+        times before it counts. The warm-up runs at the lowest rate. A sweep where no rate
+        met the SLOs is an invalid run. There is one sweep per ``--repeats``, or at most
+        ``sweeps``.
         """
         check_slos(dict(slos))
         if sweeps is not None and sweeps < 1:
