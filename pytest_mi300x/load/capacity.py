@@ -4,7 +4,7 @@ meet the SLOs, as one repetition."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -78,3 +78,16 @@ def sweep_once(load: Load, tokenizer: Tokenizer, scaled: Workload, rates: list[f
         # The top rate held: the capacity is at least this.
         "max_rate_capped": float(best == max(rates))}
     return Repetition(seed, figures, [], runs[best][0], described)
+
+
+def sweeps(load: Load, tokenizer: Tokenizer, scaled: Workload, rates: list[float],
+           slos: dict[str, float], attainment: float, refine: int, *, count: int,
+           exact: bool) -> Iterator[Repetition]:
+    """``count`` sweeps, one repetition each; a later sweep starts at the earlier one's
+    result, since the rates below it held there."""
+    start_at = None
+    for rep in range(count):
+        repetition = sweep_once(load, tokenizer, scaled, rates, slos, attainment, refine,
+                                rep=rep, repeats=count, exact=exact, start_at=start_at)
+        yield repetition
+        start_at = repetition.figures.get("max_rate_under_slo")

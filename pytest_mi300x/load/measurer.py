@@ -21,7 +21,7 @@ from pytest_mi300x.hosts.profile import HostProfile
 from pytest_mi300x.judge.baselines import BASELINE_PROPERTY
 from pytest_mi300x.judge.gate import Gate, evaluate
 from pytest_mi300x.load import figures as metrics
-from pytest_mi300x.load.capacity import sweep_once
+from pytest_mi300x.load.capacity import sweeps
 from pytest_mi300x.load.client import run_load_sync
 from pytest_mi300x.load.figures import check_slos
 from pytest_mi300x.load.records import LoadRun
@@ -243,14 +243,9 @@ class Measurer:
 
     def _sweep(self, scaled: Workload, rates: list[float], slos: dict[str, float],
                attainment: float, refine: int, count: int, result: PerfResult) -> None:
-        start_at = None
-        for rep in range(count):
-            repetition = sweep_once(
+        for rep, repetition in enumerate(sweeps(
                 self._load, self.tokenizer, scaled, rates, slos, attainment, refine,
-                rep=rep, repeats=count,
-                exact=self.server.engine.exact_output_lengths, start_at=start_at)
-            # The next sweep starts at this one's bracket: the rates below it held.
-            start_at = repetition.figures.get("max_rate_under_slo")
+                count=count, exact=self.server.engine.exact_output_lengths)):
             result.repetitions.append(repetition)
             if repetition.problems:
                 self._check_alive("during the sweep")
