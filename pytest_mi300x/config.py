@@ -49,6 +49,12 @@ class Settings:
     endpoint_model: str | None = None
     endpoint_key_env: str = "OPENAI_API_KEY"
     """The env var its API key is read from (never recorded)."""
+    gate_alpha: float = 0.05
+    """The session's one-sided false-alarm budget, split over its gated tests (at most
+    1% each; judge/multiplicity.py)."""
+    steadiness_file: Path | None = None
+    """Today's steadiness check of this machine (``pytest-mi300x steadiness``): a machine
+    noisier than its record widens every verdict's noise by the factor it measured."""
 
     def build_for(self, kind: EngineKind) -> str | None:
         """The build the user named for an engine, through the engine's own option."""

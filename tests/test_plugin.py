@@ -128,6 +128,8 @@ def test_figures_reach_the_junit_xml_as_properties(pytester: pytest.Pytester) ->
                 return {"request_throughput": 4.0, "valid": True}
             def baseline_properties(self):
                 return []
+            def cannot_gate(self):
+                return ""
             def junit_properties(self):
                 return [("mi300x.request_throughput", "4"),
                         ("mi300x.verdict.request_throughput", "no change")]

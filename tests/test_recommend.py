@@ -80,14 +80,17 @@ def test_the_best_flag_set_per_metric_with_its_margin_and_whether_it_is_beyond_n
     rps = pick(burst, "request_throughput")
     assert rps is not None and rps.best == "vllm:seqs-256" and rps.runner_up == "vllm:cp-off"
     assert rps.margin_pct == pytest.approx(100 * (65 / 63 - 1), abs=0.3)
-    # Two server starts a side, 5% apart: the interval (t on 2 degrees of freedom) is too
-    # wide to decide a 3% lead.
-    assert rps.beyond_noise == "no: not resolved (more starts or repeats)"
-    # One start a side: runs within 2% of each other decide that 3% is within the cpu
-    # host's 15% floor for throughput.
+    # Two server starts a flag set, 5% apart: a 3% lead is not significant, and the lead is
+    # shown to be within the 15% floor.
+    assert rps.beyond_noise == "no: within the 15% floor"
+    # One start a flag set: no start-to-start spread to judge a margin by, and a host's
+    # record from another day does not stand in for it (the issue: margins of 16-21% called
+    # "beyond noise" on workloads whose starts spread that much).
     (one, _) = group_results([(str(a), read_folder(a))])
     within = pick(one, "request_throughput")
-    assert within is not None and within.beyond_noise == "no: within the 15% floor"
+    assert within is not None and within.verdict is None
+    assert within.beyond_noise == "cannot tell: one server start per flag set (run the matrix " \
+                                  "again)"
     ttft = pick(burst, "median_ttft_ms")
     assert ttft is not None and ttft.best == "vllm:cp-off" and ttft.runner_up == "vllm:seqs-256"
     tpot = pick(burst, "median_tpot_ms")
@@ -103,8 +106,8 @@ def test_the_best_flag_set_per_metric_with_its_margin_and_whether_it_is_beyond_n
 
 
 def test_a_margin_past_the_floor_is_beyond_noise_and_reversed_it_is_not(tmp_path: Path) -> None:
-    a = folder(tmp_path, "a")
-    (burst, _) = group_results([(str(a), read_folder(a))])
+    a, b = folder(tmp_path, "a"), folder(tmp_path, "b", scale=0.97)
+    (burst, _) = group_results([(str(a), read_folder(a)), (str(b), read_folder(b))])
     del burst.candidates["vllm:cp-off"]
     rps = pick(burst, "request_throughput")
     assert rps is not None and (rps.best, rps.runner_up) == ("vllm:seqs-256", "vllm:seqs-4")

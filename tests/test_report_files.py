@@ -37,10 +37,11 @@ def ended(**outcomes: str) -> dict[str, Outcome]:
 def test_markdown_has_the_verdict_table_figures_and_regression_details(docs) -> None:
     text = render_markdown(collect([Result(d) for d in docs], ended(a="failed", b="passed"),
                                    "run-1"))
-    assert "| test | metric | baseline | now | change | threshold | verdict |" in text
+    assert "| test | metric | baseline | now | change | threshold | spread | resolves | verdict |" in text
     row = next(line for line in text.splitlines()
                if line.startswith(f"| {A} | request_throughput"))
-    assert re.search(r"\| 10 \| 7 \| -30\.0% \| \d+\.\d% \| regression \|", row)
+    assert re.search(r"\| 10 \| 7 \| -30\.0% \| \d+\.\d% \| \d+\.\d% \| \d+\.\d% \| "
+                     r"regression \|", row)
     assert "1 failed, 1 passed; 1 gated regression verdict(s)" in text
     assert "baseline 10 [10, 10.1, 9.9, 10, 10.2], now 7 [7, 7.1, 6.9]" in text
     assert f"| {B} | passed | 3 | 20.00 |" in text
@@ -93,7 +94,7 @@ def test_terminal_verdict_table_lists_gated_metrics_and_warnings(docs) -> None:
     lines = verdict_table({A: {"gate": {"status": "compared", "verdicts": verdicts}},
                            B: {"gate": {"status": "no baseline"}}})
     assert lines[0].split() == ["test", "metric", "baseline", "now", "change", "threshold",
-                                "verdict"]
+                                "spread", "resolves", "verdict"]
     assert any("request_throughput" in line and "regression" in line for line in lines)
     assert not any(B in line for line in lines)
     assert verdict_table({B: {"gate": {"status": "no baseline"}}}) == []

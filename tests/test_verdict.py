@@ -7,6 +7,8 @@ import random
 
 import pytest
 
+from pytest_mi300x.judge import multiplicity, power
+from pytest_mi300x.judge.noise import SumSq
 from pytest_mi300x.judge.verdict import (
     DEFAULT_THRESHOLD_PCT,
     GATED_METRICS,
@@ -41,7 +43,8 @@ def test_a_ten_percent_throughput_drop_over_three_starts_each_is_a_failing_regre
     lo, hi = v.interval_pct
     assert lo < v.change_pct < hi < 0
     assert v.baseline_starts == pytest.approx((10.0, 10.1, 9.9))
-    assert "wholly worse" in v.reason and "3 vs 3 server start(s)" in v.reason
+    assert "worse by 10.0%" in v.reason and "3 vs 3 server start(s)" in v.reason
+    assert v.p_worse <= v.alpha == 0.01
 
 
 def test_latency_rise_fails_only_when_gated() -> None:
@@ -114,7 +117,8 @@ def test_message_shows_every_run_start_interval_and_threshold() -> None:
     text = v.message()
     assert text.startswith("request_throughput: REGRESSION (gated, higher is better)")
     assert "3 server starts' medians: 10, 10.1, 9.9" in text
-    assert "99% interval" in text and "threshold 5.0%" in text
+    assert "98% interval" in text and "threshold 5.0%" in text
+    assert "resolves 6.7% with 3+3 starts" in text
 
 
 def test_direction_override_and_unknown_metric() -> None:
@@ -182,3 +186,99 @@ def test_throughput_of_runs_that_kept_the_offered_rate_is_reported_not_gated() -
     assert kept[TTFT].gated
     behind = {v.metric: v for v in judge_all(paced, fell_behind, noise={TPUT: 1.0})}
     assert behind[TPUT].gated and behind[TPUT].fails
+
+
+# -- the test's own noise, the host's record as a prior --------------------------------
+
+def test_a_tests_own_spread_takes_over_from_a_host_record_it_contradicts() -> None:
+    """The issue's case: starts that spread 16-20% against a host record of 2%."""
+    base = starts(46.7, 87.8, 60.0, 71.0, spread=0.01)
+    v = judge_starts(TPUT, base, starts(55.0, spread=0.01), noise_floor_pct=2.0)
+    assert v.noise_pct > 15 and v.noise_df == 3
+    assert "above the host's record 2.0%" in v.noise_source
+    assert "the 4+1 starts compared" in v.noise_source
+    assert v.kind is Kind.INCONCLUSIVE and not v.can_gate
+
+
+def test_a_host_record_is_compared_with_a_tests_own_starts_but_never_pooled() -> None:
+    """With 3 starts an F test cannot tell a 2% host from a 5% test: pooling would lend
+    the prior's 10 degrees of freedom to a spread it does not describe."""
+    base = starts(10.0, 10.2, 9.8)  # about 2% between starts
+    agreeing = judge_starts(TPUT, base, starts(10.0), noise_floor_pct=2.0)
+    alone = judge_starts(TPUT, base, starts(10.0))
+    assert agreeing.noise_df == alone.noise_df == 2
+    assert agreeing.noise_pct == alone.noise_pct
+    assert "in line with the host's record 2.0%" in agreeing.noise_source
+    lower = judge_starts(TPUT, base, starts(10.0), noise_floor_pct=0.5)
+    assert lower.noise_pct == alone.noise_pct and "above the host's record" in lower.noise_source
+
+
+def test_the_tests_stored_record_counts_before_the_host_record() -> None:
+    record = SumSq(ss=7 * math.log1p(0.15) ** 2, df=7)  # 15% over 8 earlier starts
+    v = judge_starts(TPUT, [[10.0]], [[8.5]], noise_floor_pct=2.0, record=record)
+    assert v.noise_pct == pytest.approx(15.0, abs=0.01) and v.noise_df == 7
+    assert "the test's record" in v.noise_source and v.kind is Kind.INCONCLUSIVE
+    widened = judge_starts(TPUT, [[10.0]], [[8.5]], noise_floor_pct=2.0, inflation=3.0)
+    assert widened.noise_pct == pytest.approx(math.expm1(3 * math.log1p(0.02)) * 100)
+    assert "today's steadiness" in widened.noise_source
+
+
+# -- resolving power ------------------------------------------------------------------
+
+def test_every_verdict_states_what_it_resolves_and_what_a_ten_percent_change_needs() -> None:
+    noisy = judge_starts(TPUT, starts(46.7, 87.8, 60.0), starts(60.0))
+    assert not noisy.can_gate and noisy.target_pct == 10.0
+    line = noisy.resolution()
+    assert line.startswith("cannot gate at 10%: its starts spread ")
+    assert f"needs {noisy.starts_needed} starts a side" in line
+    assert noisy.starts_needed is not None and noisy.starts_needed > 20
+    # that many starts a side would resolve 10% at the same spread
+    enough = power.resolves(math.log1p(noisy.noise_pct / 100), noisy.noise_df
+                            + 2 * (noisy.starts_needed - 1), noisy.starts_needed,
+                            noisy.starts_needed, noisy.alpha, 5.0, "higher")
+    fewer = power.resolves(math.log1p(noisy.noise_pct / 100), noisy.noise_df
+                           + 2 * (noisy.starts_needed - 2), noisy.starts_needed - 1,
+                           noisy.starts_needed - 1, noisy.alpha, 5.0, "higher")
+    assert enough <= 10.0 < fewer
+    steady = judge_starts(TPUT, starts(10.0, 10.05, 9.95), starts(10.0, 10.02, 9.98))
+    assert steady.can_gate and steady.resolution().startswith("resolves ")
+
+
+def test_a_change_at_the_floor_is_never_resolvable() -> None:
+    assert power.starts_needed(0.01, 10, 0.01, 5.0, 5.0, "higher") is None
+    v = judge_starts(TPUT, starts(10.0, 10.0, 10.0), starts(10.0), threshold_pct=10.0)
+    assert v.target_pct == 20.0
+
+
+# -- the family-wise rule ----------------------------------------------------------------
+
+def reps(values: list[float], ttft_factor: float = 1.0) -> list[dict[str, float]]:
+    return [{"request_throughput": v, "output_throughput": 64 * v,
+             "total_token_throughput": 128 * v, "median_ttft_ms": ttft_factor * 500 / v,
+             "median_tpot_ms": 40 / v, "p99_ttft_ms": 900 / v} for v in values]
+
+
+def test_the_three_throughputs_count_once_and_holm_shares_the_tests_budget() -> None:
+    base = reps([10.0, 10.1, 9.9, 10.05, 9.95, 10.0])
+    cand = reps([8.8, 8.85, 8.75])
+    verdicts = {v.metric: v for v in judge_all(base, cand, baseline_starts=[0, 0, 1, 1, 2, 2],
+                                               candidate_starts=[0, 0, 0], alpha=0.003)}
+    gated = {m: v for m, v in verdicts.items() if v.gated}
+    # three families: throughput, TTFT, TPOT; Holm's first step is alpha / 3
+    assert min(v.alpha for v in gated.values()) == pytest.approx(0.001)
+    assert len({v.alpha for m, v in gated.items() if m.endswith("_throughput")}) == 1
+    assert max(v.alpha for v in gated.values()) == pytest.approx(0.003)
+    assert "Holm over 3 gated families at 0.003" in verdicts["request_throughput"].reason
+    assert verdicts["p99_ttft_ms"].alpha == 0.003  # warn-only metrics are not in the family
+
+
+def test_holm_steps_down_and_stops_at_the_first_family_it_keeps() -> None:
+    levels = multiplicity.holm({"a": 0.001, "b": 0.004, "c": 0.5}, 0.01)
+    assert levels == pytest.approx({"a": 0.01 / 3, "b": 0.01 / 2, "c": 0.01})
+    kept = multiplicity.holm({"a": 0.001, "b": 0.02, "c": 0.03}, 0.01)
+    assert kept["b"] == kept["c"] == pytest.approx(0.01 / 2)
+
+
+def test_the_sessions_budget_is_split_over_its_gated_tests() -> None:
+    assert multiplicity.per_test_alpha(1) == 0.01  # never more than 1% a test
+    assert multiplicity.per_test_alpha(26) == pytest.approx(0.05 / 26)

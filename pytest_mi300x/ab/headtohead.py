@@ -1,26 +1,40 @@
 """Two builds head to head: interleaved server starts (A B B A ...), judged per metric on the
-start-level data with the one verdict rule, stopping once every gated metric is decided.
+start-level data with the one verdict rule, at balanced looks only.
 
 Interleaving puts slow drift and start-to-start spread on both sides alike; the ABBA order
-is symmetric, so a linear drift over the run cancels in the difference of the means.
+is symmetric, so a linear drift over the run cancels in the difference of the means, and it
+only cancels when both sides have as many starts: so verdicts are taken only at balanced
+looks (n starts a side, from ``min_starts`` to ``max_starts``). Each look spends part of each
+test's false-alarm budget (judge/multiplicity.py), so adding starts while a metric is
+undecided does not raise the rate of false alarms; the budget is the session's, split over
+the tests selected.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from pytest_mi300x.ab.builds import Build
 from pytest_mi300x.ab.starts import Record, RunStart, Start
-from pytest_mi300x.judge.verdict import CONFIDENCE, Kind, Verdict, judge_all
+from pytest_mi300x.judge import multiplicity
+from pytest_mi300x.judge.noise import SumSq
+from pytest_mi300x.judge.verdict import Kind, Verdict, judge_all
 from pytest_mi300x.results.metrics import GATED_METRICS, METRIC_DIRECTIONS
 
 MIN_STARTS = 3
 MAX_STARTS = 6
 
+Records = Callable[[str], Mapping[str, SumSq]]
+"""A test's stored noise evidence per metric (judge/noise.py), by test id."""
+
 
 class StartFailed(RuntimeError):
     """A start measured nothing: the build could not run the selection."""
+
+    def __init__(self, message: str, build: str = "") -> None:
+        super().__init__(message)
+        self.build = build
 
 
 def abba(a: Build, b: Build, done: int) -> Build:
@@ -28,8 +42,24 @@ def abba(a: Build, b: Build, done: int) -> Build:
     return (a, b, b, a)[done % 4]
 
 
-def judge(record: Record, a: Build, b: Build, *, threshold_pct: float | None = None,
-          confidence: float = CONFIDENCE) -> dict[str, list[Verdict]]:
+def next_build(a: Build, b: Build, n_a: int, n_b: int) -> Build:
+    """The side with fewer starts, else the ABBA order: a resumed or inherited record
+    continues where its counts stand."""
+    if n_a != n_b:
+        return a if n_a < n_b else b
+    return abba(a, b, n_a + n_b)
+
+
+def look_alpha(tests: int, look: int, first: int, last: int,
+               alpha_session: float = multiplicity.ALPHA_SESSION) -> float:
+    """Each test's level at the look at ``look`` starts a side."""
+    alpha = multiplicity.per_test_alpha(tests, alpha_session=alpha_session)
+    return multiplicity.spent(alpha, min(max(look, first), last), first, last)
+
+
+def judge(record: Record, a: Build, b: Build, *, alpha: float = multiplicity.ALPHA_TEST,
+          alpha_same: float = multiplicity.ALPHA_SAME, threshold_pct: float | None = None,
+          records: Records | None = None, detail: str = "") -> dict[str, list[Verdict]]:
     """Per test, a verdict per metric both builds measured (B judged against A)."""
     out: dict[str, list[Verdict]] = {}
     for test in record.tests():
@@ -41,14 +71,34 @@ def judge(record: Record, a: Build, b: Build, *, threshold_pct: float | None = N
         if reps_a and reps_b:
             out[test] = judge_all(reps_a, reps_b, baseline_starts=starts_a,
                                   candidate_starts=starts_b, floors=floors, noise=noise,
-                                  confidence=confidence)
+                                  records=records(test) if records else None, alpha=alpha,
+                                  alpha_same=alpha_same, detail=detail)
     return out
 
 
 def undecided(verdicts: dict[str, list[Verdict]]) -> list[str]:
-    """``test: metric`` of every gated metric more starts could still decide."""
+    """``test: metric`` of every gated metric still inconclusive."""
     return [f"{test}: {v.metric}" for test, vs in verdicts.items() for v in vs
-            if v.gated and v.needs_more]
+            if v.gated and not v.decided]
+
+
+@dataclass
+class Outcome:
+    """Where a head-to-head stopped."""
+
+    verdicts: dict[str, list[Verdict]] = field(default_factory=dict)
+    looks: int = 0
+    """Starts a side at the last look (0: no look yet)."""
+    dropped: dict[str, str] = field(default_factory=dict)
+    """Tests one build measured and the other did not, with which side lacks them."""
+
+    @property
+    def regressed(self) -> list[Verdict]:
+        return [v for vs in self.verdicts.values() for v in vs if v.fails]
+
+    @property
+    def undecided(self) -> list[str]:
+        return undecided(self.verdicts)
 
 
 @dataclass
@@ -62,44 +112,69 @@ class HeadToHead:
     min_starts: int = MIN_STARTS
     max_starts: int = MAX_STARTS
     threshold_pct: float | None = None
-    confidence: float = CONFIDENCE
+    alpha_session: float = multiplicity.ALPHA_SESSION
+    records: Records | None = None
     progress: Callable[[str], None] = print
 
-    def run(self) -> dict[str, list[Verdict]]:
-        """Start builds in ABBA order until every gated metric is decided (after at least
-        ``min_starts`` each) or each build has ``max_starts``; a recorded start counts."""
-        verdicts = judge(self.record, self.a, self.b, threshold_pct=self.threshold_pct,
-                         confidence=self.confidence)
+    def run(self) -> Outcome:
+        """Start builds in ABBA order, looking at each balanced count from ``min_starts``;
+        stop at the first look where every gated metric is decided, or at ``max_starts``.
+        A recorded start counts (a rerun continues where the record stops)."""
+        looked = 0
         while True:
             n_a, n_b = len(self.record.of(self.a)), len(self.record.of(self.b))
-            if n_a >= self.min_starts and n_b >= self.min_starts and n_a == n_b:
-                open_ = undecided(verdicts)
-                if not open_ or n_a >= self.max_starts:
-                    return verdicts
-            build = abba(self.a, self.b, n_a + n_b)  # a resumed record continues the order
-            start = self.run_start(build, len(self.record.of(build)) + 1)
-            self._check(start)
+            n = min(n_a, n_b)
+            if n_a == n_b and n >= self.min_starts and n > looked:
+                looked = n
+                outcome = self.look(n)
+                if outcome.dropped or not outcome.undecided or n >= self.max_starts:
+                    return outcome
+            build = next_build(self.a, self.b, n_a, n_b)
+            index = self.record.next_index(build)
+            self.progress(f"start {index} of {build.name}: running")
+            start = self.run_start(build, index)
+            self._check(start)  # a start that measured nothing is not recorded: it ends the A/B
             self.record.add(start)
-            verdicts = judge(self.record, self.a, self.b, threshold_pct=self.threshold_pct,
-                             confidence=self.confidence)
-            self.progress(self._line(start, verdicts))
+            self.progress(self._line(start))
+
+    def look(self, n: int) -> Outcome:
+        """The verdicts at ``n`` starts a side, at this look's share of the budget."""
+        tests = self.record.tests()
+        alpha = look_alpha(len(tests), n, self.min_starts, self.max_starts,
+                           self.alpha_session)
+        detail = (f"look at {n}+{n} starts of {self.min_starts}..{self.max_starts}, "
+                  f"{len(tests)} test(s)")
+        same = multiplicity.spent(multiplicity.ALPHA_SAME, min(n, self.max_starts),
+                                  self.min_starts, self.max_starts)
+        verdicts = judge(self.record, self.a, self.b, alpha=alpha, alpha_same=same,
+                         threshold_pct=self.threshold_pct, records=self.records, detail=detail)
+        dropped = {t: side for t in tests for side, build in (("A", self.a), ("B", self.b))
+                   if not self.record.reps(build, t)[0]}
+        outcome = Outcome(verdicts, n, dropped)
+        left = outcome.undecided
+        state = (f"{len(outcome.regressed)} gated regression(s)" if outcome.regressed
+                 else f"{len(left)} gated metric(s) undecided" if left
+                 else "every gated metric decided")
+        self.progress(f"look at {n}+{n} starts (each test at level {alpha:.2g}): {state}")
+        return outcome
 
     def _check(self, start: Start) -> None:
         if not any(t.reps for t in start.tests.values()):
             problems = [p for t in start.tests.values() for p in t.problems]
             why = problems[0] if problems else f"pytest exited {start.rc}"
             raise StartFailed(f"build {start.build!r} measured nothing in start "
-                              f"{start.index} ({why}); see {start.folder}/pytest.log")
+                              f"{start.index} ({why}); see {start.folder}/pytest.log",
+                              build=start.build)
 
-    def _line(self, start: Start, verdicts: dict[str, list[Verdict]]) -> str:
-        left = undecided(verdicts)
-        if not verdicts:  # one side has no start yet: nothing is judged
-            state = "waiting for the other build's first start"
+    def _line(self, start: Start) -> str:
+        n_a, n_b = len(self.record.of(self.a)), len(self.record.of(self.b))
+        if n_a == n_b and n_a >= self.min_starts:
+            state = "a look follows"
         else:
-            state = (f"{len(left)} gated metric(s) undecided" if left
-                     else "every gated metric decided")
-        return (f"start {start.index} of {start.build}: {start.seconds:.0f} s, "
-                f"{sum(len(t.reps) for t in start.tests.values())} runs; {state}")
+            state = f"next look at {max(self.min_starts, n_a, n_b)} starts a side"
+        return (f"start {start.index} of {start.build} done: {start.seconds:.0f} s, "
+                f"{sum(len(t.reps) for t in start.tests.values())} runs ({n_a}+{n_b} "
+                f"starts; {state})")
 
 
 def regressed(verdicts: dict[str, list[Verdict]]) -> list[Verdict]:
@@ -107,8 +182,10 @@ def regressed(verdicts: dict[str, list[Verdict]]) -> list[Verdict]:
 
 
 def table(verdicts: dict[str, list[Verdict]], gated_only: bool = True) -> list[str]:
-    """Fixed-width lines: test, metric, A, B, B/A with its interval, verdict."""
-    header = ["test", "metric", "A", "B", "B/A", "interval", "starts", "verdict"]
+    """Fixed-width lines: test, metric, A, B, B/A with its interval, noise, what the
+    comparison resolves, verdict."""
+    header = ["test", "metric", "A", "B", "B/A", "interval", "starts", "spread", "resolves",
+              "verdict"]
     rows = []
     for test, vs in verdicts.items():
         for v in vs:
@@ -117,13 +194,18 @@ def table(verdicts: dict[str, list[Verdict]], gated_only: bool = True) -> list[s
             lo, hi = v.interval_pct
             a = _mid(v.baseline_starts)
             b = _mid(v.candidate_starts)
+            resolves = ("-" if v.resolves_pct != v.resolves_pct
+                        else "none" if v.resolves_pct == float("inf")
+                        else f"{v.resolves_pct:.1f}%")
             rows.append([test, v.metric, f"{a:.4g}", f"{b:.4g}",
                          f"{1 + v.change_pct / 100:.3f}",
                          f"{1 + lo / 100:.3f}..{1 + hi / 100:.3f}",
                          f"{len(v.baseline_starts)}+{len(v.candidate_starts)}",
+                         "-" if v.noise_pct != v.noise_pct else f"{v.noise_pct:.1f}%",
+                         resolves,
                          v.kind.value.upper() if v.kind is Kind.REGRESSION else v.kind.value])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return ["  ".join(c.ljust(w) if i in (0, 1, 7) else c.rjust(w)
+    return ["  ".join(c.ljust(w) if i in (0, 1, 9) else c.rjust(w)
                       for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
             for r in [header, ["-" * w for w in widths], *rows]]
 
@@ -131,4 +213,6 @@ def table(verdicts: dict[str, list[Verdict]], gated_only: bool = True) -> list[s
 def _mid(values: tuple[float, ...]) -> float:
     ordered = sorted(values)
     n = len(ordered)
+    if not n:
+        return float("nan")
     return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2

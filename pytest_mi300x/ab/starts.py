@@ -31,6 +31,10 @@ class Runs:
     floors: dict[str, float] = field(default_factory=dict)
     noise: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    store_key: list[str] = field(default_factory=list)
+    """(host, engine, model) under which the test's baseline and noise record are kept."""
+    stack: dict[str, Any] = field(default_factory=dict)
+    """What the figures depend on (results/stack.py), to match a stored noise record."""
 
 
 @dataclass
@@ -61,7 +65,9 @@ class Record:
         """``path`` None keeps the record in memory (simulations)."""
         self.path = path
         self.meta = meta
-        self.starts: list[Start] = []
+        self._starts: list[Start] = []
+        self.marks: dict[str, int] = {}
+        """Named positions in ``starts`` (where a phase of a bisect began)."""
         if path is not None and path.exists():
             doc = read_json(path, "a pytest-mi300x starts record",
                             "delete the folder to start over")
@@ -71,16 +77,38 @@ class Record:
             if doc.get("meta") != meta:
                 raise ReadError(f"{path}: recorded for other builds or tests "
                                 f"({doc.get('meta')}); give another --out or delete it")
-            self.starts = [Start.from_dict(s) for s in doc.get("starts", [])]
+            self._starts = [Start.from_dict(s) for s in doc.get("starts", [])]
+            self.marks = {str(k): int(v) for k, v in (doc.get("marks") or {}).items()}
+
+    @property
+    def starts(self) -> list[Start]:
+        return self._starts
 
     def add(self, start: Start) -> None:
-        self.starts.append(start)
+        self._starts.append(start)
+        self._save()
+
+    def _save(self) -> None:
         if self.path is not None:
             write_json_atomic(self.path, {"schema": SCHEMA, "meta": self.meta,
+                                          "marks": self.marks,
                                           "starts": [asdict(s) for s in self.starts]})
+
+    def since(self, mark: str) -> Record:
+        """The starts from the position named ``mark`` on (set to here the first time it
+        is asked for, and saved): a phase that must be judged on its own fresh starts."""
+        if mark not in self.marks:
+            self.marks[mark] = len(self.starts)
+            self._save()
+        return _Tail(self, self.marks[mark])
 
     def of(self, build: Build) -> list[Start]:
         return [s for s in self.starts if s.build == build.name]
+
+    def next_index(self, build: Build) -> int:
+        """The number of ``build``'s next start (its folder's name): one past every start
+        of it in the whole record."""
+        return len(self.of(build)) + 1
 
     def tests(self) -> list[str]:
         return sorted({t for s in self.starts for t in s.tests})
@@ -107,6 +135,14 @@ class Record:
                 starts += [s.index] * len(runs.reps)
         return reps, starts
 
+    def key_of(self, test: str) -> tuple[list[str], dict[str, Any]] | None:
+        """Where ``test``'s baseline is kept, and its stack, as its starts recorded them."""
+        for s in self.starts:
+            runs = s.tests.get(test)
+            if runs is not None and len(runs.store_key) == 3:
+                return runs.store_key, runs.stack
+        return None
+
     def thresholds(self, test: str) -> tuple[dict[str, float], dict[str, float]]:
         """(floors, noise) the host recorded for ``test``: the widest any start saw."""
         floors: dict[str, float] = {}
@@ -119,6 +155,24 @@ class Record:
                 for k, v in theirs.items():
                     mine[k] = max(mine.get(k, 0.0), v)
         return floors, noise
+
+
+class _Tail(Record):
+    """The starts of a record from a position on; what is added goes to the record."""
+
+    def __init__(self, parent: Record, position: int) -> None:  # no file of its own
+        self.parent, self.position = parent, position
+        self.path, self.meta, self.marks = None, parent.meta, {}
+
+    @property
+    def starts(self) -> list[Start]:
+        return self.parent.starts[self.position:]
+
+    def add(self, start: Start) -> None:
+        self.parent.add(start)
+
+    def next_index(self, build: Build) -> int:
+        return self.parent.next_index(build)
 
 
 class SessionRunner:
@@ -150,5 +204,7 @@ class SessionRunner:
         tests = {}
         for result in read_folder(folder, skipped):
             tests[result.test] = Runs(result.repetitions, result.host_floors,
-                                          result.host_noise, result.problems[:3])
+                                      result.host_noise, result.problems[:3],
+                                      [result.host_name, result.engine_name, result.model],
+                                      result.stack)
         return Start(build.name, index, str(folder), rc, seconds, tests)

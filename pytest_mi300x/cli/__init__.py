@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("ab", add_help=False,
                    help="two builds head to head on the selected tests, interleaved server "
                         "starts, a verdict per metric (pytest-mi300x ab --help)")
+    sub.add_parser("steadiness", add_help=False,
+                   help="a few starts of a probe test: is this machine as steady today as its "
+                        "tests' noise records? (pytest-mi300x steadiness --help)")
     sub.add_parser("bisect", add_help=False,
                    help="the first build of an ordered list that made the selected tests "
                         "slower (pytest-mi300x bisect --help)")
@@ -105,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # Everything after it is pytest's, as for baselines refresh.
         return plan.run(argv[1:])
+    if argv[:1] == ["steadiness"]:
+        from pytest_mi300x.cli import steadiness
+
+        return steadiness.run(argv[1:])
     if argv[:1] in (["ab"], ["bisect"]):
         from pytest_mi300x.cli import ab
 

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from pytest_mi300x.judge import multiplicity
 from pytest_mi300x.results.files import RESULTS_DIRNAME
 
 EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_UNDECIDED = 0, 1, 2, 3
@@ -17,10 +18,11 @@ EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_UNDECIDED = 0, 1, 2, 3
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--starts", type=int, default=3, metavar="N",
-                        help="server starts per build before a verdict (default 3)")
+                        help="server starts per build before the first look (default 3)")
     parser.add_argument("--max-starts", type=int, default=6, metavar="M",
-                        help="starts per build at most, added while a gated metric is "
-                             "undecided (default 6)")
+                        help="starts per build at most, added in pairs while a gated metric "
+                             "is undecided (default 6); each look spends part of the "
+                             "false-alarm budget")
     parser.add_argument("--repeats", type=int, default=None, metavar="R",
                         help="measured runs per test in each start (default: the suite's)")
     parser.add_argument("--commit-template", default=None, metavar="T",
@@ -28,14 +30,25 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for the starts and the report (a rerun with the same "
                              "folder continues)")
+    parser.add_argument("--baselines-dir", type=Path, default=Path("baselines"),
+                        help="where the tests' noise records are kept with their baselines "
+                             "(read as a prior while they agree with these starts; these "
+                             "starts are added to them); default baselines/")
+    parser.add_argument("--alpha", type=float, default=multiplicity.ALPHA_SESSION * 100,
+                        metavar="PCT",
+                        help="false-alarm budget of the whole run, percent, one-sided, "
+                             "split over the selected tests (at most 1%% each) and over the "
+                             f"looks (default {multiplicity.ALPHA_SESSION * 100:g})")
 
 
 def ab_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pytest-mi300x ab", allow_abbrev=False,
         description="Run the selected tests on two builds, interleaved (A B B A ...), one "
-        "server start per pytest session, and judge each metric on the start-level data. "
-        "Exit 0: no regression; 1: B regressed; 2: bad input.")
+        "server start per pytest session, and judge each metric on the start-level data at "
+        "balanced looks. Exit 0: every gated metric no change or better; 1: B regressed, "
+        "or B measured nothing on a test A measured; 2: bad input, or A measured nothing; "
+        "3: a gated metric still undecided at the last start.")
     parser.add_argument("--a", required=True, metavar="BUILD", help="the reference build")
     parser.add_argument("--b", required=True, metavar="BUILD", help="the build to judge")
     parser.add_argument("--threshold", type=float, default=None, metavar="PCT",
@@ -48,10 +61,12 @@ def bisect_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pytest-mi300x bisect", allow_abbrev=False,
         description="Find the first build of an ordered list that made the selected tests "
-        "slower: confirm that --good and --bad differ, then classify midpoints. Resumable: "
-        "rerun the same command to continue. Exit 0: good "
-        "and bad do not differ; 1: the first bad build was found; 2: bad input; 3: a build "
-        "fell between good and bad (more than one change in the range).")
+        "slower: confirm that --good and --bad differ, classify midpoints (their starts "
+        "interleaved with good and bad starts), set aside builds that measure nothing, and "
+        "confirm the pair it ends on head to head. Resumable: rerun the same command to "
+        "continue. Exit 0: good and bad do not differ; 1: the first bad build was found and "
+        "confirmed; 2: bad input, or good or bad measured nothing; 3: undecided (a build fell "
+        "between good and bad, or the final pair did not confirm).")
     parser.add_argument("--good", required=True, metavar="BUILD")
     parser.add_argument("--bad", required=True, metavar="BUILD")
     parser.add_argument("--builds", required=True, type=Path, metavar="FILE",
@@ -69,6 +84,8 @@ def _split(argv: list[str], parser: argparse.ArgumentParser
     if args.starts < 2 or args.max_starts < args.starts:
         parser.error(f"--starts {args.starts} / --max-starts {args.max_starts}: give at least "
                      "2 starts per build and --max-starts >= --starts")
+    if not 0 < args.alpha <= 50:
+        parser.error(f"--alpha {args.alpha:g} is not a percent in (0, 50]; write e.g. --alpha 5")
     return args, [a for a in selection if a != "--"] or ["suites/"]
 
 
@@ -81,7 +98,8 @@ def _out(args: argparse.Namespace, kind: str, key: object) -> Path:
 
 def ab(argv: list[str]) -> int:
     from pytest_mi300x.ab.builds import BuildError, parse_build
-    from pytest_mi300x.ab.headtohead import HeadToHead, StartFailed, regressed, table
+    from pytest_mi300x.ab.headtohead import HeadToHead, StartFailed, table
+    from pytest_mi300x.ab.noiselog import NoiseLog
     from pytest_mi300x.ab.starts import Record, SessionRunner
     from pytest_mi300x.results.files import ReadError, write_json_atomic
 
@@ -97,43 +115,72 @@ def ab(argv: list[str]) -> int:
               "(or a +label on one to run an A/A check)", file=sys.stderr)
         return EXIT_BAD_INPUT
     meta = {"a": a.describe(), "b": b.describe(), "selection": selection,
-            "repeats": args.repeats}
+            "repeats": args.repeats, "looks": [args.starts, args.max_starts]}
     out = _out(args, "ab", meta)
     try:
         record = Record(out / "starts.json", meta)
     except ReadError as exc:
         print(f"pytest-mi300x ab: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(f"A/B of {a.name} (A) and {b.name} (B) on {' '.join(selection)}; starts in {out}",
+    print(f"A/B of {a.name} (A) and {b.name} (B) on {' '.join(selection)}; starts in {out}"
+          + (f" ({len(record.starts)} recorded, continuing)" if record.starts else ""),
           flush=True)
     started = time.monotonic()
-    runner = SessionRunner(selection, out, repeats=args.repeats)
+    noise = NoiseLog(record, args.baselines_dir)
+    runner = SessionRunner(selection, out, repeats=args.repeats,
+                           progress=lambda line: print(line, flush=True))
+    h2h = HeadToHead(a, b, runner, record, min_starts=args.starts,
+                     max_starts=args.max_starts, threshold_pct=args.threshold,
+                     alpha_session=args.alpha / 100, records=noise.records,
+                     progress=lambda line: print(line, flush=True))
     try:
-        verdicts = HeadToHead(a, b, runner, record, min_starts=args.starts,
-                              max_starts=args.max_starts, threshold_pct=args.threshold,
-                              progress=lambda line: print(line, flush=True)).run()
+        outcome = h2h.run()
     except StartFailed as exc:
         print(f"pytest-mi300x ab: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    lines = table(verdicts)
-    worse = regressed(verdicts)
-    summary = (f"{len(worse)} gated regression(s) of B against A" if worse
-               else "no gated regression of B against A")
-    text = "\n".join([*lines, "", f"{summary}; {time.monotonic() - started:.0f} s"])
+        # B that cannot run what A runs fails the A/B; A that cannot leaves nothing to judge.
+        return EXIT_REGRESSION if exc.build == b.name else EXIT_BAD_INPUT
+    lines = table(outcome.verdicts)
+    worse, left = outcome.regressed, outcome.undecided
+    notes = [f"{test}: build {'A' if side == 'A' else 'B'} ({(a if side == 'A' else b).name}) "
+             "measured nothing; see its starts' pytest.log" for test, side in
+             outcome.dropped.items()]
+    notes += noise.steadiness_lines(a, b)
+    if worse:
+        summary, rc = f"{len(worse)} gated regression(s) of B against A", EXIT_REGRESSION
+    elif "B" in outcome.dropped.values():
+        summary, rc = "B measured nothing on a test A measured: the A/B fails", EXIT_REGRESSION
+    elif outcome.dropped:
+        summary, rc = "A measured nothing on a test: nothing to judge B against", EXIT_BAD_INPUT
+    elif left:
+        summary, rc = (f"undecided after {outcome.looks} starts a side: "
+                       f"{len(left)} gated metric(s) "
+                       "could not be resolved (see 'resolves'; more starts: --max-starts)",
+                       EXIT_UNDECIDED)
+    else:
+        summary, rc = "no gated regression of B against A; every gated metric decided", EXIT_OK
+    unresolved = [f"  {t}: {v.metric}: {v.resolution()}" for t, vs in outcome.verdicts.items()
+                  for v in vs if v.gated and not v.decided]
+    text = "\n".join([*lines, "", *notes, *(["undecided:", *unresolved] if unresolved else []),
+                      f"{summary}; {time.monotonic() - started:.0f} s"])
     print(text)
     for v in worse:
         print(v.message())
+    added = noise.learn(a, b, source=f"ab {a.name} vs {b.name}")
+    for line in added:
+        print(line)
     write_json_atomic(out / "ab.json", {
-        "a": a.describe(), "b": b.describe(), "selection": selection,
-        "verdicts": {t: [v.to_dict() for v in vs] for t, vs in verdicts.items()}})
+        "a": a.describe(), "b": b.describe(), "selection": selection, "exit": rc,
+        "looks": outcome.looks, "dropped": outcome.dropped, "summary": summary,
+        "verdicts": {t: [v.to_dict() for v in vs] for t, vs in outcome.verdicts.items()}})
     (out / "ab.md").write_text("```\n" + text + "\n```\n")
-    return EXIT_REGRESSION if worse else EXIT_OK
+    return rc
 
 
 def bisect(argv: list[str]) -> int:
-    from pytest_mi300x.ab.bisect import Bisect
+    from pytest_mi300x.ab.bisect import Bisect, ReferenceFailed
     from pytest_mi300x.ab.builds import BuildError, parse_build, read_builds
-    from pytest_mi300x.ab.headtohead import StartFailed, table
+    from pytest_mi300x.ab.headtohead import table
+    from pytest_mi300x.ab.noiselog import NoiseLog
     from pytest_mi300x.ab.starts import Record, SessionRunner
     from pytest_mi300x.results.files import ReadError, write_json_atomic
 
@@ -157,7 +204,8 @@ def bisect(argv: list[str]) -> int:
               f"{args.builds}; list builds oldest first", file=sys.stderr)
         return EXIT_BAD_INPUT
     meta = {"builds": [x.describe() for x in builds], "good": g, "bad": b,
-            "selection": selection, "repeats": args.repeats}
+            "selection": selection, "repeats": args.repeats,
+            "looks": [args.starts, args.max_starts]}
     out = _out(args, "bisect", meta)
     try:
         record = Record(out / "starts.json", meta)
@@ -167,28 +215,39 @@ def bisect(argv: list[str]) -> int:
     print(f"bisect of {b - g - 1} build(s) between {good.name} and {bad.name}; starts in {out}"
           + (f" ({len(record.starts)} recorded, continuing)" if record.starts else ""),
           flush=True)
-    runner = SessionRunner(selection, out, repeats=args.repeats)
+    noise = NoiseLog(record, args.baselines_dir)
+    runner = SessionRunner(selection, out, repeats=args.repeats,
+                           progress=lambda line: print(line, flush=True))
     try:
         outcome = Bisect(builds, g, b, runner, record, metric=args.metric,
                          min_starts=args.starts, max_starts=args.max_starts,
+                         alpha_session=args.alpha / 100, records=noise.records,
                          progress=lambda line: print(line, flush=True)).run()
-    except StartFailed as exc:
+    except ReferenceFailed as exc:
         print(f"pytest-mi300x bisect: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     lines = ["good vs bad:", *table(outcome.confirmation), ""]
     lines += [step.line() for step in outcome.steps]
+    if outcome.culprit_check and outcome.culprit_check is not outcome.confirmation:
+        lines += ["", "last good vs first bad:", *table(outcome.culprit_check)]
     lines += ["", outcome.reason]
     print("\n".join(lines))
+    for line in noise.learn(*(x for x in builds if record.of(x)),
+                            source=f"bisect {good.name}..{bad.name}"):
+        print(line)
     write_json_atomic(out / "bisect.json", {
         "confirmed": outcome.confirmed, "test": outcome.test, "metric": outcome.metric,
         "first_bad": outcome.first_bad.describe() if outcome.first_bad else None,
         "last_good": outcome.last_good.describe() if outcome.last_good else None,
-        "steps": [{"build": s.build, "index": s.index, "kind": s.kind, "starts": s.starts,
-                   "median": s.median, "position": s.position,
-                   "against_good": s.against_good.to_dict(),
-                   "against_bad": s.against_bad.to_dict()} for s in outcome.steps],
+        "culprit_confirmed": outcome.culprit_confirmed, "suspects": outcome.suspects,
+        "skipped": outcome.skipped,
+        "steps": [s.to_dict() for s in outcome.steps],
+        "confirmation": {t: [v.to_dict() for v in vs]
+                         for t, vs in outcome.confirmation.items()},
+        "culprit_check": {t: [v.to_dict() for v in vs]
+                          for t, vs in outcome.culprit_check.items()},
         "reason": outcome.reason})
     (out / "bisect.md").write_text("```\n" + "\n".join(lines) + "\n```\n")
     if not outcome.confirmed:
         return EXIT_OK
-    return EXIT_REGRESSION if outcome.first_bad is not None else EXIT_UNDECIDED
+    return EXIT_REGRESSION if outcome.culprit_confirmed and outcome.first_bad else EXIT_UNDECIDED

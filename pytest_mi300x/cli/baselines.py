@@ -7,10 +7,10 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-DEFAULT_SERVER_STARTS = 3
-"""Server starts per refreshed baseline. A regression must then be past the worst of three
-starts: an unchanged candidate start is the worst by chance one time in four (one in two
-against a single start), and the floor only has to cover how far past it lands."""
+DEFAULT_SERVER_STARTS = 5
+"""Server starts per refreshed baseline: the test's own start-to-start spread is measured on
+them (4 degrees of freedom; 3 starts gave 2, too few for a nightly start to resolve a 10%
+change at any spread). `baselines show` says what each test resolves and what it needs."""
 
 
 def _server_starts(args: list[str]) -> tuple[int, list[str]]:
@@ -40,6 +40,7 @@ def refresh(pytest_args: list[str]) -> int:
         print(f"pytest-mi300x baselines refresh: {exc}", file=sys.stderr)
         return 2
     args = args or ["suites/"]
+    baselines = _baselines_dir(args)
     for start in range(1, starts + 1):
         # Each pytest session starts its own servers: that is what makes a start.
         mode = "--update-baselines" if start == 1 else "--add-baseline-server"
@@ -52,7 +53,18 @@ def refresh(pytest_args: list[str]) -> int:
                       f"{rc}); the baselines hold the first {start - 1} start(s). Run it "
                       "again to refresh them whole", file=sys.stderr)
             return rc
-    return 0
+    print(f"\nwhat the baselines resolve ({baselines}):", flush=True)
+    return show(baselines)
+
+
+def _baselines_dir(args: list[str]) -> Path:
+    """The baselines folder the pytest arguments name (default baselines/)."""
+    for i, arg in enumerate(args):
+        if arg.startswith("--baselines-dir="):
+            return Path(arg.split("=", 1)[1])
+        if arg == "--baselines-dir" and i + 1 < len(args):
+            return Path(args[i + 1])
+    return Path("baselines")
 
 
 def show(root: Path) -> int:
@@ -66,6 +78,12 @@ def show(root: Path) -> int:
     if not stored:
         print(f"no baselines under {root}; make them with: pytest-mi300x baselines refresh")
         return 0
+    from pytest_mi300x.judge.gate import preview
+    from pytest_mi300x.judge.multiplicity import family_of, per_test_alpha
+
+    per_key: dict[tuple[str, str, str], int] = {}
+    for _, b in stored:
+        per_key[(b.host, b.engine, b.model)] = per_key.get((b.host, b.engine, b.model), 0) + 1
     now = datetime.now(UTC)
     for path, b in stored:
         try:
@@ -78,4 +96,14 @@ def show(root: Path) -> int:
               f"server starts {b.server_count}  "
               f"engine {stack.get('engine_build')} ({stack.get('engine_version')})  "
               f"torch {stack.get('torch')}  cpu {stack.get('cpu_model')} x{stack.get('cpu_count')}")
+        tests = per_key[(b.host, b.engine, b.model)]
+        seen: set[str] = set()
+        # request_throughput speaks for the throughput family
+        for v in sorted(preview(b, per_test_alpha(tests)),
+                        key=lambda v: (v.metric != "request_throughput", v.metric)):
+            if family_of(v.metric) in seen or v.noise_source == "":
+                continue
+            seen.add(family_of(v.metric))
+            print(f"  {v.metric}: spread {v.noise_pct:.1f}% ({v.noise_source}); a nightly "
+                  f"start, as one of {tests} gated test(s): {v.resolution()}")
     return 0

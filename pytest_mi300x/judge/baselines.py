@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
+from pytest_mi300x.judge.noise import SumSq, evidence_of, record_from_doc
 from pytest_mi300x.results.files import ReadError, read_json, slug, write_json_atomic
-from pytest_mi300x.results.metrics import HEADLINE_FIGURES
-from pytest_mi300x.results.model import median_figures
+from pytest_mi300x.results.metrics import HEADLINE_FIGURES, METRIC_DIRECTIONS
+from pytest_mi300x.results.model import median, median_figures
+from pytest_mi300x.results.stack import setup_of
 
 SCHEMA = "pytest-mi300x/baseline/1"
 
@@ -32,6 +35,10 @@ class Baseline:
     created_at: str = ""
     servers: list[int] = field(default_factory=list)
     """The server start each repetition came from (empty: all from one start)."""
+    noise: list[dict[str, Any]] = field(default_factory=list)
+    """The test's start-to-start evidence beyond these repetitions (judge/noise.py), one
+    entry per source: {"source", "date", "metrics": {metric: [sum of squares, df]}}. The
+    baseline's own starts are not in it: every verdict measures those itself."""
 
     def __post_init__(self) -> None:
         if self.servers and len(self.servers) != len(self.repetitions):
@@ -47,6 +54,36 @@ class Baseline:
     def server_count(self) -> int:
         return len(set(self.server_of)) or 1
 
+    def start_values(self) -> dict[str, list[float]]:
+        """Per metric with a direction, each server start's median, in start order."""
+        groups: dict[int, list[dict[str, float]]] = {}
+        for rep, start in zip(self.repetitions, self.server_of, strict=True):
+            groups.setdefault(start, []).append(rep)
+        metrics = sorted({k for r in self.repetitions for k in r if k in METRIC_DIRECTIONS})
+        return {m: [v for v in (median(r.get(m, math.nan) for r in reps)
+                               for reps in groups.values()) if not math.isnan(v)]
+                for m in metrics}
+
+    def noise_record(self) -> dict[str, SumSq]:
+        """The stored evidence per metric (not counting this baseline's own starts)."""
+        return record_from_doc(self.noise)
+
+    def full_record(self) -> dict[str, SumSq]:
+        """Everything stored of the test's noise: the record and this baseline's own starts
+        (for comparisons that do not include those starts, such as an A/B)."""
+        record = self.noise_record()
+        own = record_from_doc([self.own_evidence("") or {}])
+        return {m: record.get(m, SumSq()) + own.get(m, SumSq()) for m in {*record, *own}}
+
+    def own_evidence(self, source: str) -> dict[str, Any] | None:
+        """This baseline's starts as one noise entry, for when it is replaced."""
+        metrics = evidence_of({m: [v] for m, v in self.start_values().items()})
+        return {"source": source, "date": self.created_at, "metrics": metrics} \
+            if metrics else None
+
+    def with_noise(self, entry: dict[str, Any]) -> Baseline:
+        return replace(self, noise=[*self.noise, entry])
+
     def with_server(self, new: Baseline) -> Baseline:
         """This baseline plus ``new``'s repetitions as one more server start."""
         start = max(self.server_of, default=-1) + 1
@@ -55,13 +92,15 @@ class Baseline:
         return Baseline(test=self.test, host=self.host, engine=self.engine, model=self.model,
                         repetitions=[*self.repetitions, *new.repetitions],
                         comparability=self.comparability, provenance=provenance,
-                        servers=[*self.server_of, *([start] * len(new.repetitions))])
+                        servers=[*self.server_of, *([start] * len(new.repetitions))],
+                        noise=self.noise, created_at=self.created_at)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "test": self.test, "host": self.host, "engine": self.engine,
                 "model": self.model, "created_at": self.created_at,
                 "repetitions": self.repetitions, "servers": self.server_of,
-                "comparability": self.comparability, "provenance": self.provenance}
+                "comparability": self.comparability, "provenance": self.provenance,
+                "noise": self.noise}
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Baseline:
@@ -69,7 +108,8 @@ class Baseline:
                    repetitions=list(doc["repetitions"]), comparability=dict(doc["comparability"]),
                    provenance=dict(doc.get("provenance", {})),
                    created_at=str(doc.get("created_at", "")),
-                   servers=[int(k) for k in doc.get("servers", [])])
+                   servers=[int(k) for k in doc.get("servers", [])],
+                   noise=[dict(e) for e in doc.get("noise", [])])
 
 
 def _start_of(provenance: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +145,9 @@ class BaselineStore:
             if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
                 raise ReadError(f"{path}: not a pytest-mi300x baseline (schema {SCHEMA!r} "
                                 f"expected); {fix}")
-            return Baseline.from_dict(doc)
+            baseline = Baseline.from_dict(doc)
+            baseline.noise_record()  # a damaged noise entry is found here, not mid-verdict
+            return baseline
         except ReadError as exc:
             raise BaselineError(str(exc)) from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -136,6 +178,23 @@ class BaselineStore:
             merged = merge(old, new)
             self._save(merged, path)
         return path, old, merged
+
+    def add_noise(self, host: str, engine: str, model: str, nodeid: str,
+                  entry: dict[str, Any], stack: Mapping[str, Any]) -> Path | None:
+        """Add a noise entry to a test's stored baseline when one exists on the same setup
+        as ``stack`` (hardware, workload, flag set); its path, or None if there was none."""
+        path = self.path(host, engine, model, nodeid)
+        if not entry.get("metrics") or not path.exists():
+            return None
+        with FileLock(str(path) + ".lock"):
+            try:
+                old = self._read(path)
+            except BaselineError:
+                return None
+            if setup_of(old.comparability) != setup_of(dict(stack)):
+                return None
+            self._save(old.with_noise(entry), path)
+        return path
 
     def all(self) -> list[tuple[Path, Baseline]]:
         return [(p, self._read(p)) for p in sorted(self.root.glob("*/*/*/*.json"))]
@@ -173,10 +232,23 @@ class BaselineWriter:
                 return merged
             if self.add_server and old is not None:
                 notes.append("replaced (the stored one is from a different stack); ")
-            return new
+            return carry_noise(old, new)
 
         path, old, stored = self.store.update(new, merge)
         self.changes.append(f"{path}: {''.join(notes)}{describe_change(old, stored)}")
+
+
+def carry_noise(old: Baseline | None, new: Baseline) -> Baseline:
+    """A new baseline keeps what the test's earlier starts taught of its noise, as long as
+    it runs on the same setup (hardware, workload, flag set; the build may differ)."""
+    if old is None or setup_of(old.comparability) != setup_of(new.comparability):
+        return new
+    kept = [*old.noise]
+    own = old.own_evidence(f"baseline of {old.comparability.get('engine_build')} "
+                           f"({old.server_count} starts)")
+    if own is not None:
+        kept.append(own)
+    return replace(new, noise=[*kept, *new.noise])
 
 
 def describe_change(old: Baseline | None, new: Baseline) -> str:

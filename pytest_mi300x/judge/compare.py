@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TextIO
 
 from pytest_mi300x.judge import verdict
+from pytest_mi300x.judge.multiplicity import per_test_alpha
 from pytest_mi300x.results.model import Result, by_test, read_folder
 from pytest_mi300x.results.stack import split_builds, stack_diff
 
@@ -50,8 +51,9 @@ def compare_folders(baseline: Path, candidate: Path, out: TextIO | None = None,
               file=err)
         return 2
     failed = False
+    alpha = per_test_alpha(len(common))
     print(f"{'test':<60} {'metric':<22} {'baseline':>10} {'candidate':>10} {'change':>8} "
-          f"{'thresh':>7}  verdict", file=out)
+          f"{'thresh':>7} {'resolves':>8}  verdict", file=out)
     for test in common:
         # Comparing engine builds is the point here; anything else differing is not.
         _, differs = split_builds(stack_diff(a[test].stack, b[test].stack))
@@ -65,13 +67,14 @@ def compare_folders(baseline: Path, candidate: Path, out: TextIO | None = None,
             continue
         for v in verdict.judge_all(a[test].repetitions, b[test].repetitions,
                                    floors=shared_floors(a[test], b[test]),
-                                   noise=shared_noise(a[test], b[test])):
+                                   noise=shared_noise(a[test], b[test]), alpha=alpha,
+                                   detail=f"{len(common)} test(s) share 5%"):
             if not v.gated:
                 continue
             failed |= v.fails
             print(f"{test[-60:]:<60} {v.metric:<22} {v.baseline_median:>10.4g} "
-                  f"{v.candidate_median:>10.4g} {v.change_pct:>+7.1f}% {v.threshold_pct:>6.1f}%  "
-                  f"{v.kind.value}", file=out)
+                  f"{v.candidate_median:>10.4g} {v.change_pct:>+7.1f}% {v.threshold_pct:>6.1f}% "
+                  f"{v.resolves_pct:>7.1f}%  {v.kind.value}", file=out)
     missing = sorted(set(a) - set(b))
     if missing:
         failed = True

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_mi300x.judge import verdict
+from pytest_mi300x.judge import multiplicity, verdict
 from pytest_mi300x.judge.baselines import Baseline, BaselineStore
 from pytest_mi300x.results.model import FailureKind
 from pytest_mi300x.results.stack import comparability, sent_as_burst, split_builds, stack_diff
@@ -42,6 +43,13 @@ class Gate:
     target: str = ""
     """How a refresh selects what was measured (default ``--gpu-host HOST``; an endpoint's
     baselines: ``--endpoint URL``)."""
+    alpha: float = multiplicity.ALPHA_TEST
+    """Each test's one-sided false-alarm budget: the session's split over its gated tests."""
+    alpha_detail: str = ""
+    """Where ``alpha`` came from, for the verdicts' reasons."""
+    inflation: float = 1.0
+    """How much noisier than its record this machine measured today (judge/steadiness.py);
+    every test's noise is widened by it."""
 
     def refresh_command(self, nodeid: str) -> str:
         target = self.target or f"--gpu-host {self.host}"
@@ -64,15 +72,43 @@ class GateOutcome:
         return [v for v in self.verdicts if v.fails]
 
     def check(self) -> None:
-        """Raise what the outcome means: a regression, or a missing required baseline."""
+        """Raise what the outcome means: a regression, or a missing (or only not comparable)
+        baseline under ``--require-baseline``."""
         if self.failing:
             raise PerfRegression(regression_message(self))
-        if self.status == "no baseline" and self.required:
+        if self.status in ("no baseline", "not comparable") and self.required:
             raise MissingBaseline(f"{self.detail} (--require-baseline is on)")
+
+    @property
+    def unresolved(self) -> list[verdict.Verdict]:
+        """One verdict per gated family that cannot resolve the change it must (twice its
+        floor) with the starts compared."""
+        seen: dict[str, verdict.Verdict] = {}
+        for v in self.verdicts:
+            family = multiplicity.family_of(v.metric)
+            if v.gated and not math.isnan(v.resolves_pct) and family not in seen:
+                seen[family] = v
+        return [v for v in seen.values() if not v.can_gate]
+
+    @property
+    def cannot_gate(self) -> str:
+        """Why this test gated nothing, in one line; empty when it gated something (or
+        found a regression, or was not compared)."""
+        if self.status != "compared" or self.failing:
+            return ""
+        gated = {multiplicity.family_of(v.metric) for v in self.verdicts
+                 if v.gated and not math.isnan(v.resolves_pct)}
+        unresolved = self.unresolved
+        if not gated or len(unresolved) < len(gated):
+            return ""
+        worst = max(unresolved, key=lambda v: v.resolves_pct)
+        return f"{worst.metric}: {worst.resolution()}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status, "detail": self.detail,
-                "verdicts": [v.to_dict() for v in self.verdicts]}
+                "verdicts": [v.to_dict() for v in self.verdicts],
+                "cannot_gate": self.cannot_gate,
+                "unresolved": [f"{v.metric}: {v.resolution()}" for v in self.unresolved]}
 
 
 def evaluate(gate: Gate, *, nodeid: str, engine_name: str, model: str,
@@ -104,12 +140,14 @@ def evaluate(gate: Gate, *, nodeid: str, engine_name: str, model: str,
             reason += f" (refresh it: {gate.refresh_command(nodeid)})"
         names = sorted(set(stored.repetitions[0]) & set(reps[0])) if stored.repetitions else []
         return GateOutcome("not comparable", verdict.inconclusive_all(names, reason),
-                           detail=reason, baseline=stored)
+                           detail=reason, baseline=stored, required=gate.require)
     burst = sent_as_burst(provenance.get("workload"))
     merged = {**gate.floors, **(gate.burst_floors if burst else {}), **(floors or {})}
     noise = {**gate.noise, **(gate.burst_noise if burst else {})}
     verdicts = verdict.judge_all(stored.repetitions, reps, baseline_starts=stored.server_of,
-                                 floors=merged, noise=noise)
+                                 floors=merged, noise=noise, records=stored.noise_record(),
+                                 alpha=gate.alpha, inflation=gate.inflation,
+                                 pool_record=True, detail=gate.alpha_detail)
     detail = "across builds: " + "; ".join(builds) if builds else ""
     detail = "; ".join(filter(None, [detail, f"baseline over {stored.server_count} server "
                                      "start(s) against this one"]))
@@ -119,6 +157,24 @@ def evaluate(gate: Gate, *, nodeid: str, engine_name: str, model: str,
                    f"and run: pytest-mi300x bisect --good '{old}' "
                    f"--bad '{engine.get('build')}' --builds BUILDS.txt '{nodeid}'")
     return GateOutcome("compared", verdicts, detail=detail, baseline=stored)
+
+
+def preview(stored: Baseline, alpha: float) -> list[verdict.Verdict]:
+    """What one more server start (a nightly's) would be judged with against ``stored``:
+    per gated metric, the noise and the resolving power, with the host's floors and noise
+    as the baseline recorded them. The candidate stands in with the baseline's last start
+    (what a comparison resolves depends on the starts and the spread, not on the values)."""
+    host = stored.provenance.get("host") or {}
+    last = max(stored.server_of, default=0)
+    candidate = [r for r, s in zip(stored.repetitions, stored.server_of, strict=True)
+                 if s == last]
+    return [v for v in verdict.judge_all(stored.repetitions, candidate,
+                                         baseline_starts=stored.server_of,
+                                         floors=host.get("floors") or {},
+                                         noise=host.get("noise") or {},
+                                         records=stored.noise_record(), alpha=alpha,
+                                         pool_record=True)
+            if v.gated]
 
 
 def regression_message(outcome: GateOutcome) -> str:

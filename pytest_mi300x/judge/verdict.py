@@ -6,26 +6,28 @@ evidence about the build. Per metric, with its direction, on a log scale:
 
 - each start's value is the median of its runs;
 - the change is the difference of the two sides' mean start values (reported as a ratio);
-- its noise is the start values' spread, pooled with the host's recorded start-to-start
-  noise where the host has one (``noise_floor_pct``, measured once over many starts and
-  worth HOST_RECORD_DF of them: it lets a single start be judged), and never below the
-  runs' spread within starts divided by the runs per start (a start is never less noisy
-  than its own runs make it);
-- an interval at ``confidence`` (Student t on the pooled spread's degrees of freedom,
-  normal where the host's recorded noise decides) around the change.
+- its noise is the test's own start-to-start spread (judge/noise.py: the starts compared,
+  then the test's stored record, then the host's record as a prior, each refining the one
+  above only while they agree), never below the runs' spread within starts divided by the
+  runs per start (a start is never less noisy than its own runs make it);
+- a one-sided p-value for "worse" and one for "better" (Student t on the noise's degrees of
+  freedom), and an interval at the level the metric is held to.
 
-Then, with the practical threshold T (the floor: a change smaller than T does not count):
+The level ``alpha`` is the test's share of the session's false-alarm budget
+(judge/multiplicity.py); within a test the gated metrics are one family under Holm's
+step-down, the three throughputs counting once. With the practical threshold T (the floor:
+a change smaller than T does not count):
 
-- REGRESSION: the interval lies wholly on the worse side of no change, and the change
-  is worse than T; IMPROVEMENT symmetric;
+- REGRESSION: "worse" is significant at the metric's level and the change is worse than T;
+  IMPROVEMENT symmetric;
 - NO CHANGE: the whole interval lies within plus or minus T;
 - otherwise INCONCLUSIVE with ``needs_more``: more starts would decide it (the A/B and
   bisect commands add them); and INCONCLUSIVE for invalid values or too few starts.
 
-False alarms need the estimate past T and the interval clear of zero at once: at a noise
-well under T that never happens, and at a noise near T the interval is too wide.
-``benchmarks/ab_sim.py`` measures both goals (A/A false alarms, catch rate of a 10%
-change) for this rule at the noise levels measured on the hosts.
+Every verdict also states its resolving power (judge/power.py): the smallest change it
+would call at 95% power with the starts it has, whether that reaches the change the test
+must resolve (twice its floor), and how many starts that change needs.
+``benchmarks/ab_sim.py`` runs the rule as ``ab`` and the gate run it, at measured noise.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ import enum
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from pytest_mi300x.judge import multiplicity, power
+from pytest_mi300x.judge.noise import Spread, SumSq, estimate, start_logs, sumsq_of
 from pytest_mi300x.results.metrics import (
     GATED_METRICS,
     METRIC_DIRECTIONS,
@@ -44,16 +48,11 @@ from pytest_mi300x.results.metrics import (
     WARN_METRICS,
 )
 
-__all__ = ["CONFIDENCE", "DEFAULT_THRESHOLD_PCT", "GATED_METRICS", "WARN_METRICS", "Kind",
-           "Verdict", "inconclusive_all", "judge_all", "judge_starts"]
+__all__ = ["DEFAULT_THRESHOLD_PCT", "GATED_METRICS", "WARN_METRICS", "Kind", "Verdict",
+           "inconclusive_all", "judge_all", "judge_starts"]
 
 DEFAULT_THRESHOLD_PCT: float = 5.0
 """The smallest change that counts where neither the host nor the test sets a floor."""
-CONFIDENCE: float = 0.99
-"""Two-sided: each side of the interval is wrong 0.5% of the time."""
-HOST_RECORD_DF: int = 10
-"""What a host's recorded start-to-start noise weighs, in starts: it was measured over
-many, so a few new starts refine it instead of replacing it."""
 
 Starts = Sequence[Sequence[float]]
 """Per server start, the values of its runs."""
@@ -76,6 +75,15 @@ def _pct(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:+.1f}%"
 
 
+def level_pct(confidence: float) -> str:
+    """99%, 99.8%, 99.96%: as many digits as the level needs."""
+    for digits in range(0, 4):
+        text = f"{confidence * 100:.{digits}f}"
+        if float(text) < 100 and abs(float(text) - confidence * 100) < 0.5 * 10 ** -digits:
+            return text + "%"
+    return f"{confidence * 100:.4f}%"
+
+
 @dataclass(frozen=True)
 class Verdict:
     """One metric's verdict with the numbers that justify it."""
@@ -94,15 +102,26 @@ class Verdict:
     threshold_pct: float
     reason: str
     interval_pct: tuple[float, float] = (math.nan, math.nan)
-    """The change's interval at ``confidence``, as percents."""
+    """The change's two-sided interval at ``confidence``, as percents."""
     noise_pct: float = math.nan
-    """The start-to-start noise the interval used (a start value's CV)."""
-    confidence: float = CONFIDENCE
+    """The start-to-start noise the verdict used (a start value's CV)."""
+    confidence: float = math.nan
     baseline_starts: tuple[float, ...] = ()
     """Each baseline start's median."""
     candidate_starts: tuple[float, ...] = ()
     needs_more: bool = False
     """Inconclusive only for lack of starts: more would decide it."""
+    alpha: float = math.nan
+    """The one-sided level this metric's regression call was held to."""
+    noise_df: float = math.nan
+    noise_source: str = ""
+    p_worse: float = math.nan
+    resolves_pct: float = math.nan
+    """The change to the worse this comparison catches at 95% power."""
+    target_pct: float = math.nan
+    """The change the test must resolve to gate this metric (twice the floor)."""
+    starts_needed: int | None = None
+    """Starts a side (balanced) that catch ``target_pct`` at 95% power."""
 
     @property
     def fails(self) -> bool:
@@ -112,6 +131,32 @@ class Verdict:
     @property
     def decided(self) -> bool:
         return self.kind is not Kind.INCONCLUSIVE
+
+    @property
+    def can_gate(self) -> bool:
+        """Whether this comparison resolves the change its metric must resolve."""
+        return self.resolves_pct <= self.target_pct
+
+    def resolution(self) -> str:
+        """One line: what this comparison resolves, or why it cannot gate and what would."""
+        if math.isnan(self.resolves_pct):
+            return ""
+        sides = f"{len(self.baseline_starts)}+{len(self.candidate_starts)} starts"
+        need = (f"a {self.target_pct:g}% change needs {self.starts_needed} starts a side"
+                if self.starts_needed is not None else
+                f"no number of starts resolves {self.target_pct:g}% against its "
+                f"{self.threshold_pct:g}% floor")
+        resolved = ("nothing" if math.isinf(self.resolves_pct)
+                    else f"a {self.resolves_pct / 100 + 1:.0f}x change"
+                    if self.resolves_pct >= 1000
+                    else f"{self.resolves_pct:.0f}%" if self.resolves_pct >= 20
+                    else f"{self.resolves_pct:.1f}%")
+        df = "inf" if math.isinf(self.noise_df) else f"{self.noise_df:g}"
+        if self.can_gate:
+            return (f"resolves {resolved} with {sides} (spread {self.noise_pct:.1f}%, df {df}); "
+                    f"{need}")
+        return (f"cannot gate at {self.target_pct:g}%: its starts spread {self.noise_pct:.1f}% "
+                f"(df {df}); {sides} resolve {resolved}; {need}")
 
     def to_dict(self) -> dict[str, object]:
         """Every number of the verdict, repetitions included (reports plot them)."""
@@ -123,23 +168,30 @@ class Verdict:
                 "interval_pct": list(self.interval_pct), "noise_pct": self.noise_pct,
                 "confidence": self.confidence, "baseline_starts": list(self.baseline_starts),
                 "candidate_starts": list(self.candidate_starts),
-                "needs_more": self.needs_more, "reason": self.reason}
+                "needs_more": self.needs_more, "reason": self.reason, "alpha": self.alpha,
+                "noise_df": self.noise_df, "noise_source": self.noise_source,
+                "p_worse": self.p_worse, "resolves_pct": self.resolves_pct,
+                "target_pct": self.target_pct, "starts_needed": self.starts_needed,
+                "can_gate": self.can_gate, "resolution": self.resolution()}
 
     def message(self) -> str:
         """Human text: the verdict, every repetition and start, the change and its interval."""
         better = "higher" if self.direction == "higher" else "lower"
         role = "gated" if self.gated else "warn only"
         lo, hi = self.interval_pct
-        return "\n".join([
+        lines = [
             f"{self.metric}: {self.kind.value.upper()} ({role}, {better} is better)",
             _side("baseline", self.baseline_median, self.baseline, self.baseline_starts),
             _side("candidate", self.candidate_median, self.candidate, self.candidate_starts),
             f"  change {_pct(self.change_pct)} (mean of the starts), "
-            f"{self.confidence:.0%} interval {_pct(lo)} to {_pct(hi)}, "
-            f"start-to-start noise {self.noise_pct:.1f}%",
+            f"{level_pct(self.confidence)} interval {_pct(lo)} to {_pct(hi)}, "
+            f"start-to-start noise {self.noise_pct:.1f}% ({self.noise_source})",
             f"  threshold {self.threshold_pct:.1f}% (a smaller change does not count)",
             f"  reason: {self.reason}",
-        ])
+        ]
+        if self.resolution():
+            lines.append(f"  {self.resolution()}")
+        return "\n".join(lines)
 
 
 def _side(name: str, median: float, values: tuple[float, ...],
@@ -157,132 +209,177 @@ def _as_float(value: object) -> float:
         return math.nan
 
 
-def _t_quantile(p: float, df: float) -> float:
-    """Student t quantile (normal for infinite df)."""
-    if math.isinf(df):
-        return statistics.NormalDist().inv_cdf(p)
-    from scipy.stats import t  # ruptures (change points) already brings scipy
-
-    return float(t.ppf(p, df))
+def _within(logs: list[list[float]]) -> Spread | None:
+    """What the runs within starts say of a start value's spread: their pooled spread over
+    the square root of the runs per start."""
+    df = sum(len(s) - 1 for s in logs)
+    if df < 1:
+        return None
+    ss = sum((v - statistics.fmean(s)) ** 2 for s in logs for v in s)
+    runs_per_start = statistics.fmean(len(s) for s in logs)
+    return Spread(math.sqrt(ss / df / runs_per_start), df, "the runs within starts")
 
 
 @dataclass(frozen=True)
-class _Noise:
-    """The spread a start value has, on the log scale, and its degrees of freedom."""
+class Comparison:
+    """One metric's numbers before any decision: the change, its noise, its p-values."""
 
-    sd: float
-    df: float
-    source: str
+    metric: str
+    direction: str
+    gated: bool
+    threshold_pct: float
+    flat_b: tuple[float, ...]
+    flat_c: tuple[float, ...]
+    starts_b: tuple[float, ...] = ()
+    starts_c: tuple[float, ...] = ()
+    diff: float = math.nan
+    """Mean log start value, candidate minus baseline."""
+    noise: Spread | None = None
+    problem: str = ""
+    note: str = ""
+
+    @property
+    def se(self) -> float:
+        return self.noise.sd * math.sqrt(1 / len(self.starts_b) + 1 / len(self.starts_c)) \
+            if self.noise else math.nan
+
+    @property
+    def worse(self) -> float:
+        """The change oriented so that positive is worse (log scale)."""
+        return self.diff if self.direction == "lower" else -self.diff
+
+    def p(self, side: str) -> float:
+        """One-sided p-value of the change being ``worse`` (or ``better``)."""
+        if self.noise is None or self.problem:
+            return 1.0
+        if self.se == 0:
+            return 0.0 if (self.worse > 0) == (side == "worse") and self.worse != 0 else 1.0
+        stat = self.worse / self.se if side == "worse" else -self.worse / self.se
+        return power.upper_tail(stat, self.noise.df)
 
 
-def _noise(logs_a: list[list[float]], logs_b: list[list[float]],
-           floor_pct: float) -> _Noise | None:
-    """The spread of a start value: the starts' own spread pooled with the host's record
-    (worth HOST_RECORD_DF starts), never below what the runs within starts show."""
-    centers_a = [statistics.median(s) for s in logs_a]
-    centers_b = [statistics.median(s) for s in logs_b]
-    df_between = len(centers_a) + len(centers_b) - 2
-    ss_between = sum((c - statistics.fmean(centers_a)) ** 2 for c in centers_a) + \
-        sum((c - statistics.fmean(centers_b)) ** 2 for c in centers_b)
-    estimate: _Noise | None = None
-    if floor_pct > 0:
-        prior = math.log1p(floor_pct / 100)
-        df = HOST_RECORD_DF + max(df_between, 0)
-        source = "the host's record" + (f" and {df_between + 2} starts" if df_between else "")
-        estimate = _Noise(math.sqrt((HOST_RECORD_DF * prior ** 2 + ss_between) / df), df,
-                          source)
-    elif df_between >= 1:
-        estimate = _Noise(math.sqrt(ss_between / df_between), df_between, "between starts")
-    starts = [*logs_a, *logs_b]
-    df_within = sum(len(s) - 1 for s in starts)
-    if df_within >= 1:
-        ss = sum((v - statistics.fmean(s)) ** 2 for s in starts for v in s)
-        runs_per_start = statistics.fmean(len(s) for s in starts)
-        within = _Noise(math.sqrt(ss / df_within / runs_per_start), df_within, "within starts")
-        if estimate is None or within.sd > estimate.sd:
-            estimate = within
-    return estimate
-
-
-def judge_starts(metric: str, baseline: Starts, candidate: Starts, *,
-                 threshold_pct: float = DEFAULT_THRESHOLD_PCT, noise_floor_pct: float = 0.0,
-                 confidence: float = CONFIDENCE, direction: str | None = None,
-                 gated: bool | None = None, note: str = "") -> Verdict:
-    """Compare a candidate's server starts (each a list of run values) with a baseline's.
-
-    ``gated`` overrides whether the metric can fail a test; ``note`` prefixes the reason.
-    """
+def compare(metric: str, baseline: Starts, candidate: Starts, *,
+            threshold_pct: float = DEFAULT_THRESHOLD_PCT, noise_floor_pct: float = 0.0,
+            record: SumSq | None = None, inflation: float = 1.0, pool_record: bool = False,
+            direction: str | None = None, gated: bool | None = None,
+            note: str = "") -> Comparison:
+    """The numbers of one metric's comparison (see :func:`judge_starts`)."""
     direction = direction if direction is not None else METRIC_DIRECTIONS.get(metric)
     if direction not in ("higher", "lower"):
         raise ValueError(f"{metric}: direction must be 'higher' or 'lower', got {direction!r}")
     base = [[_as_float(v) for v in s] for s in baseline if len(s)]
     cand = [[_as_float(v) for v in s] for s in candidate if len(s)]
-    flat_b = tuple(v for s in base for v in s)
-    flat_c = tuple(v for s in cand for v in s)
-
-    def verdict(kind: Kind, reason: str, change_pct: float = math.nan,
-                interval_pct: tuple[float, float] = (math.nan, math.nan),
-                noise_pct: float = math.nan, baseline_starts: tuple[float, ...] = (),
-                candidate_starts: tuple[float, ...] = (), needs_more: bool = False) -> Verdict:
-        return Verdict(metric=metric, kind=kind,
-                       gated=metric in GATED_METRICS if gated is None else gated,
-                       direction=direction, baseline=flat_b, candidate=flat_c,
-                       baseline_median=_median(flat_b), candidate_median=_median(flat_c),
-                       change_pct=change_pct, threshold_pct=threshold_pct,
-                       reason=note + reason,
-                       interval_pct=interval_pct, noise_pct=noise_pct, confidence=confidence,
-                       baseline_starts=baseline_starts, candidate_starts=candidate_starts,
-                       needs_more=needs_more)
-
+    plain = Comparison(metric, direction, metric in GATED_METRICS if gated is None else gated,
+                       threshold_pct, tuple(v for s in base for v in s),
+                       tuple(v for s in cand for v in s), note=note)
     if not base or not cand:
         side = "baseline" if not base else "candidate"
-        return verdict(Kind.INCONCLUSIVE, f"no runs on the {side} side")
-    bad = [v for v in (*flat_b, *flat_c) if not math.isfinite(v) or v <= 0]
+        return replace(plain, problem=f"no runs on the {side} side")
+    bad = [v for v in (*plain.flat_b, *plain.flat_c) if not math.isfinite(v) or v <= 0]
     if bad:
-        return verdict(Kind.INCONCLUSIVE, f"values {', '.join(_fmt(v) for v in bad[:3])} are "
-                                          "not positive finite numbers: not a valid measurement")
+        return replace(plain, problem=f"values {', '.join(_fmt(v) for v in bad[:3])} are not "
+                                      "positive finite numbers: not a valid measurement")
     logs_b = [[math.log(v) for v in s] for s in base]
     logs_c = [[math.log(v) for v in s] for s in cand]
-    starts_b = tuple(math.exp(statistics.median(s)) for s in logs_b)
-    starts_c = tuple(math.exp(statistics.median(s)) for s in logs_c)
-    noise = _noise(logs_b, logs_c, noise_floor_pct)
-    if noise is None:
-        return verdict(Kind.INCONCLUSIVE, "one run on each side and no recorded start-to-start "
-                                          "noise for this host: add runs or starts",
-                       baseline_starts=starts_b, candidate_starts=starts_c, needs_more=True)
-    diff = (statistics.fmean(math.log(v) for v in starts_c)
-            - statistics.fmean(math.log(v) for v in starts_b))
-    se = noise.sd * math.sqrt(1 / len(base) + 1 / len(cand))
-    half = _t_quantile(0.5 + confidence / 2, noise.df) * se
-    # Judged as percents, as users state thresholds: a 20% floor on throughput is a ratio
-    # of 0.8, on latency one of 1.2. Oriented so that positive is worse.
-    sign = 1.0 if direction == "lower" else -1.0
-    change = math.expm1(diff) * 100
-    interval = (math.expm1(diff - half) * 100, math.expm1(diff + half) * 100)
-    worse, lo_w, hi_w = sign * change, *sorted(sign * x for x in interval)
-    tau = threshold_pct
-    numbers = {"change_pct": change, "interval_pct": interval,
-               "noise_pct": math.expm1(noise.sd) * 100, "baseline_starts": starts_b,
-               "candidate_starts": starts_c}
-    starts = f"{len(base)} vs {len(cand)} server start(s)"
+    centers_b, centers_c = start_logs(base), start_logs(cand)
+    fresh = sumsq_of([centers_b, centers_c])
+    noise = estimate(fresh, record, noise_floor_pct, inflation=inflation,
+                     pool_record=pool_record,
+                     fresh_source=f"the {len(base)}+{len(cand)} starts compared")
+    within = _within([*logs_b, *logs_c])
+    if within is not None and noise is None:
+        noise = within  # no start-to-start spread to go by: the runs' is the least it is
+    elif within is not None and noise is not None and within.sd > noise.sd:
+        # A floor on the spread, not a measure of it: it keeps the degrees of freedom of the
+        # start-to-start estimate (the runs' many would claim a precision starts lack).
+        noise = Spread(within.sd, noise.df, f"{noise.source}; raised to the runs' spread "
+                                            "within starts")
+    return replace(plain, starts_b=tuple(math.exp(c) for c in centers_b),
+                   starts_c=tuple(math.exp(c) for c in centers_c),
+                   diff=statistics.fmean(centers_c) - statistics.fmean(centers_b), noise=noise)
+
+
+def decide(c: Comparison, alpha: float, alpha_better: float | None = None, *,
+           alpha_same: float = multiplicity.ALPHA_SAME, detail: str = "") -> Verdict:
+    """The verdict of a comparison with its regression call held to ``alpha`` (one-sided),
+    its improvement call to ``alpha_better`` (default the same), and its "no change" call
+    (both one-sided tests of a change past the floor, TOST) to ``alpha_same``: a wrong "no
+    change" raises no alarm, so it is not held to the alarms' budget."""
+    alpha_better = alpha if alpha_better is None else alpha_better
+    alpha_same = max(alpha_same, alpha)
+    confidence = 1 - 2 * alpha
+    base = Verdict(metric=c.metric, kind=Kind.INCONCLUSIVE, gated=c.gated,
+                   direction=c.direction, baseline=c.flat_b, candidate=c.flat_c,
+                   baseline_median=_median(c.flat_b), candidate_median=_median(c.flat_c),
+                   change_pct=math.nan, threshold_pct=c.threshold_pct, reason="",
+                   confidence=confidence, alpha=alpha, baseline_starts=c.starts_b,
+                   candidate_starts=c.starts_c, target_pct=power.TARGET_FACTOR * c.threshold_pct)
+    if c.problem:
+        return replace(base, reason=c.note + c.problem)
+    if c.noise is None:
+        return replace(base, needs_more=True, resolves_pct=math.inf,
+                       reason=c.note + "one run on each side and no recorded start-to-start "
+                                       "noise for this test or host: add runs or starts")
+    se, df = c.se, c.noise.df
+    half = power.quantile(1 - alpha, df) * se
+    change = math.expm1(c.diff) * 100
+    interval = (math.expm1(c.diff - half) * 100, math.expm1(c.diff + half) * 100)
+    sign = 1.0 if c.direction == "lower" else -1.0
+    worse = sign * change
+    tau = c.threshold_pct
+    p_worse, p_better = c.p("worse"), c.p("better")
+    resolves = power.resolves(c.noise.sd, df, len(c.starts_b), len(c.starts_c), alpha, tau,
+                              c.direction)
+    needed = power.starts_needed(c.noise.sd, df, alpha, tau, base.target_pct, c.direction)
+    numbers = replace(base, change_pct=change, interval_pct=interval, noise_pct=c.noise.pct,
+                      noise_df=df, noise_source=c.noise.source, p_worse=p_worse,
+                      resolves_pct=resolves, starts_needed=needed)
+    starts = f"{len(c.starts_b)} vs {len(c.starts_c)} server start(s)"
     span = f"{_pct(interval[0])} to {_pct(interval[1])}"
-    if lo_w > 0 and worse > tau:
-        return verdict(Kind.REGRESSION, f"worse by {abs(change):.1f}%: the "
-                       f"{confidence:.0%} interval ({span}) is wholly worse and the change is "
-                       f"past the {threshold_pct:g}% threshold ({starts}; noise from "
-                       f"{noise.source})", **numbers)  # type: ignore[arg-type]
-    if hi_w < 0 and worse < -tau:
-        return verdict(Kind.IMPROVEMENT, f"better by {abs(change):.1f}%: the "
-                       f"{confidence:.0%} interval ({span}) is wholly better and the change is "
-                       f"past the {threshold_pct:g}% threshold ({starts}; noise from "
-                       f"{noise.source})", **numbers)  # type: ignore[arg-type]
-    if lo_w > -tau and hi_w < tau:
-        return verdict(Kind.NO_CHANGE, f"any change is within {threshold_pct:g}%: the "
-                       f"{confidence:.0%} interval is {span} ({starts})", **numbers)  # type: ignore[arg-type]
-    return verdict(Kind.INCONCLUSIVE, f"the {confidence:.0%} interval ({span}) reaches past "
-                   f"the {threshold_pct:g}% threshold without deciding ({starts}; noise "
-                   f"{math.expm1(noise.sd) * 100:.1f}% from {noise.source}): add starts",
-                   needs_more=True, **numbers)  # type: ignore[arg-type]
+    held = f"{detail}; " if detail else ""
+    if p_worse <= alpha and worse > tau:
+        return replace(numbers, kind=Kind.REGRESSION, reason=(
+            f"{c.note}worse by {abs(change):.1f}%: p={p_worse:.2g} for no worse, within its "
+            f"level {alpha:.2g} ({held}{starts}), the {level_pct(confidence)} interval "
+            f"{span}, past the {tau:g}% threshold; noise {c.noise.describe()}"))
+    if p_better <= alpha_better and worse < -tau:
+        return replace(numbers, kind=Kind.IMPROVEMENT, reason=(
+            f"{c.note}better by {abs(change):.1f}%: p={p_better:.2g} for no better, within its "
+            f"level {alpha_better:.2g} ({held}{starts}), the {level_pct(confidence)} interval "
+            f"{span}, past the {tau:g}% threshold; noise {c.noise.describe()}"))
+    same = power.quantile(1 - alpha_same, df) * se
+    near = sorted(sign * math.expm1(c.diff + k * same) * 100 for k in (-1, 1))
+    if near[0] > -tau and near[1] < tau:
+        level = level_pct(1 - 2 * alpha_same)
+        return replace(numbers, kind=Kind.NO_CHANGE, reason=(
+            f"{c.note}any change is within {tau:g}%: the {level} interval is "
+            f"{_pct(math.expm1(c.diff - same) * 100)} to {_pct(math.expm1(c.diff + same) * 100)}"
+            f" ({starts}; noise {c.noise.describe()})"))
+    return replace(numbers, needs_more=True, reason=(
+        f"{c.note}the {level_pct(confidence)} interval ({span}) reaches past the {tau:g}% "
+        f"threshold without deciding ({starts}; noise {c.noise.describe()}): add starts"))
+
+
+def judge_starts(metric: str, baseline: Starts, candidate: Starts, *,
+                 threshold_pct: float = DEFAULT_THRESHOLD_PCT, noise_floor_pct: float = 0.0,
+                 record: SumSq | None = None, alpha: float | None = None,
+                 confidence: float | None = None, inflation: float = 1.0,
+                 pool_record: bool = False, direction: str | None = None,
+                 gated: bool | None = None, note: str = "") -> Verdict:
+    """Compare a candidate's server starts (each a list of run values) with a baseline's,
+    one metric on its own (no family): at the one-sided level ``alpha`` (default a test's
+    budget, judge/multiplicity.py), or at a two-sided ``confidence``.
+
+    ``noise_floor_pct`` is the host's recorded noise (a prior), ``record`` the test's stored
+    evidence; ``gated`` overrides whether the metric can fail a test; ``note`` prefixes the
+    reason.
+    """
+    if alpha is None:
+        alpha = (1 - confidence) / 2 if confidence is not None else multiplicity.ALPHA_TEST
+    return decide(compare(metric, baseline, candidate, threshold_pct=threshold_pct,
+                          noise_floor_pct=noise_floor_pct, record=record, inflation=inflation,
+                          pool_record=pool_record, direction=direction, gated=gated,
+                          note=note), alpha)
 
 
 def _median(values: Sequence[float]) -> float:
@@ -311,29 +408,63 @@ def judge_all(baseline_reps: Sequence[Mapping[str, float]],
               baseline_starts: Sequence[int] = (), candidate_starts: Sequence[int] = (),
               floors: Mapping[str, float] | None = None,
               noise: Mapping[str, float] | None = None,
-              confidence: float = CONFIDENCE) -> list[Verdict]:
-    """Verdicts for every metric with a direction present on both sides.
+              records: Mapping[str, SumSq] | None = None,
+              alpha: float = multiplicity.ALPHA_TEST, inflation: float = 1.0,
+              pool_record: bool = False, alpha_same: float = multiplicity.ALPHA_SAME,
+              detail: str = "") -> list[Verdict]:
+    """Verdicts for every metric with a direction present on both sides: one test's family.
 
     ``*_starts`` name the server start of each repetition (all one start when empty);
     ``floors`` are the per-metric thresholds, ``noise`` the host's recorded start-to-start
-    noise per metric (percent).
+    noise per metric (percent, a prior), ``records`` the test's stored noise evidence.
+    ``alpha`` is the test's one-sided budget: its gated metrics share it by Holm's
+    step-down, the throughputs counting once; a metric that only warns is held to
+    ``alpha`` on its own. ``detail`` says where ``alpha`` came from (in the reasons).
+    ``pool_record``: the baseline's starts and the record are one body of evidence (the
+    gate), rather than today's starts refined by an older record (an A/B).
     """
-    floors, noise = floors or {}, noise or {}
+    floors, noise, records = floors or {}, noise or {}, records or {}
     b_starts = list(baseline_starts) or [0] * len(baseline_reps)
     c_starts = list(candidate_starts) or [0] * len(candidate_reps)
     if len(b_starts) != len(baseline_reps) or len(c_starts) != len(candidate_reps):
         raise ValueError("judge_all: each repetition needs its server start")
     in_candidate = set(_metrics_in(candidate_reps))
     paced = all(r.get("arrival_bound") == 1.0 for r in (*baseline_reps, *candidate_reps))
-    return [
-        judge_starts(metric, _grouped(baseline_reps, b_starts, metric),
-                     _grouped(candidate_reps, c_starts, metric),
-                     threshold_pct=floors.get(metric, DEFAULT_THRESHOLD_PCT),
-                     noise_floor_pct=noise.get(metric, 0.0), confidence=confidence,
-                     **(ARRIVAL_BOUND if paced and metric in THROUGHPUTS else {}))
+    comparisons = [
+        compare(metric, _grouped(baseline_reps, b_starts, metric),
+                _grouped(candidate_reps, c_starts, metric),
+                threshold_pct=floors.get(metric, DEFAULT_THRESHOLD_PCT),
+                noise_floor_pct=noise.get(metric, 0.0), record=records.get(metric),
+                inflation=inflation, pool_record=pool_record,
+                **(ARRIVAL_BOUND if paced and metric in THROUGHPUTS else {}))
         for metric in _metrics_in(baseline_reps)
         if metric in in_candidate and metric in METRIC_DIRECTIONS
     ]
+    levels = {side: family_levels(comparisons, alpha, side) for side in ("worse", "better")}
+    families = len(levels["worse"])
+    out = []
+    for c in comparisons:
+        family = multiplicity.family_of(c.metric)
+        if c.gated and family in levels["worse"]:
+            held = (f"{detail + ', ' if detail else ''}Holm over {families} gated "
+                    f"famil{'y' if families == 1 else 'ies'} at {alpha:.2g}")
+            out.append(decide(c, levels["worse"][family], levels["better"][family],
+                              alpha_same=alpha_same, detail=held))
+        else:
+            out.append(decide(c, alpha, alpha_same=alpha_same, detail=detail))
+    return out
+
+
+def family_levels(comparisons: Iterable[Comparison], alpha: float, side: str
+                  ) -> dict[str, float]:
+    """The level each gated family is held to on one side (Holm's step-down over the
+    families, each family's p-value its smallest member's)."""
+    pvalues: dict[str, float] = {}
+    for c in comparisons:
+        if c.gated:
+            family = multiplicity.family_of(c.metric)
+            pvalues[family] = min(pvalues.get(family, 1.0), c.p(side))
+    return multiplicity.holm(pvalues, alpha)
 
 
 ARRIVAL_BOUND: dict[str, Any] = {

@@ -355,6 +355,14 @@ class Measurer:
             row["gate"] = last.outcome.to_dict()
         return row
 
+    def cannot_gate(self) -> str:
+        """Why this test gated nothing (every workload compared with its baseline, none
+        resolving the change it must): empty when it gated something."""
+        compared = [r.outcome for r in self.results
+                    if r.outcome is not None and r.outcome.status == "compared"]
+        reasons = [o.cannot_gate for o in compared]
+        return reasons[-1] if compared and all(reasons) else ""
+
     def baseline_properties(self) -> list[tuple[str, str]]:
         """New baselines, shipped in the test report to the process that writes them."""
         return [(BASELINE_PROPERTY, json.dumps(r.outcome.baseline.to_dict()))

@@ -142,6 +142,8 @@ def pytest_configure_node(node: Any) -> None:
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     perf_session = config.stash.get(SESSION_KEY, None)
+    if perf_session is not None:
+        perf_session.share_budget(scheduling.gated_tests(items))
     scheduling.order_and_group(config, items, perf_session)
 
 
@@ -158,6 +160,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     report = yield
     measurer = item.stash.get(MEASURER_KEY, None)
     if call.when == "call" and measurer is not None and measurer.results:
+        if report.passed and measurer.cannot_gate():
+            # Neither a silent pass nor a false failure: it says what it could not judge.
+            report.outcome = "skipped"
+            report.longrepr = (str(item.path), item.location[1] or 0,
+                               f"Skipped: cannot gate: {measurer.cannot_gate()}")
         report.user_properties.append((SUMMARY_PROPERTY, json.dumps(measurer.summary())))
         # Plain name/value pairs for junit XML, on the item: junitxml writes the properties
         # of the teardown report, which copies the item's.

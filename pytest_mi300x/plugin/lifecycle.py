@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 
 def make_session(config: pytest.Config, run_id: str, progress: Progress) -> PerfSession:
+    from pytest_mi300x.judge.steadiness import SteadinessError
     from pytest_mi300x.session import PerfSession
 
     resolved = options.resolve(config, run_id)
@@ -34,7 +35,10 @@ def make_session(config: pytest.Config, run_id: str, progress: Progress) -> Perf
         raise pytest.UsageError(str(exc)) from None
     results_dir = resolved.results_dir or options.default_results_dir(
         options.project_root(config), run_id)
-    return PerfSession(resolved, host, Path(results_dir), progress=progress)
+    try:
+        return PerfSession(resolved, host, Path(results_dir), progress=progress)
+    except SteadinessError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def warn_if_rootdir_widened(config: pytest.Config) -> None:
@@ -73,6 +77,8 @@ def header(perf_session: PerfSession) -> str:
     if endpoint:
         line += (f"; measuring the endpoint {endpoint} (baselines: "
                  f"{perf_session.gate.host}/)")
+    if perf_session.steadiness:
+        line += "\n" + perf_session.steadiness
     return line
 
 

@@ -39,6 +39,18 @@ def parse_floor(value: str) -> tuple[str, float]:
     return metric.strip(), number
 
 
+def parse_alpha(value: str) -> float:
+    """``--gate-alpha``: a percent in (0, 50]."""
+    try:
+        pct = float(value)
+    except ValueError:
+        pct = math.nan
+    if not 0 < pct <= 50:
+        raise pytest.UsageError(f"--gate-alpha {value!r} is not a percent in (0, 50]; write "
+                                "e.g. --gate-alpha 5 (the session's false-alarm budget)")
+    return pct / 100
+
+
 def parse_shard(value: str) -> tuple[int, int]:
     """``--shard i/n``: the i-th of n slices, 1 <= i <= n."""
     index, sep, total = value.partition("/")
@@ -94,6 +106,13 @@ _OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--endpoint-key-env", "endpoint_key_env",
      {"help": "env var holding --endpoint's API key (default: OPENAI_API_KEY; unset: none)",
       "default": None}),
+    ("--gate-alpha", "gate_alpha",
+     {"help": "the session's false-alarm budget in percent (one-sided, per direction), "
+              "split over its gated tests, at most 1 percent each (default 5)", "default": "5"}),
+    ("--steadiness", "steadiness_file",
+     {"help": "today's steadiness check of this machine (written by `pytest-mi300x "
+              "steadiness`): noise measured above the tests' records widens every verdict",
+      "default": None}),
     ("--sharegpt", "sharegpt_path",
      {"help": "ShareGPT JSON file (ShareGPT_V3_unfiltered_cleaned_split.json) for the "
               "sharegpt_path fixture; without it, ShareGPT workloads use the seeded look-alike",
@@ -102,7 +121,7 @@ _OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
 
 
 PATH_OPTIONS = ("--hosts-file", "--vllm-build", "--tgi-build", "--results-dir", "--engine-cache",
-                "--baselines-dir", "--history-file", "--sharegpt")
+                "--baselines-dir", "--history-file", "--sharegpt", "--steadiness")
 """Options whose values are paths (see lifecycle.warn_if_rootdir_widened)."""
 
 
@@ -199,6 +218,8 @@ def resolve(config: pytest.Config, run_id: str) -> Settings:
         endpoint=_endpoint(config),
         endpoint_model=_value(config, "endpoint_model"),
         endpoint_key_env=_value(config, "endpoint_key_env") or "OPENAI_API_KEY",
+        gate_alpha=_value(config, "gate_alpha", parse_alpha) or 0.05,
+        steadiness_file=_steadiness_file(config, root),
     )
 
 
@@ -245,6 +266,17 @@ def _sharegpt_path(config: pytest.Config, root: Path) -> Path | None:
     if not path.is_file():
         raise pytest.UsageError(f"--sharegpt {path} is not a file; give the path of "
                                 "ShareGPT_V3_unfiltered_cleaned_split.json")
+    return path
+
+
+def _steadiness_file(config: pytest.Config, root: Path) -> Path | None:
+    path = _value(config, "steadiness_file", Path)
+    if path is None:
+        return None
+    path = path if path.is_absolute() else root / path
+    if not path.is_file():
+        raise pytest.UsageError(f"--steadiness {path} is not a file; give the steadiness.json "
+                                "that `pytest-mi300x steadiness` wrote today")
     return path
 
 

@@ -36,6 +36,14 @@ def worker_count(config: pytest.Config) -> int:
     return int(numprocesses) if isinstance(numprocesses, int) and numprocesses > 0 else 1
 
 
+def gated_tests(items: list[pytest.Item]) -> int:
+    """Tests that start a server and are judged against a baseline (claims are not): they
+    share the session's false-alarm budget. Counted before ``--shard``: a night's budget
+    covers every slice."""
+    return sum(1 for item in items if SERVER_FIXTURE in getattr(item, "fixturenames", ())
+               and item.get_closest_marker(CLAIM_MARK) is None)
+
+
 def order_and_group(config: pytest.Config, items: list[pytest.Item], perf_session: Any) -> None:
     """Tests that share a flag set run back to back, so each server starts once; under
     xdist (--dist loadgroup) they share one worker for the same reason. ``--shard`` keeps

@@ -75,14 +75,15 @@ def summary_table(outcomes: Mapping[str, Outcome],
             *(line(r) for r in body)]
 
 
-VERDICT_HEADER = ["test", "metric", "baseline", "now", "change", "threshold", "verdict"]
+VERDICT_HEADER = ["test", "metric", "baseline", "now", "change", "threshold", "spread",
+                  "resolves", "verdict"]
 
 
 def fmt_number(value: Any, fmt: str = "{:.4g}") -> str:
     """A figure for a table cell; '-' when missing or NaN."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    return fmt.format(value)
+    return value if isinstance(value, str) else fmt.format(value)
 
 
 def verdict_rows(judged: Iterable[tuple[str, Sequence[dict[str, Any]]]]) -> list[list[str]]:
@@ -98,8 +99,21 @@ def verdict_rows(judged: Iterable[tuple[str, Sequence[dict[str, Any]]]]) -> list
             rows.append([test, v["metric"], fmt_number(v.get("baseline_median"), "{:.4g}"),
                          fmt_number(v.get("candidate_median"), "{:.4g}"),
                          fmt_number(v.get("change_pct"), "{:+.1f}%"),
-                         fmt_number(v.get("threshold_pct"), "{:.1f}%"), kind])
+                         fmt_number(v.get("threshold_pct"), "{:.1f}%"),
+                         fmt_number(v.get("noise_pct"), "{:.1f}%"),
+                         fmt_number(_finite(v.get("resolves_pct")), "{:.1f}%"), kind])
     return rows
+
+
+def _finite(value: Any) -> Any:
+    """A resolving power of 'nothing' (inf) shows as a word, not a number."""
+    return "none" if isinstance(value, float) and math.isinf(value) else value
+
+
+def unresolved_lines(rows: Mapping[str, dict[str, Any]]) -> list[str]:
+    """Per test, each gated metric that cannot resolve the change it must: one line each."""
+    return [f"{name}: {line}" for name, row in sorted(rows.items())
+            for line in (row.get("gate") or {}).get("unresolved", [])]
 
 
 def verdict_table(rows: Mapping[str, dict[str, Any]]) -> list[str]:
@@ -110,8 +124,15 @@ def verdict_table(rows: Mapping[str, dict[str, Any]]) -> list[str]:
         return []
     widths = [max(len(r[i]) for r in [VERDICT_HEADER, *body]) for i in range(len(VERDICT_HEADER))]
 
+    last = len(VERDICT_HEADER) - 1
+
     def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i in (0, 1, 6) else c.rjust(w)
+        return "  ".join(c.ljust(w) if i in (0, 1, last) else c.rjust(w)
                          for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
 
-    return [line(VERDICT_HEADER), "  ".join("-" * w for w in widths), *(line(r) for r in body)]
+    lines = [line(VERDICT_HEADER), "  ".join("-" * w for w in widths), *(line(r) for r in body)]
+    unresolved = unresolved_lines(rows)
+    if unresolved:
+        lines += ["", "what these starts cannot resolve (spread: a start's; resolves: the change "
+                      "caught at 95% power):", *unresolved]
+    return lines

@@ -1,0 +1,86 @@
+"""What a comparison can resolve: the smallest change it would call at 95% power with the
+starts it has, and how many starts a change of a given size needs.
+
+A regression is called when the interval clears no change at the test's level and the
+change is past the floor; with start-to-start spread ``s`` (log scale, ``df`` degrees of
+freedom) and ``n_a`` against ``n_b`` starts, the standard error is s * sqrt(1/n_a + 1/n_b)
+and a change D is called with probability about Phi((D - max(q_alpha * se, floor)) / se).
+So the change caught at ``POWER`` is max(q_alpha * se, floor) + q_power * se. A change at
+the floor itself is caught at most half the time, so what a test is asked to resolve is
+``TARGET_FACTOR`` times its floor (10% for the default 5% floor).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import statistics
+
+POWER = 0.95
+TARGET_FACTOR = 2.0
+"""A test can gate a metric when it would catch a change of this many floors at ``POWER``."""
+MAX_STARTS = 10_000
+
+
+@functools.lru_cache(maxsize=4096)
+def quantile(p: float, df: float) -> float:
+    """Student t quantile (normal for infinite df)."""
+    if math.isinf(df):
+        return statistics.NormalDist().inv_cdf(p)
+    from scipy.special import stdtrit  # ruptures (change points) already brings scipy
+
+    return float(stdtrit(df, p))
+
+
+def upper_tail(stat: float, df: float) -> float:
+    """P(T > stat) for Student t (normal for infinite df)."""
+    if math.isinf(df):
+        return 1 - statistics.NormalDist().cdf(stat)
+    from scipy.special import stdtr
+
+    return float(stdtr(df, -stat))
+
+
+def worse_log(pct: float, direction: str) -> float:
+    """A change of ``pct`` percent to the worse, as a distance on the log scale."""
+    return -math.log(1 - pct / 100) if direction == "higher" else math.log1p(pct / 100)
+
+
+def worse_pct(log_change: float, direction: str) -> float:
+    """The inverse of :func:`worse_log`."""
+    return (-math.expm1(-log_change) if direction == "higher" else math.expm1(log_change)) * 100
+
+
+def resolves(sd: float, df: float, n_a: float, n_b: float, alpha: float,
+             floor_pct: float, direction: str) -> float:
+    """The change to the worse (percent) caught at ``POWER``: the comparison's resolving
+    power."""
+    se = sd * math.sqrt(1 / n_a + 1 / n_b)
+    need = max(quantile(1 - alpha, df) * se, worse_log(floor_pct, direction)) \
+        + quantile(POWER, df) * se
+    return worse_pct(need, direction) if need < 50 else math.inf
+
+
+def starts_needed(sd: float, df: float, alpha: float, floor_pct: float, target_pct: float,
+                  direction: str) -> int | None:
+    """Starts a side (balanced, as ``ab`` runs them) for ``target_pct`` to be caught at
+    ``POWER``; None when no number of starts does it (the target is within the floor).
+    More starts bring more degrees of freedom: the spread's own plus theirs."""
+    if target_pct <= floor_pct:
+        return None
+
+    def enough(n: int) -> bool:
+        return resolves(sd, df + 2 * (n - 1), n, n, alpha, floor_pct, direction) <= target_pct
+
+    if sd <= 0 or enough(2):
+        return 2
+    hi = 4
+    while not enough(hi):
+        if hi >= MAX_STARTS:
+            return None
+        hi *= 2
+    lo = hi // 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if enough(mid) else (mid, hi)
+    return hi
