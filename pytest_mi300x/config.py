@@ -27,6 +27,9 @@ class Settings:
     engine_args: tuple[str, ...] = ()
     results_dir: Path | None = None
     cache_dir: Path | None = None
+    engine_cache_limit: int | None = None
+    """Bytes the engine cache may take; least recently used builds no session holds are
+    evicted to keep to it (engines/eviction.py). None: no limit."""
     run_id: str = "adhoc"
     repeats: int = DEFAULT_REPEATS
     baselines_dir: Path = Path("baselines")

@@ -8,6 +8,11 @@ from collections.abc import Callable
 Progress = Callable[[str], None]
 
 
+class Notice(str):
+    """A progress line said even where progress is quiet (``pytest -q``, the sessions of
+    ``ab`` and ``bisect``): something the user's machine keeps changed (a build evicted)."""
+
+
 def to_stderr(line: str) -> None:
     """The default outside pytest: one prefixed line on stderr."""
     print(f"[pytest-mi300x] {line}", file=sys.stderr, flush=True)

@@ -222,7 +222,8 @@ class PerfSession:
                 self._builds[name] = resolve_gpu_build(name, raw, self.host)
             else:
                 self._builds[name] = engine_kind.provision(
-                    raw or "", self.settings.cache_dir, self.progress)
+                    raw or "", self.settings.cache_dir, self.progress,
+                    self.settings.engine_cache_limit)
         return self._builds[name]
 
     def use_build(self, name: str, build: BuiltEngine) -> None:
@@ -357,8 +358,7 @@ class PerfSession:
 
     def server(self, engine_name: str, logical_model: str,
                flag_set: FlagSet) -> RunningServer | Endpoint:
-        """The live server for this combination, started on first use (the endpoint, with
-        ``--endpoint``)."""
+        """The live server for this combination, started on first use (--endpoint: the endpoint)."""
         if self.settings.endpoint:
             return self.endpoint()
         key = self.server_key(engine_name, logical_model, flag_set)
@@ -410,6 +410,8 @@ class PerfSession:
 
     def close(self) -> None:
         self.pool.close()
+        for build in self._builds.values():  # servers down: the cache may evict their builds
+            build.release()
 
     def sweep(self) -> None:
         """Controller, at the end: stop servers of workers that died holding GPUs."""

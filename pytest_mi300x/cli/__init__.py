@@ -27,6 +27,24 @@ def _parser() -> argparse.ArgumentParser:
                       help=f"pip requirement or python/venv path (default: {DEFAULT_VLLM_BUILD})")
     prov.add_argument("--engine-cache", type=Path, default=None,
                       help="cache folder (default: $PYTEST_MI300X_CACHE or ~/.cache/pytest-mi300x)")
+    prov.add_argument("--engine-cache-limit", default=None, metavar="SIZE",
+                      help="size the cache may take (40G, 40000M): least recently used builds "
+                           "no running session holds are evicted first (default: "
+                           "$PYTEST_MI300X_ENGINE_CACHE_LIMIT, else no limit)")
+
+    cache = sub.add_parser("cache", help="the engine cache: its builds with size, last use and "
+                                         "holds (cache list), eviction to a limit (cache prune)")
+    cache_sub = cache.add_subparsers(dest="action", required=True)
+    listing = cache_sub.add_parser("list", help="builds in eviction order: size on disk, last "
+                                                "use, whether a running session holds them")
+    evict = cache_sub.add_parser("prune", help="evict least recently used builds that no "
+                                               "running session holds until the cache fits")
+    evict.add_argument("--limit", default=None, metavar="SIZE",
+                       help="e.g. 40G or 40000M (default: $PYTEST_MI300X_ENGINE_CACHE_LIMIT)")
+    for each in (listing, evict):
+        each.add_argument("--engine-cache", type=Path, default=None,
+                          help="cache folder (default: $PYTEST_MI300X_CACHE or "
+                               "~/.cache/pytest-mi300x)")
 
     base = sub.add_parser("baselines", help="refresh or list stored baselines")
     base_sub = base.add_subparsers(dest="action", required=True)
@@ -127,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return (baselines.refresh(args.pytest_args) if args.action == "refresh"
                 else baselines.show(args.baselines_dir))
+    if args.command == "cache":
+        from pytest_mi300x.cli import cache
+
+        return cache.show(args) if args.action == "list" else cache.prune(args)
     if args.command == "clean":
         from pytest_mi300x.cli import clean
 

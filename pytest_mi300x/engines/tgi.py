@@ -181,7 +181,8 @@ class TGIKind:
                            {"build": build, "launcher": str(launcher), "version": version})
 
     def provision(self, build: str, cache_dir: Path | None,
-                  progress: Callable[[str], None]) -> BuiltEngine:
+                  progress: Callable[[str], None], cache_limit: int | None = None
+                  ) -> BuiltEngine:
         raise EngineUnsupported("runs on the GPU host: TGI has no CPU build here")
 
     def planned(self, build: str, cache_dir: Path | None) -> TGIEngine:

@@ -135,8 +135,8 @@ class VLLMEngine:
     cpu_isa: str | None = None
     """The CPU's vector extensions when this is vLLM's CPU build (hosts/fingerprint.py)."""
     compile_cache: Path | None = None
-    """Inductor's cache for a local build: beside the engine venvs, not in /tmp (which may be
-    wiped), so compiled graphs survive between sessions."""
+    """Inductor's cache for a local build, one per build (engines/cache.py side_folders):
+    compiled graphs survive between sessions, and go when the build is evicted."""
     state_cache: Path | None = None
     """vLLM's own cache folder (VLLM_CACHE_ROOT), one per build: 0.31 and 0.32 rewrite each
     other's model-info cache, and every switch between them cost a 6 s model inspection."""
@@ -263,16 +263,27 @@ class VLLMKind:
         return VLLMEngine(_venv_python(venv), build)
 
     def provision(self, build: str, cache_dir: Path | None,
-                  progress: Callable[[str], None]) -> BuiltEngine:
-        from pytest_mi300x.engines.cache import default_cache_dir
+                  progress: Callable[[str], None], cache_limit: int | None = None
+                  ) -> BuiltEngine:
+        from pytest_mi300x.engines.cache import default_cache_dir, side_folders
         from pytest_mi300x.engines.provision import EngineEnvironment
 
-        with EngineEnvironment(build, cache_dir, progress=progress) as install:
+        environment = EngineEnvironment(build, cache_dir, progress=progress,
+                                        cache_limit=cache_limit)
+        # Entered, not left: the build stays held until the session releases it.
+        install = environment.__enter__()
+        try:
             root = cache_dir or default_cache_dir()
+            # A cached build's caches are named as its venv, so eviction takes them along.
+            key = install.venv.name if install.venv else slug(install.build, 60)
+            compile_cache, state_cache = side_folders(root, key)
             engine = VLLMEngine(install.python, install.build, cpu_isa=cpu_isa(),
-                                compile_cache=root / "inductor",
-                                state_cache=root / "vllm-cache" / slug(install.build, 60))
-            return BuiltEngine(engine, install.version, install.describe(), install.python)
+                                compile_cache=compile_cache, state_cache=state_cache)
+        except BaseException:
+            environment.close()
+            raise
+        return BuiltEngine(engine, install.version, install.describe(), install.python,
+                           release=environment.close)
 
 
 KIND = VLLMKind()

@@ -87,6 +87,10 @@ _OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("--engine-cache", "engine_cache",
      {"help": "cache folder for engine venvs and models (default: ~/.cache/pytest-mi300x)",
       "default": None}),
+    ("--engine-cache-limit", "engine_cache_limit",
+     {"help": "size the engine cache may take (40G, 40000M): least recently used builds that "
+              "no running session holds are evicted to keep to it (default: "
+              "$PYTEST_MI300X_ENGINE_CACHE_LIMIT, else no limit)", "default": None}),
     ("--repeats", "repeats",
      {"help": f"measured runs per test after a warm-up (default {DEFAULT_REPEATS}; "
               f"{REFRESH_REPEATS} when updating baselines)", "default": None}),
@@ -202,6 +206,7 @@ def resolve(config: pytest.Config, run_id: str) -> Settings:
                      *(a for v in config.getoption("engine_arg") or () for a in _split_arg(v))),
         results_dir=results_dir,
         cache_dir=cache_dir or _env_path("PYTEST_MI300X_CACHE"),
+        engine_cache_limit=_cache_limit(config),
         run_id=run_id,
         repeats=repeats or (REFRESH_REPEATS if update else DEFAULT_REPEATS),
         baselines_dir=baselines_dir,
@@ -238,6 +243,27 @@ def _history_file(config: pytest.Config, root: Path) -> Path:
         raise pytest.UsageError(f"--history-file {path} is a folder; give a file path such as "
                                 ".perf-results/history.jsonl")
     return path
+
+
+def _cache_limit(config: pytest.Config) -> int | None:
+    """Bytes, from the option, else the ini key, else $PYTEST_MI300X_ENGINE_CACHE_LIMIT."""
+    from pytest_mi300x.engines.cache import (
+        LIMIT_INI,
+        LIMIT_OPTION,
+        CacheLimitError,
+        limit_from_env,
+        parse_size,
+    )
+
+    try:
+        if (raw := config.getoption(LIMIT_INI)) not in (None, ""):
+            return parse_size(raw, LIMIT_OPTION)
+        if (raw := config.getini(LIMIT_INI)) not in (None, ""):
+            where = Path(config.inipath).name if config.inipath else "the ini file"
+            return parse_size(raw, f"{LIMIT_INI} in {where}")
+        return limit_from_env()
+    except CacheLimitError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _split_arg(value: str) -> list[str]:

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from pytest_mi300x.progress import Notice
+
 _WIDTH = 118
 
 
@@ -39,8 +41,8 @@ class LiveProgress:
         return capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
 
     def __call__(self, line: str) -> None:
-        """A step worth a line of its own."""
-        if self.quiet:
+        """A step worth a line of its own (a Notice even under ``-q``)."""
+        if self.quiet and not isinstance(line, Notice):
             return
         with self._capture_off():
             self._clear()
