@@ -11,7 +11,6 @@ import hashlib
 import os
 import secrets
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -28,8 +27,7 @@ from pytest_mi300x.gpus import discovery as gpus
 from pytest_mi300x.gpus.leases import GpuLease, lock_dir_from_env, others_waiting, sweep_orphans
 from pytest_mi300x.hosts.placement import Placement
 from pytest_mi300x.hosts.profile import TINY_MODEL, HostConfigError, HostProfile
-from pytest_mi300x.judge.baselines import BaselineStore
-from pytest_mi300x.judge.gate import Gate
+from pytest_mi300x.judge.gate import session_gate
 from pytest_mi300x.progress import Progress, to_stderr
 from pytest_mi300x.results import redact
 from pytest_mi300x.servers.pool import RunningServer, ServerPool
@@ -76,31 +74,8 @@ class PerfSession:
                                progress=progress,
                                records=ServerRecords(self.records_folder))
         self._endpoint: Endpoint | None = None
-        # An endpoint's baselines are its own: under endpoint-<host-port>, not the host's.
-        gate_host = host.name
-        if settings.endpoint:
-            from pytest_mi300x.servers.endpoint import endpoint_label
-
-            gate_host = endpoint_label(settings.endpoint)
-        self.gate = Gate(BaselineStore(settings.baselines_dir), gate_host,
-                         update=settings.update_baselines,
-                         require=settings.require_baseline,
-                         across_builds=settings.across_builds,
-                         floors={**host.floors, **dict(settings.floors)},
-                         # ini floors are the user's word: they win over the host's burst ones
-                         burst_floors={k: v for k, v in host.burst_floors.items()
-                                       if k not in dict(settings.floors)},
-                         noise=host.noise, burst_noise=host.burst_noise,
-                         target=f"--endpoint {settings.endpoint}" if settings.endpoint else "")
-        self.steadiness = ""
-        """What today's steadiness check said (empty: none given)."""
-        if settings.steadiness_file is not None:
-            from pytest_mi300x.hosts.fingerprint import host_fingerprint
-            from pytest_mi300x.judge.steadiness import load
-
-            factor, self.steadiness = load(settings.steadiness_file, host_fingerprint())
-            self.gate = replace(self.gate, inflation=factor)
-        self.share_budget(1)
+        self.gate, self.steadiness = session_gate(settings, host)
+        """The gate, and what today's steadiness check said (empty: none given)."""
         self._builds: dict[str, BuiltEngine] = {}
         self._models: dict[str, ServedModel] = {}
         self.measured: dict[str, Measured] = {}
@@ -108,12 +83,7 @@ class PerfSession:
 
     def share_budget(self, tests: int) -> None:
         """The session's false-alarm budget split over the ``tests`` gated tests it runs."""
-        from pytest_mi300x.judge.multiplicity import per_test_alpha
-
-        alpha = per_test_alpha(tests, alpha_session=self.settings.gate_alpha)
-        detail = (f"{tests} gated test(s) share the session's "
-                  f"{self.settings.gate_alpha:.0%} budget")
-        self.gate = replace(self.gate, alpha=alpha, alpha_detail=detail)
+        self.gate = self.gate.sharing(tests, self.settings.gate_alpha)
 
     @property
     def records_folder(self) -> Path:

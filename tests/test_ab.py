@@ -404,7 +404,7 @@ def test_a_bisect_killed_mid_run_resumes_from_its_record(tmp_path: Path) -> None
     finally:
         child.wait(timeout=30)
     recorded = len(Record(path, {}).starts)
-    assert 8 <= recorded
+    assert recorded >= 8
     builds = builds_list(7)
     speed = {b.name: (0.88 if i >= 5 else 1.0) for i, b in enumerate(builds)}
     again = RecordedStarts(speed)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from pytest_mi300x.judge import multiplicity, verdict
 from pytest_mi300x.judge.baselines import Baseline, BaselineStore
 from pytest_mi300x.results.model import FailureKind
 from pytest_mi300x.results.stack import comparability, sent_as_burst, split_builds, stack_diff
+
+if TYPE_CHECKING:
+    from pytest_mi300x.config import Settings
+    from pytest_mi300x.hosts.profile import HostProfile
 
 
 class PerfRegression(AssertionError):
@@ -50,6 +54,13 @@ class Gate:
     inflation: float = 1.0
     """How much noisier than its record this machine measured today (judge/steadiness.py);
     every test's noise is widened by it."""
+
+    def sharing(self, tests: int, alpha_session: float) -> Gate:
+        """This gate with each test's share of the session's false-alarm budget."""
+        return replace(self, alpha=multiplicity.per_test_alpha(tests,
+                                                               alpha_session=alpha_session),
+                       alpha_detail=f"{tests} gated test(s) share the session's "
+                                    f"{alpha_session:.0%} budget")
 
     def refresh_command(self, nodeid: str) -> str:
         target = self.target or f"--gpu-host {self.host}"
@@ -109,6 +120,34 @@ class GateOutcome:
                 "verdicts": [v.to_dict() for v in self.verdicts],
                 "cannot_gate": self.cannot_gate,
                 "unresolved": [f"{v.metric}: {v.resolution()}" for v in self.unresolved]}
+
+
+def session_gate(settings: Settings, host: HostProfile) -> tuple[Gate, str]:
+    """A session's gate from its settings and host, and what today's steadiness check
+    (``--steadiness``) said; a check from another day or machine raises SteadinessError."""
+    # An endpoint's baselines are its own: under endpoint-<host-port>, not the host's.
+    gate_host = host.name
+    if settings.endpoint:
+        from pytest_mi300x.servers.endpoint import endpoint_label
+
+        gate_host = endpoint_label(settings.endpoint)
+    gate = Gate(BaselineStore(settings.baselines_dir), gate_host,
+                update=settings.update_baselines, require=settings.require_baseline,
+                across_builds=settings.across_builds,
+                floors={**host.floors, **dict(settings.floors)},
+                # ini floors are the user's word: they win over the host's burst ones
+                burst_floors={k: v for k, v in host.burst_floors.items()
+                              if k not in dict(settings.floors)},
+                noise=host.noise, burst_noise=host.burst_noise,
+                target=f"--endpoint {settings.endpoint}" if settings.endpoint else "")
+    said = ""
+    if settings.steadiness_file is not None:
+        from pytest_mi300x.hosts.fingerprint import host_fingerprint
+        from pytest_mi300x.judge.steadiness import load
+
+        factor, said = load(settings.steadiness_file, host_fingerprint())
+        gate = replace(gate, inflation=factor)
+    return gate.sharing(1, settings.gate_alpha), said
 
 
 def evaluate(gate: Gate, *, nodeid: str, engine_name: str, model: str,
