@@ -108,3 +108,28 @@ def test_the_script_reads_the_same_folders_the_store_writes(tmp_path: Path) -> N
         sys.path.remove(str(SCRIPT.parent))
     path = store(tmp_path, host, "suites/test_guide_cases.py::test_case7[tp-8]")
     assert gpu_ci.host_baselines(tmp_path / "baselines", host) == [path]
+
+
+def test_a_red_night_starts_a_culprit_search_per_failing_shard(tmp_path: Path) -> None:
+    from tests.result_docs import result_doc, write_doc
+
+    red = result_doc("suites/t.py::test_a", [8.0], verdicts=[
+        {"metric": "request_throughput", "kind": "regression", "gated": True}])
+    write_doc(tmp_path / "night" / "results-mi300x-01-shard1" / "r1", red)
+    write_doc(tmp_path / "night" / "results-mi300x-01-shard2" / "r2",
+              result_doc("suites/t.py::test_b", [8.0]))
+    proc, summary = gpu_ci(tmp_path, "culprit", "--host", "mi300x-01", "--vllm-build", "x",
+                           "--results", str(tmp_path / "night"), "--builds", "builds.txt",
+                           "--state", str(tmp_path / "state"), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    [line] = [x for x in proc.stdout.splitlines() if x.startswith("running: ")]
+    assert " culprit --results " in line and "shard1/r1" in line and "shard2" not in line
+    assert "--builds builds.txt" in line and "--gpu-host mi300x-01" in line
+    assert f"--out {tmp_path / 'state'}/culprit-mi300x-01-4242-r1" in line
+    green, summary = gpu_ci(tmp_path, "culprit", "--host", "mi300x-01", "--vllm-build", "x",
+                            "--results", str(tmp_path / "night" / "results-mi300x-01-shard2"),
+                            "--dry-run")
+    assert green.returncode == 0 and "no gated regression to search" in summary
+    nightly = (WORKFLOWS / "nightly.yml").read_text()
+    assert "gpu_ci.py \"${args[@]}\"" in nightly and "args=(culprit --host" in nightly
+    assert "if: failure()" in nightly

@@ -5,6 +5,9 @@
           how to make them, instead of every test failing for want of a baseline
   offer   after `pytest-mi300x baselines refresh` on a host: the job summary lists the
           baselines made and how to commit them (the workflow uploads them as an artifact)
+  culprit after a red night on a host: for each shard's results with a gated regression,
+          `pytest-mi300x culprit` confirms it against the last good build and bisects the
+          builds between (its record kept on the runner, so a restarted job continues)
 
 Run from the repository root with the harness installed:
   python .github/scripts/gpu_ci.py suite --host mi300x-01 --shard 1/2 \\
@@ -17,6 +20,7 @@ pytest command instead of running it.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shlex
 import subprocess
@@ -118,6 +122,51 @@ def write_summary(path: str | None, text: str) -> None:
             fh.write(text + "\n")
 
 
+def red_nights(results: Path) -> list[Path]:
+    """Result folders under ``results`` (one per shard) with a test that failed on a gated
+    regression."""
+    from pytest_mi300x.results.model import read_folder
+
+    folders = sorted({p.parent for p in results.rglob("*.json")})
+    return [f for f in folders if any(r.gated("regression") for r in read_folder(f))]
+
+
+def culprit_command(args: argparse.Namespace, night: Path) -> list[str]:
+    # The record lives where a re-run of the job finds it again (the runner's own disk, not
+    # the job's temp folder): one folder per workflow run and night folder.
+    run = os.environ.get("GITHUB_RUN_ID") or hashlib.sha256(
+        str(night.resolve()).encode()).hexdigest()[:8]
+    out = Path(args.state) / f"culprit-{args.host}-{run}-{night.name}"
+    cmd = [sys.executable, "-m", "pytest_mi300x.cli", "culprit", "--results", str(night),
+           "--out", str(out), f"--baselines-dir={args.baselines_dir}",
+           "--gpu-host", args.host]
+    if args.builds:
+        cmd += ["--builds", args.builds]
+    if args.commit_template:
+        cmd += ["--commit-template", args.commit_template]
+    return cmd
+
+
+def culprit(args: argparse.Namespace) -> int:
+    if args.state is None:
+        from pytest_mi300x.engines.cache import default_cache_dir
+
+        args.state = str(default_cache_dir() / "culprit")
+    nights = red_nights(Path(args.results))
+    if not nights:
+        write_summary(args.summary, f"## {args.host}: no gated regression to search\n")
+        return 0
+    worst = 0
+    for night in nights:
+        cmd = culprit_command(args, night)
+        print("running:", shlex.join(cmd), flush=True)
+        if args.dry_run:
+            continue
+        rc = subprocess.call(cmd)  # it appends its own job summary
+        worst = max(worst, 0 if rc == 1 else rc)  # 1: found, which is this job's success
+    return worst
+
+
 def suite(args: argparse.Namespace) -> int:
     baselines = host_baselines(args.baselines_dir, args.host)
     gated = bool(baselines)
@@ -140,7 +189,7 @@ def offer(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gpu_ci.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("suite", "offer"):
+    for name in ("suite", "offer", "culprit"):
         p = sub.add_parser(name)
         p.add_argument("--host", required=True, help="host profile (hosts.toml)")
         p.add_argument("--vllm-build", required=True)
@@ -152,8 +201,19 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--tgi-build", default="")
     run.add_argument("--results", required=True, help="results folder of this shard")
     run.add_argument("--dry-run", action="store_true", help="print the pytest command only")
+    search = sub.choices["culprit"]
+    search.add_argument("--results", required=True,
+                        help="the night's results (every shard's folder under it)")
+    search.add_argument("--builds", default="",
+                        help="builds in order, oldest first (default: the last good and the "
+                             "failing build only)")
+    search.add_argument("--commit-template", default="")
+    search.add_argument("--state", default=None,
+                        help="where the search's record is kept between job restarts "
+                             "(default: the engine cache's culprit/ folder on this runner)")
+    search.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = parser.parse_args(argv)
-    return suite(args) if args.command == "suite" else offer(args)
+    return {"suite": suite, "offer": offer, "culprit": culprit}[args.command](args)
 
 
 if __name__ == "__main__":

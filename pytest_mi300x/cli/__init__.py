@@ -100,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("ab", add_help=False,
                    help="two builds head to head on the selected tests, interleaved server "
                         "starts, a verdict per metric (pytest-mi300x ab --help)")
+    sub.add_parser("culprit", add_help=False,
+                   help="from a red night's results to the build that caused it: confirm, "
+                        "bisect, name it with its evidence (pytest-mi300x culprit --help)")
     sub.add_parser("steadiness", add_help=False,
                    help="a few starts of a probe test: is this machine as steady today as its "
                         "tests' noise records? (pytest-mi300x steadiness --help)")
@@ -126,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # Everything after it is pytest's, as for baselines refresh.
         return plan.run(argv[1:])
+    if argv[:1] == ["culprit"]:
+        from pytest_mi300x.cli import culprit
+
+        return culprit.run(argv[1:])
     if argv[:1] == ["steadiness"]:
         from pytest_mi300x.cli import steadiness
 

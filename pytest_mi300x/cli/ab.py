@@ -16,7 +16,7 @@ from pytest_mi300x.results.files import RESULTS_DIRNAME
 EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_UNDECIDED = 0, 1, 2, 3
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--starts", type=int, default=3, metavar="N",
                         help="server starts per build before the first look (default 3)")
     parser.add_argument("--max-starts", type=int, default=6, metavar="M",
@@ -53,7 +53,7 @@ def ab_parser() -> argparse.ArgumentParser:
     parser.add_argument("--b", required=True, metavar="BUILD", help="the build to judge")
     parser.add_argument("--threshold", type=float, default=None, metavar="PCT",
                         help="smallest change that counts (default: the host's floors)")
-    _common(parser)
+    common_options(parser)
     return parser
 
 
@@ -74,11 +74,11 @@ def bisect_parser() -> argparse.ArgumentParser:
                              "--bad among them)")
     parser.add_argument("--metric", default=None,
                         help="bisect on this metric (default: the largest gated regression)")
-    _common(parser)
+    common_options(parser)
     return parser
 
 
-def _split(argv: list[str], parser: argparse.ArgumentParser
+def split_args(argv: list[str], parser: argparse.ArgumentParser
            ) -> tuple[argparse.Namespace, list[str]]:
     args, selection = parser.parse_known_args(argv)
     if args.starts < 2 or args.max_starts < args.starts:
@@ -89,7 +89,7 @@ def _split(argv: list[str], parser: argparse.ArgumentParser
     return args, [a for a in selection if a != "--"] or ["suites/"]
 
 
-def _out(args: argparse.Namespace, kind: str, key: object) -> Path:
+def out_folder(args: argparse.Namespace, kind: str, key: object) -> Path:
     if args.out is not None:
         return Path(args.out)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
@@ -103,7 +103,7 @@ def ab(argv: list[str]) -> int:
     from pytest_mi300x.ab.starts import Record, SessionRunner
     from pytest_mi300x.results.files import ReadError, write_json_atomic
 
-    args, selection = _split(argv, ab_parser())
+    args, selection = split_args(argv, ab_parser())
     try:
         a = parse_build(args.a, args.commit_template, where="--a")
         b = parse_build(args.b, args.commit_template, where="--b")
@@ -116,7 +116,7 @@ def ab(argv: list[str]) -> int:
         return EXIT_BAD_INPUT
     meta = {"a": a.describe(), "b": b.describe(), "selection": selection,
             "repeats": args.repeats, "looks": [args.starts, args.max_starts]}
-    out = _out(args, "ab", meta)
+    out = out_folder(args, "ab", meta)
     try:
         record = Record(out / "starts.json", meta)
     except ReadError as exc:
@@ -184,7 +184,7 @@ def bisect(argv: list[str]) -> int:
     from pytest_mi300x.ab.starts import Record, SessionRunner
     from pytest_mi300x.results.files import ReadError, write_json_atomic
 
-    args, selection = _split(argv, bisect_parser())
+    args, selection = split_args(argv, bisect_parser())
     try:
         builds = read_builds(args.builds, args.commit_template)
         good = parse_build(args.good, args.commit_template, where="--good")
@@ -206,7 +206,7 @@ def bisect(argv: list[str]) -> int:
     meta = {"builds": [x.describe() for x in builds], "good": g, "bad": b,
             "selection": selection, "repeats": args.repeats,
             "looks": [args.starts, args.max_starts]}
-    out = _out(args, "bisect", meta)
+    out = out_folder(args, "bisect", meta)
     try:
         record = Record(out / "starts.json", meta)
     except ReadError as exc:

@@ -117,6 +117,9 @@ class GateOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status, "detail": self.detail,
+                # the build the baseline was made with: the last build known good
+                "baseline_build": (self.baseline.comparability.get("engine_build")
+                                   if self.baseline is not None else None),
                 "verdicts": [v.to_dict() for v in self.verdicts],
                 "cannot_gate": self.cannot_gate,
                 "unresolved": [f"{v.metric}: {v.resolution()}" for v in self.unresolved]}
