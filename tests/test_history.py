@@ -109,3 +109,27 @@ def test_change_points_within_stretches_keep_their_indices() -> None:
     flat, step = [10.0, 10.1, 9.9, 10.0], [10.0, 10.1, 9.9, 10.0, 8.0, 8.1, 7.9, 8.0]
     found = find_change_points_within([*flat, *step], "request_throughput", [4])
     assert [(cp.index, cp.kind) for cp in found] == [(8, "regression")]
+
+
+def test_a_release_sweep_reads_by_version_with_each_nights_spread(tmp_path: Path,
+                                                                  capsys) -> None:
+    from pytest_mi300x.judge.changepoints import find_change_points
+    from pytest_mi300x.reporting.plots import history_lines
+
+    store = HistoryStore(tmp_path / "history.jsonl")
+    nights = [("0.27.1", [10.0, 10.3, 9.8]), ("0.28.0", [10.1, 10.2, 9.9]),
+              ("0.29.0", [10.0, 9.9, 10.2]), ("0.30.0", [8.0, 8.2, 7.9]),
+              ("0.31.0", [8.1, 7.9, 8.0]), ("0.32.0", [8.0, 8.1, 7.8])]
+    store.append(entry_from_result(result("t::a", values, run_id=f"r{i}", version=v,
+                                          date=f"2026-12-0{i + 1}T00:00:00Z"))
+                 for i, (v, values) in enumerate(nights))
+    assert main(["history", "--history-file", str(store.path),
+                 "--metric", "request_throughput"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    row = next(line for line in out if " r3 " in line)
+    assert "0.30.0" in row and "runs 7.9..8.2" in row and "change point" in row
+    points = store.series("t::a", "request_throughput")
+    svg = history_lines({"request_throughput": points},
+                        {"request_throughput": find_change_points(
+                            [p.value for p in points], "request_throughput")})
+    assert ">0.30.0<" in svg and ">0.27.1<" in svg  # releases on the axis, not dates

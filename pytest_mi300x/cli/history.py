@@ -41,5 +41,7 @@ def run(args: argparse.Namespace) -> int:
                 if i in breaks and i > first:
                     diff = stack_diff(setup_of(points[i - 1].entry), setup_of(p.entry))
                     print(f"  -- setup changed (no change point across it): {'; '.join(diff)}")
-                print(f"  {p.date}  {p.run_id:<26} {p.engine_version:<12} {p.value:>10.4g}{note}")
+                low, high = p.spread(metric)
+                print(f"  {p.date}  {p.run_id:<26} {p.engine_version:<12} {p.value:>10.4g}"
+                      f"  runs {low:.4g}..{high:.4g}{note}")
     return 0

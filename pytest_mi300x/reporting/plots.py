@@ -124,14 +124,22 @@ def history_lines(series: Mapping[str, Sequence[Point]],
         points = series[metric]
         ax.plot(range(len(points)), [p.value for p in points], marker="o", markersize=3,
                 linewidth=1, color="#37474f")
+        # each run's spread over its repetitions (what one point can be trusted to)
+        low, high = zip(*(p.spread(metric) for p in points), strict=True)
+        ax.vlines(range(len(points)), low, high, color="#90a4ae", linewidth=2, alpha=0.7)
         for index in setup_breaks(points):
             ax.axvline(index - 0.5, linestyle=":", color="#90a4ae", linewidth=1)
         for cp in changes.get(metric, []):
             ax.axvline(cp.index - 0.5, linestyle="--", color=KIND_COLORS[cp.kind], linewidth=1)
             ax.text(cp.index - 0.4, 0.96, f"{cp.change_pct:+.0f}%", fontsize=7, ha="left",
                     va="top", color=KIND_COLORS[cp.kind], transform=ax.get_xaxis_transform())
-        ticks = list(range(len(points)))[:: max(1, len(points) // 6)]
-        ax.set_xticks(ticks, [points[i].date[5:10] for i in ticks], fontsize=7)
+        # a release sweep reads by engine version, a nightly of one build by date
+        versions = {p.engine_version for p in points}
+        ticks = list(range(len(points)))[:: max(1, len(points) // 8 if len(versions) > 1
+                                                 else len(points) // 6)]
+        labels = [points[i].engine_version if len(versions) > 1 else points[i].date[5:10]
+                  for i in ticks]
+        ax.set_xticks(ticks, labels, fontsize=7, rotation=30 if len(versions) > 1 else 0)
         ax.set_title(metric, fontsize=9)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)

@@ -57,6 +57,12 @@ class Point:
     engine_version: str
     entry: dict[str, Any]
 
+    def spread(self, metric: str) -> tuple[float, float]:
+        """The lowest and highest of the run's repetitions (the value itself if none)."""
+        values = [float(r[metric]) for r in self.entry.get("repetitions") or []
+                  if isinstance(r.get(metric), int | float)]
+        return (min(values), max(values)) if values else (self.value, self.value)
+
 
 def setup_of(entry: dict[str, Any]) -> dict[str, Any]:
     """What a run's figures depend on besides the engine build: hardware, workload, flag set.
