@@ -95,9 +95,10 @@ def main() -> int:
             values = [r["request_throughput"] for r in result.repetitions
                       if "request_throughput" in r]
             worse = result.gated("regression")
-            lines.append(f"  {result.test}: req/s {result.medians.get('request_throughput', 0):.4g}"
-                         f" (runs {min(values):.4g}..{max(values):.4g}); gate "
-                         f"{result.gate_status}{': REGRESSION ' + ','.join(worse) if worse else ''}")
+            said = ": REGRESSION " + ",".join(worse) if worse else ""
+            median = result.medians.get("request_throughput", 0.0)
+            lines.append(f"  {result.test}: req/s {median:.4g} (runs {min(values):.4g}.."
+                         f"{max(values):.4g}); gate {result.gate_status}{said}")
         if n > 0 and rc == 1:
             try:
                 read_night(night)
