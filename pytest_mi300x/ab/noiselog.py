@@ -1,6 +1,7 @@
-"""The tests' noise records as ``ab`` and ``bisect`` use them: read as a prior while they
-agree with the starts measured here, compared with today's spread (is this machine noisier
-than the test's record?), and taught what these starts showed.
+"""The tests' noise records as ``ab``, ``bisect``, ``culprit`` and ``steadiness`` use them:
+read where the starts measured here have no spread of their own, compared with today's
+spread (is this machine noisier than the test's record?), and taught what these starts
+showed.
 
 Records live with the baselines (judge/baselines.py): a test's record is its baseline's
 starts plus the evidence stored beside them, kept per host, engine and model, and only used
