@@ -12,10 +12,12 @@ import json
 import multiprocessing
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -31,7 +33,13 @@ from pytest_mi300x.reporting.outcomes import describe
 from pytest_mi300x.results import redact
 from pytest_mi300x.results.files import WriteError, result_path, slug, write_json_atomic
 from pytest_mi300x.results.model import FailureKind
-from pytest_mi300x.servers.records import ServerRecords, group_members, start_time
+from pytest_mi300x.servers.records import (
+    ServerRecord,
+    ServerRecords,
+    group_members,
+    private_folder,
+    start_time,
+)
 from pytest_mi300x.workload.arrivals import Arrivals
 from pytest_mi300x.workload.datasets import PromptRequest, WorkloadError
 from pytest_mi300x.workload.sharegpt import load_sharegpt
@@ -136,9 +144,10 @@ def test_holds_a_server(llm_server):
 '''
 
 
-def _run_until_server(pytester: pytest.Pytester, cache: Path) -> tuple[subprocess.Popen, int]:
+def _run_until_server(pytester: pytest.Pytester, cache: Path,
+                      *args: str) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "--gpu-host", "cpu2",
-                             f"--engine-cache={cache}", "-p", "no:cacheprovider", "-q"],
+                             f"--engine-cache={cache}", "-p", "no:cacheprovider", "-q", *args],
                             cwd=pytester.path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     pid_file = pytester.path / "server.pid"
@@ -197,6 +206,107 @@ def test_the_records_folder_must_be_private(tmp_path: Path) -> None:
     os.chmod(folder, 0o777)
     with pytest.raises(Exception, match="writable by others"):
         ServerRecords(folder).add(os.getpid(), "x")
+
+
+@pytest.mark.parametrize("reaper", ["clean", "the next session"])
+def test_a_killed_sessions_server_log_is_private_and_its_secrets_hidden_when_reaped(
+        pytester: pytest.Pytester, tmp_path: Path, reaper: str) -> None:
+    engine_double(pytester)
+    pytester.makepyfile(test_hold=KILLED_SESSION)
+    cache = tmp_path / "cache"
+    umask = os.umask(0o022)  # the usual default: a plain open() would make the log 0644
+    try:
+        # Only the killed session knows the token: neither reaper is given it.
+        proc, server = _run_until_server(pytester, cache, f"--engine-env=PLANTED_TOKEN={TOKEN}")
+    finally:
+        os.umask(umask)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    [log] = [p for p in pytester.path.rglob("*.log") if p.parent.name == "servers"]
+    assert TOKEN in log.read_text()  # the double echoed it, as an engine logging its settings
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    env = {k: v for k, v in os.environ.items() if TOKEN not in v}
+    if reaper == "clean":
+        subprocess.run([sys.executable, "-m", "pytest_mi300x.cli", "clean", "--engine-cache",
+                        str(cache)], env=env, check=True, capture_output=True, timeout=120)
+    else:
+        (pytester.path / "test_hold.py").write_text("def test_nothing():\n    pass\n")
+        subprocess.run([sys.executable, "-m", "pytest", "--gpu-host", "cpu2",
+                        f"--engine-cache={cache}", "-p", "no:cacheprovider", "-q"],
+                       cwd=pytester.path, env=env, check=True, capture_output=True, timeout=120)
+    assert group_members(server) == []
+    text = log.read_text()
+    assert TOKEN not in text and f"planted_token = {redact.HIDDEN}" in text
+
+
+def _record_of_a_gone_session(folder: Path, pgid: int, started: int | None,
+                              cleanup: tuple[str, ...] = ()) -> None:
+    """A server record whose session has ended (its pid ran and exited)."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    record = ServerRecord(pgid, started, gone.pid, 1, "a server", cleanup)
+    write_json_atomic(private_folder(folder) / record.name, asdict(record))
+
+
+def _victim() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                            start_new_session=True)
+
+
+def test_a_record_without_a_start_time_never_makes_clean_signal_the_process(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    victim = _victim()
+    try:
+        # Its process group id may since belong to anyone: nothing tells them apart.
+        _record_of_a_gone_session(tmp_path / "servers", victim.pid, None)
+        assert cli(["clean", "--engine-cache", str(tmp_path)]) == 0
+        assert victim.poll() is None
+        assert "its start time was not recorded" in capsys.readouterr().out
+        assert list((tmp_path / "servers").iterdir()) == []
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_a_missing_or_hung_cleanup_command_is_one_line_and_clean_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from pytest_mi300x.servers import records
+
+    monkeypatch.setattr(records, "CLEANUP_TIMEOUT_S", 1.0)
+    folder = tmp_path / "servers"
+    _record_of_a_gone_session(folder, 999_999_999, 1, ("/nonexistent/docker", "rm", "x"))
+    _record_of_a_gone_session(folder, 999_999_999, 2,
+                              (sys.executable, "-c", "import time; time.sleep(30)"))
+    started = time.monotonic()
+    assert cli(["clean", "--engine-cache", str(tmp_path)]) == 1
+    assert time.monotonic() - started < 20
+    err = capsys.readouterr().err
+    assert "could not run /nonexistent/docker rm x: No such file or directory" in err
+    assert "-c import time; time.sleep(30): no answer after 1 s" in err
+    assert "Traceback" not in err
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("pytest.ini", "[pytest]\nengine_cache = my-cache\n"),
+    ("pyproject.toml", '[tool.pytest.ini_options]\nengine_cache = "my-cache"\n'),
+    ("tox.ini", "[tox]\n[pytest]\nengine_cache = my-cache\n"),
+])
+def test_clean_reaps_the_cache_the_engine_cache_ini_key_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str) -> None:
+    (tmp_path / name).write_text(text)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTEST_MI300X_CACHE", str(tmp_path / "elsewhere"))
+    victim = _victim()
+    try:
+        _record_of_a_gone_session(tmp_path / "my-cache" / "servers", victim.pid,
+                                  start_time(victim.pid))
+        assert cli(["clean"]) == 0
+        assert victim.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        victim.kill()
+        victim.wait()
 
 
 # -- secrets ---------------------------------------------------------------------------
