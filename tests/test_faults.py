@@ -408,9 +408,17 @@ def test_a_world_writable_lock_folder_without_the_sticky_bit_is_refused(tmp_path
 # -- the wrong server measured -----------------------------------------------------------
 
 class _Foreign(BaseHTTPRequestHandler):
+    """Another program's server on our port: ``open`` answers anything with any key,
+    ``keyed`` is a vLLM with a key of its own (401 on /v1 to every other), ``starting``
+    does not take requests yet (503)."""
+
+    mode = "open"
+
     def do_GET(self) -> None:  # noqa: N802
         body = b'{"data": [{"id": "m"}]}'
-        self.send_response(200)  # answers anything, any key: not our engine
+        status = {"open": 200, "starting": 503,
+                  "keyed": 401 if self.path.startswith("/v1/") else 200}[self.mode]
+        self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -419,30 +427,45 @@ class _Foreign(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.parametrize("foreign", [
+    "starting",  # ours could not bind: only its log's "address already in use" tells
+    "open",  # ours is still loading: only the wrong key being taken tells
+    "keyed",  # ours is still loading: only our key being refused tells
+])
 def test_another_server_on_our_port_is_detected_and_a_new_port_is_tried(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, foreign: str) -> None:
     from pytest_mi300x.engines.base import LaunchSpec
     from pytest_mi300x.engines.flags import DEFAULT_FLAGS
     from pytest_mi300x.servers import pool as pool_module
-    from tests.test_pool import DoubleEngine
+    from tests.test_pool import DOUBLE, DoubleEngine
 
-    foreign = HTTPServer(("127.0.0.1", 0), _Foreign)
-    threading.Thread(target=foreign.serve_forever, daemon=True).start()
-    taken = foreign.server_address[1]
+    handler = type("Handler", (_Foreign,), {"mode": foreign})
+    other = HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    taken = other.server_address[1]
     ports = iter([taken])
     real = pool_module.free_port
     monkeypatch.setattr(pool_module, "free_port", lambda host: next(ports, None) or real(host))
+
+    class Loading(DoubleEngine):
+        """On the taken port ours binds only after a minute, as an engine loading a model
+        (unless the other server does not answer yet: then it binds at once, and fails)."""
+
+        def command(self, spec: LaunchSpec) -> list[str]:
+            slow = spec.port == taken and foreign != "starting"
+            return [sys.executable, str(DOUBLE), "serve", str(spec.port), "60" if slow else "0"]
 
     def spec(host: str, port: int) -> LaunchSpec:
         return LaunchSpec(model="m", served_model_name="m", host=host, port=port,
                           api_key="secret-key", flag_set=DEFAULT_FLAGS)
 
     try:
-        with pool_module.ServerPool(tmp_path) as pool:
-            server = pool.acquire("k", DoubleEngine(), spec)
+        with pool_module.ServerPool(tmp_path, start_timeout=30) as pool:
+            server = pool.acquire("k", Loading(), spec)
             assert server.spec.port != taken and server.process.alive()
+            assert server.generation == 2
     finally:
-        foreign.shutdown()
+        other.shutdown()
 
 
 # -- history and results with bad lines ----------------------------------------------------

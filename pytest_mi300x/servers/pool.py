@@ -93,7 +93,8 @@ def check_ours(engine: Engine, spec: LaunchSpec, process: ServerProcess) -> None
 
     A server of someone else's on the port answers /health too: our own process must be
     alive, and the API must refuse a wrong key and take ours (engines get the session's
-    key), and list the served model name.
+    key), and list the served model name. A server that refuses both keys is another
+    program's (a vLLM with a key of its own): the port is taken, not the harness broken.
     """
     import openai  # the control plane only; a second of import time, paid when a server starts
 
@@ -110,6 +111,12 @@ def check_ours(engine: Engine, spec: LaunchSpec, process: ServerProcess) -> None
             f"the server on {spec.base_url} answered {method} {path} with HTTP {wrong} to a "
             "wrong API key: it is not the one this session started (another program holds "
             f"the port); log: {process.log_path}", process.log_tail())
+    ours = status_of(method, f"{spec.base_url}{path}", spec.api_key)
+    if ours in (401, 403):
+        raise PortTaken(
+            f"the server on {spec.base_url} refused this session's API key (HTTP {ours} to "
+            f"{method} {path}): another program holds the port; log: {process.log_path}",
+            process.log_tail())
     client = openai.OpenAI(base_url=f"{spec.base_url}/v1", api_key=spec.api_key,
                            max_retries=2, timeout=30.0)
     with client:
