@@ -672,11 +672,18 @@ def test_ids_that_differ_never_share_a_file_and_never_leave_the_folder(tmp_path:
 
 # -- two workers on two cores ------------------------------------------------------------------
 
-def test_xdist_workers_on_the_cpu_host_are_refused(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize(("args", "asked"), [
+    (["-n", "2"], "-n 2"),
+    (["--tx", "2*popen", "--dist", "load"], "--tx 2*popen"),
+    (["--tx", "popen", "--tx", "popen", "--dist=loadgroup"], "--tx popen --tx popen"),
+    (["-d", "--tx", "2*popen"], "--tx 2*popen"),
+])
+def test_xdist_workers_on_the_cpu_host_are_refused(pytester: pytest.Pytester,
+                                                   args: list[str], asked: str) -> None:
     pytester.makepyfile(test_x="def test_x():\n    pass\n")
-    result = pytester.runpytest("-n", "2", "-p", "xdist")
+    result = pytester.runpytest(*args, "-p", "xdist")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*-n 2 on host 'cpu': 2 engines would share this "
+    result.stderr.fnmatch_lines([f"*{asked} on host 'cpu': 2 engines would share this "
                                  "machine's cores*"])
 
 

@@ -76,17 +76,18 @@ def header(perf_session: PerfSession) -> str:
     return line
 
 
-def check_host(perf_session: PerfSession, workers: int) -> None:
+def check_host(perf_session: PerfSession, workers: int, asked: str = "") -> None:
     """Before the first test: reap what killed sessions left running, and check that the
-    host's GPUs answer (GPU hosts)."""
+    host's GPUs answer (GPU hosts). ``asked``: how the workers were asked for."""
     from pytest_mi300x.servers.endpoint import EndpointError
     from pytest_mi300x.servers.records import RecordsError
 
     if not perf_session.host.has_gpus and workers > 1:
         raise pytest.UsageError(
-            f"-n {workers} on host {perf_session.host.name!r}: {workers} engines would share "
-            "this machine's cores and every figure of the run would be worthless; run the "
-            "cpu host without -n (xdist parallelism is for GPU hosts)")
+            f"{asked or f'-n {workers}'} on host {perf_session.host.name!r}: {workers} "
+            "engines would share this machine's cores and every figure of the run would be "
+            "worthless; run the cpu host without -n or --tx (xdist parallelism is for GPU "
+            "hosts)")
     try:
         perf_session.reap()
         if perf_session.settings.endpoint:
