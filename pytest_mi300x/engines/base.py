@@ -168,6 +168,13 @@ class EngineKind(Protocol):
         ...
 
     @property
+    def owned_flags(self) -> frozenset[str]:
+        """Flags (without dashes) the harness sets itself on its command line: where the
+        server listens, its API key, what makes servers on one host unique. Neither a flag
+        set nor ``--engine-arg`` may set them (the last of two wins)."""
+        ...
+
+    @property
     def random_weights_args(self) -> tuple[str, ...] | None:
         """Arguments that make it serve random weights (hosts with ``dummy_weights``, the
         tiny model); None when it cannot, so such hosts skip it."""

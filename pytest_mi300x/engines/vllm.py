@@ -54,6 +54,9 @@ ENV_SUCCESSORS: dict[str, str] = {
 """Env vars of the seed's era that vLLM dropped, and what replaced them."""
 
 SECRET_ENV = "VLLM_API_KEY"
+OWNED_FLAGS = frozenset({"host", "port", "api-key"})
+"""Set by the harness: servers listen on loopback, on a free port, behind the session's key
+(``--api-key`` would also replace VLLM_API_KEY and show in `ps`)."""
 TP_FLAG = "tensor-parallel-size"
 
 HARDWARE_REFUSALS = (
@@ -200,6 +203,10 @@ class VLLMEngine:
         return None
 
     def skip_reason(self, flag_set: FlagSet, version: str) -> str | None:
+        owned = sorted(OWNED_FLAGS & {n.removeprefix("no-") for n in flag_set.flag_names})
+        if owned:
+            return (f"flag set {flag_set.name!r} sets --{owned[0]}, which the harness sets "
+                    "itself for vLLM (servers listen on 127.0.0.1, behind the session's key)")
         if self.cpu_isa is not None:
             reason = _cpu_refuses(flag_set, self.cpu_isa)
             if reason:
@@ -235,6 +242,7 @@ class VLLMKind:
     exact_output_lengths: bool = True
     cpu_build: bool = True
     random_weights_args: tuple[str, ...] | None = ("--load-format", "dummy")
+    owned_flags: frozenset[str] = OWNED_FLAGS
 
     @property
     def metric_series(self) -> Mapping[str, str]:

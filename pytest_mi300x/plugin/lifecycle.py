@@ -19,6 +19,7 @@ from pytest_mi300x.plugin import options
 from pytest_mi300x.progress import Progress
 
 if TYPE_CHECKING:
+    from pytest_mi300x.config import Settings
     from pytest_mi300x.judge.baselines import BaselineWriter
     from pytest_mi300x.plugin.summary import SummaryCollector
     from pytest_mi300x.session import PerfSession
@@ -32,9 +33,24 @@ def make_session(config: pytest.Config, run_id: str, progress: Progress) -> Perf
         host = select_host(resolved.gpu_host, resolved.hosts_file)
     except HostConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
+    check_engine_args(host, resolved)
     results_dir = resolved.results_dir or options.default_results_dir(
         options.project_root(config), run_id)
     return PerfSession(resolved, host, Path(results_dir), progress=progress)
+
+
+def check_engine_args(host: HostProfile, settings: Settings) -> None:
+    """Engine arguments go to every engine a session starts: none may set what the harness
+    sets for any of them, nor carry a secret on the command line."""
+    from pytest_mi300x.engines import served
+
+    try:
+        served.check_engine_args(host.engine_args,
+                                 f"{host.source}: host {host.name!r} engine_args")
+        served.check_engine_args(settings.engine_args,
+                                 "--engine-arg (or the engine_args ini key)")
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def warn_if_rootdir_widened(config: pytest.Config) -> None:
