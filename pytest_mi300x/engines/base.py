@@ -74,6 +74,13 @@ class Engine(Protocol):
         """Path that answers 200 once the server takes requests."""
         ...
 
+    @property
+    def cache_salt_field(self) -> str | None:
+        """The request field that keys its prefix cache (vLLM's ``cache_salt``): requests
+        with another value share no cached block, so a run under a new value starts from a
+        cache that holds nothing of it (a "fresh run"); None when it has none."""
+        ...
+
     def version(self, base_url: str, api_key: str) -> str:
         """The running server's own version string."""
         ...
@@ -155,6 +162,11 @@ class EngineKind(Protocol):
     @property
     def exact_output_lengths(self) -> bool:
         """Whether its servers honour ``ignore_eos`` (as Engine.exact_output_lengths)."""
+        ...
+
+    @property
+    def cache_salt_field(self) -> str | None:
+        """As Engine.cache_salt_field, known before a build is chosen (an endpoint)."""
         ...
 
     @property

@@ -76,6 +76,7 @@ class TGIEngine:
     name: str = "tgi"
     # Its router hard-codes ignore_eos_token false: requests stop at EOS.
     exact_output_lengths: bool = False
+    cache_salt_field: str | None = None
 
     def command(self, spec: LaunchSpec) -> list[str]:
         shards = max(1, spec.gpus_needed)
@@ -159,6 +160,7 @@ class TGIKind:
     version_argv: tuple[str, ...] = ("text-generation-launcher", "--version")
     version_path: str = "/info"
     exact_output_lengths: bool = False
+    cache_salt_field: str | None = None
     cpu_build: bool = False
     # TGI loads real weights only: hosts serving random ones (the tiny model) skip it.
     random_weights_args: tuple[str, ...] | None = None

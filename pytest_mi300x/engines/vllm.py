@@ -58,6 +58,11 @@ OWNED_FLAGS = frozenset({"host", "port", "api-key"})
 """Set by the harness: servers listen on loopback, on a free port, behind the session's key
 (``--api-key`` would also replace VLLM_API_KEY and show in `ps`)."""
 TP_FLAG = "tensor-parallel-size"
+CACHE_SALT = "cache_salt"
+"""vLLM's per-request prefix-cache key (V1 engine): blocks cached under one salt are found
+only by requests with the same one. No reset endpoint is needed (vLLM's
+/reset_prefix_cache exists only with VLLM_SERVER_DEV_MODE=1, which also opens RPC and
+sleep routes that no API key guards)."""
 
 HARDWARE_REFUSALS = (
     (re.compile(r"requires x86 with AVX-512 or AMX"),
@@ -135,6 +140,7 @@ class VLLMEngine:
     build: str
     name: str = "vllm"
     exact_output_lengths: bool = True
+    cache_salt_field: str | None = CACHE_SALT
     cpu_isa: str | None = None
     """The CPU's vector extensions when this is vLLM's CPU build (hosts/fingerprint.py)."""
     compile_cache: Path | None = None
@@ -240,6 +246,7 @@ class VLLMKind:
     version_argv: tuple[str, ...] = ("python3", "-c", "import vllm; print(vllm.__version__)")
     version_path: str = "/version"
     exact_output_lengths: bool = True
+    cache_salt_field: str | None = CACHE_SALT
     cpu_build: bool = True
     random_weights_args: tuple[str, ...] | None = ("--load-format", "dummy")
     owned_flags: frozenset[str] = OWNED_FLAGS
