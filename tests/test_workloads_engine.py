@@ -20,7 +20,7 @@ pytestmark = pytest.mark.engine
 DATA = Path(__file__).parent / "data"
 
 SUITE = """
-import json, math
+import json, math, urllib.error, urllib.request
 from pathlib import Path
 import pytest
 from pytest_mi300x import Arrivals, RandomDataset, Workload
@@ -59,15 +59,22 @@ def test_shared_prefix(perf):
     # Within a fresh run the later suffixes of each prefix hit; a 2nd run hits more.
     assert 0.3 < hit1 < hit2, (hit1, hit2)
 
-def test_prefix_cache_fresh_and_second_run(perf):
+def test_prefix_cache_fresh_and_second_run(perf, llm_server):
     ds = SharedPrefixDataset.grid(2, 5, prefix_len=512, suffix_len=64, output_len=16,
                                   prefix_seed=7)
-    fresh = check(perf.run(Workload(ds, warmup_requests=0, prefix_cache="fresh")))
     second = check(perf.run(Workload(ds, warmup_requests=0, prefix_cache="second-run")))
+    fresh = check(perf.run(Workload(ds, warmup_requests=0, prefix_cache="fresh")))
     hit1 = fresh.server["figures"]["server_prefix_cache_hit_rate"]
     hit2 = second.server["figures"]["server_prefix_cache_hit_rate"]
-    # Emptied first, only later suffixes of a prefix hit; a 2nd run finds every prompt.
+    # The fresh run's prompts were just cached by the 2nd run, under another salt: only
+    # later suffixes of a prefix hit; a 2nd run finds every prompt.
     assert 0.3 < hit1 < 0.85 < hit2, (hit1, hit2)
+    # No development routes (VLLM_SERVER_DEV_MODE): no key guards them.
+    request = urllib.request.Request(f"{llm_server.base_url}/reset_prefix_cache", b"",
+                                     method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 404
 
 def test_jsonl(perf):
     Path("prompts.jsonl").write_text("\\n".join(json.dumps({"prompt": p, "output_len": n})
@@ -105,11 +112,8 @@ def test_ramp_up_concurrency_and_goodput(perf):
 def test_datasets_and_arrivals_on_the_real_engine(pytester: pytest.Pytester) -> None:
     shutil.copy(DATA / "sharegpt-sample.json", pytester.path / "sharegpt-sample.json")
     pytester.makepyfile(test_modes=SUITE)
-    # Dev mode opens /reset_prefix_cache for the fresh/second-run workloads.
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA", "--repeats", "1",
-                                           "--results-dir", "res",
-                                           "--engine-env", "VLLM_SERVER_DEV_MODE=1",
-                                           timeout=1500)
+                                           "--results-dir", "res", timeout=1500)
     result.assert_outcomes(passed=8)
     docs = {p.stem: json.loads(p.read_text()) for p in (pytester.path / "res").glob("*.json")}
     doc = next(d for k, d in docs.items() if "shared_prefix" in k)

@@ -8,6 +8,7 @@ record is saved after every start, so an interrupted A/B or bisect continues whe
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -17,8 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mi300x.ab.builds import Build
-from pytest_mi300x.results.files import ReadError, read_json, slug, write_json_atomic
+from pytest_mi300x.results import redact
+from pytest_mi300x.results.files import (
+    ReadError,
+    read_json,
+    redact_file,
+    slug,
+    write_json_atomic,
+)
 from pytest_mi300x.results.model import read_folder
+from pytest_mi300x.servers.process import open_private_log
 
 SCHEMA = "pytest-mi300x/starts/1"
 
@@ -180,6 +189,7 @@ class SessionRunner:
 
     def __init__(self, selection: list[str], out: Path, *, repeats: int | None = None,
                  progress: Callable[[str], None] = print) -> None:
+        redact.register_process_env()  # the sessions inherit it: their logs may show it
         self.selection = selection
         self.out = out
         self.repeats = repeats
@@ -197,8 +207,14 @@ class SessionRunner:
             cmd += ["--repeats", str(self.repeats)]
         folder.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        with (folder / "pytest.log").open("w") as log:
-            rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+        log_path = folder / "pytest.log"
+        log_path.unlink(missing_ok=True)  # a rerun's log starts afresh, created 0600
+        with open_private_log(log_path) as log:
+            # The build's env (tokens too) through the environment: a command line shows
+            # in `ps` to every local user.
+            rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                 env={**os.environ, **build.session_env()})
+        redact_file(log_path)
         seconds = time.monotonic() - started
         skipped: list[str] = []
         tests = {}

@@ -92,8 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     clean = sub.add_parser("clean", help="stop engine servers and containers that killed "
                                          "sessions left running on this machine")
     clean.add_argument("--engine-cache", type=Path, default=None,
-                       help="cache folder (default: $PYTEST_MI300X_CACHE or "
-                            "~/.cache/pytest-mi300x)")
+                       help="cache folder (default: the engine_cache ini key of the pytest "
+                            "ini here, else $PYTEST_MI300X_CACHE or ~/.cache/pytest-mi300x)")
     sub.add_parser("plan", add_help=False,
                    help="every server the selected tests would start (command line, env, "
                         "GPUs, tests), with nothing started (pytest-mi300x plan --help)")

@@ -74,6 +74,13 @@ class Engine(Protocol):
         """Path that answers 200 once the server takes requests."""
         ...
 
+    @property
+    def cache_salt_field(self) -> str | None:
+        """The request field that keys its prefix cache (vLLM's ``cache_salt``): requests
+        with another value share no cached block, so a run under a new value starts from a
+        cache that holds nothing of it (a "fresh run"); None when it has none."""
+        ...
+
     def version(self, base_url: str, api_key: str) -> str:
         """The running server's own version string."""
         ...
@@ -161,6 +168,11 @@ class EngineKind(Protocol):
         ...
 
     @property
+    def cache_salt_field(self) -> str | None:
+        """As Engine.cache_salt_field, known before a build is chosen (an endpoint)."""
+        ...
+
+    @property
     def metric_series(self) -> Mapping[str, str]:
         """Its /metrics series (as Engine.metric_series), known before a build is chosen."""
         ...
@@ -168,6 +180,13 @@ class EngineKind(Protocol):
     @property
     def cpu_build(self) -> bool:
         """Whether the cpu host can provision and run it."""
+        ...
+
+    @property
+    def owned_flags(self) -> frozenset[str]:
+        """Flags (without dashes) the harness sets itself on its command line: where the
+        server listens, its API key, what makes servers on one host unique. Neither a flag
+        set nor ``--engine-arg`` may set them (the last of two wins)."""
         ...
 
     @property

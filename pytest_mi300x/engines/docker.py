@@ -110,6 +110,10 @@ class Dockerized:
         return self.inner.exact_output_lengths
 
     @property
+    def cache_salt_field(self) -> str | None:
+        return self.inner.cache_salt_field
+
+    @property
     def health_path(self) -> str:
         return self.inner.health_path
 

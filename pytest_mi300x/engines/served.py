@@ -3,6 +3,7 @@ flag set leases, and secrets moved from engine flags to env."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,32 @@ def secret_flags_to_env(args: tuple[str, ...]) -> tuple[tuple[str, ...], dict[st
         else:
             kept.append(arg)
     return tuple(kept), env
+
+
+def check_engine_args(args: Iterable[str], where: str) -> None:
+    """Refuse what must not reach an engine's command line, naming ``where`` it came from:
+    a flag the harness sets itself for any engine (engine args go to every engine: where
+    the server listens, its key), in any spelling an argparse parser takes (``--host=X``,
+    the abbreviation ``--ho X``), and a secret flag no env var can carry (the command line
+    shows in `ps`)."""
+    from pytest_mi300x.engines.registry import ENGINES
+
+    owned_flags = sorted({f"--{name}" for kind in ENGINES.values() for name in kind.owned_flags})
+    for arg in args:
+        flag = arg.partition("=")[0]
+        if not flag.startswith("--"):
+            continue
+        taken = next((name for name in owned_flags if len(flag) > 3 and name.startswith(flag)),
+                     None)
+        if taken:
+            raise ValueError(f"{where}: {flag} sets the server's {taken}, which the harness "
+                             "sets itself (servers listen on 127.0.0.1, on a free port, behind "
+                             "the session's API key); remove it")
+        if redact.secret_flag(flag) and flag not in SECRET_FLAGS:
+            raise ValueError(f"{where}: {flag} takes a secret, which on the engine's command "
+                             "line shows in `ps` and in the engine's log of its arguments; "
+                             "give it through the env var the engine reads instead "
+                             "(--engine-env NAME=VALUE)")
 
 
 def gpus_needed(flag_set: FlagSet, host: HostProfile) -> int:

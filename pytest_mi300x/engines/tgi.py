@@ -45,8 +45,8 @@ LAUNCHER_FLAGS = frozenset({
 """``text-generation-launcher --help`` as documented (docs/source/reference/launcher.md),
 plus ``--prometheus-port`` of TGI 3.x."""
 
-_OWNED = frozenset({"model-id", "num-shard", "sharded", "hostname", "port", "prometheus-port",
-                    "shard-uds-path", "master-port", "api-key"})
+OWNED_FLAGS = frozenset({"model-id", "num-shard", "sharded", "hostname", "port",
+                         "prometheus-port", "shard-uds-path", "master-port", "api-key"})
 """Flags the harness sets itself (uniqueness per server, the shard count, the key)."""
 
 METRIC_SERIES: dict[str, str] = {
@@ -76,6 +76,7 @@ class TGIEngine:
     name: str = "tgi"
     # Its router hard-codes ignore_eos_token false: requests stop at EOS.
     exact_output_lengths: bool = False
+    cache_salt_field: str | None = None
 
     def command(self, spec: LaunchSpec) -> list[str]:
         shards = max(1, spec.gpus_needed)
@@ -141,7 +142,7 @@ class TGIEngine:
     def skip_reason(self, flag_set: FlagSet, version: str) -> str | None:
         for name in _launcher_flags(flag_set).flag_names:
             bare = name.removeprefix("no-")
-            if bare in _OWNED:
+            if bare in OWNED_FLAGS:
                 return (f"flag set {flag_set.name!r} sets --{bare}, which the harness sets "
                         "itself for TGI; use tensor_parallel_size for the shard count")
             if bare not in LAUNCHER_FLAGS:
@@ -159,9 +160,11 @@ class TGIKind:
     version_argv: tuple[str, ...] = ("text-generation-launcher", "--version")
     version_path: str = "/info"
     exact_output_lengths: bool = False
+    cache_salt_field: str | None = None
     cpu_build: bool = False
     # TGI loads real weights only: hosts serving random ones (the tiny model) skip it.
     random_weights_args: tuple[str, ...] | None = None
+    owned_flags: frozenset[str] = OWNED_FLAGS
 
     @property
     def metric_series(self) -> Mapping[str, str]:

@@ -54,7 +54,15 @@ ENV_SUCCESSORS: dict[str, str] = {
 """Env vars of the seed's era that vLLM dropped, and what replaced them."""
 
 SECRET_ENV = "VLLM_API_KEY"
+OWNED_FLAGS = frozenset({"host", "port", "api-key"})
+"""Set by the harness: servers listen on loopback, on a free port, behind the session's key
+(``--api-key`` would also replace VLLM_API_KEY and show in `ps`)."""
 TP_FLAG = "tensor-parallel-size"
+CACHE_SALT = "cache_salt"
+"""vLLM's per-request prefix-cache key (V1 engine): blocks cached under one salt are found
+only by requests with the same one. No reset endpoint is needed (vLLM's
+/reset_prefix_cache exists only with VLLM_SERVER_DEV_MODE=1, which also opens RPC and
+sleep routes that no API key guards)."""
 
 HARDWARE_REFUSALS = (
     (re.compile(r"requires x86 with AVX-512 or AMX"),
@@ -132,6 +140,7 @@ class VLLMEngine:
     build: str
     name: str = "vllm"
     exact_output_lengths: bool = True
+    cache_salt_field: str | None = CACHE_SALT
     cpu_isa: str | None = None
     """The CPU's vector extensions when this is vLLM's CPU build (hosts/fingerprint.py)."""
     compile_cache: Path | None = None
@@ -200,6 +209,10 @@ class VLLMEngine:
         return None
 
     def skip_reason(self, flag_set: FlagSet, version: str) -> str | None:
+        owned = sorted(OWNED_FLAGS & {n.removeprefix("no-") for n in flag_set.flag_names})
+        if owned:
+            return (f"flag set {flag_set.name!r} sets --{owned[0]}, which the harness sets "
+                    "itself for vLLM (servers listen on 127.0.0.1, behind the session's key)")
         if self.cpu_isa is not None:
             reason = _cpu_refuses(flag_set, self.cpu_isa)
             if reason:
@@ -233,8 +246,10 @@ class VLLMKind:
     version_argv: tuple[str, ...] = ("python3", "-c", "import vllm; print(vllm.__version__)")
     version_path: str = "/version"
     exact_output_lengths: bool = True
+    cache_salt_field: str | None = CACHE_SALT
     cpu_build: bool = True
     random_weights_args: tuple[str, ...] | None = ("--load-format", "dummy")
+    owned_flags: frozenset[str] = OWNED_FLAGS
 
     @property
     def metric_series(self) -> Mapping[str, str]:

@@ -29,8 +29,8 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
@@ -73,6 +73,7 @@ class _Target:
     run_start: float
     request_timeout: float
     stall_timeout: float
+    extra_body: Mapping[str, object] = field(default_factory=dict)
 
 
 class HTTPStatusError(Exception):
@@ -104,6 +105,7 @@ async def _send_one(client: aiohttp.ClientSession, target: _Target, request: Pro
         "stream": True,
         "stream_options": {"include_usage": True},
         "ignore_eos": True,
+        **target.extra_body,
     }
     if chat:
         body["messages"] = [{"role": "user", "content": request.prompt}]
@@ -216,6 +218,7 @@ async def run_load(
     subset: Sequence[int] | None = None,
     on_progress: Progress | None = None,
     stall_timeout: float = STALL_TIMEOUT_S,
+    extra_body: Mapping[str, object] | None = None,
 ) -> LoadRun:
     """Send `requests` on the `arrivals` schedule and time every stream.
 
@@ -225,6 +228,7 @@ async def run_load(
     `endpoint` is "completions" or "chat". `start_at` (a perf_counter value) and
     `subset` (request indices) let several processes share one schedule: each
     sends its subset at start_at + offset, and records keep their global index.
+    `extra_body`: fields added to every request (the engine's prefix-cache salt).
     """
     if request_timeout <= 0:
         raise ValueError(f"run_load: request_timeout must be > 0 seconds, got {request_timeout}")
@@ -261,7 +265,7 @@ async def run_load(
         run_start = perf_counter() if start_at is None else start_at
         targets = [_Target(root.rstrip("/") + ENDPOINTS[endpoint], headers, model,
                            endpoint == "chat", api_key, run_start, request_timeout,
-                           stall_timeout)
+                           stall_timeout, dict(extra_body or {}))
                    for root in roots]
         watch.start()
         try:
@@ -393,12 +397,13 @@ def run_load_sync(
     processes: int = 1,
     on_progress: Progress | None = None,
     stall_timeout: float = STALL_TIMEOUT_S,
+    extra_body: Mapping[str, object] | None = None,
 ) -> LoadRun:
     """Blocking wrapper around `run_load`; `processes` > 1 spreads it (load/spread.py)."""
     kwargs: dict[str, Any] = dict(base_url=base_url, api_key=api_key, model=model,
                                   requests=requests, arrivals=arrivals, seed=seed,
                                   request_timeout=request_timeout, endpoint=endpoint,
-                                  stall_timeout=stall_timeout)
+                                  stall_timeout=stall_timeout, extra_body=extra_body)
     if processes > 1:
         from pytest_mi300x.load.spread import run_load_spread
 

@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import os
+import secrets
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -35,7 +36,6 @@ from pytest_mi300x.load.runs import (
     Repetition,
 )
 from pytest_mi300x.load.sweep import DEFAULT_ATTAINMENT
-from pytest_mi300x.net import post_json
 from pytest_mi300x.results.files import result_path, write_json_atomic
 from pytest_mi300x.results.metrics import HEADLINE_FIGURES
 from pytest_mi300x.results.model import SCHEMA, finite_figures
@@ -190,6 +190,7 @@ class Measurer:
     def _measure(self, scaled: Workload, result: PerfResult) -> None:
         dataset: Any = scaled.dataset  # a frozen dataclass (datasets.Dataset)
         exact = self.server.engine.exact_output_lengths
+        salt_field = self._cache_salt_field(scaled)
         for rep in range(self.repeats):
             # A fresh seed per repetition: identical prompts would hit the prefix
             # cache from the previous repetition and measure the cache instead.
@@ -197,13 +198,14 @@ class Measurer:
             requests = replace(dataset, seed=seed).build(self.tokenizer)
             if scaled.endpoint == "chat":
                 requests = for_chat(requests, self.tokenizer)
-            if scaled.prefix_cache != "as-is":
-                self._reset_prefix_cache()
+            # A salt never used before: the cache holds nothing these requests can find,
+            # whatever ran on the server earlier (the guide's empty cache, without a reset).
+            salt = {salt_field: secrets.token_hex(8)} if salt_field else None
             if scaled.prefix_cache == "second-run":
                 self._load(requests, scaled.arrivals, seed=seed, workload=scaled,
-                           label="second-run warm-up")
+                           label="second-run warm-up", extra_body=salt)
             run = self._load(requests, scaled.arrivals, seed=seed, workload=scaled,
-                             label=f"repetition {rep + 1}/{self.repeats}")
+                             label=f"repetition {rep + 1}/{self.repeats}", extra_body=salt)
             problems = metrics.find_problems(run, exact_output=exact)
             figures = metrics.compute_figures(run, slos=scaled.slos)
             if not exact:
@@ -294,20 +296,25 @@ class Measurer:
                 stacklevel=2)
         return drift
 
-    def _reset_prefix_cache(self) -> None:
-        for server in self.servers:
-            status, _ = post_json(f"{server.base_url}/reset_prefix_cache", {}, server.api_key)
-            if status != 200:
-                raise InvalidRun(
-                    f"POST /reset_prefix_cache answered {status}: a fresh or second-run "
-                    "workload needs it; add VLLM_SERVER_DEV_MODE=1 to the flag set's env")
+    def _cache_salt_field(self, scaled: Workload) -> str | None:
+        """The request field a fresh or second-run workload keys the prefix cache with;
+        None for ``as-is``."""
+        if scaled.prefix_cache == "as-is":
+            return None
+        field = self.server.engine.cache_salt_field
+        if field is None:
+            raise InvalidRun(f"a {scaled.prefix_cache} workload keys the prefix cache per "
+                             f"run, which {self.server.engine.name} cannot (no per-request "
+                             "cache salt); it runs on vLLM")
+        return field
 
     def _write(self, workload: Workload, scaled: Workload) -> None:
         write_json_atomic(result_path(self.results_dir, self.test_id),
                           self._document(workload, scaled))
 
     def _load(self, requests: Any, arrivals: Arrivals, seed: int,
-              workload: Workload, label: str = "") -> LoadRun:
+              workload: Workload, label: str = "",
+              extra_body: Mapping[str, object] | None = None) -> LoadRun:
         """One run with the engine's /metrics around it; a saturated client is
         retried with twice the load processes (up to the cores), then kept as is."""
         processes = workload.processes or 1
@@ -329,7 +336,7 @@ class Measurer:
                     model=self.server.spec.served_model_name, requests=requests,
                     arrivals=arrivals, seed=seed, endpoint=workload.endpoint,
                     processes=processes, on_progress=on_progress,
-                    stall_timeout=workload.stall_timeout_s)
+                    stall_timeout=workload.stall_timeout_s, extra_body=extra_body)
             run.server = _server_telemetry(samplers)
             cap = arrivals.max_concurrency
             if (workload.processes is not None or not run.saturation

@@ -121,7 +121,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if (perf_session is None or hasattr(config, "workerinput") or config.option.collectonly
             or perf_session.settings.plan):
         return
-    check_host(perf_session, workers=scheduling.worker_count(config))
+    check_host(perf_session, workers=scheduling.worker_count(config),
+               asked=scheduling.workers_asked(config))
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -19,6 +19,7 @@ from pytest_mi300x.plugin import options
 from pytest_mi300x.progress import Progress
 
 if TYPE_CHECKING:
+    from pytest_mi300x.config import Settings
     from pytest_mi300x.judge.baselines import BaselineWriter
     from pytest_mi300x.plugin.summary import SummaryCollector
     from pytest_mi300x.session import PerfSession
@@ -33,11 +34,26 @@ def make_session(config: pytest.Config, run_id: str, progress: Progress) -> Perf
         host = select_host(resolved.gpu_host, resolved.hosts_file)
     except HostConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
+    check_engine_args(host, resolved)
     results_dir = resolved.results_dir or options.default_results_dir(
         options.project_root(config), run_id)
     try:
         return PerfSession(resolved, host, Path(results_dir), progress=progress)
     except SteadinessError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def check_engine_args(host: HostProfile, settings: Settings) -> None:
+    """Engine arguments go to every engine a session starts: none may set what the harness
+    sets for any of them, nor carry a secret on the command line."""
+    from pytest_mi300x.engines import served
+
+    try:
+        served.check_engine_args(host.engine_args,
+                                 f"{host.source}: host {host.name!r} engine_args")
+        served.check_engine_args(settings.engine_args,
+                                 "--engine-arg (or the engine_args ini key)")
+    except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
 
 
@@ -82,17 +98,18 @@ def header(perf_session: PerfSession) -> str:
     return line
 
 
-def check_host(perf_session: PerfSession, workers: int) -> None:
+def check_host(perf_session: PerfSession, workers: int, asked: str = "") -> None:
     """Before the first test: reap what killed sessions left running, and check that the
-    host's GPUs answer (GPU hosts)."""
+    host's GPUs answer (GPU hosts). ``asked``: how the workers were asked for."""
     from pytest_mi300x.servers.endpoint import EndpointError
     from pytest_mi300x.servers.records import RecordsError
 
     if not perf_session.host.has_gpus and workers > 1:
         raise pytest.UsageError(
-            f"-n {workers} on host {perf_session.host.name!r}: {workers} engines would share "
-            "this machine's cores and every figure of the run would be worthless; run the "
-            "cpu host without -n (xdist parallelism is for GPU hosts)")
+            f"{asked or f'-n {workers}'} on host {perf_session.host.name!r}: {workers} "
+            "engines would share this machine's cores and every figure of the run would be "
+            "worthless; run the cpu host without -n or --tx (xdist parallelism is for GPU "
+            "hosts)")
     try:
         perf_session.reap()
         if perf_session.settings.endpoint:

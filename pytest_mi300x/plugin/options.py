@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from pytest_mi300x.config import DEFAULT_REPEATS, DEFAULT_VLLM_BUILD, REFRESH_REPEATS, Settings
+from pytest_mi300x.config import (
+    DEFAULT_REPEATS,
+    DEFAULT_VLLM_BUILD,
+    ENGINE_ENV_VAR,
+    REFRESH_REPEATS,
+    Settings,
+)
 from pytest_mi300x.results.files import default_history_file, default_results_root
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -60,15 +66,21 @@ def parse_shard(value: str) -> tuple[int, int]:
         f"--shard {value!r} is not i/n with 1 <= i <= n; write e.g. --shard 2/4")
 
 
-def parse_engine_env(value: str) -> tuple[str, str]:
-    """``KEY=VAL`` for ``--engine-env``."""
+def parse_engine_env(value: str, where: str = "--engine-env") -> tuple[str, str]:
+    """``KEY=VAL`` for ``--engine-env`` (and its ini key and env var)."""
     key, sep, val = value.partition("=")
     if not sep or not _ENV_KEY.match(key):
         raise pytest.UsageError(
-            f"--engine-env {value!r} is not KEY=VALUE; "
+            f"{where} {key if sep else value!r} is not KEY=VALUE; "
             "write e.g. --engine-env VLLM_CPU_OMP_THREADS_BIND=0"
         )
     return key, val
+
+
+def _engine_env_from_env() -> tuple[tuple[str, str], ...]:
+    raw = os.environ.get(ENGINE_ENV_VAR, "")
+    return tuple(parse_engine_env(line, f"${ENGINE_ENV_VAR} line")
+                 for line in raw.splitlines() if line.strip())
 
 
 _OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
@@ -137,7 +149,8 @@ def add_options(parser: pytest.Parser) -> None:
         parser.addini(ini, kw["help"], default=kw["default"])
     group.addoption("--engine-env", dest="engine_env", action="append", default=[],
                     type=parse_engine_env, metavar="KEY=VAL",
-                    help="env added to every engine server (repeatable) [ini: engine_env]")
+                    help="env added to every engine server (repeatable) [ini: engine_env; "
+                         f"env: {ENGINE_ENV_VAR}, KEY=VAL lines]")
     parser.addini("engine_env", "KEY=VAL lines added to every engine server's env",
                   type="linelist", default=[])
     group.addoption("--engine-arg", dest="engine_arg", action="append", default=[],
@@ -201,7 +214,7 @@ def resolve(config: pytest.Config, run_id: str) -> Settings:
         hosts_file=hosts_file,
         vllm_build=_value(config, "vllm_build") or DEFAULT_VLLM_BUILD,
         engine_env=(*(parse_engine_env(v) for v in config.getini("engine_env")),
-                    *(config.getoption("engine_env") or ())),
+                    *_engine_env_from_env(), *(config.getoption("engine_env") or ())),
         engine_args=(*config.getini("engine_args"),
                      *(a for v in config.getoption("engine_arg") or () for a in _split_arg(v))),
         results_dir=results_dir,

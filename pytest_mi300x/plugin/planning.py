@@ -79,7 +79,10 @@ def show(config: pytest.Config, session: PerfSession, items: list[pytest.Item]) 
             print(line)
     target = config.getoption("mi300x_plan_json", None)
     if target:
-        path = Path(target)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(plan.describe(), indent=2) + "\n")
+        from pytest_mi300x.results.files import WriteError, write_text_atomic
+
+        try:  # the one writer: every known secret hidden
+            write_text_atomic(Path(target), json.dumps(plan.describe(), indent=2) + "\n")
+        except WriteError as exc:
+            raise pytest.UsageError(f"--mi300x-plan-json: {exc}") from None
     return plan

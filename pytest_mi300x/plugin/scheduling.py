@@ -31,9 +31,23 @@ def default_to_server_groups(config: pytest.Config) -> None:
 
 
 def worker_count(config: pytest.Config) -> int:
-    """xdist workers this session runs (1 without xdist)."""
+    """xdist workers this session runs (1 without xdist), however they were asked for:
+    ``-n N`` becomes N ``popen`` execution specs, and ``--tx 2*popen`` (with ``--dist`` or
+    ``-d``) names them itself; xdist distributes only with a dist mode and specs."""
+    tx = getattr(config.option, "tx", None) or []
+    if getattr(config.option, "dist", "no") == "no" or not tx:
+        return 1
+    from xdist.workermanage import parse_tx_spec_config
+
+    return max(1, len(parse_tx_spec_config(config)))
+
+
+def workers_asked(config: pytest.Config) -> str:
+    """How the user asked for the workers, as they wrote it (for a refusal)."""
     numprocesses = getattr(config.option, "numprocesses", None)
-    return int(numprocesses) if isinstance(numprocesses, int) and numprocesses > 0 else 1
+    if numprocesses:
+        return f"-n {numprocesses}"
+    return " ".join(f"--tx {spec}" for spec in getattr(config.option, "tx", None) or [])
 
 
 def gated_tests(items: list[pytest.Item]) -> int:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_mi300x.results.redact import redact
+from pytest_mi300x.results.redact import Fingerprint, redact, text_by_fingerprints
 from pytest_mi300x.results.redact import text as redact_text
 
 RESULTS_DIRNAME = ".perf-results"
@@ -101,13 +101,17 @@ def write_text_atomic(path: Path, content: str) -> None:
     _write_atomic(path, redact_text(content))
 
 
-def redact_file(path: Path) -> None:
-    """Hide known secrets in a file another program wrote (a server's log)."""
+def redact_file(path: Path, salt: bytes = b"", prints: Iterable[Fingerprint] = ()) -> None:
+    """Hide known secrets in a file another program wrote (a server's log), and those of
+    ``prints`` (keyed with ``salt``) that a session which is gone knew; left readable by
+    its owner only."""
     try:
         content = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return
     hidden = redact_text(content)
+    if salt:
+        hidden = text_by_fingerprints(hidden, salt, prints)
     if hidden != content:
         write_text_atomic(path, hidden)
 

@@ -2,15 +2,19 @@
 baselines, reports, junit properties, failure text, server logs).
 
 Two keys find a secret: a name with a secret word in it (``HF_TOKEN``, ``VLLM_API_KEY``,
-``DB_PASSWORD``; not ``prompt_tokens``) holds one, as does the argument after such a flag
-(``--hf-token X``, ``--api-key=X``); and the value of every secret seen so far is hidden
-wherever it appears, in any text (a token echoed in an engine's log line, an error body).
-Secrets are registered as they are met: the session's API key, env values under secret
-names, secret flags' arguments.
+``DB_PASSWORD``; not ``prompt_tokens``) holds one, as does the argument after a flag named
+for one (``--hf-token X``, ``--api-key=X``; not ``--long-prefill-token-threshold 128``);
+and the value of every secret seen so far is hidden wherever it appears, in any text (a
+token echoed in an engine's log line, an error body). Secrets are registered as they are
+met: the session's API key, env values under secret names, secret flags' arguments.
+
+A process that never saw the secrets (the reaper of a killed session's server) hides them
+by their fingerprints: keyed digests the session left in its server records.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -28,8 +32,14 @@ def secret_name(name: str) -> bool:
     return any(w.lower() in SECRET_WORDS for w in _WORD.findall(name))
 
 
-def _secret_flag(arg: str) -> bool:
-    return arg.startswith("-") and secret_name(arg)
+def secret_flag(arg: str) -> bool:
+    """Whether a command-line flag takes a secret: its last word is a secret word
+    (``--hf-token``, ``--api-key``); a flag that names a figure or a switch with such a word
+    inside (``--long-prefill-token-threshold``, ``--return-tokens-as-token-ids``) does not."""
+    words = _WORD.findall(arg)
+    return arg.startswith("-") and bool(words) and words[-1].lower() in SECRET_WORDS
+
+
 MIN_SECRET_LEN = 6
 """Shorter values are not hidden inside other text (they would blank out ordinary words)."""
 
@@ -53,9 +63,9 @@ def register_argv(argv: Iterable[str]) -> None:
     previous = ""
     for arg in argv:
         flag, eq, value = arg.partition("=")
-        if eq and _secret_flag(flag):
+        if eq and secret_flag(flag):
             register(value)
-        elif _secret_flag(previous):
+        elif secret_flag(previous):
             register(arg)
         previous = arg
 
@@ -81,11 +91,11 @@ def argv(args: Iterable[str]) -> list[str]:
         flag, eq, _ = arg.partition("=")
         if hide_next:
             out.append(HIDDEN)
-        elif eq and _secret_flag(flag):
+        elif eq and secret_flag(flag):
             out.append(f"{flag}={HIDDEN}")
         else:
             out.append(text(arg))
-        hide_next = not eq and _secret_flag(arg)
+        hide_next = not eq and secret_flag(arg)
     return out
 
 
@@ -105,3 +115,37 @@ def redact(obj: Any) -> Any:
     if isinstance(obj, str):
         return text(obj)
     return obj
+
+
+Fingerprint = tuple[int, str]
+"""(length in bytes, keyed digest) of one secret."""
+
+
+def _digest(value: bytes, salt: bytes) -> str:
+    return hashlib.blake2b(value, key=salt, digest_size=16).hexdigest()
+
+
+def fingerprints(salt: bytes) -> list[Fingerprint]:
+    """The known secrets as keyed digests: what a record may keep so that another process
+    can find them in a log without ever holding them."""
+    return sorted({(len(s.encode()), _digest(s.encode(), salt)) for s in _known})
+
+
+def text_by_fingerprints(value: str, salt: bytes, prints: Iterable[Fingerprint]) -> str:
+    """``value`` with every span whose keyed digest is one of ``prints`` hidden (a window
+    of each secret's length slides over the text: a few seconds for megabytes)."""
+    wanted: dict[int, set[str]] = {}
+    for length, digest in prints:
+        if length >= MIN_SECRET_LEN:
+            wanted.setdefault(int(length), set()).add(str(digest))
+    data = value.encode()
+    for length in sorted(wanted, reverse=True):
+        digests, out, i, last = wanted[length], [], 0, 0
+        while i + length <= len(data):
+            if _digest(data[i:i + length], salt) in digests:
+                out += [data[last:i], HIDDEN.encode()]
+                i = last = i + length
+            else:
+                i += 1
+        data = b"".join([*out, data[last:]])
+    return data.decode(errors="replace")

@@ -44,6 +44,7 @@ class EndpointEngine:
     exact_output_lengths: bool = True
     metric_series: Mapping[str, str] = field(default_factory=dict)
     health_path: str = "/health"
+    cache_salt_field: str | None = None
 
     def version(self, base_url: str, api_key: str) -> str:
         return probe_version(base_url, api_key)[1]
@@ -220,6 +221,7 @@ def connect(url: str, api_key: str, model: str | None = None) -> Endpoint:
     # not assumed to keep to the asked lengths.
     engine = (EndpointEngine("openai", exact_output_lengths=False) if found is None else
               EndpointEngine(found.name, exact_output_lengths=found.exact_output_lengths,
-                             metric_series=found.metric_series))
+                             metric_series=found.metric_series,
+                             cache_salt_field=found.cache_salt_field))
     vocab, special = probe_vocab(base, api_key, model)
     return Endpoint(base, api_key, model, engine, version, info, models, vocab, special)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import subprocess
 import threading
 import time
 from collections import OrderedDict
@@ -27,7 +26,7 @@ from pytest_mi300x.servers.process import (
     error_line,
     redact_env,
 )
-from pytest_mi300x.servers.records import ServerRecord, ServerRecords, start_time
+from pytest_mi300x.servers.records import ServerRecord, ServerRecords, run_cleanup, start_time
 
 
 @dataclass
@@ -94,7 +93,8 @@ def check_ours(engine: Engine, spec: LaunchSpec, process: ServerProcess) -> None
 
     A server of someone else's on the port answers /health too: our own process must be
     alive, and the API must refuse a wrong key and take ours (engines get the session's
-    key), and list the served model name.
+    key), and list the served model name. A server that refuses both keys is another
+    program's (a vLLM with a key of its own): the port is taken, not the harness broken.
     """
     import openai  # the control plane only; a second of import time, paid when a server starts
 
@@ -111,6 +111,12 @@ def check_ours(engine: Engine, spec: LaunchSpec, process: ServerProcess) -> None
             f"the server on {spec.base_url} answered {method} {path} with HTTP {wrong} to a "
             "wrong API key: it is not the one this session started (another program holds "
             f"the port); log: {process.log_path}", process.log_tail())
+    ours = status_of(method, f"{spec.base_url}{path}", spec.api_key)
+    if ours in (401, 403):
+        raise PortTaken(
+            f"the server on {spec.base_url} refused this session's API key (HTTP {ours} to "
+            f"{method} {path}): another program holds the port; log: {process.log_path}",
+            process.log_tail())
     client = openai.OpenAI(base_url=f"{spec.base_url}/v1", api_key=spec.api_key,
                            max_retries=2, timeout=30.0)
     with client:
@@ -272,13 +278,14 @@ class ServerPool:
                 raise
             spec = leased(spec, lease.gpus, lease.env)
         added_env = engine.environment(spec)
+        log_path = self.log_dir / f"{slug(key)}-{generation}.log"
         process = ServerProcess(
             engine.command(spec),
             env={**os.environ, **added_env},
-            log_path=self.log_dir / f"{slug(key)}-{generation}.log",
+            log_path=log_path,
             ready_url=f"{spec.base_url}{engine.health_path}",
             start_timeout=self.start_timeout,
-            on_spawn=self._on_spawn(key, engine, spec, lease),
+            on_spawn=self._on_spawn(key, engine, spec, lease, log_path),
             nice=self.engine_nice,
             cpus=self.frontend_cpus,
             on_wait=self._waiting(key),
@@ -324,10 +331,11 @@ class ServerPool:
             f"server starting: {elapsed:.0f} s: {last_line}"[:110])
 
     def _on_spawn(self, key: str, engine: Engine, spec: LaunchSpec,
-                  lease: GpuLease | None) -> Callable[[int], None]:
+                  lease: GpuLease | None, log_path: Path) -> Callable[[int], None]:
         def spawned(pid: int) -> None:
             if self.records is not None:
-                self._recorded[pid] = self.records.add(pid, key, engine.cleanup_argv(spec))
+                self._recorded[pid] = self.records.add(pid, key, engine.cleanup_argv(spec),
+                                                       log=log_path)
             if lease is not None:
                 lease.attach(pid, engine.cleanup_argv(spec))
         return spawned
@@ -338,8 +346,9 @@ class ServerPool:
         process.stop()
         redact_file(process.log_path)
         cleanup = engine.cleanup_argv(spec)
-        if cleanup:
-            subprocess.run(cleanup, capture_output=True, timeout=120, check=False)
+        problem = run_cleanup(cleanup) if cleanup else None
+        if cleanup and problem:
+            self.progress(f"could not run {' '.join(cleanup)}: {problem}")
         record = self._recorded.pop(process.pid or -1, None)
         if record is not None and self.records is not None:
             self.records.remove(record)

@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 from pytest_mi300x.net import get_status
 from pytest_mi300x.results.model import FailureKind
@@ -51,6 +52,14 @@ class ServerStartTimeout(ServerError):
 def redact_env(env: Mapping[str, str]) -> dict[str, str]:
     """Env fit for logs and reports: values of secret-looking names hidden."""
     return dict(redact(dict(env)))
+
+
+def open_private_log(path: Path) -> BinaryIO:
+    """``path`` opened to append, readable by its owner only: until it is redacted, a log
+    may hold what an engine echoed of its secrets."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)  # one that existed keeps no wider mode
+    return os.fdopen(fd, "ab")
 
 
 def read_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -131,7 +140,7 @@ class ServerProcess:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         started = self._clock()
-        with self.log_path.open("ab") as log:
+        with open_private_log(self.log_path) as log:
             # A new session gives the server its own process group, so the
             # engine core and its workers stop with it; close_fds keeps our
             # GPU-lease lock files out of the child.

@@ -33,10 +33,10 @@ class Workload:
     """A started stream that sends nothing for this long means the engine stalled: the run
     is invalid and the server is replaced."""
     prefix_cache: str = "as-is"
-    """``as-is``; ``fresh``: the engine's prefix cache is emptied before each repetition
-    (the guide's "fresh run"); ``second-run``: emptied, the same prompts sent once
-    unmeasured, then measured (its "2nd run"). Both need /reset_prefix_cache
-    (vLLM: VLLM_SERVER_DEV_MODE=1 in the server's env)."""
+    """``as-is``; ``fresh``: each repetition finds nothing of its prompts in the engine's
+    prefix cache (the guide's "fresh run"); ``second-run``: the same, then the prompts
+    sent once unmeasured and measured again (its "2nd run"). Each repetition keys the
+    cache with a salt of its own (vLLM's ``cache_salt``), so no reset endpoint is needed."""
     accuracy: AccuracyCheck | None = None
     """Questions asked after the speed runs, once per repetition (``AccuracyCheck()``: the
     shipped set); their ``accuracy`` is gated beside speed. Skipped, with the reason in

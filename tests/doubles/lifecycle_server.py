@@ -3,6 +3,9 @@ ignores SIGTERM on request. It measures the harness, never an engine.
 
 usage: python lifecycle_server.py MODE PORT [DELAY]
   serve        wait DELAY s, then answer 200 on /health; also spawns a child
+
+At start it prints the values of its *_TOKEN env vars, as an engine that logs its settings
+would: what a session must hide in the log it leaves.
   crash        print an engine-like error line and exit 3 after DELAY s
   stubborn     like serve, but ignores SIGTERM
   refuse       print vLLM's CPU refusal of fp8 KV cache and exit 1
@@ -45,6 +48,8 @@ def main() -> None:
     mode, port = sys.argv[1], int(sys.argv[2])
     delay = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
     print(f"double starting mode={mode}", flush=True)
+    for name in sorted(k for k in os.environ if k.endswith("_TOKEN")):
+        print(f"setting {name.lower()} = {os.environ[name]}", flush=True)
     time.sleep(delay)
     if mode == "crash":
         print("Traceback (most recent call last):", flush=True)
