@@ -184,6 +184,10 @@ class _Tail(Record):
         return self.parent.next_index(build)
 
 
+STEP = "[pytest-mi300x] "
+"""How the plugin's step lines start (an install, a server up, a test's figures)."""
+
+
 class SessionRunner:
     """Runs one start: ``python -m pytest SELECTION`` under the build, output to a log."""
 
@@ -202,7 +206,7 @@ class SessionRunner:
         cmd = [sys.executable, "-m", "pytest", *self.selection, *build.pytest_args(),
                f"--results-dir={folder}", f"--baselines-dir={self.out / 'no-baselines'}",
                f"--history-file={self.out / 'history.jsonl'}", "-p", "no:cacheprovider",
-               "-q", "-rfE"]
+               "-rfE"]
         if self.repeats is not None:
             cmd += ["--repeats", str(self.repeats)]
         folder.mkdir(parents=True, exist_ok=True)
@@ -212,8 +216,9 @@ class SessionRunner:
         with open_private_log(log_path) as log:
             # The build's env (tokens too) through the environment: a command line shows
             # in `ps` to every local user.
-            rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                 env={**os.environ, **build.session_env()})
+            child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **build.session_env()})
+            rc = self._relay(child, log_path, f"  {build.name} start {index}: ")
         redact_file(log_path)
         seconds = time.monotonic() - started
         skipped: list[str] = []
@@ -224,3 +229,21 @@ class SessionRunner:
                                       [result.host_name, result.engine_name, result.model],
                                       result.stack)
         return Start(build.name, index, str(folder), rc, seconds, tests)
+
+    def _relay(self, child: subprocess.Popen[bytes], log_path: Path, prefix: str) -> int:
+        """Wait for the session, passing its step lines on as they come: a start takes a
+        minute here and many on a GPU host, and an A/B must not sit silent through it."""
+        pending = ""
+        with log_path.open("rb") as log:
+            while True:
+                rc = child.poll()
+                pending += log.read().decode("utf-8", "replace")
+                *lines, pending = pending.split("\n")
+                if rc is not None:
+                    lines.append(pending)
+                for line in lines:
+                    if line.startswith(STEP):
+                        self.progress(prefix + redact.text(line[len(STEP):].rstrip()))
+                if rc is not None:
+                    return rc
+                time.sleep(0.5)
