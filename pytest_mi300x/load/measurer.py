@@ -49,6 +49,9 @@ from pytest_mi300x.workload.tokenizer import for_chat
 from pytest_mi300x.workload.workload import Workload
 
 WARMUP_SEED_OFFSET = 1_000_003
+DEATH_GRACE_S = 10.0
+"""How long a server whose requests failed is given to be seen dead (before the run is
+called invalid instead)."""
 """Warm-up prompts come from another seed, so they never pre-fill the prefix cache
 with the measured prompts."""
 
@@ -211,7 +214,7 @@ class Measurer:
             result.repetitions.append(Repetition(seed, figures, problems, run))
             if problems:
                 # A dead server explains failed requests better than the requests do.
-                self._check_alive("during the measured run")
+                self._check_alive("during the measured run", run)
                 stalled = [r for r in run.records if (r.error or "").startswith("StallTimeout")]
                 if stalled:
                     for server in self.servers:
@@ -248,7 +251,7 @@ class Measurer:
                 count=count, exact=self.server.engine.exact_output_lengths)):
             result.repetitions.append(repetition)
             if repetition.problems:
-                self._check_alive("during the sweep")
+                self._check_alive("during the sweep", repetition.run)
                 raise InvalidRun(f"invalid sweep (repetition {rep + 1} of {count}), "
                                  "figures not used: " + "; ".join(repetition.problems))
 
@@ -279,9 +282,11 @@ class Measurer:
         self._load(requests, arrivals, seed=seed, workload=scaled, label="warm-up")
         self._check_alive("during warm-up")
 
-    def _check_alive(self, during: str) -> None:
+    def _check_alive(self, during: str, run: LoadRun | None = None) -> None:
+        # Failed requests may be a server's death not yet collectable: give it a moment.
+        failed = run is not None and any(r.error for r in run.records)
         for server in self.servers:
-            server.check_alive(during)
+            server.check_alive(during, grace_s=DEATH_GRACE_S if failed else 0.0)
 
     def _drift(self, run: LoadRun) -> dict[str, float]:
         drift = metrics.output_length_drift(run)

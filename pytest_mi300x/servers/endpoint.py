@@ -176,7 +176,8 @@ class Endpoint:
         """Baselines live under ``endpoint-<host-port-path>``: one set per endpoint."""
         return endpoint_label(self.url)
 
-    def check_alive(self, during: str) -> None:
+    def check_alive(self, during: str, grace_s: float = 0.0) -> None:
+        # Not ours to wait on: its health answer decides at once (grace_s is the pool's).
         status = get_status(f"{self.url}{self.engine.health_path}", self.api_key, timeout=10.0)
         if status != 200:
             raise ServerExited(f"endpoint {self.url} stopped answering {during} "

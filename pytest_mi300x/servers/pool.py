@@ -53,8 +53,13 @@ class RunningServer:
     def api_key(self) -> str:
         return self.spec.api_key
 
-    def check_alive(self, during: str) -> None:
-        """Raise with the log tail if the server has died."""
+    def check_alive(self, during: str, grace_s: float = 0.0) -> None:
+        """Raise with the log tail if the server has died. With ``grace_s`` (its streams
+        were just cut), a server still running is given that long to be seen gone: a
+        killed engine closes its sockets before its exit can be collected, and on a slow
+        machine the client sees the cut well before."""
+        if grace_s > 0:
+            self.process.wait_exit(grace_s)
         if not self.process.alive():
             tail = self.process.log_tail()
             raise ServerExited(
