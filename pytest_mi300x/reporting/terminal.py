@@ -55,7 +55,7 @@ def summary_table(outcomes: Mapping[str, Outcome],
         row = rows.get(name, {})
         outcome = outcomes.get(name)
         end = gate_cell(row) if row else "-"
-        if outcome is not None and outcome.outcome != "passed":
+        if outcome is not None and (outcome.outcome != "passed" or outcome.cause):
             kind = f" ({outcome.kind})" if outcome.kind else ""
             end = f"{outcome.outcome.upper()}{kind}: {outcome.cause}" if outcome.cause \
                 else outcome.outcome.upper()
