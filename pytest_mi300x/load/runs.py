@@ -15,10 +15,6 @@ class OutputLengthDrift(UserWarning):
     """An engine's outputs stopped well short of (or past) the asked lengths."""
 
 
-class AccuracySkipped(UserWarning):
-    """A workload asked for the accuracy check where the model has random weights."""
-
-
 class InvalidRun(AssertionError):
     """A run whose figures mean nothing (failed requests, wrong token counts)."""
 

@@ -112,11 +112,12 @@ def summary_sections(perf_session: PerfSession, collector: SummaryCollector,
                      ) -> Iterator[tuple[str, list[str]]]:
     """The end-of-session sections: figures and outcomes, verdicts, files, baselines."""
     from pytest_mi300x.reporting.outcomes import count_kinds
-    from pytest_mi300x.reporting.terminal import summary_table, verdict_table
+    from pytest_mi300x.reporting.terminal import accuracy_notes, summary_table, verdict_table
 
     if not collector.outcomes and not collector.rows:
         return
     lines = summary_table(collector.outcomes, collector.rows)
+    lines.extend(accuracy_notes(collector.rows))
     kinds = count_kinds(list(collector.outcomes.values()))
     if kinds:
         lines.append("failures by kind: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))

@@ -75,6 +75,19 @@ def summary_table(outcomes: Mapping[str, Outcome],
             *(line(r) for r in body)]
 
 
+def accuracy_notes(rows: Mapping[str, dict[str, Any]]) -> list[str]:
+    """Each reason the accuracy check was skipped, once, with how many tests it held for
+    (on the cpu host every test asking for it: the tiny model's weights are random)."""
+    tests: dict[str, int] = {}
+    for row in rows.values():
+        reason = row.get("accuracy_skipped")
+        if reason:
+            tests[str(reason)] = tests.get(str(reason), 0) + 1
+    return [f"accuracy not checked in {n} test{'s' if n > 1 else ''}: "
+            f"{reason.removeprefix('accuracy check skipped: ')}"
+            for reason, n in sorted(tests.items())]
+
+
 VERDICT_HEADER = ["test", "metric", "baseline", "now", "change", "threshold", "verdict"]
 
 
