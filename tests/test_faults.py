@@ -26,7 +26,7 @@ from pytest_mi300x.engines.flags import FlagSet
 from pytest_mi300x.engines.vllm import VLLMEngine
 from pytest_mi300x.gpus.leases import GpuLease, LeaseError, checked_lock_dir, stop_orphan
 from pytest_mi300x.judge.baselines import Baseline, BaselineError, BaselineStore, BaselineWriter
-from pytest_mi300x.load.client import run_load_sync
+from pytest_mi300x.load.spread import run_load_sync
 from pytest_mi300x.reporting.outcomes import describe
 from pytest_mi300x.results import redact
 from pytest_mi300x.results.files import WriteError, result_path, slug, write_json_atomic

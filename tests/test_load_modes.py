@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from pytest_mi300x.load.client import run_load_sync
 from pytest_mi300x.load.figures import compute_figures, find_problems
 from pytest_mi300x.load.health import ClientHealth
 from pytest_mi300x.load.records import LoadRun, RequestRecord
+from pytest_mi300x.load.spread import run_load_sync
 from pytest_mi300x.load.sweep import find_max_rate
 from pytest_mi300x.workload.arrivals import Arrivals
 from tests.doubles.stub_server import StubBehavior, StubServer, stub_server

@@ -14,9 +14,9 @@ import statistics
 
 import pytest
 
-from pytest_mi300x.load.client import run_load_sync
 from pytest_mi300x.load.figures import compute_figures, find_problems
 from pytest_mi300x.load.records import LoadRun, RequestRecord
+from pytest_mi300x.load.spread import run_load_sync
 from pytest_mi300x.workload.arrivals import Arrivals
 from pytest_mi300x.workload.datasets import PromptRequest
 from tests.doubles.stub_server import (

@@ -18,8 +18,8 @@ import pytest
 
 from pytest_mi300x.engines.base import EngineUnsupported
 from pytest_mi300x.engines.tgi import TGIEngine
-from pytest_mi300x.load.client import run_load_sync
 from pytest_mi300x.load.figures import find_problems, output_length_drift
+from pytest_mi300x.load.spread import run_load_sync
 from pytest_mi300x.workload.arrivals import Arrivals
 from pytest_mi300x.workload.datasets import RandomDataset
 from pytest_mi300x.workload.tokenizer import TGIServedTokenizer

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from pytest_mi300x.hosts.cpu import CPU_HOST
-from pytest_mi300x.load.client import run_load_sync
 from pytest_mi300x.load.figures import find_problems
-from pytest_mi300x.load.spread import _lanes
+from pytest_mi300x.load.spread import _lanes, run_load_sync
 from pytest_mi300x.workload.arrivals import Arrivals
 from pytest_mi300x.workload.conversation import MultiTurnDataset
 from pytest_mi300x.workload.datasets import PromptRequest

@@ -10,7 +10,6 @@ from pytest_mi300x.judge import verdict
 from pytest_mi300x.results.model import Result, by_test, read_folder
 from pytest_mi300x.results.stack import split_builds, stack_diff
 
-
 NOT_JUDGED = 3
 """compare's exit when nothing regressed but some test's runs could not be compared."""
 

@@ -22,7 +22,6 @@ from pytest_mi300x.judge.baselines import BASELINE_PROPERTY
 from pytest_mi300x.judge.gate import Gate, evaluate
 from pytest_mi300x.load import figures as metrics
 from pytest_mi300x.load.capacity import sweeps
-from pytest_mi300x.load.client import run_load_sync
 from pytest_mi300x.load.figures import check_slos
 from pytest_mi300x.load.records import LoadRun
 from pytest_mi300x.load.runs import (
@@ -33,6 +32,7 @@ from pytest_mi300x.load.runs import (
     PerfResult,
     Repetition,
 )
+from pytest_mi300x.load.spread import run_load_sync
 from pytest_mi300x.load.sweep import DEFAULT_ATTAINMENT
 from pytest_mi300x.net import post_json
 from pytest_mi300x.results.files import result_path, write_json_atomic
