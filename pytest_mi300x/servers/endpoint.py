@@ -184,6 +184,18 @@ class Endpoint:
                                f"(GET {self.engine.health_path}: {status or 'no answer'})",
                                self.process.log_tail())
 
+    def refuses(self, engine_name: str, flag_set: FlagSet) -> str | None:
+        """Why a test of ``engine_name`` with ``flag_set`` cannot be measured here (a skip),
+        else None."""
+        # The engine first: a flag set cannot be judged on a server of another engine.
+        if self.engine.name not in (engine_name, "openai"):
+            return f"the endpoint {self.url} serves {self.engine.name}, not {engine_name}"
+        if flag_set.flags or flag_set.env:
+            return (f"flag set {flag_set.name!r} needs a server of its own "
+                    f"({' '.join(flag_set.to_argv()) or 'env ' + str(dict(flag_set.env))}); "
+                    f"--endpoint measures {self.url} as it runs")
+        return None
+
     def describe(self) -> dict[str, Any]:
         return {"engine": self.engine.name, "endpoint": self.url, "version": self.version,
                 "version_info": self.version_info, "models": list(self.models),

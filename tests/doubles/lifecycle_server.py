@@ -2,6 +2,7 @@
 ignores SIGTERM on request. It measures the harness, never an engine.
 
 usage: python lifecycle_server.py MODE PORT [DELAY]
+  ($LIFECYCLE_DOUBLE_REPORT: a settings line it prints as vLLM reports its config)
   serve        wait DELAY s, then answer 200 on /health; also spawns a child
   crash        print an engine-like error line and exit 3 after DELAY s
   stubborn     like serve, but ignores SIGTERM
@@ -45,6 +46,10 @@ def main() -> None:
     mode, port = sys.argv[1], int(sys.argv[2])
     delay = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
     print(f"double starting mode={mode}", flush=True)
+    report = os.environ.get("LIFECYCLE_DOUBLE_REPORT")
+    if report:  # what it "runs with", in the shape of vLLM's engine core start-up line
+        print(f"INFO Initializing a V1 LLM engine (v0.0-double) with config: {report}",
+              flush=True)
     time.sleep(delay)
     if mode == "crash":
         print("Traceback (most recent call last):", flush=True)
