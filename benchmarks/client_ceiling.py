@@ -26,8 +26,8 @@ from stubbench import (
     vllm_bench,
 )
 
-from pytest_mi300x.load.client import run_load_sync
 from pytest_mi300x.load.figures import compute_figures
+from pytest_mi300x.load.spread import run_load_sync
 from pytest_mi300x.workload.arrivals import Arrivals
 
 

@@ -20,8 +20,8 @@ import time
 import openai
 from stubbench import SERVED, stub_process, stub_requests
 
-from pytest_mi300x.load.client import run_load_sync
 from pytest_mi300x.load.figures import compute_figures
+from pytest_mi300x.load.spread import run_load_sync
 from pytest_mi300x.workload.arrivals import Arrivals
 
 

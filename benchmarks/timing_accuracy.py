@@ -16,8 +16,8 @@ import sys
 
 from stubbench import SERVED, engine_python_and_tokenizer, stub_process, stub_requests, vllm_bench
 
-from pytest_mi300x.load.client import run_load_sync
 from pytest_mi300x.load.figures import compute_figures
+from pytest_mi300x.load.spread import run_load_sync
 from pytest_mi300x.workload.arrivals import Arrivals
 
 

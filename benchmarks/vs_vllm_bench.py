@@ -33,8 +33,8 @@ from pytest_mi300x.engines.provision import EngineEnvironment
 from pytest_mi300x.engines.tiny_model import ensure_tiny_model
 from pytest_mi300x.engines.vllm import VLLMEngine
 from pytest_mi300x.hosts.cpu import CPU_HOST
-from pytest_mi300x.load.client import run_load_sync
 from pytest_mi300x.load.figures import compute_figures
+from pytest_mi300x.load.spread import run_load_sync
 from pytest_mi300x.net import free_port
 from pytest_mi300x.servers.process import ServerProcess
 from pytest_mi300x.telemetry.engine import TelemetrySampler

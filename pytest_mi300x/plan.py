@@ -64,13 +64,16 @@ class PlannedServer:
     note: str = ""
     """How the build was chosen when it was not given for this host."""
     tests: list[str] = field(default_factory=list)
+    flag_sets: list[str] = field(default_factory=list)
+    """Every flag set the server serves: those that launch the same server share it."""
 
     def describe(self) -> dict[str, Any]:
         return {"key": self.key, "engine": self.engine, "build": self.build,
                 "note": self.note, "version": self.version, "model": self.model,
                 "model_path": self.model_path,
-                "flag_set": self.flag_set, "gpus": self.gpus, "visibility": self.visibility,
-                "argv": self.argv, "env": self.env, "stop": self.stop, "tests": self.tests}
+                "flag_set": self.flag_set, "flag_sets": self.flag_sets, "gpus": self.gpus,
+                "visibility": self.visibility, "argv": self.argv, "env": self.env,
+                "stop": self.stop, "tests": self.tests}
 
 
 @dataclass
@@ -117,7 +120,8 @@ class Plan:
                     f"  engine:   {server.engine}, build {server.build}; {server.version}",
                     *([f"            {server.note}"] if server.note else []),
                     f"  model:    {server.model} -> {server.model_path}",
-                    f"  flag set: {server.flag_set['name']} ({flags or 'engine defaults'})"]
+                    f"  flag set: {', '.join(server.flag_sets) or server.flag_set['name']} "
+                    f"({flags or 'engine defaults'})"]
             if server.gpus:
                 visible = " ".join(f"{k}={v}" for k, v in server.visibility.items())
                 out.append(f"  GPUs:     {len(server.gpus)} leased; {visible}")
@@ -170,6 +174,8 @@ def make_plan(session: PerfSession, requests: list[ServerRequest],
             continue
         for one in keys:
             by_key[one].tests.append(request.test)
+            if request.flag_set.name not in by_key[one].flag_sets:
+                by_key[one].flag_sets.append(request.flag_set.name)
     return plan
 
 
@@ -191,7 +197,7 @@ def _server(session: PerfSession, key: str, request: ServerRequest, index: int,
     return PlannedServer(
         key=key, engine=engine.name, build=str(description.get("build")),
         version=session.engine_version(request.engine), model=request.model,
-        model_path=spec.model, flag_set=redact.redact(request.flag_set.describe()),
+        model_path=spec.model, flag_set=redact.redact(spec.flag_set.describe()),
         gpus=list(spec.gpus), visibility=visibility, argv=redact.argv(engine.command(spec)),
         env=redact_env(engine.environment(spec)), stop=engine.cleanup_argv(spec),
         note=str(description.get("note", "")))

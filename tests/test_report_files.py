@@ -78,7 +78,10 @@ def test_publish_appends_history_writes_both_files_and_the_job_summary(
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     history = HistoryStore(tmp_path / "history.jsonl")
-    md, page = publish(results, "run-1", ended(a="failed", b="passed"), history)
+    published = publish(results, "run-1", ended(a="failed", b="passed"), history)
+    assert published is not None and published.reports is not None
+    assert published.problems == () and published.skipped == ()
+    md, page = published.reports
     assert md.read_text() == summary.read_text()
     assert "<svg" in page.read_text()
     assert sorted(e["test"] for e in history.read()) == [A, B]

@@ -61,11 +61,11 @@ def test_ready_then_whole_tree_stopped(tmp_path: Path) -> None:
 
 
 def test_exit_before_ready_raises_at_once_with_error_line_and_tail(tmp_path: Path) -> None:
+    # At once, as behaviour: the exit itself ends the wait (ServerExited), where waiting
+    # out the start timeout would have raised ServerStartTimeout after 120 s.
     server = make(tmp_path, "crash", delay=0.3, start_timeout=120)
-    started = time.monotonic()
     with pytest.raises(ServerExited) as exc:
         server.start()
-    assert time.monotonic() - started < 10
     assert "code 3" in str(exc.value)
     assert "ValueError: simulated engine failure" in str(exc.value).splitlines()[0]
     assert "double starting mode=crash" in exc.value.log_tail
@@ -82,9 +82,7 @@ def test_sigterm_ignored_escalates_to_sigkill(tmp_path: Path) -> None:
     server = make(tmp_path, "stubborn", stop_grace=1.0)
     server.start()
     child = child_pid(server.log_path)
-    started = time.monotonic()
-    server.stop()
-    assert time.monotonic() - started < 15
+    server.stop()  # SIGTERM is ignored: only the SIGKILL after the grace ends them
     assert not server.alive() and not alive(child)
 
 

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from pytest_mi300x.hosts.cpu import CPU_HOST
-from pytest_mi300x.load.client import run_load_sync
 from pytest_mi300x.load.figures import find_problems
-from pytest_mi300x.load.spread import _lanes
+from pytest_mi300x.load.spread import _lanes, run_load_sync
 from pytest_mi300x.workload.arrivals import Arrivals
 from pytest_mi300x.workload.conversation import MultiTurnDataset
 from pytest_mi300x.workload.datasets import PromptRequest
@@ -19,7 +18,7 @@ from pytest_mi300x.workload.trace import TraceDataset, read_trace
 from pytest_mi300x.workload.workload import Workload
 from tests.doubles.stub_server import StubBehavior, stub_prompt, stub_server
 from tests.test_datasets import WordTokenizerDouble
-from tests.test_loadgen import KEY
+from tests.test_loadgen import KEY, assert_sent_on_schedule
 
 TRACE = Path(__file__).parent / "data" / "mooncake-tiny.jsonl"
 
@@ -95,9 +94,8 @@ def test_a_replay_sends_on_the_traces_clock() -> None:
         run = run_load_sync(base_url=server.base_url, api_key=KEY, model="m", requests=reqs,
                             arrivals=Arrivals.replay(speedup=1.5), seed=0)
     assert find_problems(run) == []
-    sends = [r.send_time for r in run.records]
-    for got, want in zip(sends, (0.0, 0.2, 0.4), strict=True):
-        assert want - 0.005 <= got <= want + 0.08
+    for record, want in zip(run.records, (0.0, 0.2, 0.4), strict=True):
+        assert_sent_on_schedule(record, want)
 
 
 def test_each_turn_carries_the_conversation_so_far() -> None:
@@ -133,7 +131,9 @@ def test_a_later_turn_leaves_after_the_turn_before_it_completed_and_its_think_ti
             continue
         before = run.records[request.after]
         done = before.send_time + (before.latency or 0)
-        assert done + 0.2 <= record.send_time <= done + 0.35
+        # After the turn before it and its think time; and not held back behind a whole
+        # other request cycle of the stub (0.13 s) several times over, at any machine speed.
+        assert done + 0.2 <= record.send_time <= done + 0.2 + 1.0
     # Bodies carry the history: the third turn's prompt begins with the first's.
     prompts = [str(b["prompt"]) for b in server.stats.bodies]
     assert any(p.startswith(reqs[0].prompt + " ") and p != reqs[0].prompt for p in prompts)

@@ -104,7 +104,11 @@ def test_ramp_up_concurrency_and_goodput(perf):
     spans = sorted((r.send_time, r.send_time + r.latency) for r in run.records)
     assert all(nxt[0] >= prev[1] for prev, nxt in zip(spans, spans[1:]))
     server = run.server["figures"]
-    assert figures["mean_ttft_ms"] < server["server_mean_ttft_ms"] + 50
+    # Had the client counted its wait in TTFT, its mean TTFT would be the engine's plus
+    # the mean wait; it stays well inside half of that wait (a bound that grows with
+    # the wait on a slower machine, not a fixed number of ms).
+    mean_wait_ms = 1000 * sum(r.queue_time for r in run.records) / len(run.records)
+    assert figures["mean_ttft_ms"] < server["server_mean_ttft_ms"] + mean_wait_ms / 2
     assert server["server_peak_running"] <= 1
 """
 

@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--baselines-dir", type=Path, default=Path("baselines"))
 
     compare = sub.add_parser("compare", help="apply the verdicts to two result folders; "
-                                             "exit 1 on a regression")
+                                             "exit 1 on a regression, 3 when a test's runs "
+                                             "are not comparable")
     compare.add_argument("baseline", type=Path, help="results folder of the reference run")
     compare.add_argument("candidate", type=Path, help="results folder of the run to judge")
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pytest_mi300x.engines.flags import FlagSet
+from pytest_mi300x.engines.flags import FlagSet, FlagValue
 
 if TYPE_CHECKING:
     from pytest_mi300x.workload.datasets import Tokenizer
@@ -193,6 +193,18 @@ class EngineKind(Protocol):
     def random_weights_args(self) -> tuple[str, ...] | None:
         """Arguments that make it serve random weights (hosts with ``dummy_weights``, the
         tiny model); None when it cannot, so such hosts skip it."""
+        ...
+
+    @property
+    def resolved_defaults(self) -> Mapping[str, FlagValue]:
+        """Flags (cli names) and the value its builds run with when the flag is not given.
+        A flag set that gives one of these values shares the server of the set without it,
+        once that server's own report (``resolved_config``) shows the value."""
+        ...
+
+    def resolved_config(self, log_text: str) -> Mapping[str, str]:
+        """The settings a started server reports running with (flag's setting name with
+        underscores -> value as printed), read from its log; empty when it reports none."""
         ...
 
     def in_image(self, build: str) -> Engine:

@@ -78,6 +78,23 @@ class FlagSet:
         blob = json.dumps(self.describe(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
 
+    def beyond(self, defaults: Mapping[str, FlagValue]) -> FlagSet:
+        """The set without the flags whose value is the engine's own default (``defaults``:
+        cli name -> the value its builds run with when the flag is not given): what a
+        server for it has to be started with. Same name and env."""
+        kept = tuple((k, v) for k, v in self.flags
+                     if cli_name(k) not in defaults or defaults[cli_name(k)] != v)
+        return FlagSet(self.name, kept, self.env)
+
+    @property
+    def launch_label(self) -> str:
+        """What a server of these flags and env is, readably, without the set's name: two
+        sets that launch the same server get the same label."""
+        parts = [*self.to_argv(), *(f"{k}={v}" for k, v in self.env)]
+        text = re.sub(r"[^A-Za-z0-9.=+]+", "-", " ".join(parts)).strip("-")
+        blob = json.dumps([self.to_argv(), list(self.env)]).encode()
+        return f"{text[:48] or 'engine-defaults'}-{hashlib.sha256(blob).hexdigest()[:8]}"
+
     def __str__(self) -> str:
         return self.name
 

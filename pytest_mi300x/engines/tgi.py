@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_mi300x.engines.base import BuiltEngine, EngineUnsupported, LaunchSpec
-from pytest_mi300x.engines.flags import FlagSet, cli_name
+from pytest_mi300x.engines.flags import FlagSet, FlagValue, cli_name
 from pytest_mi300x.net import free_port, get_json
 from pytest_mi300x.workload.datasets import Tokenizer
 from pytest_mi300x.workload.tokenizer import TGIServedTokenizer
@@ -169,6 +169,13 @@ class TGIKind:
     @property
     def metric_series(self) -> Mapping[str, str]:
         return METRIC_SERIES
+
+    @property
+    def resolved_defaults(self) -> Mapping[str, FlagValue]:
+        return {}  # not known: every flag set of TGI gets the server its flags describe
+
+    def resolved_config(self, log_text: str) -> Mapping[str, str]:
+        return {}
 
     def in_image(self, build: str) -> TGIEngine:
         return TGIEngine(build)

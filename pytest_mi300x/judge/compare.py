@@ -11,6 +11,9 @@ from pytest_mi300x.judge.multiplicity import per_test_alpha
 from pytest_mi300x.results.model import Result, by_test, read_folder
 from pytest_mi300x.results.stack import split_builds, stack_diff
 
+NOT_JUDGED = 3
+"""compare's exit when nothing regressed but some test's runs could not be compared."""
+
 
 def _wider(fa: dict[str, float], fb: dict[str, float]) -> dict[str, float]:
     return {m: max(fa.get(m, 0.0), fb.get(m, 0.0)) for m in {*fa, *fb}}
@@ -33,7 +36,9 @@ def compare_folders(baseline: Path, candidate: Path, out: TextIO | None = None,
 
     Exit 1 when any gated metric regressed, or when the candidate cannot be judged
     (a test of the baseline is missing from it, or its runs are invalid): a candidate
-    that measured nothing must not pass. Exit 2 on bad input.
+    that measured nothing must not pass. Otherwise exit 3 (NOT_JUDGED) when a test's two
+    runs are not comparable (other hardware, another workload): neither a pass nor a
+    regression. Exit 2 on bad input.
     """
     out, err = out or sys.stdout, err or sys.stderr
     for folder in (baseline, candidate):
@@ -52,6 +57,7 @@ def compare_folders(baseline: Path, candidate: Path, out: TextIO | None = None,
         return 2
     failed = False
     alpha = per_test_alpha(len(common))
+    not_judged = 0
     print(f"{'test':<60} {'metric':<22} {'baseline':>10} {'candidate':>10} {'change':>8} "
           f"{'thresh':>7} {'resolves':>8}  verdict", file=out)
     for test in common:
@@ -59,6 +65,7 @@ def compare_folders(baseline: Path, candidate: Path, out: TextIO | None = None,
         _, differs = split_builds(stack_diff(a[test].stack, b[test].stack))
         if differs:
             print(f"{test:<60} inconclusive: not comparable: {'; '.join(differs)}", file=out)
+            not_judged += 1
             continue
         if not b[test].valid:
             failed = True
@@ -83,4 +90,9 @@ def compare_folders(baseline: Path, candidate: Path, out: TextIO | None = None,
     extra = sorted(set(b) - set(a))
     if extra:
         print(f"{len(extra)} test(s) only in the candidate, not compared", file=out)
-    return 1 if failed else 0
+    if failed:
+        return 1
+    if not_judged:
+        print(f"{not_judged} test(s) not judged (not comparable): exit {NOT_JUDGED}", file=out)
+        return NOT_JUDGED
+    return 0

@@ -144,6 +144,10 @@ class Verdict:
         if math.isnan(self.resolves_pct):
             return ""
         sides = f"{len(self.baseline_starts)}+{len(self.candidate_starts)} starts"
+        if math.isnan(self.noise_pct):
+            return (f"cannot gate at {self.target_pct:g}%: no start-to-start spread to go by "
+                    f"({sides} of one run each, no record for this test or host); give it "
+                    "more server starts (baselines refresh --servers N) or runs (--repeats)")
         need = (f"a {self.target_pct:g}% change needs {self.starts_needed} starts a side"
                 if self.starts_needed is not None else
                 f"no number of starts resolves {self.target_pct:g}% against its "

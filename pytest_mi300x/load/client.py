@@ -382,30 +382,3 @@ async def _preconnect(client: aiohttp.ClientSession, base_url: str, headers: dic
                 await r.read()
 
     await asyncio.gather(*(one() for _ in range(n)))
-
-
-def run_load_sync(
-    *,
-    base_url: str | Sequence[str],
-    api_key: str,
-    model: str,
-    requests: Sequence[PromptRequest],
-    arrivals: Arrivals,
-    seed: int,
-    request_timeout: float = 600.0,
-    endpoint: str = "completions",
-    processes: int = 1,
-    on_progress: Progress | None = None,
-    stall_timeout: float = STALL_TIMEOUT_S,
-    extra_body: Mapping[str, object] | None = None,
-) -> LoadRun:
-    """Blocking wrapper around `run_load`; `processes` > 1 spreads it (load/spread.py)."""
-    kwargs: dict[str, Any] = dict(base_url=base_url, api_key=api_key, model=model,
-                                  requests=requests, arrivals=arrivals, seed=seed,
-                                  request_timeout=request_timeout, endpoint=endpoint,
-                                  stall_timeout=stall_timeout, extra_body=extra_body)
-    if processes > 1:
-        from pytest_mi300x.load.spread import run_load_spread
-
-        return run_load_spread(processes=processes, **kwargs)
-    return asyncio.run(run_load(**kwargs, on_progress=on_progress))

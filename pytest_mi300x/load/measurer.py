@@ -23,18 +23,18 @@ from pytest_mi300x.judge.baselines import BASELINE_PROPERTY
 from pytest_mi300x.judge.gate import Gate, evaluate
 from pytest_mi300x.load import figures as metrics
 from pytest_mi300x.load.capacity import sweeps
-from pytest_mi300x.load.client import run_load_sync
 from pytest_mi300x.load.figures import check_slos
 from pytest_mi300x.load.records import LoadRun
 from pytest_mi300x.load.runs import (
-    AccuracySkipped,
     EngineStalled,
     InvalidRun,
     Measured,
     OutputLengthDrift,
     PerfResult,
     Repetition,
+    fresh_seeds,
 )
+from pytest_mi300x.load.spread import run_load_sync
 from pytest_mi300x.load.sweep import DEFAULT_ATTAINMENT
 from pytest_mi300x.results.files import result_path, write_json_atomic
 from pytest_mi300x.results.metrics import HEADLINE_FIGURES
@@ -49,6 +49,9 @@ from pytest_mi300x.workload.tokenizer import for_chat
 from pytest_mi300x.workload.workload import Workload
 
 WARMUP_SEED_OFFSET = 1_000_003
+DEATH_GRACE_S = 10.0
+"""How long a server whose requests failed is given to be seen dead (before the run is
+called invalid instead)."""
 """Warm-up prompts come from another seed, so they never pre-fill the prefix cache
 with the measured prompts."""
 
@@ -191,10 +194,9 @@ class Measurer:
         dataset: Any = scaled.dataset  # a frozen dataclass (datasets.Dataset)
         exact = self.server.engine.exact_output_lengths
         salt_field = self._cache_salt_field(scaled)
-        for rep in range(self.repeats):
-            # A fresh seed per repetition: identical prompts would hit the prefix
-            # cache from the previous repetition and measure the cache instead.
-            seed = dataset.seed + rep
+        seeds = fresh_seeds(getattr(self.server, "measured_seeds", None), scaled,
+                            self.repeats, self.test_id)
+        for rep, seed in enumerate(seeds):
             requests = replace(dataset, seed=seed).build(self.tokenizer)
             if scaled.endpoint == "chat":
                 requests = for_chat(requests, self.tokenizer)
@@ -213,7 +215,7 @@ class Measurer:
             result.repetitions.append(Repetition(seed, figures, problems, run))
             if problems:
                 # A dead server explains failed requests better than the requests do.
-                self._check_alive("during the measured run")
+                self._check_alive("during the measured run", run)
                 stalled = [r for r in run.records if (r.error or "").startswith("StallTimeout")]
                 if stalled:
                     for server in self.servers:
@@ -232,8 +234,7 @@ class Measurer:
             reason = (f"accuracy check skipped: {self.model.get('logical')} is served with "
                       f"random weights on host {self.host.name!r} ({self.model.get('ref')}), "
                       "so its answers are noise; it runs where the host serves real weights")
-            result.accuracy = {"skipped": reason}
-            warnings.warn(AccuracySkipped(f"{self.test_id}: {reason}"), stacklevel=3)
+            result.accuracy = {"skipped": reason}  # said once, under the session table
             return
         passes = []
         for rep in result.repetitions:
@@ -250,7 +251,7 @@ class Measurer:
                 count=count, exact=self.server.engine.exact_output_lengths)):
             result.repetitions.append(repetition)
             if repetition.problems:
-                self._check_alive("during the sweep")
+                self._check_alive("during the sweep", repetition.run)
                 raise InvalidRun(f"invalid sweep (repetition {rep + 1} of {count}), "
                                  "figures not used: " + "; ".join(repetition.problems))
 
@@ -281,9 +282,11 @@ class Measurer:
         self._load(requests, arrivals, seed=seed, workload=scaled, label="warm-up")
         self._check_alive("during warm-up")
 
-    def _check_alive(self, during: str) -> None:
+    def _check_alive(self, during: str, run: LoadRun | None = None) -> None:
+        # Failed requests may be a server's death not yet collectable: give it a moment.
+        failed = run is not None and any(r.error for r in run.records)
         for server in self.servers:
-            server.check_alive(during)
+            server.check_alive(during, grace_s=DEATH_GRACE_S if failed else 0.0)
 
     def _drift(self, run: LoadRun) -> dict[str, float]:
         drift = metrics.output_length_drift(run)
@@ -355,6 +358,8 @@ class Measurer:
                                (*HEADLINE_FIGURES, "completed", "failed")}
         if "max_rate_under_slo" in figures:
             row["max_rate_under_slo"] = figures["max_rate_under_slo"]
+        if last.accuracy and "skipped" in last.accuracy:
+            row["accuracy_skipped"] = last.accuracy["skipped"]
         row["valid"] = last.valid
         row["repeats"] = len(last.repetitions)
         row["result"] = str(last.path)

@@ -1,22 +1,23 @@
-"""What a measurement produced: repetitions, a workload's result, and why a run is invalid."""
+"""What a measurement produced: repetitions, a workload's result, and why a run is invalid;
+and which seeds a workload's repetitions measure."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_mi300x.judge.gate import GateOutcome
 from pytest_mi300x.load.records import LoadRun
 from pytest_mi300x.results.model import FailureKind, finite_figures, median_figures
 
+if TYPE_CHECKING:
+    from pytest_mi300x.workload.workload import Workload
+
 
 class OutputLengthDrift(UserWarning):
     """An engine's outputs stopped well short of (or past) the asked lengths."""
-
-
-class AccuracySkipped(UserWarning):
-    """A workload asked for the accuracy check where the model has random weights."""
 
 
 class InvalidRun(AssertionError):
@@ -76,3 +77,21 @@ class Measured:
     result: PerfResult
     server: str
     """The server's key: results of one server need no start-to-start noise."""
+
+
+def fresh_seeds(measured: dict[str, dict[int, str]] | None, scaled: Workload, repeats: int,
+                test_id: str) -> list[int]:
+    """A fresh seed per repetition (identical prompts would hit the prefix cache of the one
+    before and measure the cache instead), moved on past the seeds another test of the same
+    dataset measured on the server (``measured``: RunningServer.measured_seeds, a server
+    flag sets share: servers/shared.py). Recorded there under ``test_id``."""
+    dataset: Any = scaled.dataset
+    seeds = [dataset.seed + rep for rep in range(repeats)]
+    if measured is None or scaled.prefix_cache != "as-is":
+        return seeds  # an endpoint, or a workload that empties the cache itself
+    same = {k: v for k, v in dataset.describe().items() if k != "seed"}
+    held = measured.setdefault(json.dumps(same, sort_keys=True, default=str), {})
+    while any(held.get(s, test_id) != test_id for s in seeds):
+        seeds = [s + repeats for s in seeds]
+    held.update(dict.fromkeys(seeds, test_id))
+    return seeds

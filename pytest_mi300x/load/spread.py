@@ -1,20 +1,51 @@
-"""One schedule sent from several load processes (when one process saturates a core),
-merged into one LoadRun. Every process times on perf_counter, which is CLOCK_MONOTONIC on
-Linux: one system-wide clock, so their records share one time base."""
+"""A load run from this process or spread over several (when one process saturates a
+core): ``run_load_sync``, the blocking entry the measurer uses. A spread run sends one
+schedule from every process and merges their records into one LoadRun. Every process
+times on perf_counter, which is CLOCK_MONOTONIC on Linux: one system-wide clock, so their
+records share one time base. (Here, not in load/client.py: the client is what each
+process runs, and must not import what spreads it.)"""
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
 from time import perf_counter
 from typing import Any
 
-from pytest_mi300x.load.client import run_load
+from pytest_mi300x.load.client import STALL_TIMEOUT_S, Progress, run_load
 from pytest_mi300x.load.health import ClientHealth
 from pytest_mi300x.load.records import LoadRun, RequestRecord
 from pytest_mi300x.workload.arrivals import Arrivals
+from pytest_mi300x.workload.datasets import PromptRequest
+
+
+def run_load_sync(
+    *,
+    base_url: str | Sequence[str],
+    api_key: str,
+    model: str,
+    requests: Sequence[PromptRequest],
+    arrivals: Arrivals,
+    seed: int,
+    request_timeout: float = 600.0,
+    endpoint: str = "completions",
+    processes: int = 1,
+    on_progress: Progress | None = None,
+    stall_timeout: float = STALL_TIMEOUT_S,
+    extra_body: Mapping[str, object] | None = None,
+) -> LoadRun:
+    """Blocking wrapper around `run_load`; `processes` > 1 spreads it over processes.
+    `extra_body`: fields added to every request (the engine's prefix-cache salt)."""
+    kwargs: dict[str, Any] = dict(base_url=base_url, api_key=api_key, model=model,
+                                  requests=requests, arrivals=arrivals, seed=seed,
+                                  request_timeout=request_timeout, endpoint=endpoint,
+                                  stall_timeout=stall_timeout, extra_body=extra_body)
+    if processes > 1:
+        return run_load_spread(processes=processes, **kwargs)
+    return asyncio.run(run_load(**kwargs, on_progress=on_progress))
 
 
 def _worker(conn: Any, kwargs: dict[str, Any]) -> None:

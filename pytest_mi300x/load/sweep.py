@@ -66,7 +66,8 @@ def find_max_rate(
     passes if any try does: one stall of a shared machine then does not end the walk
     below the knee, where a real miss repeats. Only near misses are tried again (an
     attainment of at least `near_miss`, or an invalid run): past the knee most requests
-    miss, which no stall explains. Every try is kept as a point.
+    miss, which no stall explains; nor are misses above `start_at`, which the earlier
+    sweep found too. Every try is kept as a point.
 
     `measure(rate)` runs the load at that rate with `slos` and returns
     (figures, valid); figures need `slo_attainment` (metrics.compute_figures
@@ -92,7 +93,10 @@ def find_max_rate(
         return point
 
     def run(rate: float) -> bool:
-        for _ in range(retries + 1):
+        # Above an earlier sweep's result a miss is what that sweep found there, not a
+        # stall: it counts at once (a later sweep retries only what contradicts it).
+        tries = 1 if start_at is not None and rate > start_at else retries + 1
+        for _ in range(tries):
             point = once(rate)
             if point.passes(attainment):
                 return True

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_mi300x.judge.claims import Claim, ClaimCheck, ClaimNotShown, check_claim
+from pytest_mi300x.judge.claims import Claim, ClaimCheck, check_claim
 from pytest_mi300x.plugin.stash import PROGRESS_KEY, SERVER_KEY, SIDE_MEASURERS_KEY
+from pytest_mi300x.plugin.summary import CLAIM_PROPERTY
 
 if TYPE_CHECKING:
     from pytest_mi300x.engines.flags import FlagSet
@@ -63,8 +64,17 @@ class ClaimSides:
         if reason:
             pytest.skip(f"{test}: {reason}")
         from pytest_mi300x.engines.base import EngineUnsupported
+        from pytest_mi300x.servers.process import ServerError
 
-        server = session.server(serving_engine, self.served_model, flag_set)
+        try:
+            server = session.server(serving_engine, self.served_model, flag_set)
+        except ServerError as exc:
+            # An engine that refuses the side's flags on this hardware at start: a skip
+            # with its reason, as the case's own test gets (plugin/fixtures.py).
+            refused = engine.refusal(exc.log_tail)
+            if refused:
+                pytest.skip(f"{test}: {refused}")
+            raise
         self.request.node.stash[SERVER_KEY] = server
         try:
             measurer = session.measurer(server, nodeid, self.served_model,
@@ -81,9 +91,14 @@ class ClaimSides:
         self._sides[id(result)] = session.measured[nodeid]
         return result
 
-    def check(self, claim: Claim, *, better: PerfResult, worse: PerfResult) -> ClaimCheck:
-        """Judge the claim on the two sides' repetitions; raises ClaimNotShown unless it
-        holds. Sides from two servers are judged with the host's start-to-start noise."""
+    def check(self, claim: Claim, *, better: PerfResult, worse: PerfResult,
+              note: str = "") -> ClaimCheck:
+        """Judge the claim on the two sides' repetitions. It holds: the test passes, saying
+        this run's figures; not shown (an effect below the margin, or within the noise): an
+        expected failure with this run's figures, never a timed assertion that flakes;
+        reversed: ClaimReversed fails the test. Sides from two servers are judged with the
+        host's start-to-start noise. ``note`` (a part of the claim left unchecked, and
+        why) is added to what the test says."""
         fewest = min(len(better.repetitions), len(worse.repetitions))
         if fewest < MIN_REPETITIONS:
             pytest.skip(f"claim {claim.name!r} not checked: a side has {fewest} repetition(s) "
@@ -94,23 +109,18 @@ class ClaimSides:
         checked = check_claim(claim, [r.figures for r in better.repetitions],
                               [r.figures for r in worse.repetitions], noise_pct=noise)
         self.request.node.user_properties.append(("mi300x.claim." + claim.name,
-                                                  "holds" if checked.holds else "not shown"))
+                                                  checked.outcome))
+        said = checked.message().splitlines()
+        if note:
+            said[0] += f"; {note}"
+        self.request.node.user_properties.append((CLAIM_PROPERTY, said[0]))
+        if checked.outcome == "not shown":
+            pytest.xfail("\n".join(said))
         return checked.check()
 
     def _server_of(self, result: PerfResult) -> str:
         side = self._sides.get(id(result))
         return side.server if side is not None else str(id(result))
-
-    def does_not_hold_on(self, hosts: tuple[str, ...], why: str) -> None:
-        """Mark the claim as one that does not hold on these hosts (by name): it is still
-        measured and checked, and reported as an expected failure with ``why`` (an XPASS
-        if it holds after all)."""
-        host = self.session.host
-        if host.name in hosts:
-            # Only the claim's own failure is expected: a broken run still fails.
-            self.request.applymarker(pytest.mark.xfail(
-                reason=f"claim does not hold on host {host.name!r}: {why}", strict=False,
-                raises=ClaimNotShown))
 
     def only_on(self, accelerators: tuple[str, ...], why: str) -> None:
         """Skip the claim, with the reason, on hosts whose accelerator is not listed."""

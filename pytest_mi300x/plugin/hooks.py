@@ -48,8 +48,9 @@ MARKERS = (
     "e.g. perf_floor(median_ttft_ms=15)",
     "accelerator(*kinds): run only on hosts with one of these accelerators "
     "(e.g. accelerator('mi300x', 'mi325x')); elsewhere the test skips with the reason",
-    "seed_claim: checks a claim of the seed guide on what other tests measured in this "
-    "session (claim_sides fixture); runs after them",
+    "seed_claim(flag_set=None): checks a claim of the seed guide on what other tests "
+    "measured in this session (claim_sides fixture); runs after them, or, with flag_set (its "
+    "own workloads on that flag set), with that flag set's tests",
 )
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from pytest_mi300x.config import Settings
     from pytest_mi300x.judge.baselines import BaselineWriter
     from pytest_mi300x.plugin.summary import SummaryCollector
+    from pytest_mi300x.reporting.report import Published
     from pytest_mi300x.session import PerfSession
 
 
@@ -120,36 +121,41 @@ def check_host(perf_session: PerfSession, workers: int, asked: str = "") -> None
         raise pytest.UsageError(str(exc)) from None
 
 
-def publish(perf_session: PerfSession, outcomes: Any) -> tuple[Path, Path] | None:
+def publish(perf_session: PerfSession, outcomes: Any) -> Published | None:
     from pytest_mi300x.reporting.report import publish as write
-    from pytest_mi300x.results.history import HistoryError, HistoryStore
+    from pytest_mi300x.results.history import HistoryStore
 
     settings = perf_session.settings
-    try:
-        return write(perf_session.results_dir, settings.run_id, outcomes,
-                     HistoryStore(settings.history_file))
-    except HistoryError as exc:
-        raise pytest.UsageError(str(exc)) from None
+    return write(perf_session.results_dir, settings.run_id, outcomes,
+                 HistoryStore(settings.history_file))
 
 
 def summary_sections(perf_session: PerfSession, collector: SummaryCollector,
-                     reports: tuple[Path, Path] | None, writer: BaselineWriter | None
+                     published: Published | None, writer: BaselineWriter | None
                      ) -> Iterator[tuple[str, list[str]]]:
     """The end-of-session sections: figures and outcomes, verdicts, files, baselines."""
     from pytest_mi300x.reporting.outcomes import count_kinds
-    from pytest_mi300x.reporting.terminal import summary_table, verdict_table
+    from pytest_mi300x.reporting.terminal import accuracy_notes, summary_table, verdict_table
 
     if not collector.outcomes and not collector.rows:
         return
     lines = summary_table(collector.outcomes, collector.rows)
+    lines.extend(accuracy_notes(collector.rows))
     kinds = count_kinds(list(collector.outcomes.values()))
     if kinds:
         lines.append("failures by kind: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
                      + " (infra: the machine, not the build; only 'regression' is a slowdown)")
     lines.append(f"results: {perf_session.results_dir}")
-    if reports is not None:
-        lines.append("reports: " + "  ".join(str(p) for p in reports))
+    if published is not None and published.reports is not None:
+        lines.append("reports: " + "  ".join(str(p) for p in published.reports))
     lines.append(f"history: {perf_session.settings.history_file}")
+    if published is not None:
+        lines.extend(published.problems)
+        skipped = published.skipped
+        if skipped:
+            lines.append(f"history: {len(skipped)} line{'s' if len(skipped) > 1 else ''} "
+                         f"skipped: " + "; ".join(map(str, skipped[:3]))
+                         + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""))
     yield "pytest-mi300x", lines
     verdicts = verdict_table(collector.rows)
     if verdicts:

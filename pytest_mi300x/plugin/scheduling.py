@@ -1,6 +1,6 @@
 """Splitting a suite across machines (``--shard i/n``) and naming its xdist groups.
 
-A slice never splits a server group: all tests of one (engine, flag set) land
+A slice never splits a server group: all tests of one (engine, launched flags) land
 in the same slice, so each server starts once fleet-wide.
 """
 
@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from pytest_mi300x.engines.flags import DEFAULT_FLAGS, FlagSet
 from pytest_mi300x.results.files import write_json_atomic
 
 GROUPS_FILE = ".xdist-groups.json"
@@ -59,17 +60,28 @@ def gated_tests(items: list[pytest.Item]) -> int:
 
 
 def order_and_group(config: pytest.Config, items: list[pytest.Item], perf_session: Any) -> None:
-    """Tests that share a flag set run back to back, so each server starts once; under
+    """Tests that share a server run back to back, so each server starts once: those of one
+    flag set, and of flag sets that launch the same server (servers/shared.py); under
     xdist (--dist loadgroup) they share one worker for the same reason. ``--shard`` keeps
     this slice's groups."""
-    def flag_set_of(item: pytest.Item) -> str:
-        callspec = getattr(item, "callspec", None)
-        params = callspec.params if callspec is not None else {}
-        return str(params.get("flag_set", ""))
+    groups = {id(item): group_of(item) for item in items}
+    first: dict[str, str] = {}  # a group sorts by the first name of its flag sets
+    for item in items:
+        if _flag_set(item) is not None or item.get_closest_marker(CLAIM_MARK) is None:
+            name, group = str(_flag_set(item) or ""), groups[id(item)]
+            first[group] = min(first.get(group, name), name)
 
-    # Claim tests last: they reuse what the cases measured in this process.
-    items.sort(key=lambda item: (item.get_closest_marker(CLAIM_MARK) is not None,
-                                 flag_set_of(item)))
+    def order(item: pytest.Item) -> tuple[bool, str, str, bool, str]:
+        claim = item.get_closest_marker(CLAIM_MARK)
+        # Claim tests last: they reuse what the cases measured in this process. One that
+        # measures its own workloads on one flag set runs with that set's tests instead,
+        # on their server (last among them).
+        own = claim is not None and "flag_set" in claim.kwargs
+        group = groups[id(item)]
+        return (claim is not None and not own, first.get(group, ""), group, claim is not None,
+                str(_flag_set(item) or ""))
+
+    items.sort(key=order)
     for item in items:
         item.add_marker(pytest.mark.xdist_group(group_of(item)))
         fixtures = getattr(item, "fixturenames", ())
@@ -85,11 +97,27 @@ def order_and_group(config: pytest.Config, items: list[pytest.Item], perf_sessio
         write_groups(perf_session.results_dir, items)
 
 
-def group_of(item: pytest.Item) -> str:
-    """The server a test needs, as a group name: engine and flag set."""
+def _flag_set(item: pytest.Item) -> FlagSet | None:
+    """The flag set a test runs with: its parameter, or its claim marker's ``flag_set``."""
     callspec = getattr(item, "callspec", None)
     params = callspec.params if callspec is not None else {}
-    return f"{params.get('serving_engine', 'vllm')}-{params.get('flag_set', 'default')}"
+    claim = item.get_closest_marker(CLAIM_MARK)
+    found = params.get("flag_set", claim.kwargs.get("flag_set") if claim else None)
+    return found if isinstance(found, FlagSet) else None
+
+
+def group_of(item: pytest.Item) -> str:
+    """The server a test needs, as a group name: engine and what its flag set launches
+    (flag sets that launch the same server form one group)."""
+    callspec = getattr(item, "callspec", None)
+    engine = str((callspec.params if callspec is not None else {}).get("serving_engine",
+                                                                         "vllm"))
+    # Here, not at import: the engines' modules load numpy (the plugin's import must not).
+    from pytest_mi300x.engines.registry import ENGINES
+
+    flags = _flag_set(item) or DEFAULT_FLAGS
+    known = ENGINES.get(engine)  # an unknown one fails its test on its own, naming it
+    return f"{engine}-{(flags.beyond(known.resolved_defaults) if known else flags).launch_label}"
 
 
 def split(items: list[pytest.Item], index: int, total: int

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -13,6 +12,7 @@ if TYPE_CHECKING:  # keeps `import pytest_mi300x.plugin.hooks` free of the heavy
     from pytest_mi300x.plugin.lifecycle import SigtermAsInterrupt  # noqa: F401
     from pytest_mi300x.plugin.progress import LiveProgress  # noqa: F401
     from pytest_mi300x.plugin.summary import SummaryCollector  # noqa: F401
+    from pytest_mi300x.reporting.report import Published  # noqa: F401
     from pytest_mi300x.servers.pool import RunningServer  # noqa: F401
     from pytest_mi300x.session import PerfSession  # noqa: F401
 
@@ -20,7 +20,7 @@ SESSION_KEY = pytest.StashKey["PerfSession"]()
 COLLECTOR_KEY = pytest.StashKey["SummaryCollector"]()
 PROGRESS_KEY = pytest.StashKey["LiveProgress"]()
 WRITER_KEY = pytest.StashKey["BaselineWriter"]()
-REPORTS_KEY = pytest.StashKey[tuple[Path, Path]]()
+REPORTS_KEY = pytest.StashKey["Published"]()
 SIGNALS_KEY = pytest.StashKey["SigtermAsInterrupt"]()
 SERVER_KEY = pytest.StashKey["RunningServer"]()
 SERVERS_KEY = pytest.StashKey[list["RunningServer"]]()

@@ -17,6 +17,8 @@ SUMMARY_PROPERTY = "mi300x_summary"
 """A measured test's figures and verdicts, shipped to the controller in its report."""
 FAILURE_PROPERTY = "mi300x_failure"
 """A failed test's failure kind and one-line cause."""
+CLAIM_PROPERTY = "mi300x_claim"
+"""A claim test's one line with this run's figures: what a passed claim test says."""
 
 
 class SummaryCollector:
@@ -30,11 +32,14 @@ class SummaryCollector:
         if PERF_MARK not in report.keywords:
             return  # not a perf test (no server): not in the session table
         failure: dict[str, str] = {}
+        claim = ""
         for name, value in report.user_properties:
             if name == SUMMARY_PROPERTY:
                 self.rows[report.nodeid] = json.loads(str(value))
             elif name == FAILURE_PROPERTY:
                 failure = json.loads(str(value))
+            elif name == CLAIM_PROPERTY:
+                claim = str(value)
         seen = self.outcomes.get(report.nodeid)
         xfail = getattr(report, "wasxfail", None)
         if xfail is not None and report.when == "call":
@@ -49,7 +54,7 @@ class SummaryCollector:
             return
         if report.passed:
             if report.when == "call":
-                self.outcomes[report.nodeid] = Outcome("passed")
+                self.outcomes[report.nodeid] = Outcome("passed", claim)
             return
         # failed: in the call it is a failure, in setup or teardown an error
         if seen is not None and seen.outcome in ("failed", "error"):

@@ -1,13 +1,17 @@
 """How each test ended, in one line: passed, skipped (why), failed or error (what kind, why).
 
 A failure is classified by the exception that ended the test: each of this project's
-exceptions says its kind (``failure_kind``); anything else is the harness's. An
-infrastructure failure (GPUs, docker, ports, disk) is never counted as a regression.
+exceptions says its kind (``failure_kind``); a test's own ``assert`` is an ``assertion``;
+anything else is the harness's. Only the gate's PerfRegression is a regression: an
+infrastructure failure (GPUs, docker, ports, disk) never is.
 """
 
 from __future__ import annotations
 
+import os
+import sysconfig
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pytest_mi300x.results.model import FailureKind
@@ -33,14 +37,37 @@ def one_line(text: str) -> str:
 
 
 def kind_of(exc: BaseException) -> FailureKind:
-    """The kind an exception declares (``failure_kind``), else a harness failure; an
-    AssertionError raised by a test's own assert is the test's verdict: a regression."""
+    """The kind an exception declares (``failure_kind``: the gate's PerfRegression is the one
+    regression), else a harness failure. A bare AssertionError is the harness's when an
+    ``assert`` of this package raised it, and the test's own (``assertion``) when its code
+    did: neither is a slowdown."""
     declared = getattr(exc, "failure_kind", None)
     if declared is not None:
         return FailureKind(declared)
-    if type(exc) is AssertionError:
-        return FailureKind.REGRESSION
+    if isinstance(exc, AssertionError) and _raised_by_test_code(exc):
+        return FailureKind.ASSERTION
     return FailureKind.HARNESS
+
+
+_PACKAGE = str(Path(__file__).resolve().parents[1]) + os.sep
+_LIBRARIES = tuple(str(Path(p).resolve()) + os.sep for p in {
+    sysconfig.get_paths()[name] for name in ("stdlib", "platstdlib", "purelib", "platlib")})
+
+
+def _raised_by_test_code(exc: BaseException) -> bool:
+    """Whether the innermost frame that is neither a library's nor the standard library's
+    belongs to a test (or its conftest), not to this package."""
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(str(Path(tb.tb_frame.f_code.co_filename).resolve()))
+        tb = tb.tb_next
+    for path in reversed(frames):
+        if path.startswith(_PACKAGE):
+            return False
+        if not path.startswith(_LIBRARIES):
+            return True
+    return False
 
 
 def skip_reason(longrepr: Any) -> str:

@@ -14,8 +14,14 @@ from pytest_mi300x.judge.changepoints import find_change_points_within
 from pytest_mi300x.reporting import plots
 from pytest_mi300x.reporting.outcomes import Outcome, count_kinds
 from pytest_mi300x.reporting.terminal import VERDICT_HEADER, fmt_number, verdict_rows
-from pytest_mi300x.results.files import append_text, write_text_atomic
-from pytest_mi300x.results.history import HistoryStore, Point, entry_from_result, setup_breaks
+from pytest_mi300x.results.files import BadLine, WriteError, append_text, write_text_atomic
+from pytest_mi300x.results.history import (
+    HistoryError,
+    HistoryStore,
+    Point,
+    entry_from_result,
+    setup_breaks,
+)
 from pytest_mi300x.results.metrics import HEADLINE
 from pytest_mi300x.results.model import Result, read_folder
 
@@ -219,8 +225,19 @@ def write_reports(data: ReportInput, folder: Path) -> tuple[Path, Path]:
     return md, page
 
 
+@dataclass(frozen=True)
+class Published:
+    """What the end of a session wrote, and what it could not (one line each): a history
+    or report it cannot write ends no session, it is said."""
+
+    reports: tuple[Path, Path] | None
+    problems: tuple[str, ...] = ()
+    skipped: tuple[BadLine, ...] = ()
+    """History lines passed over (a line cut short by a full disk)."""
+
+
 def publish(results_dir: Path, run_id: str, outcomes: Mapping[str, Outcome],
-            history: HistoryStore) -> tuple[Path, Path] | None:
+            history: HistoryStore) -> Published | None:
     """End of a session: append this run's figures to the history, then write the reports.
 
     Only the process where all results converge calls it (the xdist controller)."""
@@ -229,5 +246,21 @@ def publish(results_dir: Path, run_id: str, outcomes: Mapping[str, Outcome],
     results = [r for r in read_folder(results_dir) if r.run_id == run_id]
     if not results and not outcomes:
         return None
-    history.append(entry_from_result(r) for r in results)
-    return write_reports(collect(results, outcomes, run_id, history), results_dir)
+    problems = []
+    try:
+        history.append(entry_from_result(r) for r in results)
+    except (WriteError, HistoryError) as exc:
+        problems.append(f"history not appended: {exc}")
+    readable: HistoryStore | None = history
+    try:
+        history.read()  # its unreadable lines, said at the end of the session
+    except HistoryError as exc:
+        readable = None  # the reports go without history plots
+        if not problems:
+            problems.append(f"history not read: {exc}")
+    reports = None
+    try:
+        reports = write_reports(collect(results, outcomes, run_id, readable), results_dir)
+    except WriteError as exc:
+        problems.append(f"reports not written: {exc}")
+    return Published(reports, tuple(problems), tuple(history.skipped))

@@ -55,7 +55,7 @@ def summary_table(outcomes: Mapping[str, Outcome],
         row = rows.get(name, {})
         outcome = outcomes.get(name)
         end = gate_cell(row) if row else "-"
-        if outcome is not None and outcome.outcome != "passed":
+        if outcome is not None and (outcome.outcome != "passed" or outcome.cause):
             kind = f" ({outcome.kind})" if outcome.kind else ""
             end = f"{outcome.outcome.upper()}{kind}: {outcome.cause}" if outcome.cause \
                 else outcome.outcome.upper()
@@ -73,6 +73,19 @@ def summary_table(outcomes: Mapping[str, Outcome],
 
     return [line(header), "  ".join("-" * w for w in widths) + "  " + "-" * 11,
             *(line(r) for r in body)]
+
+
+def accuracy_notes(rows: Mapping[str, dict[str, Any]]) -> list[str]:
+    """Each reason the accuracy check was skipped, once, with how many tests it held for
+    (on the cpu host every test asking for it: the tiny model's weights are random)."""
+    tests: dict[str, int] = {}
+    for row in rows.values():
+        reason = row.get("accuracy_skipped")
+        if reason:
+            tests[str(reason)] = tests.get(str(reason), 0) + 1
+    return [f"accuracy not checked in {n} test{'s' if n > 1 else ''}: "
+            f"{reason.removeprefix('accuracy check skipped: ')}"
+            for reason, n in sorted(tests.items())]
 
 
 VERDICT_HEADER = ["test", "metric", "baseline", "now", "change", "threshold", "spread",

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_mi300x.results.kinds import FailureKind
 from pytest_mi300x.results.redact import Fingerprint, redact, text_by_fingerprints
 from pytest_mi300x.results.redact import text as redact_text
 
@@ -64,6 +65,16 @@ def result_path(results_dir: Path, nodeid: str) -> Path:
 
 class WriteError(OSError):
     """A file this project writes could not be written; one line with the path and the fix."""
+
+    def __str__(self) -> str:
+        return str(self.strerror or super().__str__())  # the line itself, no "[Errno N]"
+
+    @property
+    def failure_kind(self) -> FailureKind:
+        """A full disk (or quota) is the machine's; a path that cannot be written is bad
+        input."""
+        return (FailureKind.INFRA if self.errno in (errno.ENOSPC, errno.EDQUOT)
+                else FailureKind.HARNESS)
 
 
 def _write_error(path: Path, exc: OSError) -> WriteError:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mi300x.results.files import ReadError, read_json
+from pytest_mi300x.results.kinds import FailureKind as FailureKind  # where callers find it
 from pytest_mi300x.results.metrics import GATED_METRICS
 from pytest_mi300x.results.stack import comparability, sent_as_burst
 
@@ -28,18 +29,6 @@ class Status(enum.StrEnum):
     IMPROVED = "improved"
     REGRESSION = "regression"
     INVALID = "invalid"  # the runs' figures mean nothing (failed requests, wrong lengths)
-
-
-class FailureKind(enum.StrEnum):
-    """Why a test did not pass: an infrastructure failure is never a regression."""
-
-    REGRESSION = "regression"
-    INVALID_RUN = "invalid run"
-    ENGINE = "engine"  # the server did not start, died or stalled
-    INFRA = "infra"  # GPUs, docker, disk, ports: the machine, not the build
-    HARNESS = "harness"  # a bug or bad input on our side
-    CLAIM = "claim"  # a seed claim this session's own figures do not bear out
-    SKIPPED = "skipped"
 
 
 def median(values: Iterable[float]) -> float:

@@ -177,12 +177,25 @@ class Endpoint:
         """Baselines live under ``endpoint-<host-port-path>``: one set per endpoint."""
         return endpoint_label(self.url)
 
-    def check_alive(self, during: str) -> None:
+    def check_alive(self, during: str, grace_s: float = 0.0) -> None:
+        # Not ours to wait on: its health answer decides at once (grace_s is the pool's).
         status = get_status(f"{self.url}{self.engine.health_path}", self.api_key, timeout=10.0)
         if status != 200:
             raise ServerExited(f"endpoint {self.url} stopped answering {during} "
                                f"(GET {self.engine.health_path}: {status or 'no answer'})",
                                self.process.log_tail())
+
+    def refuses(self, engine_name: str, flag_set: FlagSet) -> str | None:
+        """Why a test of ``engine_name`` with ``flag_set`` cannot be measured here (a skip),
+        else None."""
+        # The engine first: a flag set cannot be judged on a server of another engine.
+        if self.engine.name not in (engine_name, "openai"):
+            return f"the endpoint {self.url} serves {self.engine.name}, not {engine_name}"
+        if flag_set.flags or flag_set.env:
+            return (f"flag set {flag_set.name!r} needs a server of its own "
+                    f"({' '.join(flag_set.to_argv()) or 'env ' + str(dict(flag_set.env))}); "
+                    f"--endpoint measures {self.url} as it runs")
+        return None
 
     def describe(self) -> dict[str, Any]:
         return {"engine": self.engine.name, "endpoint": self.url, "version": self.version,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mi300x.engines.base import Engine, LaunchSpec
+from pytest_mi300x.engines.flags import FlagSet
 from pytest_mi300x.gpus.leases import GpuLease, LeaseError
 from pytest_mi300x.net import free_port, status_of
 from pytest_mi300x.progress import Progress, silent
@@ -43,6 +44,14 @@ class RunningServer:
     lease: GpuLease | None = None
     healthy: bool = True
     """False once a run saw it stall: the pool starts a fresh one for the next test."""
+    asked: FlagSet | None = None
+    """The flag set the test it serves now asked for (the server may have been started for
+    another that launches the same server: servers/shared.py); what its results record."""
+    resolved: dict[str, str] = field(default_factory=dict)
+    """The settings ``asked`` gives that the server was started without, as it reports them."""
+    measured_seeds: dict[str, dict[int, str]] = field(default_factory=dict)
+    """Per dataset (without its seed), the seeds measured on this server and by which test:
+    another test of the same dataset measures others, not prompts in its prefix cache."""
 
     @property
     def base_url(self) -> str:
@@ -52,8 +61,13 @@ class RunningServer:
     def api_key(self) -> str:
         return self.spec.api_key
 
-    def check_alive(self, during: str) -> None:
-        """Raise with the log tail if the server has died."""
+    def check_alive(self, during: str, grace_s: float = 0.0) -> None:
+        """Raise with the log tail if the server has died. With ``grace_s`` (its streams
+        were just cut), a server still running is given that long to be seen gone: a
+        killed engine closes its sockets before its exit can be collected, and on a slow
+        machine the client sees the cut well before."""
+        if grace_s > 0:
+            self.process.wait_exit(grace_s)
         if not self.process.alive():
             tail = self.process.log_tail()
             raise ServerExited(
@@ -68,7 +82,9 @@ class RunningServer:
             "version": self.version,
             "argv": argv,
             "env": redact_env(self.added_env),
-            "flag_set": self.spec.flag_set.describe(),
+            "flag_set": (self.asked or self.spec.flag_set).describe(),
+            **({"launched_flags": self.spec.flag_set.to_argv(), "resolved": self.resolved}
+               if self.resolved else {}),
             "extra_args": list(self.spec.extra_args),
             "startup_s": self.process.startup_s,
             "scheduling": dict(self.process.scheduling),

@@ -216,6 +216,14 @@ class ServerProcess:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def wait_exit(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the process to end; whether it has."""
+        if self._proc is None:
+            return True
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(timeout=timeout)
+        return not self.alive()
+
     def exit_code(self) -> int | None:
         return None if self._proc is None else self._proc.poll()
 

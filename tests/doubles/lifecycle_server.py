@@ -1,11 +1,12 @@
 """Test double for server lifecycle mechanics: a process that becomes ready, crashes or
 ignores SIGTERM on request. It measures the harness, never an engine.
 
-usage: python lifecycle_server.py MODE PORT [DELAY]
-  serve        wait DELAY s, then answer 200 on /health; also spawns a child
-
 At start it prints the values of its *_TOKEN env vars, as an engine that logs its settings
 would: what a session must hide in the log it leaves.
+
+usage: python lifecycle_server.py MODE PORT [DELAY]
+  ($LIFECYCLE_DOUBLE_REPORT: a settings line it prints as vLLM reports its config)
+  serve        wait DELAY s, then answer 200 on /health; also spawns a child
   crash        print an engine-like error line and exit 3 after DELAY s
   stubborn     like serve, but ignores SIGTERM
   refuse       print vLLM's CPU refusal of fp8 KV cache and exit 1
@@ -50,6 +51,10 @@ def main() -> None:
     print(f"double starting mode={mode}", flush=True)
     for name in sorted(k for k in os.environ if k.endswith("_TOKEN")):
         print(f"setting {name.lower()} = {os.environ[name]}", flush=True)
+    report = os.environ.get("LIFECYCLE_DOUBLE_REPORT")
+    if report:  # what it "runs with", in the shape of vLLM's engine core start-up line
+        print(f"INFO Initializing a V1 LLM engine (v0.0-double) with config: {report}",
+              flush=True)
     time.sleep(delay)
     if mode == "crash":
         print("Traceback (most recent call last):", flush=True)
