@@ -8,7 +8,9 @@ import hashlib
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pytest_mi300x.judge import multiplicity
 from pytest_mi300x.results.files import RESULTS_DIRNAME
@@ -176,13 +178,57 @@ def ab(argv: list[str]) -> int:
     return rc
 
 
-def bisect(argv: list[str]) -> int:
+@dataclass
+class Bisected:
+    """A bisect run by ``run_bisect``, with what its caller reports from."""
+
+    outcome: Any
+    record: Any
+    noise: Any
+    out: Path
+    seconds: float
+
+
+def run_bisect(args: argparse.Namespace, prog: str, kind: str, builds: list[Any], g: int,
+               b: int, selection: list[str], headline: str) -> Bisected | int:
+    """The bisect ``bisect`` and ``culprit`` both run: its record (resumed when there is
+    one), each start a pytest session, the tests' noise records; an exit code on failure."""
     from pytest_mi300x.ab.bisect import Bisect, ReferenceFailed
-    from pytest_mi300x.ab.builds import BuildError, parse_build, read_builds
-    from pytest_mi300x.ab.headtohead import table
     from pytest_mi300x.ab.noiselog import NoiseLog
     from pytest_mi300x.ab.starts import Record, SessionRunner
-    from pytest_mi300x.results.files import ReadError, write_json_atomic
+    from pytest_mi300x.results.files import ReadError
+
+    meta = {"builds": [x.describe() for x in builds], "good": g, "bad": b,
+            "selection": selection, "repeats": args.repeats,
+            "looks": [args.starts, args.max_starts]}
+    out = out_folder(args, kind, meta)
+    try:
+        record = Record(out / "starts.json", meta)
+    except ReadError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"{headline}; starts in {out}"
+          + (f" ({len(record.starts)} recorded, continuing)" if record.starts else ""),
+          flush=True)
+    noise = NoiseLog(record, args.baselines_dir)
+    runner = SessionRunner(selection, out, repeats=args.repeats,
+                           progress=lambda line: print(line, flush=True))
+    started = time.monotonic()
+    try:
+        outcome = Bisect(builds, g, b, runner, record, metric=getattr(args, "metric", None),
+                         min_starts=args.starts, max_starts=args.max_starts,
+                         alpha_session=args.alpha / 100, records=noise.records,
+                         progress=lambda line: print(line, flush=True)).run()
+    except ReferenceFailed as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return Bisected(outcome, record, noise, out, time.monotonic() - started)
+
+
+def bisect(argv: list[str]) -> int:
+    from pytest_mi300x.ab.builds import BuildError, parse_build, read_builds
+    from pytest_mi300x.ab.headtohead import table
+    from pytest_mi300x.results.files import write_json_atomic
 
     args, selection = split_args(argv, bisect_parser())
     try:
@@ -203,29 +249,11 @@ def bisect(argv: list[str]) -> int:
         print(f"pytest-mi300x bisect: --good {good.name!r} comes after --bad {bad.name!r} in "
               f"{args.builds}; list builds oldest first", file=sys.stderr)
         return EXIT_BAD_INPUT
-    meta = {"builds": [x.describe() for x in builds], "good": g, "bad": b,
-            "selection": selection, "repeats": args.repeats,
-            "looks": [args.starts, args.max_starts]}
-    out = out_folder(args, "bisect", meta)
-    try:
-        record = Record(out / "starts.json", meta)
-    except ReadError as exc:
-        print(f"pytest-mi300x bisect: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    print(f"bisect of {b - g - 1} build(s) between {good.name} and {bad.name}; starts in {out}"
-          + (f" ({len(record.starts)} recorded, continuing)" if record.starts else ""),
-          flush=True)
-    noise = NoiseLog(record, args.baselines_dir)
-    runner = SessionRunner(selection, out, repeats=args.repeats,
-                           progress=lambda line: print(line, flush=True))
-    try:
-        outcome = Bisect(builds, g, b, runner, record, metric=args.metric,
-                         min_starts=args.starts, max_starts=args.max_starts,
-                         alpha_session=args.alpha / 100, records=noise.records,
-                         progress=lambda line: print(line, flush=True)).run()
-    except ReferenceFailed as exc:
-        print(f"pytest-mi300x bisect: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    done = run_bisect(args, "pytest-mi300x bisect", "bisect", builds, g, b, selection,
+                      f"bisect of {b - g - 1} build(s) between {good.name} and {bad.name}")
+    if isinstance(done, int):
+        return done
+    outcome, record, noise, out = done.outcome, done.record, done.noise, done.out
     lines = ["good vs bad:", *table(outcome.confirmation), ""]
     lines += [step.line() for step in outcome.steps]
     if outcome.culprit_check and outcome.culprit_check is not outcome.confirmation:

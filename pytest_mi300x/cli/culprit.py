@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 from pytest_mi300x.cli.ab import (
@@ -15,7 +14,7 @@ from pytest_mi300x.cli.ab import (
     EXIT_REGRESSION,
     EXIT_UNDECIDED,
     common_options,
-    out_folder,
+    run_bisect,
     split_args,
 )
 
@@ -60,13 +59,10 @@ def _find(builds: list, spec: str, option: str) -> int:  # noqa: ANN001
 
 
 def run(argv: list[str]) -> int:
-    from pytest_mi300x.ab.bisect import Bisect, ReferenceFailed
     from pytest_mi300x.ab.builds import BuildError, parse_build, read_builds
     from pytest_mi300x.ab.culprit import NightError, Search, other_host_kind, read_night
-    from pytest_mi300x.ab.noiselog import NoiseLog
-    from pytest_mi300x.ab.starts import Record, SessionRunner
     from pytest_mi300x.hosts.fingerprint import host_fingerprint
-    from pytest_mi300x.results.files import ReadError, write_json_atomic
+    from pytest_mi300x.results.files import write_json_atomic
 
     def fail(message: str) -> int:
         print(f"pytest-mi300x culprit: {message}", file=sys.stderr)
@@ -110,30 +106,13 @@ def run(argv: list[str]) -> int:
         return fail(f"--good {builds[g].name!r} comes after --bad {builds[b].name!r} in the "
                     "builds list; list builds oldest first")
     good, bad = builds[g], builds[b]
-    meta = {"builds": [x.describe() for x in builds], "good": g, "bad": b,
-            "selection": selection, "repeats": args.repeats,
-            "looks": [args.starts, args.max_starts]}
-    out = out_folder(args, "culprit", meta)
-    try:
-        record = Record(out / "starts.json", meta)
-    except ReadError as exc:
-        return fail(str(exc))
-    print(f"culprit search: {good.name} (last good) .. {bad.name} (failed), {b - g - 1} "
-          f"build(s) between, on {' '.join(selection)}; starts in {out}"
-          + (f" ({len(record.starts)} recorded, continuing)" if record.starts else ""),
-          flush=True)
-    noise = NoiseLog(record, args.baselines_dir)
-    runner = SessionRunner(selection, out, repeats=args.repeats,
-                           progress=lambda line: print(line, flush=True))
-    started = time.monotonic()
-    try:
-        outcome = Bisect(builds, g, b, runner, record, min_starts=args.starts,
-                         max_starts=args.max_starts, alpha_session=args.alpha / 100,
-                         records=noise.records,
-                         progress=lambda line: print(line, flush=True)).run()
-    except ReferenceFailed as exc:
-        return fail(str(exc))
-    search = Search(night, good, bad, outcome, record, time.monotonic() - started)
+    done = run_bisect(args, "pytest-mi300x culprit", "culprit", builds, g, b, selection,
+                      f"culprit search: {good.name} (last good) .. {bad.name} (failed), "
+                      f"{b - g - 1} build(s) between, on {' '.join(selection)}")
+    if isinstance(done, int):
+        return done
+    outcome, record, noise, out = done.outcome, done.record, done.noise, done.out
+    search = Search(night, good, bad, outcome, record, done.seconds)
     text = search.markdown()
     print(text)
     learned = (noise.learn(good, bad, source=f"false alarm: {bad.name} against {good.name}")
