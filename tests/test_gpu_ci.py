@@ -39,8 +39,8 @@ def suite(tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], str]:
 
 
 def command(proc: subprocess.CompletedProcess[str]) -> str:
-    [line] = [line for line in proc.stdout.splitlines() if line.startswith("running: ")]
-    return line
+    """The suite's command: the last one run (a gated night checks its steadiness first)."""
+    return [line for line in proc.stdout.splitlines() if line.startswith("running: ")][-1]
 
 
 def test_a_host_without_baselines_runs_ungated_and_the_summary_says_what_to_do(
@@ -65,6 +65,9 @@ def test_a_host_with_baselines_is_gated(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert command(proc).endswith("--require-baseline --across-builds")
     assert summary.startswith("## mi300x-01: gated against 1 stored baseline(s)")
+    [check] = [x for x in proc.stdout.splitlines() if " steadiness " in x]
+    assert "--starts 3 --build docker:rocm/vllm:latest --out results/s1/steadiness" in check
+    assert "--gpu-host mi300x-01" in check
 
 
 def test_offer_lists_the_baselines_and_how_to_commit_them(tmp_path: Path) -> None:

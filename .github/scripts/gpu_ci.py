@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shlex
 import subprocess
@@ -167,12 +168,29 @@ def culprit(args: argparse.Namespace) -> int:
     return worst
 
 
+def steadiness_command(args: argparse.Namespace) -> list[str]:
+    """Today's steadiness of this runner, before anything is judged: a few starts of the
+    probe test against its record (pytest-mi300x steadiness)."""
+    return [sys.executable, "-m", "pytest_mi300x.cli", "steadiness", "--starts",
+            str(args.steadiness_starts), "--build", args.vllm_build, "--out",
+            f"{args.results}/steadiness", f"--baselines-dir={args.baselines_dir}",
+            "--gpu-host", args.host]
+
+
 def suite(args: argparse.Namespace) -> int:
     baselines = host_baselines(args.baselines_dir, args.host)
     gated = bool(baselines)
     write_summary(args.summary, gated_text(args.host, len(baselines)) if gated
                   else no_baselines_text(args.host, args.baselines_dir, args.vllm_build))
     cmd = suite_command(args, gated)
+    check = Path(args.results) / "steadiness" / "steadiness.json"
+    if gated and args.steadiness_starts:
+        probe = steadiness_command(args)
+        print("running:", shlex.join(probe), flush=True)
+        if not args.dry_run and subprocess.call(probe) == 0 and check.exists():
+            summary = json.loads(check.read_text()).get("summary", "")
+            write_summary(args.summary, f"{summary}\n")
+            cmd.append(f"--steadiness={check}")
     print("running:", shlex.join(cmd), flush=True)
     if args.dry_run:
         return 0
@@ -201,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--tgi-build", default="")
     run.add_argument("--results", required=True, help="results folder of this shard")
     run.add_argument("--dry-run", action="store_true", help="print the pytest command only")
+    run.add_argument("--steadiness-starts", type=int, default=3,
+                     help="starts of the steadiness check before a gated night (0: none)")
     search = sub.choices["culprit"]
     search.add_argument("--results", required=True,
                         help="the night's results (every shard's folder under it)")
