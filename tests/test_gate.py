@@ -237,3 +237,24 @@ def test_require_baseline_fails_when_the_only_baseline_is_not_comparable(gate: G
     with pytest.raises(MissingBaseline, match="--require-baseline"):
         outcome.check()
     run(Gate(gate.store, "cpu"), reps(), engine=other).check()  # without it: inconclusive
+
+
+def test_the_throughput_family_resolves_when_any_of_its_metrics_does(tmp_path: Path) -> None:
+    """A test that gates request_throughput only (the others' floors set out of reach) is
+    not a test that cannot gate: the engine test once skipped such a run."""
+    entry = {"source": "ab", "date": "2026-12-01T00:00:00Z",
+             "metrics": {"request_throughput": [20 * 0.02 ** 2, 20],
+                         "output_throughput": [20 * 0.02 ** 2, 20]}}
+    store = BaselineStore(tmp_path)
+    base = [{"request_throughput": m * f, "output_throughput": 32 * m * f}
+            for m in (10.0, 10.1) for f in (0.99, 1.0, 1.01)]
+    store.save(Baseline(test=NODE, host="cpu", engine="vllm", model="m", repetitions=base,
+                        servers=[0, 0, 0, 1, 1, 1], noise=[entry],
+                        comparability=comparability(FP, ENGINE, WORKLOAD, FLAGS)))
+    gate = Gate(store, "cpu")
+    cand = [{"request_throughput": 20.0 * f, "output_throughput": 640.0 * f}
+            for f in (0.99, 1.0, 1.01)]
+    outcome = run(gate, cand, floors={"request_throughput": 10.0, "output_throughput": 1000.0})
+    assert outcome.unresolved == [] and outcome.cannot_gate == ""
+    assert [v.kind.value for v in outcome.verdicts if v.metric == "request_throughput"] == \
+        ["improvement"]

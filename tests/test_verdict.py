@@ -282,3 +282,11 @@ def test_holm_steps_down_and_stops_at_the_first_family_it_keeps() -> None:
 def test_the_sessions_budget_is_split_over_its_gated_tests() -> None:
     assert multiplicity.per_test_alpha(1) == 0.01  # never more than 1% a test
     assert multiplicity.per_test_alpha(26) == pytest.approx(0.05 / 26)
+
+
+def test_a_floor_past_what_a_throughput_can_lose_is_never_resolvable_and_never_crashes() -> None:
+    """A floor of 1000% on a throughput (a test gating only another metric) once ended the
+    session in a math domain error."""
+    v = judge_starts(TPUT, starts(10.0, 10.1, 9.9), starts(9.0), threshold_pct=1000.0)
+    assert math.isinf(v.resolves_pct) and v.starts_needed is None and not v.fails
+    assert "no number of starts resolves" in v.resolution()

@@ -93,13 +93,14 @@ class GateOutcome:
     @property
     def unresolved(self) -> list[verdict.Verdict]:
         """One verdict per gated family that cannot resolve the change it must (twice its
-        floor) with the starts compared."""
-        seen: dict[str, verdict.Verdict] = {}
+        floor) with the starts compared: a family resolves when any of its metrics does (the
+        throughputs are one ratio), and request_throughput speaks for it otherwise."""
+        families: dict[str, list[verdict.Verdict]] = {}
         for v in self.verdicts:
-            family = multiplicity.family_of(v.metric)
-            if v.gated and not math.isnan(v.resolves_pct) and family not in seen:
-                seen[family] = v
-        return [v for v in seen.values() if not v.can_gate]
+            if v.gated and not math.isnan(v.resolves_pct):
+                families.setdefault(multiplicity.family_of(v.metric), []).append(v)
+        return [min(vs, key=lambda v: v.metric != "request_throughput")
+                for vs in families.values() if not any(v.can_gate for v in vs)]
 
     @property
     def cannot_gate(self) -> str:

@@ -42,8 +42,11 @@ def upper_tail(stat: float, df: float) -> float:
 
 
 def worse_log(pct: float, direction: str) -> float:
-    """A change of ``pct`` percent to the worse, as a distance on the log scale."""
-    return -math.log(1 - pct / 100) if direction == "higher" else math.log1p(pct / 100)
+    """A change of ``pct`` percent to the worse, as a distance on the log scale (a figure
+    that is higher-better cannot lose 100% or more: that is infinitely far)."""
+    if direction == "higher":
+        return -math.log(1 - pct / 100) if pct < 100 else math.inf
+    return math.log1p(pct / 100)
 
 
 def worse_pct(log_change: float, direction: str) -> float:
@@ -66,7 +69,7 @@ def starts_needed(sd: float, df: float, alpha: float, floor_pct: float, target_p
     """Starts a side (balanced, as ``ab`` runs them) for ``target_pct`` to be caught at
     ``POWER``; None when no number of starts does it (the target is within the floor).
     More starts bring more degrees of freedom: the spread's own plus theirs."""
-    if target_pct <= floor_pct:
+    if target_pct <= floor_pct or math.isinf(worse_log(target_pct, direction)):
         return None
 
     def enough(n: int) -> bool:

@@ -148,13 +148,12 @@ class Verdict:
             return (f"cannot gate at {self.target_pct:g}%: no start-to-start spread to go by "
                     f"({sides} of one run each, no record for this test or host); give it "
                     "more server starts (baselines refresh --servers N) or runs (--repeats)")
-        need = (f"a {self.target_pct:g}% change needs {self.starts_needed} starts a side"
-                if self.starts_needed is not None else
+        need = (f"a {self.target_pct:g}% change needs {self.starts_needed} starts a side in "
+                "an A/B" if self.starts_needed is not None else
                 f"no number of starts resolves {self.target_pct:g}% against its "
                 f"{self.threshold_pct:g}% floor")
         resolved = ("nothing" if math.isinf(self.resolves_pct)
-                    else f"a {self.resolves_pct / 100 + 1:.0f}x change"
-                    if self.resolves_pct >= 1000
+                    else "no change short of 10x" if self.resolves_pct >= 900
                     else f"{self.resolves_pct:.0f}%" if self.resolves_pct >= 20
                     else f"{self.resolves_pct:.1f}%")
         df = "inf" if math.isinf(self.noise_df) else f"{self.noise_df:g}"

@@ -119,8 +119,10 @@ def verdict_rows(judged: Iterable[tuple[str, Sequence[dict[str, Any]]]]) -> list
 
 
 def _finite(value: Any) -> Any:
-    """A resolving power of 'nothing' (inf) shows as a word, not a number."""
-    return "none" if isinstance(value, float) and math.isinf(value) else value
+    """A resolving power of 'nothing' (inf) or past 10x shows as words, not a number."""
+    if isinstance(value, float) and math.isinf(value):
+        return "none"
+    return ">10x" if isinstance(value, float) and value >= 900 else value
 
 
 def unresolved_lines(rows: Mapping[str, dict[str, Any]]) -> list[str]:
