@@ -47,6 +47,7 @@ def test_a_machine_in_line_with_its_record_changes_nothing() -> None:
     assert "in line with its record" in found.summary()
     nothing = assess({TEST: {"request_throughput": spread(2.0, 2)}}, {}, {})
     assert nothing.factor == 1.0 and "no record to compare" in nothing.comparisons[0].line()
+    assert nothing.summary().startswith("steadiness: no record to compare with")
 
 
 def test_a_check_from_another_day_or_machine_is_refused_in_one_line(tmp_path: Path) -> None:

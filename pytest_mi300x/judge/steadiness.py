@@ -73,6 +73,9 @@ class Steadiness:
     def summary(self) -> str:
         if not self.comparisons:
             return "steadiness: nothing measured"
+        if not any(c.record.df for c in self.comparisons):
+            return ("steadiness: no record to compare with (the probe has no baseline on this "
+                    "setup: pytest-mi300x baselines refresh makes one); nothing is widened")
         if self.factor > 1:
             return (f"steadiness: this machine is noisier than its record today (x"
                     f"{self.factor:.2f} start to start): every verdict widens its noise by it")
