@@ -76,8 +76,8 @@ def plan(args: argparse.Namespace) -> list[tuple[str, Path, str, str, str]]:
     again = f"{args.build} +label again"
     runs = [("aa", args.out / f"aa-{slug(t, 40)}-{i}", args.build, again, t)
             for i in range(args.aa_runs) for t in args.test]
-    runs += [("slow", args.out / f"slow-{slug(args.slow_test, 40)}-{i}", args.build, args.slow,
-              args.slow_test) for i in range(args.slow_runs) if args.slow]
+    runs += [("slow", args.out / f"{args.slow_name}-{slug(args.slow_test, 40)}-{i}",
+              args.build, args.slow, args.slow_test) for i in range(args.slow_runs) if args.slow]
     return runs
 
 
@@ -171,6 +171,8 @@ def main() -> int:
     parser.add_argument("--slow", default="", help="the slower build, as ab takes it")
     parser.add_argument("--slow-test", default="")
     parser.add_argument("--slow-runs", type=int, default=3)
+    parser.add_argument("--slow-name", default="slow",
+                        help="folder prefix of the slow runs (several slow builds, one --out)")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
