@@ -89,6 +89,38 @@ def load(folder: Path) -> Record | None:
     return Record(path, doc["meta"])
 
 
+class Replay:
+    """The recorded starts of one experiment handed out again, in the order the A/B asks for
+    them: the rule as it ships, decided look by look on the very starts that were measured."""
+
+    def __init__(self, record: Record) -> None:
+        self.starts = {(s.build, s.index): s for s in record.starts}
+
+    def __call__(self, build, index: int):  # noqa: ANN001
+        start = self.starts.get((build.name, index))
+        if start is None:
+            raise LookupError(f"{build.name} start {index} was not measured")
+        return start
+
+
+def replay(record: Record) -> tuple[int, int]:
+    """(exit code the shipped rule gives these starts, starts a side it used)."""
+    from pytest_mi300x.ab.builds import parse_build
+    from pytest_mi300x.ab.headtohead import HeadToHead
+
+    meta = record.meta
+    a, b = (parse_build(str(side["spec"])) for side in (meta["a"], meta["b"]))
+    looks = meta.get("looks") or [3, 6]
+    try:
+        outcome = HeadToHead(a, b, Replay(record), Record(None, {}), min_starts=looks[0],
+                             max_starts=looks[1], progress=lambda _: None).run()
+    except LookupError:
+        return -1, 0
+    rc = 1 if outcome.regressed or "B" in outcome.dropped.values() else \
+        3 if outcome.undecided else 0
+    return rc, outcome.looks
+
+
 def gate_groups(record: Record, test: str, kind: str) -> list[tuple[list, list]]:
     """Disjoint (three baseline starts, one candidate start) groups, in run order."""
     starts = [s for s in record.starts if test in s.tests and s.tests[test].reps]
@@ -126,7 +158,11 @@ def report(args: argparse.Namespace) -> None:
         ab_doc = json.loads(doc.read_text())
         c = rows.setdefault((kind, test), Counter())
         c["ab runs"] += 1
-        c[f"ab exit {ab_doc['exit']}"] += 1
+        rc = ab_doc["exit"]
+        if args.replay:
+            rc, looked = replay(record)
+            c["replayed starts"] += looked
+        c[f"ab exit {rc}"] += 1
         verdicts = next(iter(ab_doc["verdicts"].values()), [])
         for v in verdicts:
             if v["metric"] == "request_throughput":
@@ -175,6 +211,9 @@ def main() -> int:
                         help="folder prefix of the slow runs (several slow builds, one --out)")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--replay", action="store_true",
+                        help="judge each experiment's recorded starts again with the rule as "
+                             "it is now, look by look (the exits reported are the replay's)")
     args = parser.parse_args()
     if not args.report_only:
         for kind, folder, a, b, test in plan(args):
