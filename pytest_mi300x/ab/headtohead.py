@@ -72,7 +72,7 @@ def judge(record: Record, a: Build, b: Build, *, alpha: float = multiplicity.ALP
             out[test] = judge_all(reps_a, reps_b, baseline_starts=starts_a,
                                   candidate_starts=starts_b, floors=floors, noise=noise,
                                   records=records(test) if records else None, alpha=alpha,
-                                  alpha_same=alpha_same, detail=detail)
+                                  alpha_same=alpha_same, paired=True, detail=detail)
     return out
 
 

@@ -83,9 +83,13 @@ class Comparison:
 def compare(metric: str, baseline: Starts, candidate: Starts, *,
             threshold_pct: float = DEFAULT_THRESHOLD_PCT, noise_floor_pct: float = 0.0,
             record: SumSq | None = None, inflation: float = 1.0, pool_record: bool = False,
-            direction: str | None = None, gated: bool | None = None,
+            paired: bool = False, direction: str | None = None, gated: bool | None = None,
             note: str = "") -> Comparison:
-    """The numbers of one metric's comparison (see :func:`judge_starts`)."""
+    """The numbers of one metric's comparison (see :func:`judge_starts`).
+
+    ``paired``: the i-th baseline start ran next to the i-th candidate start (an A/B's ABBA
+    order), so the noise is measured on the pairs' differences: a slow drift of the machine,
+    which moves both starts of a pair alike, is left out of it."""
     direction = direction if direction is not None else METRIC_DIRECTIONS.get(metric)
     if direction not in ("higher", "lower"):
         raise ValueError(f"{metric}: direction must be 'higher' or 'lower', got {direction!r}")
@@ -104,10 +108,15 @@ def compare(metric: str, baseline: Starts, candidate: Starts, *,
     logs_b = [[math.log(v) for v in s] for s in base]
     logs_c = [[math.log(v) for v in s] for s in cand]
     centers_b, centers_c = start_logs(base), start_logs(cand)
-    fresh = sumsq_of([centers_b, centers_c])
+    fresh, source = sumsq_of([centers_b, centers_c]), f"the {len(base)}+{len(cand)} starts compared"
+    if paired and len(base) == len(baseline) == len(cand) == len(candidate) >= 2:
+        # A start value's spread from the pairs: Var(B - A) is twice it.
+        diffs = [c - b for b, c in zip(centers_b, centers_c, strict=True)]
+        mean = statistics.fmean(diffs)
+        fresh = SumSq(sum((d - mean) ** 2 for d in diffs) / 2, len(diffs) - 1)
+        source = f"the {len(diffs)} interleaved pairs compared"
     noise = estimate(fresh, record, noise_floor_pct, inflation=inflation,
-                     pool_record=pool_record,
-                     fresh_source=f"the {len(base)}+{len(cand)} starts compared")
+                     pool_record=pool_record, fresh_source=source)
     within = _within([*logs_b, *logs_c])
     if within is not None and noise is None:
         noise = within  # no start-to-start spread to go by: the runs' is the least it is

@@ -319,7 +319,7 @@ def judge_all(baseline_reps: Sequence[Mapping[str, float]],
               records: Mapping[str, SumSq] | None = None,
               alpha: float = multiplicity.ALPHA_TEST, inflation: float = 1.0,
               pool_record: bool = False, alpha_same: float = multiplicity.ALPHA_SAME,
-              detail: str = "") -> list[Verdict]:
+              paired: bool = False, detail: str = "") -> list[Verdict]:
     """Verdicts for every metric with a direction present on both sides: one test's family.
 
     ``*_starts`` name the server start of each repetition (all one start when empty);
@@ -329,7 +329,8 @@ def judge_all(baseline_reps: Sequence[Mapping[str, float]],
     step-down, the throughputs counting once; a metric that only warns is held to
     ``alpha`` on its own. ``detail`` says where ``alpha`` came from (in the reasons).
     ``pool_record``: the baseline's starts and the record are one body of evidence (the
-    gate), rather than today's starts refined by an older record (an A/B).
+    gate), rather than today's starts refined by an older record (an A/B). ``paired``: the
+    i-th start of each side ran next to each other (an A/B), and the noise is the pairs'.
     """
     floors, noise, records = floors or {}, noise or {}, records or {}
     b_starts = list(baseline_starts) or [0] * len(baseline_reps)
@@ -343,7 +344,7 @@ def judge_all(baseline_reps: Sequence[Mapping[str, float]],
                 _grouped(candidate_reps, c_starts, metric),
                 threshold_pct=floors.get(metric, DEFAULT_THRESHOLD_PCT),
                 noise_floor_pct=noise.get(metric, 0.0), record=records.get(metric),
-                inflation=inflation, pool_record=pool_record,
+                inflation=inflation, pool_record=pool_record, paired=paired,
                 **(ARRIVAL_BOUND if paced and metric in THROUGHPUTS else {}))
         for metric in _metrics_in(baseline_reps)
         if metric in in_candidate and metric in METRIC_DIRECTIONS
