@@ -290,3 +290,19 @@ def test_a_floor_past_what_a_throughput_can_lose_is_never_resolvable_and_never_c
     v = judge_starts(TPUT, starts(10.0, 10.1, 9.9), starts(9.0), threshold_pct=1000.0)
     assert math.isinf(v.resolves_pct) and v.starts_needed is None and not v.fails
     assert "no number of starts resolves" in v.resolution()
+
+
+def test_paired_starts_leave_a_drift_that_moves_both_sides_out_of_the_noise() -> None:
+    """An A/B's k-th A start ran next to its k-th B start: a machine slowing down over the
+    run moves both, and is not noise of the difference. Unpaired, the same figures are."""
+    from pytest_mi300x.judge.comparison import compare
+
+    drift = [100.0, 90.0, 80.0, 70.0, 60.0]
+    base = [[d * 1.00] for d in drift]
+    cand = [[d * 0.99 * (1.01 if k % 2 else 0.99)] for k, d in enumerate(drift)]
+    paired = compare("request_throughput", base, cand, paired=True)
+    unpaired = compare("request_throughput", base, cand)
+    assert paired.noise.df == 4 and unpaired.noise.df == 8
+    assert paired.noise.sd < 0.02 < 0.1 < unpaired.noise.sd
+    # Unequal sides cannot be paired: the unpaired estimate is used.
+    assert compare("request_throughput", base, cand[:4], paired=True).noise.df == 7
