@@ -103,8 +103,8 @@ class Replay:
         return start
 
 
-def replay(record: Record) -> tuple[int, int]:
-    """(exit code the shipped rule gives these starts, starts a side it used)."""
+def replay(record: Record):  # noqa: ANN201
+    """(exit code the shipped rule gives these starts, its outcome or None)."""
     from pytest_mi300x.ab.builds import parse_build
     from pytest_mi300x.ab.headtohead import HeadToHead
 
@@ -115,10 +115,10 @@ def replay(record: Record) -> tuple[int, int]:
         outcome = HeadToHead(a, b, Replay(record), Record(None, {}), min_starts=looks[0],
                              max_starts=looks[1], progress=lambda _: None).run()
     except LookupError:
-        return -1, 0
+        return -1, None
     rc = 1 if outcome.regressed or "B" in outcome.dropped.values() else \
         3 if outcome.undecided else 0
-    return rc, outcome.looks
+    return rc, outcome
 
 
 def gate_groups(record: Record, test: str, kind: str) -> list[tuple[list, list]]:
@@ -153,17 +153,19 @@ def report(args: argparse.Namespace) -> None:
     for kind, folder, _, _, test in plan(args):
         record = load(folder)
         doc = folder / "ab.json"
-        if record is None or not doc.exists():
-            continue
-        ab_doc = json.loads(doc.read_text())
+        if record is None or not (doc.exists() or args.replay):
+            continue  # an A/B still running, or cut short (--replay judges what it measured)
         c = rows.setdefault((kind, test), Counter())
-        c["ab runs"] += 1
-        rc = ab_doc["exit"]
         if args.replay:
-            rc, looked = replay(record)
-            c["replayed starts"] += looked
+            rc, outcome = replay(record)
+            if outcome is None:
+                continue
+            verdicts = [v.to_dict() for vs in outcome.verdicts.values() for v in vs]
+        else:
+            ab_doc = json.loads(doc.read_text())
+            rc, verdicts = ab_doc["exit"], next(iter(ab_doc["verdicts"].values()), [])
+        c["ab runs"] += 1
         c[f"ab exit {rc}"] += 1
-        verdicts = next(iter(ab_doc["verdicts"].values()), [])
         for v in verdicts:
             if v["metric"] == "request_throughput":
                 c["ab tput can gate"] += bool(v.get("can_gate"))

@@ -4,6 +4,7 @@ against a baseline of 3, the session's 5% split over its gated tests), fed by si
 server starts at given noise.
 
     python benchmarks/ab_sim.py [--trials 1000] [--noise BETWEEN:WITHIN ...] [--tests 26]
+        [--drift PCT] [--rule paired --rule unpaired]
 
 A start draws its own offset (start-to-start noise, CV `between`) and each of its runs a
 little more (`within`); a build 10% slower is 0.9x on throughput (1/0.9 on latency). Per
@@ -14,6 +15,11 @@ noise level it prints, for `ab` (3 to 6 starts a side) and for the gate:
 - 10%: the share of 10% slowdowns caught, and the share of tests that can gate (resolve a
   10% change at 95% power) with the starts they have;
 - exits: for `ab`, how many A/A runs ended "no change" (exit 0) and "undecided" (exit 3).
+
+`--drift` adds a machine that wanders while an `ab` runs: a random walk of that CV a start,
+shared by whichever build starts next (what the A/A runs on a shared 2-core machine show).
+`--rule unpaired` judges an `ab` on the two sides' starts as independent samples instead of
+on its interleaved pairs (the shipped rule), for a side-by-side comparison of the two.
 
 Goals (issue 18): at most 1% false failures per test and 5% per night, and 90% of 10%
 slowdowns caught wherever the test says it can gate.
@@ -26,7 +32,9 @@ import math
 import random
 import statistics
 import sys
+from collections.abc import Callable
 
+from pytest_mi300x.ab import headtohead
 from pytest_mi300x.ab.builds import parse_build
 from pytest_mi300x.ab.headtohead import HeadToHead
 from pytest_mi300x.ab.starts import Record, Runs, Start
@@ -42,8 +50,8 @@ class Simulated:
     """Starts of builds with known speeds (the same shape as the engine's noise)."""
 
     def __init__(self, speed: dict[str, float], rng: random.Random, between: float,
-                 within: float, runs: int, host_noise: float) -> None:
-        self.speed, self.rng = speed, rng
+                 within: float, runs: int, host_noise: float, drift: float = 0.0) -> None:
+        self.speed, self.rng, self.drift, self.level = speed, rng, drift, 0.0
         self.between, self.within, self.runs, self.host_noise = between, within, runs, host_noise
 
     def reps(self, speed: float, runs: int) -> list[dict[str, float]]:
@@ -58,9 +66,16 @@ class Simulated:
 
     def __call__(self, build, index: int) -> Start:  # noqa: ANN001
         noise = dict.fromkeys(FLOORS, self.host_noise) if self.host_noise else {}
+        self.level += self.rng.gauss(0, self.drift)  # the machine, whichever build runs
+        speed = self.speed[build.name] * math.exp(self.level)
         return Start(build.name, index, "sim", 0, 0.0,
-                     {TEST: Runs(self.reps(self.speed[build.name], self.runs), dict(FLOORS),
+                     {TEST: Runs(self.reps(speed, self.runs), dict(FLOORS),
                                  noise)})
+
+
+def unpaired(judge_all: Callable) -> Callable:
+    """``judge_all`` with ab's pairing turned off (ab passes ``paired=True``)."""
+    return lambda *args, **kw: judge_all(*args, **{**kw, "paired": False})
 
 
 def ab_trial(slowdown: float, rng: random.Random, args: argparse.Namespace, between: float,
@@ -68,7 +83,7 @@ def ab_trial(slowdown: float, rng: random.Random, args: argparse.Namespace, betw
     """(alarm, undecided, can gate at the end, starts a side)."""
     a, b = parse_build("a==1"), parse_build("a==1 +label b")
     runner = Simulated({a.name: 1.0, b.name: 1.0 - slowdown}, rng, between, within,
-                       args.runs, args.host_noise)
+                       args.runs, args.host_noise, args.drift / 100)
     outcome = HeadToHead(a, b, runner, Record(None, {}), min_starts=args.starts,
                          max_starts=args.max_starts, progress=lambda _: None).run()
     tput = next(v for v in outcome.verdicts[TEST] if v.metric == "request_throughput")
@@ -105,18 +120,26 @@ def main() -> int:
                         help="the host's recorded start-to-start noise, percent (0: none)")
     parser.add_argument("--noise", action="append", default=[], metavar="BETWEEN:WITHIN",
                         help="CVs in percent (default: 1:2 2:2 5:3 15:8)")
+    parser.add_argument("--drift", type=float, default=0.0,
+                        help="the machine's random walk during an ab, CV percent a start")
+    parser.add_argument("--rule", action="append", choices=("paired", "unpaired"),
+                        default=[], help="how ab judges its starts (default: paired, shipped)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
+    shipped = headtohead.judge_all
     levels = [tuple(float(x) / 100 for x in n.split(":")) for n in args.noise] or \
         [(0.01, 0.02), (0.02, 0.02), (0.05, 0.03), (0.15, 0.08)]
     rng = random.Random(args.seed)
     print(f"{args.trials} trials per cell; ab: {args.starts} to {args.max_starts} starts a "
           f"side; gate: 1 start against {args.baseline_starts}, {args.tests} tests a night; "
-          f"{args.runs} runs a start; host record {args.host_noise or 'none'}%")
-    print(f"{'between':>7} {'within':>6} | {'ab A/A':>7} {'exit 0':>6} {'exit 3':>6} "
+          f"{args.runs} runs a start; host record {args.host_noise or 'none'}%; "
+          f"drift {args.drift}% a start")
+    print(f"{'rule':>8} {'between':>7} {'within':>6} | {'ab A/A':>7} {'exit 0':>6} {'exit 3':>6} "
           f"{'10% caught':>10} {'can gate':>8} {'starts':>6} | {'gate A/A':>8} "
           f"{'per night':>9} {'10% caught':>10} {'can gate':>8} {'caught|can':>10}")
-    for between, within in levels:
+    for rule, (between, within) in ((r, lv) for lv in levels for r in args.rule or ["paired"]):
+        # ab's shipped judge pairs the k-th starts; "unpaired" is the same rule without it.
+        headtohead.judge_all = shipped if rule == "paired" else unpaired(shipped)
         aa = [ab_trial(0.0, rng, args, between, within) for _ in range(args.trials)]
         ab = [ab_trial(0.10, rng, args, between, within) for _ in range(args.trials)]
         g_aa = [gate_trial(0.0, rng, args, between, within) for _ in range(args.trials)]
@@ -124,7 +147,7 @@ def main() -> int:
         share = statistics.fmean
         per_test = share(f for f, _ in g_aa)
         caught_can = [f for f, can in g_ab if can]
-        print(f"{between:>7.1%} {within:>6.1%} | {share(r[0] for r in aa):>7.2%} "
+        print(f"{rule:>8} {between:>7.1%} {within:>6.1%} | {share(r[0] for r in aa):>7.2%} "
               f"{share(not r[0] and not r[1] for r in aa):>6.1%} "
               f"{share(r[1] for r in aa):>6.1%} {share(r[0] for r in ab):>10.1%} "
               f"{share(r[2] for r in ab):>8.1%} {share(r[3] for r in ab):>6.2f} | "

@@ -98,12 +98,31 @@ def out_folder(args: argparse.Namespace, kind: str, key: object) -> Path:
     return Path(RESULTS_DIRNAME) / f"{kind}-{digest}"
 
 
+def open_record(args: argparse.Namespace, kind: str, meta: dict[str, Any], prog: str,
+                headline: str) -> tuple[Path, Any] | None:
+    """The run's folder and its record of starts (an earlier run's, to continue), with the
+    headline printed; None (said on stderr) when the record cannot be read."""
+    from pytest_mi300x.ab.starts import Record
+    from pytest_mi300x.results.files import ReadError
+
+    out = out_folder(args, kind, meta)
+    try:
+        record = Record(out / "starts.json", meta)
+    except ReadError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return None
+    print(f"{headline}; starts in {out}"
+          + (f" ({len(record.starts)} recorded, continuing)" if record.starts else ""),
+          flush=True)
+    return out, record
+
+
 def ab(argv: list[str]) -> int:
     from pytest_mi300x.ab.builds import BuildError, parse_build
     from pytest_mi300x.ab.headtohead import HeadToHead, StartFailed, table
     from pytest_mi300x.ab.noiselog import NoiseLog
-    from pytest_mi300x.ab.starts import Record, SessionRunner
-    from pytest_mi300x.results.files import ReadError, write_json_atomic
+    from pytest_mi300x.ab.starts import SessionRunner
+    from pytest_mi300x.results.files import write_json_atomic
 
     args, selection = split_args(argv, ab_parser())
     try:
@@ -118,15 +137,11 @@ def ab(argv: list[str]) -> int:
         return EXIT_BAD_INPUT
     meta = {"a": a.describe(), "b": b.describe(), "selection": selection,
             "repeats": args.repeats, "looks": [args.starts, args.max_starts]}
-    out = out_folder(args, "ab", meta)
-    try:
-        record = Record(out / "starts.json", meta)
-    except ReadError as exc:
-        print(f"pytest-mi300x ab: {exc}", file=sys.stderr)
+    opened = open_record(args, "ab", meta, "pytest-mi300x ab",
+                         f"A/B of {a.name} (A) and {b.name} (B) on {' '.join(selection)}")
+    if opened is None:
         return EXIT_BAD_INPUT
-    print(f"A/B of {a.name} (A) and {b.name} (B) on {' '.join(selection)}; starts in {out}"
-          + (f" ({len(record.starts)} recorded, continuing)" if record.starts else ""),
-          flush=True)
+    out, record = opened
     started = time.monotonic()
     noise = NoiseLog(record, args.baselines_dir)
     runner = SessionRunner(selection, out, repeats=args.repeats,
@@ -195,21 +210,15 @@ def run_bisect(args: argparse.Namespace, prog: str, kind: str, builds: list[Any]
     one), each start a pytest session, the tests' noise records; an exit code on failure."""
     from pytest_mi300x.ab.bisect import Bisect, ReferenceFailed
     from pytest_mi300x.ab.noiselog import NoiseLog
-    from pytest_mi300x.ab.starts import Record, SessionRunner
-    from pytest_mi300x.results.files import ReadError
+    from pytest_mi300x.ab.starts import SessionRunner
 
     meta = {"builds": [x.describe() for x in builds], "good": g, "bad": b,
             "selection": selection, "repeats": args.repeats,
             "looks": [args.starts, args.max_starts]}
-    out = out_folder(args, kind, meta)
-    try:
-        record = Record(out / "starts.json", meta)
-    except ReadError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
+    opened = open_record(args, kind, meta, prog, headline)
+    if opened is None:
         return EXIT_BAD_INPUT
-    print(f"{headline}; starts in {out}"
-          + (f" ({len(record.starts)} recorded, continuing)" if record.starts else ""),
-          flush=True)
+    out, record = opened
     noise = NoiseLog(record, args.baselines_dir)
     runner = SessionRunner(selection, out, repeats=args.repeats,
                            progress=lambda line: print(line, flush=True))
