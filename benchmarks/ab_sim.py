@@ -18,6 +18,8 @@ noise level it prints, for `ab` (3 to 6 starts a side) and for the gate:
 
 `--drift` adds a machine that wanders while an `ab` runs: a random walk of that CV a start,
 shared by whichever build starts next (what the A/A runs on a shared 2-core machine show).
+`--stalls 10:25` makes one start in ten 25% slower for its whole life (the heavy tail real
+starts on shared machines show, which a normal model of the noise leaves out).
 `--rule unpaired` judges an `ab` on the two sides' starts as independent samples instead of
 on its interleaved pairs (the shipped rule), for a side-by-side comparison of the two.
 
@@ -50,13 +52,17 @@ class Simulated:
     """Starts of builds with known speeds (the same shape as the engine's noise)."""
 
     def __init__(self, speed: dict[str, float], rng: random.Random, between: float,
-                 within: float, runs: int, host_noise: float, drift: float = 0.0) -> None:
+                 within: float, runs: int, host_noise: float, drift: float = 0.0,
+                 stalls: tuple[float, float] = (0.0, 0.0)) -> None:
         self.speed, self.rng, self.drift, self.level = speed, rng, drift, 0.0
+        self.stalls = stalls
         self.between, self.within, self.runs, self.host_noise = between, within, runs, host_noise
 
     def reps(self, speed: float, runs: int) -> list[dict[str, float]]:
         # TTFT and TPOT move with throughput but carry noise of their own.
         offset = [self.rng.gauss(0, self.between) for _ in range(3)]
+        if self.rng.random() < self.stalls[0]:  # a start that lives its life slowed down
+            offset = [o + math.log(1 - self.stalls[1]) for o in offset]
         out = []
         for _ in range(runs):
             f = [speed * math.exp(o + self.rng.gauss(0, self.within)) for o in offset]
@@ -73,6 +79,11 @@ class Simulated:
                                  noise)})
 
 
+def stalls(args: argparse.Namespace) -> tuple[float, float]:
+    share, slower = (float(x) / 100 for x in args.stalls.split(":"))
+    return share, slower
+
+
 def unpaired(judge_all: Callable) -> Callable:
     """``judge_all`` with ab's pairing turned off (ab passes ``paired=True``)."""
     return lambda *args, **kw: judge_all(*args, **{**kw, "paired": False})
@@ -83,7 +94,7 @@ def ab_trial(slowdown: float, rng: random.Random, args: argparse.Namespace, betw
     """(alarm, undecided, can gate at the end, starts a side)."""
     a, b = parse_build("a==1"), parse_build("a==1 +label b")
     runner = Simulated({a.name: 1.0, b.name: 1.0 - slowdown}, rng, between, within,
-                       args.runs, args.host_noise, args.drift / 100)
+                       args.runs, args.host_noise, args.drift / 100, stalls(args))
     outcome = HeadToHead(a, b, runner, Record(None, {}), min_starts=args.starts,
                          max_starts=args.max_starts, progress=lambda _: None).run()
     tput = next(v for v in outcome.verdicts[TEST] if v.metric == "request_throughput")
@@ -94,7 +105,7 @@ def gate_trial(slowdown: float, rng: random.Random, args: argparse.Namespace, be
                within: float) -> tuple[bool, bool]:
     """(the test failed, its throughput can gate) for one nightly start against a baseline
     of ``--baseline-starts`` starts of 5 runs."""
-    sim = Simulated({}, rng, between, within, args.runs, args.host_noise)
+    sim = Simulated({}, rng, between, within, args.runs, args.host_noise, 0.0, stalls(args))
     base, servers = [], []
     for start in range(args.baseline_starts):
         reps = sim.reps(1.0, 5)
@@ -122,6 +133,9 @@ def main() -> int:
                         help="CVs in percent (default: 1:2 2:2 5:3 15:8)")
     parser.add_argument("--drift", type=float, default=0.0,
                         help="the machine's random walk during an ab, CV percent a start")
+    parser.add_argument("--stalls", default="0:0", metavar="SHARE:SLOWER",
+                        help="percent of starts that run slower all their life, and by how "
+                             "much (heavy tails, as shared machines show: e.g. 10:25)")
     parser.add_argument("--rule", action="append", choices=("paired", "unpaired"),
                         default=[], help="how ab judges its starts (default: paired, shipped)")
     parser.add_argument("--seed", type=int, default=1)
@@ -133,7 +147,7 @@ def main() -> int:
     print(f"{args.trials} trials per cell; ab: {args.starts} to {args.max_starts} starts a "
           f"side; gate: 1 start against {args.baseline_starts}, {args.tests} tests a night; "
           f"{args.runs} runs a start; host record {args.host_noise or 'none'}%; "
-          f"drift {args.drift}% a start")
+          f"drift {args.drift}% a start; stalls {args.stalls}")
     print(f"{'rule':>8} {'between':>7} {'within':>6} | {'ab A/A':>7} {'exit 0':>6} {'exit 3':>6} "
           f"{'10% caught':>10} {'can gate':>8} {'starts':>6} | {'gate A/A':>8} "
           f"{'per night':>9} {'10% caught':>10} {'can gate':>8} {'caught|can':>10}")
