@@ -304,5 +304,21 @@ def test_paired_starts_leave_a_drift_that_moves_both_sides_out_of_the_noise() ->
     unpaired = compare("request_throughput", base, cand)
     assert paired.noise.df == 4 and unpaired.noise.df == 8
     assert paired.noise.sd < 0.02 < 0.1 < unpaired.noise.sd
+    # Starts a side a 10% change needs count the pairs' own degrees of freedom only: never
+    # fewer than these 5 pairs when these 5 cannot resolve it.
+    from pytest_mi300x.judge.verdict import judge_all
+
+    (v,) = [v for v in judge_all([{"request_throughput": x[0]} for x in base],
+                                 [{"request_throughput": x[0]} for x in cand],
+                                 baseline_starts=range(5), candidate_starts=range(5),
+                                 paired=True) if v.metric == "request_throughput"]
+    assert v.noise_df == 4 and "interleaved pairs" in v.noise_source
+    # Two pairs, one degree of freedom: steady starts, yet they cannot resolve 10%, and the
+    # starts a 10% change needs are more than the two they have.
+    (v,) = [v for v in judge_all([{"request_throughput": x} for x in (100.0, 101.0)],
+                                 [{"request_throughput": x} for x in (99.0, 101.5)],
+                                 baseline_starts=[0, 1], candidate_starts=[0, 1],
+                                 paired=True) if v.metric == "request_throughput"]
+    assert v.noise_df == 1 and not v.can_gate and v.starts_needed > 2
     # Unequal sides cannot be paired: the unpaired estimate is used.
     assert compare("request_throughput", base, cand[:4], paired=True).noise.df == 7

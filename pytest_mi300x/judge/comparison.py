@@ -59,6 +59,8 @@ class Comparison:
     noise: Spread | None = None
     problem: str = ""
     note: str = ""
+    paired: bool = False
+    """The noise is the interleaved pairs' differences (an A/B's), not the sides' spread."""
 
     @property
     def se(self) -> float:
@@ -109,12 +111,14 @@ def compare(metric: str, baseline: Starts, candidate: Starts, *,
     logs_c = [[math.log(v) for v in s] for s in cand]
     centers_b, centers_c = start_logs(base), start_logs(cand)
     fresh, source = sumsq_of([centers_b, centers_c]), f"the {len(base)}+{len(cand)} starts compared"
+    pairs = False
     if paired and len(base) == len(baseline) == len(cand) == len(candidate) >= 2:
         # A start value's spread from the pairs: Var(B - A) is twice it.
         diffs = [c - b for b, c in zip(centers_b, centers_c, strict=True)]
         mean = statistics.fmean(diffs)
         fresh = SumSq(sum((d - mean) ** 2 for d in diffs) / 2, len(diffs) - 1)
         source = f"the {len(diffs)} interleaved pairs compared"
+        pairs = True
     noise = estimate(fresh, record, noise_floor_pct, inflation=inflation,
                      pool_record=pool_record, fresh_source=source)
     within = _within([*logs_b, *logs_c])
@@ -127,6 +131,7 @@ def compare(metric: str, baseline: Starts, candidate: Starts, *,
                                             "within starts")
     return replace(plain, starts_b=tuple(math.exp(c) for c in centers_b),
                    starts_c=tuple(math.exp(c) for c in centers_c),
-                   diff=statistics.fmean(centers_c) - statistics.fmean(centers_b), noise=noise)
+                   diff=statistics.fmean(centers_c) - statistics.fmean(centers_b), noise=noise,
+                   paired=pairs and not pool_record)
 
 

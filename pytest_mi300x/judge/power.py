@@ -65,15 +65,17 @@ def resolves(sd: float, df: float, n_a: float, n_b: float, alpha: float,
 
 
 def starts_needed(sd: float, df: float, alpha: float, floor_pct: float, target_pct: float,
-                  direction: str) -> int | None:
+                  direction: str, paired: bool = False) -> int | None:
     """Starts a side (balanced, as ``ab`` runs them) for ``target_pct`` to be caught at
     ``POWER``; None when no number of starts does it (the target is within the floor).
-    More starts bring more degrees of freedom: the spread's own plus theirs."""
+    More starts bring more degrees of freedom: the spread's own plus theirs; ``paired``
+    (the spread is that of an A/B's own interleaved pairs), n pairs' n-1 alone."""
     if target_pct <= floor_pct or math.isinf(worse_log(target_pct, direction)):
         return None
 
     def enough(n: int) -> bool:
-        return resolves(sd, df + 2 * (n - 1), n, n, alpha, floor_pct, direction) <= target_pct
+        dof = n - 1 if paired else df + 2 * (n - 1)
+        return resolves(sd, dof, n, n, alpha, floor_pct, direction) <= target_pct
 
     if sd <= 0 or enough(2):
         return 2

@@ -238,7 +238,8 @@ def decide(c: Comparison, alpha: float, alpha_better: float | None = None, *,
     p_worse, p_better = c.p("worse"), c.p("better")
     resolves = power.resolves(c.noise.sd, df, len(c.starts_b), len(c.starts_c), alpha, tau,
                               c.direction)
-    needed = power.starts_needed(c.noise.sd, df, alpha, tau, base.target_pct, c.direction)
+    needed = power.starts_needed(c.noise.sd, df, alpha, tau, base.target_pct, c.direction,
+                                 paired=c.paired)
     numbers = replace(base, change_pct=change, interval_pct=interval, noise_pct=c.noise.pct,
                       noise_df=df, noise_source=c.noise.source, p_worse=p_worse,
                       resolves_pct=resolves, starts_needed=needed)
