@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_mi300x.ab.headtohead import Outcome
 from pytest_mi300x.ab.starts import Runs, Start
 from pytest_mi300x.judge.baselines import BaselineError, BaselineStore
 from pytest_mi300x.judge.gate import Gate, GateOutcome
@@ -140,3 +141,29 @@ def headline(verdicts: list[Verdict]) -> tuple[float, float, bool]:
     for v in gated:
         families[family_of(v.metric)] = families.get(family_of(v.metric), False) or v.can_gate
     return best.change_pct, best.resolves_pct, any(families.values())
+
+
+def confirmation(outcome: Outcome, test: str) -> tuple[str, str]:
+    """What head to head says of ``test``: confirmed, no regression, undecided, broken."""
+    side = outcome.dropped.get(test)
+    if side == "B":
+        return "broken", "tonight's build measured nothing on it head to head"
+    verdicts = outcome.verdicts.get(test, [])
+    failing = [v for v in verdicts if v.fails]
+    if failing:
+        worst = max(failing, key=lambda v: abs(v.change_pct))
+        return "confirmed", (f"{worst.metric} {worst.change_pct:+.1f}% head to head "
+                             f"({len(worst.baseline_starts)}+{len(worst.candidate_starts)} "
+                             "starts)")
+    gated = [v for v in verdicts if v.gated]
+    _, resolves, can = headline(verdicts)
+    if gated and (all(v.decided for v in gated) or can):
+        return "no regression", (f"no regression head to head, resolving "
+                                 f"{_pct(resolves)}")
+    left = [v for v in gated if not v.decided]
+    why = left[0].resolution() if left else "nothing compared"
+    return "undecided", f"undecided head to head: {why}"
+
+
+def _pct(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.1f}%"

