@@ -130,8 +130,7 @@ class Night:
         self.rec.adopted = True
         self.rec.notes += rolling.promote(self.store, rec.of(self.tonight), self.rec.id,
                                           s.window)
-        self.rec.notes += NoiseLog(rec, self.hs.baselines_dir).learn(
-            self.tonight, source=f"night {self.rec.id} (adopted)")
+        # Its starts are the baseline itself: a noise entry would count them twice.
         rolling.snapshot(self.hs.baselines_dir, self.hs.anchors_dir, self.rec.id,
                          s.anchor_nights)
         run = NightRun(self.rec)
@@ -184,6 +183,12 @@ class Night:
         else:
             status = "green"
         head = self._headline(run, status)
+        if self._h2h is not None and "h2h" not in self.rec.learned:
+            # Tonight's starts of a green night join its baseline: learned there, not twice.
+            learn = (ref,) if status == "green" else (ref, tonight)
+            self.rec.notes += NoiseLog(self._h2h, self.hs.baselines_dir).learn(
+                *learn, source=f"night {self.rec.id} head to head")
+            self.rec.learned.append("h2h")
         if status == "green":
             self._promote(gate, run)
         elif status == "red":
@@ -256,10 +261,6 @@ class Night:
         run.tables += ["head to head (reference A, tonight B):", *table(outcome.verdicts)]
         write_text_atomic(self.dir / "h2h" / "h2h.md", "```\n" + "\n".join(run.tables)
                           + "\n```\n")
-        if "h2h" not in self.rec.learned:
-            self.rec.notes += noise.learn(ref, tonight, source=f"night {self.rec.id} head to "
-                                                                "head")
-            self.rec.learned.append("h2h")
 
     def _promote(self, gate: Record, run: NightRun) -> None:
         starts = [*gate.of(self.tonight)]
