@@ -284,3 +284,19 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     missing = Options(state=tmp_path / "state", stream=f"file:{tmp_path / 'none.txt'}")
     assert command.night(missing, runners=NightStarts({}), host_check=OK["ok"]) == 2
     assert "cannot be read" in capsys.readouterr().err
+
+
+def test_a_gpu_hosts_dry_run_shows_its_commands_where_the_registry_is_out_of_reach(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    opts = Options(host="mi300x-01", state=tmp_path / "state", dry_run=True,
+                   stream=f"commits:{(tmp_path / 'no-repo').as_uri()}@main")
+    assert command.night(opts) == 0
+    captured = capsys.readouterr()
+    assert "the stream cannot be resolved here" in captured.err
+    assert "host check: docker pull" in captured.out and "culprit: defer" in captured.out
+    adopt = [line for line in captured.out.splitlines() if line.startswith("adopt: ")]
+    assert len(adopt) == 5 and all("--gpu-host=mi300x-01" in line for line in adopt)
+    assert not State(tmp_path / "state").host("mi300x-01").nights()
+    # A spec that is not a stream is still refused, dry run or not.
+    bad = Options(host="mi300x-01", state=tmp_path / "state", dry_run=True, stream="git:x")
+    assert command.night(bad) == 2
