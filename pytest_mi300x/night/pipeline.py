@@ -293,7 +293,7 @@ class Night:
         g, b = (names.index(n) if n in names else -1 for n in (rec.reference.name,
                                                                 rec.tonight.name))
         refs = known[g:b + 1] if 0 <= g < b else [rec.reference, rec.tonight]
-        found = search.open_search(hs, rec.id, refs, red)
+        found = search.open_search(hs, rec.id, refs, red, s.options)
         rec.culprit, run.search = found.id, found
         hs.save_night(rec)
         if s.culprit != "inline":

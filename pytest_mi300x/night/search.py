@@ -45,6 +45,8 @@ class SearchRecord:
     created: str = ""
     updated: str = ""
     starts: int = 0
+    options: list[str] = field(default_factory=list)
+    """The night's pytest options (host, repeats...): a deferred search runs as it did."""
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "schema": SCHEMA}
@@ -99,15 +101,15 @@ def covering(hs: HostState, good: str, tests: list[str]) -> SearchRecord | None:
     return None
 
 
-def open_search(hs: HostState, night: str, builds: list[BuildRef], tests: list[str]
-                ) -> SearchRecord:
+def open_search(hs: HostState, night: str, builds: list[BuildRef], tests: list[str],
+                options: list[str] | None = None) -> SearchRecord:
     """A pending search over ``builds`` (good first, bad last) on ``tests``."""
     search_id = slug(f"{builds[0].name}..{builds[-1].name}", 80)
     existing = folder(hs, search_id) / "culprit.json"
     if existing.exists():
         return next(s for s in searches(hs) if s.id == search_id)
     rec = SearchRecord(search_id, hs.host, night, sorted(tests), builds[0], builds[-1],
-                       list(builds), created=now())
+                       list(builds), created=now(), options=list(options or []))
     save(hs, rec)
     return rec
 
@@ -169,7 +171,7 @@ def run_search(hs: HostState, rec: SearchRecord, builds: list[Build], settings: 
                           "head carried over")
     rec.status = "running"
     save(hs, rec)
-    runner = settings.runner([*rec.tests, *settings.options], where)
+    runner = settings.runner([*rec.tests, *(rec.options or settings.options)], where)
 
     def counted(build: Build, index: int) -> Start:
         start = runner(build, index)
