@@ -100,6 +100,10 @@ def main() -> int:
                      f"{args.builds} holds {len(lines)}")
     args.out.mkdir(parents=True, exist_ok=True)
     args.repo = args.repo.resolve()
+    # The commit as the source repository names it (a worktree's HEAD is not the clone's).
+    args.commit = subprocess.run(["git", "-C", str(args.repo), "rev-parse", args.commit],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+    print(f"each night clones {args.repo} at {args.commit}", flush=True)
     said: list[str] = []
     for host in args.host or ["cpu"]:
         arrived = 0
