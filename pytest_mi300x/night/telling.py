@@ -89,9 +89,18 @@ def error_lines(run: NightRun) -> list[str]:
         culprit = f"; {run.search.line()}" if run.search is not None else ""
         message = (f"{test} on {n.host}: {t.get('why', '')} ({n.tonight.name} against "
                    f"{n.reference.name if n.reference else '-'}){culprit}")
-        out.append(f"::error title=performance regression on {n.host}::"
-                   + message.replace("\n", " ").replace("::", ": "))
+        out.append(f"::error title={_property(f'performance regression on {n.host}')}::"
+                   + _data(message))
     return out
+
+
+def _data(text: str) -> str:
+    """A workflow command's message, escaped as the Actions toolkit does."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _property(text: str) -> str:
+    return _data(text).replace(":", "%3A").replace(",", "%2C")
 
 
 def write_outputs(status: str, summary_text: str, summary_file: str | None) -> None:
