@@ -301,3 +301,25 @@ def test_a_gpu_hosts_dry_run_shows_its_commands_where_the_registry_is_out_of_rea
     # A spec that is not a stream is still refused, dry run or not.
     bad = Options(host="mi300x-01", state=tmp_path / "state", dry_run=True, stream="git:x")
     assert command.night(bad) == 2
+
+
+def test_the_night_estimate_uses_the_recorded_start_times_and_says_when_to_shard(
+        tmp_path: Path) -> None:
+    from pytest_mi300x.night import estimate
+
+    night(tmp_path, builds(tmp_path, "a"), NightStarts({"a": 1.0}))
+    timings = host(tmp_path).timings()
+    assert len(timings) == 5 and {t["phase"] for t in timings} == {"adopt"}
+    recorded = estimate.start_cost(2, 2, timings, has_gpus=False)
+    assert "5 recorded start(s)" in recorded.source and recorded.seconds == pytest.approx(1.0)
+    gpu = estimate.start_cost(23, 38, [], has_gpus=True)
+    assert gpu.seconds == 23 * estimate.GPU_SERVER_S + 38 * estimate.GPU_TEST_S
+    assert "estimated" in gpu.source
+    probe = estimate.start_cost(1, 1, [], has_gpus=True)
+    said = estimate.lines("mi300x-01", gpu, probe, steadiness_starts=2, gate_starts=1,
+                          adopt_starts=5, budget_starts=10, deadline_min=480, culprit="defer")
+    assert any("does not fit" in x for x in said)
+    assert any("shard the suite over 3 hosts" in x for x in said)
+    cpu = estimate.lines("cpu", recorded, recorded, steadiness_starts=2, gate_starts=2,
+                         adopt_starts=5, budget_starts=10, deadline_min=480, culprit="inline")
+    assert any("the worst case fits" in x for x in cpu) and not any("shard" in x for x in cpu)
