@@ -128,8 +128,10 @@ class Night:
                      "adopt", infra_if_nothing="the host's first build measured nothing, "
                                                "so nothing was adopted")
         self.rec.adopted = True
-        self.rec.notes += rolling.promote(self.store, rec.of(self.tonight), self.rec.id,
-                                          s.window)
+        if "promoted" not in self.rec.learned:  # not twice when a cut-short night resumes
+            self.rec.notes += rolling.promote(self.store, rec.of(self.tonight), self.rec.id,
+                                              s.window)
+            self.rec.learned.append("promoted")
         # Its starts are the baseline itself: a noise entry would count them twice.
         rolling.snapshot(self.hs.baselines_dir, self.hs.anchors_dir, self.rec.id,
                          s.anchor_nights)
@@ -182,17 +184,18 @@ class Night:
             status = "undecided"
         else:
             status = "green"
-        head = self._headline(run, status)
+        head = headline_of(run, status)
         if self._h2h is not None and "h2h" not in self.rec.learned:
             # Tonight's starts of a green night join its baseline: learned there, not twice.
             learn = (ref,) if status == "green" else (ref, tonight)
             self.rec.notes += NoiseLog(self._h2h, self.hs.baselines_dir).learn(
                 *learn, source=f"night {self.rec.id} head to head")
             self.rec.learned.append("h2h")
-        if status == "green":
+        if status == "green" and "promoted" not in self.rec.learned:
             self._promote(gate, run)
+            self.rec.learned.append("promoted")
         elif status == "red":
-            self._culprit(run)
+            start_culprit(self, run)
         return self._end(run, status, head)
 
     # -- phases ---------------------------------------------------------------------
@@ -271,46 +274,6 @@ class Night:
                          self.settings.anchor_nights)
         self.rec.notes += rolling.drift_lines(self.hs.anchors_dir, self.hs.baselines_dir)
 
-    def _culprit(self, run: NightRun) -> None:
-        s, rec, hs = self.settings, self.rec, self.hs
-        red = sorted(t for t, o in run.outcomes.items() if o.head_to_head == "confirmed")
-        if not red:
-            rec.notes.append("no culprit search: tonight's build measured nothing where the "
-                             "reference did (a search needs a measured regression; its "
-                             "starts' pytest.log say why)")
-            return
-        if s.culprit == "off" or rec.reference is None:
-            return
-        found = search.covering(hs, rec.reference.name, red)
-        if found is not None:
-            rec.culprit, run.search = found.id, found
-            rec.notes.append(f"still red on {', '.join(sorted(set(found.tests) & set(red)))}"
-                             f" since the last green build: {found.line()}; not searched "
-                             "again")
-            return
-        known = hs.known_builds()
-        names = [b.name for b in known]
-        g, b = (names.index(n) if n in names else -1 for n in (rec.reference.name,
-                                                                rec.tonight.name))
-        refs = known[g:b + 1] if 0 <= g < b else [rec.reference, rec.tonight]
-        found = search.open_search(hs, rec.id, refs, red, s.options)
-        rec.culprit, run.search = found.id, found
-        hs.save_night(rec)
-        if s.culprit != "inline":
-            return
-        self.budget.limit = None
-        settings = search.SearchSettings(
-            runner=lambda sel, where: self.budget.wrap(self.runners(sel, where, [])),
-            options=s.options, alpha_session=s.alpha_session, min_starts=s.min_starts,
-            max_starts=s.max_starts, records_dir=hs.baselines_dir, progress=self.progress)
-        h2h = self._h2h.starts if self._h2h is not None else []
-        try:
-            run.search = search.run_search(hs, found, search.builds_for(found, self.builds),
-                                           settings, h2h)
-        except BudgetSpent as exc:
-            rec.notes.append(f"culprit search paused ({exc}); `pytest-mi300x night culprit` "
-                             "continues it")
-
     # -- helpers --------------------------------------------------------------------
     def _record(self, phase: str, extra: dict[str, object] | None = None) -> Record:
         ref = self.reference.name if self.reference else None
@@ -361,17 +324,6 @@ class Night:
             if not measured:
                 return  # tonight's build measures nothing: its tests are broken
 
-    def _headline(self, run: NightRun, status: str) -> str:
-        by = {k: [t for t, o in run.outcomes.items() if o.outcome == k]
-              for k in ("red", "undecided", "pass")}
-        gated = sum(1 for o in run.outcomes.values() if o.can_gate)
-        parts = [f"{len(by['pass'])} pass", f"{len(by['red'])} red",
-                 f"{len(by['undecided'])} undecided"]
-        words = {"green": "no regression", "red": "confirmed regression",
-                 "undecided": "not every test could be decided"}[status]
-        return (f"{words}: {', '.join(parts)} of {len(run.outcomes)} test(s); {gated} could "
-                f"gate")
-
     def _end(self, run: NightRun, status: str, head: str) -> NightRun:
         rec = self.rec
         rec.status, rec.exit, rec.headline = status, EXIT[status], head
@@ -380,3 +332,58 @@ class Night:
         rec.ended = now()
         self.hs.save_night(rec)
         return run
+
+
+def start_culprit(night: Night, run: NightRun) -> None:
+    """A confirmed regression's culprit search: said again where one already covers it,
+    else opened, and run now when the night runs it inline."""
+    s, rec, hs = night.settings, night.rec, night.hs
+    red = sorted(t for t, o in run.outcomes.items() if o.head_to_head == "confirmed")
+    if not red:
+        rec.notes.append("no culprit search: tonight's build measured nothing where the "
+                         "reference did (a search needs a measured regression; its "
+                         "starts' pytest.log say why)")
+        return
+    if s.culprit == "off" or rec.reference is None:
+        return
+    found = search.covering(hs, rec.reference.name, red)
+    if found is not None:
+        rec.culprit, run.search = found.id, found
+        rec.notes.append(f"still red on {', '.join(sorted(set(found.tests) & set(red)))}"
+                         f" since the last green build: {found.line()}; not searched "
+                         "again")
+        return
+    known = hs.known_builds()
+    names = [b.name for b in known]
+    g, b = (names.index(n) if n in names else -1 for n in (rec.reference.name,
+                                                            rec.tonight.name))
+    refs = known[g:b + 1] if 0 <= g < b else [rec.reference, rec.tonight]
+    found = search.open_search(hs, rec.id, refs, red, s.options)
+    rec.culprit, run.search = found.id, found
+    hs.save_night(rec)
+    if s.culprit != "inline":
+        return
+    night.budget.limit = None
+    settings = search.SearchSettings(
+        runner=lambda sel, where: night.budget.wrap(night.runners(sel, where, [])),
+        options=s.options, alpha_session=s.alpha_session, min_starts=s.min_starts,
+        max_starts=s.max_starts, records_dir=hs.baselines_dir, progress=night.progress)
+    h2h = night._h2h.starts if night._h2h is not None else []
+    try:
+        run.search = search.run_search(hs, found, search.builds_for(found, night.builds),
+                                       settings, h2h)
+    except BudgetSpent as exc:
+        rec.notes.append(f"culprit search paused ({exc}); `pytest-mi300x night culprit` "
+                         "continues it")
+
+
+def headline_of(run: NightRun, status: str) -> str:
+    by = {k: [t for t, o in run.outcomes.items() if o.outcome == k]
+          for k in ("red", "undecided", "pass")}
+    gated = sum(1 for o in run.outcomes.values() if o.can_gate)
+    parts = [f"{len(by['pass'])} pass", f"{len(by['red'])} red",
+             f"{len(by['undecided'])} undecided"]
+    words = {"green": "no regression", "red": "confirmed regression",
+             "undecided": "not every test could be decided"}[status]
+    return (f"{words}: {', '.join(parts)} of {len(run.outcomes)} test(s); {gated} could "
+            f"gate")

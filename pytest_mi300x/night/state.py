@@ -109,7 +109,8 @@ class NightRecord:
     notes: list[str] = field(default_factory=list)
     fleet_hosts: int = 1
     learned: list[str] = field(default_factory=list)
-    """Phases whose starts the tests' noise records have learned (not twice on a resume)."""
+    """What a resumed night must not do twice: phases whose starts the noise records have
+    learned, and ``promoted`` once its starts joined the rolling baselines."""
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
