@@ -133,6 +133,13 @@ def test_a_slow_gate_start_that_does_not_confirm_is_not_red(tmp_path: Path) -> N
         assert last.tests[test]["head_to_head"] == "no regression"
         assert last.tests[test]["outcome"] == "pass"
     assert not host(tmp_path).culprits_dir.exists()
+    # Each start is learned once: the seeded steadiness starts are not learned again with
+    # head to head, and tonight's starts of a green night went into the baseline instead.
+    stored = BaselineStore(host(tmp_path).baselines_dir).load(*KEY, CPU_TESTS[0])
+    entries = {e["source"].rsplit(" ", 2)[-1]: e for e in stored.noise}
+    fresh = sum(1 for c in starts.calls if c == ("h2h", "a"))
+    df = {m: v[1] for m, v in entries["head"]["metrics"].items()} if "head" in entries else {}
+    assert len(stored.noise) == 2 and set(df.values()) == {fresh - 1}
 
 
 def test_a_test_that_cannot_be_decided_stays_undecided_and_promotes_nothing(tmp_path: Path

@@ -41,6 +41,8 @@ from pytest_mi300x.night.state import HostState, NightRecord, now
 from pytest_mi300x.results.files import ReadError, write_text_atomic
 
 EXIT = {"green": 0, "red": 1, "infra": 2, "undecided": 3}
+FRESH = "fresh"
+"""The mark in the head-to-head record where its own starts begin (after the seeded ones)."""
 RunnerFactory = Callable[[list[str], Path, list[str]], RunStart]
 """(selection, folder, extra pytest options) -> a start runner (ab/starts.py SessionRunner;
 a test double in tests)."""
@@ -188,7 +190,8 @@ class Night:
         if self._h2h is not None and "h2h" not in self.rec.learned:
             # Tonight's starts of a green night join its baseline: learned there, not twice.
             learn = (ref,) if status == "green" else (ref, tonight)
-            self.rec.notes += NoiseLog(self._h2h, self.hs.baselines_dir).learn(
+            # The seeded steadiness starts were learned with the steadiness check already.
+            self.rec.notes += NoiseLog(self._h2h.since(FRESH), self.hs.baselines_dir).learn(
                 *learn, source=f"night {self.rec.id} head to head")
             self.rec.learned.append("h2h")
         if status == "green" and "promoted" not in self.rec.learned:
@@ -220,6 +223,7 @@ class Night:
         record = self._h2h = self._record("h2h", {"tests": tests})
         if steady is not None:
             search.seed(record, steady.of(ref), tests, (ref.name, ref.name))
+        record.since(FRESH)  # marks where the seeded steadiness starts end
         have = len(record.of(ref)) + len(record.of(tonight))
         per_side = min(s.max_starts, (have + s.budget_starts) // 2)
         if per_side < s.min_starts:
