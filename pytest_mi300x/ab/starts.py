@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,15 +192,22 @@ class SessionRunner:
     """Runs one start: ``python -m pytest SELECTION`` under the build, output to a log."""
 
     def __init__(self, selection: list[str], out: Path, *, repeats: int | None = None,
-                 progress: Callable[[str], None] = print) -> None:
+                 progress: Callable[[str], None] = print, extra: Sequence[str] = ()) -> None:
+        """``extra``: pytest options after the runner's own (the last of an option wins:
+        the night sends its gate starts' history to its state)."""
         redact.register_process_env()  # the sessions inherit it: their logs may show it
         self.selection = selection
         self.out = out
         self.repeats = repeats
         self.progress = progress
+        self.extra = list(extra)
 
-    def __call__(self, build: Build, index: int) -> Start:
-        folder = self.out / f"{slug(build.name, 40)}-start-{index}"
+    def folder(self, build: Build, index: int) -> Path:
+        return self.out / f"{slug(build.name, 40)}-start-{index}"
+
+    def command(self, build: Build, index: int) -> list[str]:
+        """The pytest session of one start (its env: ``build.session_env()``)."""
+        folder = self.folder(build, index)
         # Path values with "=": pytest takes a bare existing path as a test path when it
         # picks its rootdir, and the rootdir decides the test ids.
         cmd = [sys.executable, "-m", "pytest", *self.selection, *build.pytest_args(),
@@ -209,6 +216,11 @@ class SessionRunner:
                "-rfE"]
         if self.repeats is not None:
             cmd += ["--repeats", str(self.repeats)]
+        return cmd + self.extra
+
+    def __call__(self, build: Build, index: int) -> Start:
+        folder = self.folder(build, index)
+        cmd = self.command(build, index)
         folder.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         log_path = folder / "pytest.log"

@@ -14,6 +14,8 @@ redacted), how it is stopped, and the tests it serves. Nothing is started, insta
 pulled or inspected: no server, pip, docker or GPU tool runs.
 
   --json PATH   also write the plan as JSON
+  --night       estimate a night's server starts and minutes on the host instead (from
+                the plan and the start times of --state DIR; pytest_mi300x/night/estimate.py)
   pytest args   the selection, as for pytest (default: suites/), e.g.
                 pytest-mi300x plan suites/ --gpu-host mi300x-01 --vllm-build docker:IMAGE
 """
@@ -25,6 +27,10 @@ def run(args: list[str]) -> int:
     if {"-h", "--help"} & set(args):
         print(USAGE, end="")
         return 0
+    if "--night" in args:
+        from pytest_mi300x.night import estimate
+
+        return estimate.run([a for a in args if a != "--night"])
     rest: list[str] = []
     json_target: str | None = None
     it = iter(args)
