@@ -36,8 +36,8 @@ def _own_options(args: list[str]) -> tuple[int, int | None, bool, list[str]]:
             dry_run = True
         else:
             rest.append(arg)
-    starts = _whole("--servers", values["--servers"], DEFAULT_SERVER_STARTS) if "--servers" in values \
-        else DEFAULT_SERVER_STARTS
+    starts = (_whole("--servers", values["--servers"], DEFAULT_SERVER_STARTS)
+              if "--servers" in values else DEFAULT_SERVER_STARTS)
     start = _whole("--start", values["--start"], 1) if "--start" in values else None
     return starts, start, dry_run, rest
 
