@@ -9,16 +9,13 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from pytest_mi300x.judge.baselines import Baseline, BaselineStore
+from tests.doubles.runners_api import RunnersApi, runner
 
 ROOT = Path(__file__).parent.parent
 SCRIPT = ROOT / ".github" / "scripts" / "gpu_ci.py"
@@ -40,62 +37,30 @@ def gpu_ci(tmp_path: Path, *args: str, env: dict[str, str] | None = None
     return proc, summary.read_text() if summary.exists() else "", out
 
 
-def runner(i: int, host: str, status: str) -> dict[str, Any]:
-    """One runner as GitHub's `GET /repos/{owner}/{repo}/actions/runners` lists it."""
-    labels = ["self-hosted", "Linux", "X64", "rocm", f"GPU-{host}"]
-    return {"id": i, "name": f"runner-{i}", "os": "Linux", "status": status, "busy": False,
-            "labels": [{"id": n, "name": name, "type": "read-only" if n < 3 else "custom"}
-                       for n, name in enumerate(labels)]}
-
-
 @pytest.fixture
-def runners_api() -> Iterator[dict[str, Any]]:
-    """A local HTTP server answering as the runners API: pages of 100, bearer token."""
-    state: dict[str, Any] = {"runners": [], "requests": [], "status": 200}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            state["requests"].append((self.path, self.headers.get("Authorization")))
-            page = int(parse_qs(urlsplit(self.path).query).get("page", ["1"])[0])
-            body = json.dumps({"total_count": len(state["runners"]),
-                               "runners": state["runners"][(page - 1) * 100:page * 100]})
-            if state["status"] != 200:
-                body = json.dumps({"message": "Resource not accessible by integration"})
-            self.send_response(state["status"])
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(body.encode())
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state["url"] = f"http://127.0.0.1:{server.server_port}"
-    yield state
-    server.shutdown()
-    server.server_close()
+def runners_api() -> Iterator[RunnersApi]:
+    with RunnersApi() as api:
+        yield api
 
 
 def test_preflight_skips_hosts_whose_runners_are_all_offline(
-        tmp_path: Path, runners_api: dict[str, Any]) -> None:
+        tmp_path: Path, runners_api: RunnersApi) -> None:
     # 150 runners over two pages; mi300x-02's only runner is on the second page, offline.
-    runners_api["runners"] = [runner(i, f"other-{i}", "online") for i in range(140)]
-    runners_api["runners"] += [runner(200, "mi300x-01", "offline"),
+    runners_api.runners = [runner(i, f"other-{i}", "online") for i in range(140)]
+    runners_api.runners += [runner(200, "mi300x-01", "offline"),
                                runner(201, "mi300x-01", "online"),
                                *[runner(300 + i, "x", "online") for i in range(8)],
                                runner(400, "mi300x-02", "offline")]
-    env = {"RUNNERS_TOKEN": "ghp_runnerstoken123", "GITHUB_API_URL": runners_api["url"]}
+    env = {"RUNNERS_TOKEN": "ghp_runnerstoken123", "GITHUB_API_URL": runners_api.url}
     proc, summary, out = gpu_ci(tmp_path, "preflight", "--hosts",
                                 '["mi300x-01", "mi300x-02", "mi300x-03"]', env=env)
     assert proc.returncode == 0, proc.stderr
     assert out == {"hosts": '["mi300x-01"]',
                    "scheduled": '["mi300x-01","mi300x-02","mi300x-03"]'}
-    assert [r[0] for r in runners_api["requests"]] == [
+    assert [r[0] for r in runners_api.requests] == [
         "/repos/amd/pytest-mi300x/actions/runners?per_page=100&page=1",
         "/repos/amd/pytest-mi300x/actions/runners?per_page=100&page=2"]
-    assert runners_api["requests"][0][1] == "Bearer ghp_runnerstoken123"
+    assert runners_api.requests[0][1] == "Bearer ghp_runnerstoken123"
     assert "| mi300x-01 | runner-200 (offline), runner-201 (online) | night |" in summary
     assert "| mi300x-02 | runner-400 (offline) | skipped: no online runner |" in summary
     assert "| mi300x-03 | none registered | skipped: no online runner |" in summary
@@ -105,24 +70,24 @@ def test_preflight_skips_hosts_whose_runners_are_all_offline(
 
 
 def test_preflight_reads_an_organizations_runners_with_org(
-        tmp_path: Path, runners_api: dict[str, Any]) -> None:
-    runners_api["runners"] = [runner(1, "mi300x-01", "online")]
-    env = {"RUNNERS_TOKEN": "t0ken-value", "GITHUB_API_URL": runners_api["url"]}
+        tmp_path: Path, runners_api: RunnersApi) -> None:
+    runners_api.runners = [runner(1, "mi300x-01", "online")]
+    env = {"RUNNERS_TOKEN": "t0ken-value", "GITHUB_API_URL": runners_api.url}
     proc, _, out = gpu_ci(tmp_path, "preflight", "--hosts", '["mi300x-01"]', "--org", "amd",
                           env=env)
     assert proc.returncode == 0 and out["hosts"] == '["mi300x-01"]'
-    assert runners_api["requests"][0][0].startswith("/orgs/amd/actions/runners?")
+    assert runners_api.requests[0][0].startswith("/orgs/amd/actions/runners?")
 
 
 def test_preflight_without_a_token_or_access_schedules_every_host_and_says_why(
-        tmp_path: Path, runners_api: dict[str, Any]) -> None:
+        tmp_path: Path, runners_api: RunnersApi) -> None:
     proc, summary, out = gpu_ci(tmp_path, "preflight", "--hosts", '["a", "b"]',
-                                env={"GITHUB_API_URL": runners_api["url"]})
+                                env={"GITHUB_API_URL": runners_api.url})
     assert proc.returncode == 0 and out == {"hosts": '["a","b"]', "scheduled": '["a","b"]'}
-    assert "No `NIGHT_RUNNERS_TOKEN` secret" in summary and runners_api["requests"] == []
-    runners_api["status"] = 403
+    assert "No `NIGHT_RUNNERS_TOKEN` secret" in summary and runners_api.requests == []
+    runners_api.status = 403
     proc, summary, out = gpu_ci(tmp_path, "preflight", "--hosts", '["a"]', env={
-        "RUNNERS_TOKEN": "a-token-without-admin", "GITHUB_API_URL": runners_api["url"]})
+        "RUNNERS_TOKEN": "a-token-without-admin", "GITHUB_API_URL": runners_api.url})
     assert proc.returncode == 0 and out["hosts"] == '["a"]'
     assert "answered: HTTP 403 Forbidden" in summary
 
