@@ -296,3 +296,41 @@ def test_a_dispatched_dry_run_passes_dry_run_itself(tmp_path: Path, server: str)
     assert night["inserted_dry_run"] is False
     assert "--image-template" not in night["argv"]  # a package stream maps no commits
     assert results(run, "state") == {"": "skipped"}  # no data branch configured
+
+
+REFUSED = re.compile(r"error: (the following arguments are required|unrecognized arguments|"
+                     r"argument [^\n]*: invalid)|cannot be rehearsed|usage: gpu_ci\.py")
+EVERY_PATH = [
+    ("nightly.yml", "schedule", {}),
+    ("nightly.yml", "workflow_dispatch", {"hosts": '["mi300x-01"]', "run": "culprit"}),
+    ("baselines.yml", "workflow_dispatch",
+     {"host": "mi300x-01", "vllm_build": "docker:rocm/vllm-ci@sha256:" + "cd" * 32,
+      "servers": "2"}),
+    ("tests.yml", "push", {}),
+    ("tests.yml", "pull_request", {}),
+]
+
+
+@pytest.mark.parametrize(("name", "event", "inputs"), EVERY_PATH,
+                         ids=[f"{n}-{e}-{'-'.join(i.values())[:20]}" for n, e, i in EVERY_PATH])
+def test_no_run_line_is_refused_by_the_command_it_calls(
+        tmp_path: Path, server: str, name: str, event: str, inputs: dict[str, str]) -> None:
+    """Every job runs (every night red, so the culprit jobs run too) and no command a run
+    line calls refuses its arguments: the culprit job's crash (gpu_ci.py made --vllm-build
+    required for every subcommand; the culprit step passed none) fails here."""
+    workflow = WORKFLOWS / name
+    skip_without_night(workflow)
+    red = {h: ["red", 1] for h in ["mi300x-01", *HOSTS]}
+    run = WorkflowRun(workflow, tmp_path / "run", event=event, inputs=inputs,
+                      vars=NIGHT_VARS, env={"GITHUB_SERVER_URL": server,
+                                            "SIM_OUTCOMES": json.dumps(red)},
+                      checked_only={"Tests (the README's test command)": "the test suite"})
+    run.run()
+    refused = [f"{j}: {m.group(0)}" for j, rs in run.runs.items() for r in rs
+               if (m := REFUSED.search(r.log))]
+    assert refused == [], logs(run)
+    never = [j for j, rs in run.runs.items()
+             if all(r.result == "skipped" for r in rs) and j not in {
+                 ("night" if inputs.get("run") == "culprit" else ""),
+                 ("report" if inputs.get("run") == "culprit" else "")}]
+    assert never == [], logs(run)
