@@ -137,6 +137,26 @@ def test_refresh_stops_at_a_failed_start_and_says_what_the_baselines_hold(
     assert "--servers 'zero' is not a whole number >= 1; write e.g. --servers 5" in err
 
 
+def test_refresh_runs_one_given_start_or_only_prints_them(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(cli_baselines.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    # One job of the baselines workflow: start 1 makes them anew, a later one adds a start.
+    assert cli.main(["baselines", "refresh", "--start", "1", "suites/x.py"]) == 0
+    assert cli.main(["baselines", "refresh", "--start=4", "suites/x.py"]) == 0
+    assert [c[3:] for c in calls] == [["--update-baselines", "suites/x.py"],
+                                      ["--add-baseline-server", "suites/x.py"]]
+    calls.clear()
+    assert cli.main(["baselines", "refresh", "--servers", "2", "--dry-run", "-k", "q"]) == 0
+    assert calls == []
+    out = capsys.readouterr().out
+    assert "server start 1 of 2 would run: " in out and out.rstrip().endswith(
+        "-m pytest --add-baseline-server -k q")
+    assert cli.main(["baselines", "refresh", "--start", "0"]) == 2
+    assert "--start '0' is not a whole number >= 1; write e.g. --start 1" in \
+        capsys.readouterr().err
+
+
 def test_the_refresh_command_a_missing_baseline_prints_runs(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     calls: list[list[str]] = []

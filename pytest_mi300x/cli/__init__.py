@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     refresh.add_argument("--servers", type=int, default=5, metavar="N",
                          help="server starts to measure each baseline over, one pytest "
                               "session each (default 5)")
+    refresh.add_argument("--start", type=int, default=None, metavar="K",
+                         help="run server start K only (one job of the baselines workflow): "
+                              "1 makes the baselines anew, a later one adds its start")
+    refresh.add_argument("--dry-run", action="store_true",
+                         help="print each start's pytest command; run nothing")
     refresh.add_argument("pytest_args", nargs=argparse.REMAINDER,
                          help="pytest arguments: paths, -k, --gpu-host, --repeats, ...")
     show = base_sub.add_parser("show", help="list stored baselines with age and provenance")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -13,39 +14,54 @@ them (4 degrees of freedom; 3 starts gave 2, too few for a nightly start to reso
 change at any spread). `baselines show` says what each test resolves and what it needs."""
 
 
-def _server_starts(args: list[str]) -> tuple[int, list[str]]:
-    """``--servers N`` taken out of the arguments otherwise meant for pytest."""
+def _whole(option: str, value: str, example: int) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{option} {value!r} is not a whole number >= 1; "
+                         f"write e.g. {option} {example}")
+    return int(value)
+
+
+def _own_options(args: list[str]) -> tuple[int, int | None, bool, list[str]]:
+    """``--servers N``, ``--start K`` and ``--dry-run`` taken out of the arguments otherwise
+    meant for pytest: (server starts, the one start to run or None, dry run, the rest)."""
     rest: list[str] = []
-    value: str | None = None
+    values: dict[str, str] = {}
+    dry_run = False
     it = iter(args)
     for arg in it:
-        if arg == "--servers":
-            value = next(it, "")
-        elif arg.startswith("--servers="):
-            value = arg.split("=", 1)[1]
+        name, eq, value = arg.partition("=")
+        if name in ("--servers", "--start"):
+            values[name] = value if eq else next(it, "")
+        elif arg == "--dry-run":
+            dry_run = True
         else:
             rest.append(arg)
-    if value is None:
-        return DEFAULT_SERVER_STARTS, rest
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"--servers {value!r} is not a whole number >= 1; "
-                         f"write e.g. --servers {DEFAULT_SERVER_STARTS}")
-    return int(value), rest
+    starts = (_whole("--servers", values["--servers"], DEFAULT_SERVER_STARTS)
+              if "--servers" in values else DEFAULT_SERVER_STARTS)
+    start = _whole("--start", values["--start"], 1) if "--start" in values else None
+    return starts, start, dry_run, rest
 
 
 def refresh(pytest_args: list[str]) -> int:
     try:
-        starts, args = _server_starts([a for a in pytest_args if a != "--"])
+        starts, only, dry_run, args = _own_options([a for a in pytest_args if a != "--"])
     except ValueError as exc:
         print(f"pytest-mi300x baselines refresh: {exc}", file=sys.stderr)
         return 2
     args = args or ["suites/"]
     baselines = _baselines_dir(args)
-    for start in range(1, starts + 1):
+    # --start K is one job of the baselines workflow: start 1 makes the baselines anew,
+    # each later one adds its server start to them.
+    numbers = [only] if only is not None else list(range(1, starts + 1))
+    of = f"{starts}" if only is None else "a refresh"
+    for start in numbers:
         # Each pytest session starts its own servers: that is what makes a start.
         mode = "--update-baselines" if start == 1 else "--add-baseline-server"
         cmd = [sys.executable, "-m", "pytest", mode, *args]
-        print(f"server start {start} of {starts}; running:", " ".join(cmd), flush=True)
+        if dry_run:
+            print(f"server start {start} of {of} would run:", shlex.join(cmd), flush=True)
+            continue
+        print(f"server start {start} of {of}; running:", " ".join(cmd), flush=True)
         rc = subprocess.call(cmd)
         if rc != 0:
             if start > 1:
@@ -53,6 +69,8 @@ def refresh(pytest_args: list[str]) -> int:
                       f"{rc}); the baselines hold the first {start - 1} start(s). Run it "
                       "again to refresh them whole", file=sys.stderr)
             return rc
+    if dry_run:
+        return 0
     print(f"\nwhat the baselines resolve ({baselines}):", flush=True)
     return show(baselines)
 
