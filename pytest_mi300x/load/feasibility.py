@@ -1,10 +1,13 @@
 """Whether a workload can run on a host at all: its rate against the roofline of the GPUs that
 serve it (hosts/roofline.py).
 
-A paced rate above what the roofline carries cannot be served by any build: the queue grows
-for the whole run and every figure measures the backlog. Such a workload is refused, in one
-line saying why. A capacity sweep's ladder that reaches past the roofline is rescaled so its
-top rate is the roofline's (a rung above it can only miss). A burst is always feasible: the
+A workload that cannot run at all is refused, in one line saying why: the model's weights do
+not fit the server's GPUs (at the engine's memory share), or one request's KV cache does not
+fit beside them. A capacity sweep's ladder that reaches past the roofline is rescaled so its
+top rate is the roofline's (a rung above it can only miss its SLOs, by physics). A paced rate
+above what the roofline carries is *saturating*: no build serves it at that rate, the queue
+grows for the whole run and the server sets the pace, which is what the seed's QPS 1000 asks
+for and what no lower rate should do unawares: the plan shows it. A burst is feasible: the
 server sets its pace. Where there is no roofline (the cpu host: a shared CPU has no peak worth
 the name; a model with no config.json) nothing is checked, and the record says so.
 """
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_mi300x.hosts.profile import HostProfile
-from pytest_mi300x.hosts.roofline import Lengths, Roofline, model_shape
+from pytest_mi300x.hosts.roofline import MEMORY_SHARE, Lengths, Roofline, model_shape
 from pytest_mi300x.workload.arrivals import Arrivals
 from pytest_mi300x.workload.datasets import RandomDataset
 
@@ -28,8 +31,9 @@ class InfeasibleWorkload(ValueError):
 
 @dataclass(frozen=True)
 class Feasibility:
-    """A workload against a host's roofline: ``feasible``, ``rescaled`` (a sweep's ladder
-    fitted under it), ``infeasible`` (refused) or ``unchecked`` (no roofline)."""
+    """A workload against a host's roofline: ``feasible``, ``saturating`` (a paced rate past
+    the roofline: the server sets the pace), ``rescaled`` (a sweep's ladder fitted under it),
+    ``infeasible`` (refused: it cannot run) or ``unchecked`` (no roofline)."""
 
     status: str
     reason: str
@@ -101,11 +105,23 @@ def check(roofline: Roofline | None, why_none: str, lengths: Lengths | None, rat
     if not lengths:
         return Feasibility("unchecked", f"{what}: request lengths unknown before it is built",
                            rates=tuple(ladder), roofline=described)
-    most, roof = roofline.max_rate(lengths, max_seqs)
     prompt = sum(p for p, _ in lengths) / len(lengths)
     output = sum(o for _, o in lengths) / len(lengths)
     shape = (f"{prompt:.0f}+{output:.0f} tokens of {roofline.model.name} on "
              f"{roofline.gpus} x {roofline.accelerator}")
+    memory = roofline.peaks.hbm_gb * roofline.gpus * MEMORY_SHARE
+    weights = roofline.model.weight_bytes / 1e9
+    longest = max(p + o for p, o in lengths)
+    if weights >= memory or roofline.capacity_seqs(longest) < 1:
+        held = (f"its weights ({weights:.0f} GB) do not fit" if weights >= memory else
+                f"one request of {longest} tokens ({longest * roofline.kv_per_token / 1e9:.1f}"
+                " GB of KV cache) does not fit beside its weights in")
+        return Feasibility(
+            "infeasible", f"{what} cannot run: {roofline.model.name}: {held} "
+            f"{roofline.gpus} x {roofline.accelerator} ({memory:.0f} GB at the engine's "
+            f"{MEMORY_SHARE:g} memory share); give it more GPUs (tensor parallel) or shorter "
+            "requests", roofline=described)
+    most, roof = roofline.max_rate(lengths, max_seqs)
     bound = (f"the roofline carries at most {most:.3g} req/s ({roof}: "
              f"{described['peak_pflops_bf16']:.3g} PFLOP/s dense BF16, "
              f"{described['hbm_tb_s']:.3g} TB/s)")
@@ -126,8 +142,8 @@ def check(roofline: Roofline | None, why_none: str, lengths: Lengths | None, rat
         return Feasibility("feasible", f"{rate:g} req/s of {shape}: {bound}", most,
                            roofline=described)
     return Feasibility(
-        "infeasible", f"{what} asks {rate:g} req/s of {shape}, and {bound}: lower the rate "
-        "or shorten the requests", most, roofline=described)
+        "saturating", f"{rate:g} req/s of {shape} is past the roofline, so the server sets "
+        f"the pace (the queue grows all run); {bound}", most, roofline=described)
 
 
 def _rates(rates: Sequence[float]) -> str:

@@ -29,6 +29,7 @@ from pytest_mi300x.load.runs import (
     EngineStalled,
     InvalidRun,
     Measured,
+    OutputLengthDrift,
     PerfResult,
     Repetition,
     fresh_seeds,
@@ -44,8 +45,8 @@ from pytest_mi300x.workload.datasets import Tokenizer
 from pytest_mi300x.workload.tokenizer import for_chat
 from pytest_mi300x.workload.workload import Workload
 
-__all__ = ["EngineStalled", "InvalidRun", "Measured", "Measurer", "PerfResult", "Repetition",
-           "Workload"]
+__all__ = ["EngineStalled", "InvalidRun", "Measured", "Measurer", "OutputLengthDrift",
+           "PerfResult", "Repetition", "Workload"]
 
 WARMUP_SEED_OFFSET = 1_000_003
 """Warm-up prompts come from another seed, so they never pre-fill the prefix cache

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from pytest_mi300x.engines.flags import DEFAULT_FLAGS, FlagSet
+from pytest_mi300x.plugin.stash import SESSION_KEY
 from pytest_mi300x.results.files import write_json_atomic
 
 GROUPS_FILE = ".xdist-groups.json"
@@ -22,6 +23,31 @@ SERVER_FIXTURE = "llm_servers"
 CLAIM_MARK = "seed_claim"
 """A test that checks a seed claim on what other tests measured: it runs after them."""
 CLAIM_FIXTURE = "claim_sides"
+TP_MARK = "tensor_parallel"
+"""A test's own tensor parallelism on GPU hosts (the seed's TP for its case)."""
+
+
+def test_tp(node: pytest.Item) -> int | None:
+    """The TP a test's ``tensor_parallel(n)`` marker asks (the closest one), else None."""
+    mark = node.get_closest_marker(TP_MARK)
+    if mark is None:
+        return None
+    tp = mark.args[0] if mark.args else mark.kwargs.get("n")
+    if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
+        raise pytest.UsageError(f"{node.nodeid}: tensor_parallel({tp!r}) is not a GPU count; "
+                                "write a whole number >= 1, e.g. @pytest.mark.tensor_parallel(4)")
+    return tp
+
+
+def flag_set_on_host(node: pytest.Item, flag_set: FlagSet) -> FlagSet:
+    """The flag set as the test runs it on this session's host: with its marker's TP on a
+    GPU host (engines/served.py at_tensor_parallel)."""
+    from pytest_mi300x.engines.served import at_tensor_parallel
+
+    perf_session = node.config.stash.get(SESSION_KEY, None)
+    if perf_session is None:
+        return flag_set
+    return at_tensor_parallel(flag_set, test_tp(node), perf_session.host)
 
 
 def default_to_server_groups(config: pytest.Config) -> None:
@@ -115,7 +141,7 @@ def group_of(item: pytest.Item) -> str:
     # Here, not at import: the engines' modules load numpy (the plugin's import must not).
     from pytest_mi300x.engines.registry import ENGINES
 
-    flags = _flag_set(item) or DEFAULT_FLAGS
+    flags = flag_set_on_host(item, _flag_set(item) or DEFAULT_FLAGS)
     known = ENGINES.get(engine)  # an unknown one fails its test on its own, naming it
     return f"{engine}-{(flags.beyond(known.resolved_defaults) if known else flags).launch_label}"
 
