@@ -81,10 +81,11 @@ def test_the_headline_on_mi300x_leases_8_gpus_and_runs_vllm_at_tp_8(
             assert flag(server["argv"], "--num-shard") == ["8"]
     assert len([line for line in out.splitlines()
                 if line.startswith("  command:") and "--tensor-parallel-size 8" in line]) >= 2
-    assert out.count("GPUs:     8 leased; ROCR_VISIBLE_DEVICES=0,1,2,3,4,5,6,7") >= 3
+    assert out.count("GPUs:     8 leased, tensor parallel 8; "
+                     "ROCR_VISIBLE_DEVICES=0,1,2,3,4,5,6,7") >= 3
     # Case 7: TP 4 leases four GPUs and says so once; no secret is shown.
     [tp4] = [s for s in doc["servers"]
-             if s["flag_set"]["name"] == "tp-4" and "-instance-" not in s["key"]]
+             if "tp-4" in s["flag_sets"] and "-instance-" not in s["key"]]
     assert flag(tp4["argv"], "--tensor-parallel-size") == ["4"]
     assert tp4["visibility"]["ROCR_VISIBLE_DEVICES"] == "0,1,2,3"
     # Two TP-4 instances behind one workload: one server each, on disjoint GPUs.
@@ -132,10 +133,11 @@ def test_a_given_image_and_an_installed_build_are_planned_as_given(
     by_name = {s["flag_set"]["name"]: s for s in doc["servers"]}
     seqs = by_name["max-num-seqs-256"]
     assert seqs["argv"][0] == "/opt/venvs/vllm-rocm/bin/python" and seqs["note"] == ""
-    assert flag(seqs["argv"], "--tensor-parallel-size") == ["2"]
-    assert seqs["env"]["HIP_VISIBLE_DEVICES"] == "0,1"
+    # The seed's TP for its tuning cases (the suite's tensor_parallel(4)), not the host's 2.
+    assert flag(seqs["argv"], "--tensor-parallel-size") == ["4"]
+    assert seqs["env"]["HIP_VISIBLE_DEVICES"] == "0,1,2,3"
     assert seqs["stop"] is None  # a local process group is all there is
-    assert "tp-4" in by_name
+    assert any("tp-4" in s["flag_sets"] for s in doc["servers"])
     skipped = {r["test"].rsplit("[", 1)[-1]: r["reason"] for r in doc["skipped"]}
     assert skipped == {
         "tp-8]": "runs on the GPU host: tensor parallel 8 needs 8 GPUs; host 'local4' has 4",

@@ -161,17 +161,25 @@ class Measurer(Recording):
 
     def _run(self, workload: Workload, scaled: Workload,
              measure: Callable[[PerfResult], None]) -> PerfResult:
-        if scaled.warmup_requests != 0:
-            self._warm_up(scaled)
         result = PerfResult([], result_path(self.results_dir, self.test_id))
-        self.results.append(result)
         try:
+            if scaled.warmup_requests != 0:
+                self._warm_up(scaled)
+            self.results.append(result)
             with self._gpu_sampling():
                 measure(result)
             if scaled.accuracy is not None:
                 self._check_answers(scaled.accuracy, result)
+        except Exception as exc:
+            # Kept as failed: a claim comparing this test says so instead of measuring the
+            # same workload again (a stalled hour twice).
+            if self.measured is not None:
+                self.measured[self.test_id] = Measured(
+                    workload.describe(), result, self.server.key,
+                    failed=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            raise
         finally:
-            if not result.valid:
+            if not result.valid and result in self.results:
                 self._write(workload, scaled)
         if self.measured is not None:
             self.measured[self.test_id] = Measured(workload.describe(), result,

@@ -54,6 +54,10 @@ class ClaimSides:
         flag_set = flag_set_on_host(self.request.node, flag_set)  # as the side's test runs it
         found = self.session.measured.get(nodeid)
         if found is not None and found.workload == workload.describe():
+            if found.failed:
+                pytest.skip(f"{test}: its measurement failed earlier in this session "
+                            f"({found.failed}); not measured a second time, so the claim "
+                            "has nothing to compare")
             self._sides[id(found.result)] = found
             return found.result
         session = self.session
