@@ -22,9 +22,10 @@ Both commands also set ``-tp 8`` / ``--num-shard 8 --sharded true``: the module'
 ``tensor_parallel(8)`` marker gives that on a GPU host (the harness writes the flag). Every
 request lets its output stop at EOS, on vLLM as on TGI (whose router cannot force lengths),
 as the seed's runs did: both engines then do the work the model asks, recorded with each
-result (``outputs`` in its workload) and the real output lengths beside the asked ones. ``VLLM_RPC_TIMEOUT=30000``
-is in the mi300x host's env; ``VLLM_USE_TRITON_FLASH_ATTN=0`` is left out because today's
-vLLM no longer reads it (case 5 of test_guide_cases.py measures it where it exists).
+result (``outputs`` in its workload) and the real output lengths beside the asked ones.
+``VLLM_RPC_TIMEOUT=30000`` is in the mi300x host's env; ``VLLM_USE_TRITON_FLASH_ATTN=0`` is
+left out because today's vLLM no longer reads it (case 5 of test_guide_cases.py measures it
+where it exists).
 
 On the cpu host the same values stay valid and mean the same: 1024 batched tokens is
 at least the 1024 sequences (vLLM requires it) and, with chunked prefill on as vLLM

@@ -174,3 +174,63 @@ def test_a_plan_needs_a_session_in_plan_mode() -> None:
 
     with pytest.raises(ValueError, match="plan mode"):
         make_plan(PerfSession(Settings(), CPU_HOST, Path(os.devnull)), [])
+
+
+def test_the_readmes_mi300x_plan_runs_each_case_at_the_seeds_tp_and_all_of_it_can_run(
+        checkout: pytest.Pytester) -> None:
+    """Issue 27 items 2 and 13: the README's MI300X command plans every tuning case at TP 4
+    (the seed's), the headline at TP 8, and no workload the GPUs cannot run."""
+    proc, doc = plan(checkout, "suites/", "--gpu-host", "mi300x-01",
+                     "--vllm-build=docker:rocm/vllm-ci:abc123")
+    for server in doc["servers"]:
+        tests = {t.split("::")[0] for t in server["tests"]}
+        want = 8 if tests == {"suites/test_headline.py"} or server["flag_sets"] == ["tp-8"] \
+            else 4
+        assert server["tensor_parallel"] == want == len(server["gpus"]), server["key"]
+        if server["engine"] == "vllm":
+            assert flag(server["argv"], "--tensor-parallel-size") == [str(want)]
+    assert "GPUs:     4 leased, tensor parallel 4; ROCR_VISIBLE_DEVICES=0,1,2,3" in proc.stdout
+    # Every workload was dry-run and checked against its server's roofline.
+    statuses = {w["status"] for w in doc["workloads"]}
+    assert "infeasible" not in statuses and "unchecked" not in statuses
+    capacity = [w for w in doc["workloads"] if "test_capacity" in w["test"]]
+    assert capacity and all(w["status"] == "rescaled" for w in capacity)
+    assert all("past the roofline" in w["reason"] for w in capacity)
+    qps16 = [w for w in doc["workloads"] if w["test"].endswith("qps-16]")]
+    assert qps16 and all(w["status"] == "feasible" for w in qps16)
+    assert "workloads: " in proc.stdout.splitlines()[2]
+    # Duplicates are found generically; the only ones left are case 5's (issue 27 item 3,
+    # on another branch): its flag sets that repeat the host's env.
+    for numbers in doc["duplicates"]:
+        names = {n for i in numbers for n in doc["servers"][i - 1]["flag_sets"]}
+        assert "amd-env" in names, names
+    # -n auto: as many workers as servers of the host's default TP fit: 8 / 4.
+    from pytest_mi300x.plugin.hooks import pytest_xdist_auto_num_workers
+
+    config = checkout.parseconfig("--gpu-host", "mi300x-01", "--hosts-file",
+                                  str(checkout.path / "hosts.toml"))
+    assert pytest_xdist_auto_num_workers(config) == 2
+
+
+def test_two_flag_sets_that_start_the_same_server_are_flagged(
+        checkout: pytest.Pytester) -> None:
+    (checkout.path / "test_twins.py").write_text(textwrap.dedent("""
+        import pytest
+        from pytest_mi300x import DEFAULT_FLAGS, FlagSet, flag_sets
+
+        pytestmark = pytest.mark.tensor_parallel(4)
+
+        @flag_sets(DEFAULT_FLAGS, FlagSet.of("host-env-again", env={"NCCL_MIN_NCHANNELS": "112"}),
+                   FlagSet.of("other-env", env={"NCCL_MIN_NCHANNELS": "64"}))
+        def test_twins(perf):
+            pass
+    """))
+    proc, doc = plan(checkout, "test_twins.py", "--gpu-host", "mi300x-01",
+                     "--vllm-build=docker:rocm/vllm-ci:abc123")
+    [twins] = doc["duplicates"]
+    assert sorted(n for i in twins for n in doc["servers"][i - 1]["flag_sets"]) == [
+        "default", "host-env-again"]
+    assert "duplicate servers: 1" in proc.stdout
+    assert "would start the same server on this host" in proc.stdout
+    # A body that hands perf no workload is said so, not counted as checked.
+    assert {w["status"] for w in doc["workloads"]} == {"unchecked"}
