@@ -71,15 +71,26 @@ def test_the_warm_up_measures_a_wave_and_the_runs_use_it() -> None:
     prior = fit.timeouts_for(scaled, batch, scaled.arrivals)
     # No roofline on the cpu host, nothing measured: each of the 10 waves may take the floor.
     assert prior.waves == 10 and prior.stall_s == 600.0 and "no roofline" in prior.basis
+    # One at a time... of 4: request i of a wave served in 4 s after a 0.5 s prefill.
     records = [RequestRecord(index=i, prompt_len=64, output_len=64) for i in range(40)]
+    for i, r in enumerate(records):
+        r.ttft, r.latency = 0.5 + 4.5 * (i // 4), 4.5 + 4.5 * (i // 4)
     fit.learn(run(records, 50.0), scaled.arrivals, batch)
     after = fit.timeouts_for(scaled, batch, scaled.arrivals)
+    # The run's duration per wave (5 s) over a request's own 4.5 s.
     assert after.wave_s == 5.0 and after.stall_s == MARGIN * 10 * 5.0
     assert "measured" in after.basis
-    # A warm-up whose requests failed measured its timeout, not the engine: not learnt.
-    records[0].error = "StallTimeout: ..."
+    # A warm-up cut short by its prior timeout: the requests it completed still measure a
+    # wave (the longest served, 4 s, plus the shortest TTFT, 0.5 s).
+    for r in records[8:]:
+        r.error, r.ttft, r.latency = "StallTimeout: ...", None, None
     fit.learn(run(records, 1.0), scaled.arrivals, batch)
-    assert fit.measured_wave_s == 5.0
+    assert fit.measured_wave_s == 4.5
+    # Nothing completed: nothing learnt.
+    for r in records:
+        r.error, r.ttft, r.latency = "StallTimeout: ...", None, None
+    fit.learn(run(records, 1.0), scaled.arrivals, batch)
+    assert fit.measured_wave_s == 4.5
 
 
 def test_the_floor_is_the_workloads_stall_timeout() -> None:

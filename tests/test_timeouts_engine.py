@@ -33,7 +33,7 @@ def test_queued_burst(perf):
 def test_a_queue_longer_than_the_floor_is_no_stall(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_queue=SUITE)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA", "--repeats", "1",
-                                           "--results-dir", "res", timeout=900)
+                                           "--results-dir", "res", timeout=1500)
     assert result.ret == 0, result.stdout.str()[-3000:]
     [doc] = [json.loads(p.read_text()) for p in (pytester.path / "res").glob("*.json")]
     limits = doc["host_fit"]["timeouts"]

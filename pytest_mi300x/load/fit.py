@@ -81,9 +81,10 @@ class HostFit:
               requests: Sequence[PromptRequest]) -> None:
         """After a warm-up: a wave's time as this host and build served it."""
         lengths = [(r.prompt_len, r.output_len) for r in requests]
-        failed = sum(1 for r in run.records if r.error)
+        completed = [(r.ttft, r.latency) for r in run.records
+                     if not r.error and r.ttft is not None and r.latency is not None]
         wave = timeouts.measured_wave_s(run.duration, len(run.records),
-                                        self.in_flight(arrivals, lengths), failed)
+                                        self.in_flight(arrivals, lengths), completed)
         if wave is not None:
             self.measured_wave_s = wave
 

@@ -110,10 +110,11 @@ class Measurer(Recording):
         self.fit.check(scaled, self._lengths(scaled))
         return self._run(workload, scaled, lambda result: self._measure(scaled, result))
 
-    def _lengths(self, scaled: Workload) -> list[tuple[int, int]]:
-        """(prompt, output) tokens per request: from the dataset's sizes, else built."""
+    def _lengths(self, scaled: Workload) -> list[tuple[int, int]] | None:
+        """(prompt, output) tokens per request: from the dataset's sizes, else built; None
+        where there is no roofline to check them against (nothing is built for it)."""
         known = request_lengths(scaled.dataset)
-        if known is not None:
+        if known is not None or self.fit.roofline is None:
             return known
         return [(r.prompt_len, r.output_len) for r in scaled.dataset.build(self.tokenizer)]
 

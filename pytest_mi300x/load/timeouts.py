@@ -8,13 +8,14 @@ queue's length, which is waves x a wave's time, with a margin; never less than t
 workload's ``stall_timeout_s``). A wave's time is estimated before anything runs from the
 roofline (hosts/roofline.py), as the roofline's time over ``ATTAINABLE`` (engines reach a
 fraction of it); where there is no roofline, each wave may take up to the floor. Once the
-warm-up ran, its own duration per wave is the estimate (the larger of the two when both
-exist): measured on this host, with this build.
+warm-up ran, the wave time it measured is the estimate (the larger of the two when both
+exist): measured on this host, with this build, from the requests it completed.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,9 +85,16 @@ def derive(requests: int, in_flight: int | None, floor_s: float, *,
 
 
 def measured_wave_s(duration: float, requests: int, in_flight: int | None,
-                    failed: int) -> float | None:
-    """A wave's time as a finished run measured it (None when requests failed: a cut-short
-    run measures the timeout, not the engine)."""
-    if failed or requests < 1 or duration <= 0:
+                    completed: Sequence[tuple[float, float]]) -> float | None:
+    """A wave's time as a run measured it: the longest a completed request took once it was
+    served (its latency less its TTFT), plus the shortest TTFT (a prefill with no queue);
+    for a run that completed every request, at least its duration per wave. ``completed``:
+    (ttft, latency) of the requests that completed; None when none did. A warm-up cut short
+    by its (prior) timeout still measures the requests it finished."""
+    if not completed:
         return None
-    return duration / waves(requests, in_flight)
+    served = max(latency - ttft for ttft, latency in completed)
+    wave = served + min(ttft for ttft, _ in completed)
+    if len(completed) == requests and duration > 0:
+        wave = max(wave, duration / waves(requests, in_flight))
+    return wave if wave > 0 else None
