@@ -110,7 +110,8 @@ FEWER_SEQS = Claim(
     margin_pct=20.0)
 
 
-@pytest.mark.seed_claim
+# On the workers of its sides' tests (-n auto runs two): it finds them measured there.
+@pytest.mark.seed_claim(sides=(SEQS[4], SEQS[512]))
 def test_case8_claim_a_much_smaller_max_num_seqs_lowers_throughput(claim_sides) -> None:
     few = claim_sides.measure("test_case8_max_num_seqs[max-num-seqs-4]", SEQS[4], WORKLOAD)
     many = claim_sides.measure("test_case8_max_num_seqs[max-num-seqs-512]", SEQS[512],

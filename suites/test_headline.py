@@ -110,7 +110,8 @@ CHECKED_ON_CPU = (TUNED_OVER_DEFAULT.name,)
 QPS_1000 = "qps-1000"
 
 
-@pytest.mark.seed_claim
+@pytest.mark.seed_claim(sides=(("vllm", VLLM_SEED_DEFAULT), ("vllm", VLLM_SEED_TUNED),
+                                ("tgi", TGI_SEED_DEFAULT)))
 @pytest.mark.parametrize("claim", [TUNED_OVER_DEFAULT, VLLM_OVER_TGI], ids=lambda c: c.name)
 def test_headline_claim(claim_sides, sharegpt_dataset, claim: Claim) -> None:
     claim_sides.only_on((*MI300_CLASS, "cpu") if claim.name in CHECKED_ON_CPU

@@ -234,3 +234,26 @@ def test_two_flag_sets_that_start_the_same_server_are_flagged(
     assert "would start the same server on this host" in proc.stdout
     # A body that hands perf no workload is said so, not counted as checked.
     assert {w["status"] for w in doc["workloads"]} == {"unchecked"}
+
+
+def test_a_claim_runs_on_the_worker_of_its_sides(checkout: pytest.Pytester) -> None:
+    """Under xdist (-n auto: two workers on mi300x-01) each server group goes to one worker;
+    a claim naming its sides shares their group, so it finds them measured in its own
+    process instead of measuring them again on another worker."""
+    from pytest_mi300x.plugin.scheduling import group_of
+
+    items, _ = checkout.inline_genitems("suites/test_guide_cases.py", "suites/test_headline.py",
+                                        "--gpu-host", "mi300x-01",
+                                        "--vllm-build=docker:rocm/vllm-ci:abc123")
+    by_id = {item.nodeid.split("@")[0].split("::", 1)[1]: group_of(item) for item in items}
+    case8 = {by_id[f"test_case8_max_num_seqs[max-num-seqs-{n}]"] for n in (4, 512)}
+    assert case8 == {by_id["test_case8_claim_a_much_smaller_max_num_seqs_lowers_throughput"]}
+    # ... and nothing else: the other case-8 servers and the default server keep their own.
+    assert by_id["test_case8_max_num_seqs[max-num-seqs-256]"] not in case8
+    assert by_id["test_case1_chunked_prefill[chunked-prefill-on]"] not in case8
+    headline = {g for t, g in by_id.items() if t.startswith("test_headline_")}
+    assert len(headline) == 1
+    # Without xdist the order still puts every claim after the tests it compares.
+    names = [item.name for item in items]
+    assert names.index("test_case8_claim_a_much_smaller_max_num_seqs_lowers_throughput") > max(
+        i for i, n in enumerate(names) if n.startswith("test_case8_max_num_seqs"))
