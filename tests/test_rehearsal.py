@@ -203,8 +203,10 @@ def test_rehearsal_local_launcher(pytester: pytest.Pytester, monkeypatch: pytest
         assert doc["host_fit"]["feasibility"]["status"] == "feasible"
         assert doc["host_fit"]["timeouts"]["stall_timeout_s"] >= 60.0
         figures = doc["runs"][0]["figures"]
-        assert 0 < figures["roofline_decode_bw_pct"] < 100
-        assert 0 <= figures["roofline_prefill_compute_pct"] < 100
+        if figures["median_tpot_ms"] > 0:  # a run whose outputs came in one chunk has none
+            assert 0 < figures["roofline_decode_bw_pct"] < 100
+            assert 0 <= figures["roofline_prefill_compute_pct"] < 100
+    assert any("roofline_decode_bw_pct" in d["runs"][0]["figures"] for d in docs)
     assert {d["server"]["flag_set"]["name"] for d in docs} == {"default", "seqs-8"}
     result.stdout.fnmatch_lines(["*HBM bw %*prefill FLOP %*"])  # the session table shows them
     assert_leases_freed(locks, monkeypatch)
