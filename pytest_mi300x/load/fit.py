@@ -55,6 +55,14 @@ class HostFit:
             found = room if found is None else min(found, max(1, room))
         return found
 
+    def lengths(self, scaled: Workload, tokenizer: Any) -> list[tuple[int, int]] | None:
+        """(prompt, output) tokens per request: from the dataset's sizes, else built; None
+        where there is no roofline to check them against (nothing is built for it)."""
+        known = feasibility.request_lengths(scaled.dataset)
+        if known is not None or self.roofline is None:
+            return known
+        return [(r.prompt_len, r.output_len) for r in scaled.dataset.build(tokenizer)]
+
     def check(self, scaled: Workload, lengths: Sequence[tuple[int, int]] | None,
               ladder: Sequence[float] = ()) -> Feasibility:
         """The workload at its rate (or a sweep's ladder) against the roofline; raises

@@ -20,7 +20,6 @@ from pytest_mi300x.hosts.profile import HostProfile
 from pytest_mi300x.judge.gate import Gate
 from pytest_mi300x.load import figures as metrics
 from pytest_mi300x.load.capacity import sweeps
-from pytest_mi300x.load.feasibility import request_lengths
 from pytest_mi300x.load.figures import check_slos
 from pytest_mi300x.load.fit import HostFit
 from pytest_mi300x.load.recording import Recording, server_telemetry
@@ -107,16 +106,8 @@ class Measurer(Recording):
         gated metric regressed, MissingBaseline under ``--require-baseline``.
         """
         scaled = workload.scaled(self.host.scale)
-        self.fit.check(scaled, self._lengths(scaled))
+        self.fit.check(scaled, self.fit.lengths(scaled, self.tokenizer))
         return self._run(workload, scaled, lambda result: self._measure(scaled, result))
-
-    def _lengths(self, scaled: Workload) -> list[tuple[int, int]] | None:
-        """(prompt, output) tokens per request: from the dataset's sizes, else built; None
-        where there is no roofline to check them against (nothing is built for it)."""
-        known = request_lengths(scaled.dataset)
-        if known is not None or self.fit.roofline is None:
-            return known
-        return [(r.prompt_len, r.output_len) for r in scaled.dataset.build(self.tokenizer)]
 
     def run_capacity(self, workload: Workload, rates: Sequence[float],
                      slos: Mapping[str, float], *, attainment: float = DEFAULT_ATTAINMENT,
@@ -144,7 +135,8 @@ class Measurer(Recording):
         host_rates = [self.host.scale.request_rate(r, burst_above_max=False) for r in rates]
         scaled = workload.scaled(self.host.scale)
         # A ladder reaching past the roofline is fitted under it (a rung above can only miss).
-        fitted = self.fit.check(scaled, self._lengths(scaled), ladder=host_rates)
+        fitted = self.fit.check(scaled, self.fit.lengths(scaled, self.tokenizer),
+                                ladder=host_rates)
         if fitted.status == "rescaled":
             warnings.warn(f"{self.test_id}: {fitted.reason}", stacklevel=2)
             host_rates = list(fitted.rates)
@@ -197,7 +189,7 @@ class Measurer(Recording):
         dataset: Any = scaled.dataset  # a frozen dataclass (datasets.Dataset)
         # Outputs stopping at EOS on every engine are as long as the model makes them.
         exact = self.server.engine.exact_output_lengths and not scaled.stop_at_eos
-        salt_field = self._cache_salt_field(scaled)
+        salt_field = _cache_salt_field(self.server.engine, scaled)
         seeds = fresh_seeds(getattr(self.server, "measured_seeds", None), scaled,
                             self.repeats, self.test_id)
         for rep, seed in enumerate(seeds):
@@ -270,18 +262,6 @@ class Measurer(Recording):
         for server in self.servers:
             server.check_alive(during, grace_s=DEATH_GRACE_S if failed else 0.0)
 
-    def _cache_salt_field(self, scaled: Workload) -> str | None:
-        """The request field a fresh or second-run workload keys the prefix cache with;
-        None for ``as-is``."""
-        if scaled.prefix_cache == "as-is":
-            return None
-        field = self.server.engine.cache_salt_field
-        if field is None:
-            raise InvalidRun(f"a {scaled.prefix_cache} workload keys the prefix cache per "
-                             f"run, which {self.server.engine.name} cannot (no per-request "
-                             "cache salt); it runs on vLLM")
-        return field
-
     def _load(self, requests: Any, arrivals: Arrivals, seed: int,
               workload: Workload, label: str = "",
               extra_body: Mapping[str, object] | None = None) -> LoadRun:
@@ -316,3 +296,17 @@ class Measurer(Recording):
                     or (cap is not None and cap < processes * 2)):
                 return run  # healthy, or nothing left to spread: find_problems says why
             processes *= 2
+
+
+def _cache_salt_field(engine: Any, scaled: Workload) -> str | None:
+    """The request field a fresh or second-run workload keys the prefix cache with;
+    None for ``as-is``."""
+    if scaled.prefix_cache == "as-is":
+        return None
+    field = engine.cache_salt_field
+    if field is None:
+        raise InvalidRun(f"a {scaled.prefix_cache} workload keys the prefix cache per "
+                         f"run, which {engine.name} cannot (no per-request "
+                         "cache salt); it runs on vLLM")
+    return field
+
