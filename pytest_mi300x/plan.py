@@ -9,6 +9,14 @@ pip install, docker pull / inspect / run, GPU tool or engine runs.
 
 A server's GPUs are the ones a lease takes on an idle host (the lowest free ids); ports
 are placeholders, since each server gets a free loopback port when it starts.
+
+Each test's body is dry-run for the workloads it would measure (plugin/dryrun.py), and each
+workload is checked against the roofline of its server's GPUs (load/feasibility.py):
+feasible, saturating (a paced rate past the roofline: the server sets the pace), rescaled (a
+sweep's ladder fitted under it), infeasible (it cannot run: refused at run time) or
+unchecked (no roofline, lengths unknown). Servers that two flag sets would start
+identically on this host (the same command and env but for port, name and GPU placement)
+are flagged as duplicates: each would start on its own, measuring the same thing twice.
 """
 
 from __future__ import annotations
@@ -21,12 +29,14 @@ from pytest_mi300x.engines.base import EngineUnsupported
 from pytest_mi300x.engines.flags import FlagSet
 from pytest_mi300x.gpus.leases import visibility_env
 from pytest_mi300x.hosts.profile import HostConfigError
+from pytest_mi300x.load.feasibility import check, peak_rate, request_lengths, roofline_of
 from pytest_mi300x.results import redact
 from pytest_mi300x.servers.pool import leased, owner
 from pytest_mi300x.servers.process import redact_env
 
 if TYPE_CHECKING:
     from pytest_mi300x.session import PerfSession
+    from pytest_mi300x.workload.workload import Workload
 
 PLACEHOLDER_PORT = 8001
 """The first placeholder port; the n-th server of a plan shows 8001 + n - 1."""
@@ -43,6 +53,24 @@ class ServerRequest:
     accelerators: tuple[str, ...] = ()
     instances: int = 1
     """Servers of the flag set behind the test's workload (``server_instances``)."""
+    workloads: tuple[tuple[Workload, tuple[float, ...]], ...] = ()
+    """What its body would measure (workload, sweep ladder), from the plan's dry run."""
+    dry_run_note: str = ""
+
+
+@dataclass(frozen=True)
+class WorkloadCheck:
+    """One workload of one test against its server's roofline."""
+
+    test: str
+    server: int
+    """The server's number in the plan (1-based)."""
+    status: str
+    reason: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"test": self.test, "server": self.server, "status": self.status,
+                "reason": self.reason}
 
 
 @dataclass
@@ -57,6 +85,7 @@ class PlannedServer:
     model_path: str
     flag_set: dict[str, Any]
     gpus: list[int]
+    tensor_parallel: int
     visibility: dict[str, str]
     argv: list[str]
     env: dict[str, str]
@@ -72,6 +101,7 @@ class PlannedServer:
                 "note": self.note, "version": self.version, "model": self.model,
                 "model_path": self.model_path,
                 "flag_set": self.flag_set, "flag_sets": self.flag_sets, "gpus": self.gpus,
+                "tensor_parallel": self.tensor_parallel,
                 "visibility": self.visibility, "argv": self.argv, "env": self.env,
                 "stop": self.stop, "tests": self.tests}
 
@@ -88,6 +118,27 @@ class Plan:
     """(test, why its server cannot be planned: a bad build, an unknown model)."""
     claims: list[str] = field(default_factory=list)
     """Claim tests: they judge other tests' results, measured on those tests' servers."""
+    workloads: list[WorkloadCheck] = field(default_factory=list)
+
+    def duplicates(self) -> list[list[int]]:
+        """Numbers (1-based) of servers that launch the same server on this host, apart from
+        port, name and GPU placement; instances of one group count as one (they start
+        together by design)."""
+        seen: dict[str, list[int]] = {}
+        for n, server in enumerate(self.servers, 1):
+            group = server.key.rpartition("-instance-")
+            if group[1] and not group[2].startswith("1-of-"):
+                continue  # a group is represented by its first instance
+            # A group compares with groups of as many instances, never with one server.
+            seen.setdefault(_launch_signature(server) + (group[2] if group[1] else ""),
+                            []).append(n)
+        return [numbers for numbers in seen.values() if len(numbers) > 1]
+
+    def counts(self) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for w in self.workloads:
+            found[w.status] = found.get(w.status, 0) + 1
+        return found
 
     def describe(self) -> dict[str, Any]:
         """The plan as JSON: each part's secrets were hidden where it was made (not by field
@@ -96,6 +147,8 @@ class Plan:
                 "skipped": [{"test": t, "reason": r} for t, r in self.skipped],
                 "unplanned": [{"test": t, "reason": r} for t, r in self.unplanned],
                 "claims": list(self.claims),
+                "workloads": [w.describe() for w in self.workloads],
+                "duplicates": self.duplicates(),
                 "started": "nothing"}
 
     def lines(self) -> list[str]:
@@ -111,7 +164,8 @@ class Plan:
                f"{len(self.servers)} server(s) for {tests} test(s), {len(self.skipped)} "
                f"test(s) skip, {len(self.unplanned)} cannot be planned; nothing was started",
                "ports are placeholders (each server gets a free loopback port when it "
-               "starts); GPUs are those a lease takes on an idle host"]
+               "starts); GPUs are those a lease takes on an idle host",
+               _summary(self.counts(), len(self.duplicates()))]
         for n, server in enumerate(self.servers, 1):
             flags = " ".join([*server.flag_set["argv"],
                               *(f"{k}={v}" for k, v in server.flag_set["env"].items())])
@@ -124,7 +178,8 @@ class Plan:
                     f"({flags or 'engine defaults'})"]
             if server.gpus:
                 visible = " ".join(f"{k}={v}" for k, v in server.visibility.items())
-                out.append(f"  GPUs:     {len(server.gpus)} leased; {visible}")
+                out.append(f"  GPUs:     {len(server.gpus)} leased, tensor parallel "
+                           f"{server.tensor_parallel}; {visible}")
             else:
                 out.append("  GPUs:     none (no GPU lease on this host)")
             out += [f"  command:  {shlex.join(server.argv)}", f"  env:      {env}"]
@@ -137,12 +192,65 @@ class Plan:
             if rows:
                 out += ["", f"{title} ({len(rows)}):"]
                 out += [f"  {test}: {reason}" for test, reason in rows]
+        out += self._checked_lines()
         if self.claims:
             out += ["", f"claims ({len(self.claims)}), judged on the results of the tests "
                         "they compare (measured on those tests' servers above when not "
                         "selected):"]
             out += [f"  {test}" for test in self.claims]
         return out
+
+
+    def _checked_lines(self) -> list[str]:
+        out: list[str] = []
+        if self.workloads:
+            out += ["", "workloads against the roofline of their server's GPUs "
+                        f"({_summary(self.counts(), None)}):"]
+            out += [f"  {w.status}: {w.test} (server {w.server}): {w.reason}"
+                    for w in self.workloads]
+        for numbers in self.duplicates():
+            names = ", ".join(f"{n} ({', '.join(self.servers[n - 1].flag_sets)})"
+                              for n in numbers)
+            out += ["", f"duplicate servers: {names} would start the same server on this "
+                        "host (same command and env but for port, name and GPUs): each "
+                        "measures what the other does"]
+        return out
+
+
+def _summary(counts: dict[str, int], duplicates: int | None) -> str:
+    order = ("feasible", "saturating", "rescaled", "infeasible", "unchecked")
+    text = ", ".join(f"{counts.get(k, 0)} {k}" for k in order)
+    return f"workloads: {text}" + ("" if duplicates is None
+                                   else f"; duplicate servers: {duplicates}")
+
+
+def _launch_signature(server: PlannedServer) -> str:
+    visibility = set(server.visibility)
+    env = sorted((k, v) for k, v in server.env.items() if k not in visibility)
+    return repr((server.engine, server.build, server.model_path, server.flag_set["argv"],
+                 env, len(server.gpus)))
+
+
+def _checks(session: PerfSession, request: ServerRequest, planned: PlannedServer,
+            number: int) -> list[WorkloadCheck]:
+    """The request's workloads, scaled to the host, against its server's roofline."""
+    if not request.workloads:
+        return [WorkloadCheck(request.test, number, "unchecked",
+                              request.dry_run_note or "its body handed over no workload")]
+    host = session.host
+    gpus = len(planned.gpus) * request.instances
+    roofline, why = roofline_of(host, planned.model_path, planned.model, gpus,
+                                request.flag_set.value("kv_cache_dtype"))
+    max_seqs = request.flag_set.value("max_num_seqs")
+    out = []
+    for workload, ladder in request.workloads:
+        scaled = workload.scaled(host.scale)
+        rates = [host.scale.request_rate(r, burst_above_max=False) for r in ladder]
+        found = check(roofline, why, request_lengths(scaled.dataset),
+                      peak_rate(scaled.arrivals), rates,
+                      max_seqs if isinstance(max_seqs, int) else None)
+        out.append(WorkloadCheck(request.test, number, found.status, found.reason))
+    return out
 
 
 def make_plan(session: PerfSession, requests: list[ServerRequest],
@@ -172,6 +280,8 @@ def make_plan(session: PerfSession, requests: list[ServerRequest],
         except (HostConfigError, EngineUnsupported, ValueError) as exc:
             plan.unplanned.append((request.test, str(exc)))
             continue
+        plan.workloads += _checks(session, request, by_key[keys[0]],
+                                  plan.servers.index(by_key[keys[0]]) + 1)
         for one in keys:
             by_key[one].tests.append(request.test)
             if request.flag_set.name not in by_key[one].flag_sets:
@@ -198,6 +308,7 @@ def _server(session: PerfSession, key: str, request: ServerRequest, index: int,
         key=key, engine=engine.name, build=str(description.get("build")),
         version=session.engine_version(request.engine), model=request.model,
         model_path=spec.model, flag_set=redact.redact(spec.flag_set.describe()),
-        gpus=list(spec.gpus), visibility=visibility, argv=redact.argv(engine.command(spec)),
+        gpus=list(spec.gpus), tensor_parallel=spec.gpus_needed, visibility=visibility,
+        argv=redact.argv(engine.command(spec)),
         env=redact_env(engine.environment(spec)), stop=engine.cleanup_argv(spec),
         note=str(description.get("note", "")))

@@ -31,6 +31,10 @@ from pytest_mi300x.judge.claims import Claim
 
 MI300_CLASS = ("mi300x", "mi325x", "mi355x")
 
+# The seed ran its tuning cases on 4 MI300X (its Appendix: "run with 4 MI300X GPUs"); case 7
+# compares TP 4 with TP 8 by its own flag sets. On 8 GPUs, -n auto then runs two workers.
+pytestmark = pytest.mark.tensor_parallel(4)
+
 WORKLOAD = Workload(
     dataset=RandomDataset(input_len=256, output_len=256, num_prompts=400, seed=0),
     arrivals=Arrivals(request_rate=1000.0),
@@ -106,7 +110,8 @@ FEWER_SEQS = Claim(
     margin_pct=20.0)
 
 
-@pytest.mark.seed_claim
+# On the workers of its sides' tests (-n auto runs two): it finds them measured there.
+@pytest.mark.seed_claim(sides=(SEQS[4], SEQS[512]))
 def test_case8_claim_a_much_smaller_max_num_seqs_lowers_throughput(claim_sides) -> None:
     few = claim_sides.measure("test_case8_max_num_seqs[max-num-seqs-4]", SEQS[4], WORKLOAD)
     many = claim_sides.measure("test_case8_max_num_seqs[max-num-seqs-512]", SEQS[512],

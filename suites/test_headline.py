@@ -18,10 +18,14 @@ Configuration"), named for what they are:
 - ``tgi-seed-default``: ``text-generation-launcher --max-concurrent-requests 1024``
   (over 128, TGI's default, it answers HTTP 429) with the seed's env.
 
-Both commands also set ``-tp 8`` / ``--num-shard 8 --sharded true``: the harness sets
-those from the host's ``tensor_parallel`` (GPUs per server). ``VLLM_RPC_TIMEOUT=30000``
-is in the mi300x host's env; ``VLLM_USE_TRITON_FLASH_ATTN=0`` is left out because today's
-vLLM no longer reads it (case 5 of test_guide_cases.py measures it where it exists).
+Both commands also set ``-tp 8`` / ``--num-shard 8 --sharded true``: the module's
+``tensor_parallel(8)`` marker gives that on a GPU host (the harness writes the flag). Every
+request lets its output stop at EOS, on vLLM as on TGI (whose router cannot force lengths),
+as the seed's runs did: both engines then do the work the model asks, recorded with each
+result (``outputs`` in its workload) and the real output lengths beside the asked ones.
+``VLLM_RPC_TIMEOUT=30000`` is in the mi300x host's env; ``VLLM_USE_TRITON_FLASH_ATTN=0`` is
+left out because today's vLLM no longer reads it (case 5 of test_guide_cases.py measures it
+where it exists).
 
 On the cpu host the same values stay valid and mean the same: 1024 batched tokens is
 at least the 1024 sequences (vLLM requires it) and, with chunked prefill on as vLLM
@@ -48,6 +52,9 @@ import pytest
 from pytest_mi300x import AccuracyCheck, Arrivals, FlagSet, Workload
 from pytest_mi300x.judge.claims import Claim
 
+# The seed's Appendix commands: -tp 8 and --num-shard 8 --sharded true.
+pytestmark = pytest.mark.tensor_parallel(8)
+
 RATES = [pytest.param(16.0, id="qps-16"), pytest.param(32.0, id="qps-32"),
          pytest.param(1000.0, id="qps-1000")]
 
@@ -67,8 +74,11 @@ SERVERS = pytest.mark.parametrize(("serving_engine", "flag_set"), [
 
 
 def workload(dataset, request_rate: float) -> Workload:
+    # Outputs stop at EOS on both engines: TGI's router cannot force lengths (it ignores
+    # ignore_eos), and the seed's benchmark_serving let both stop at EOS; forcing vLLM's
+    # alone would hand TGI less work per request (docs/workloads.md).
     return Workload(dataset=dataset, arrivals=Arrivals(request_rate=request_rate),
-                    accuracy=AccuracyCheck())
+                    accuracy=AccuracyCheck(), stop_at_eos=True)
 
 
 @pytest.mark.parametrize("request_rate", RATES)
@@ -100,7 +110,8 @@ CHECKED_ON_CPU = (TUNED_OVER_DEFAULT.name,)
 QPS_1000 = "qps-1000"
 
 
-@pytest.mark.seed_claim
+@pytest.mark.seed_claim(sides=(("vllm", VLLM_SEED_DEFAULT), ("vllm", VLLM_SEED_TUNED),
+                                ("tgi", TGI_SEED_DEFAULT)))
 @pytest.mark.parametrize("claim", [TUNED_OVER_DEFAULT, VLLM_OVER_TGI], ids=lambda c: c.name)
 def test_headline_claim(claim_sides, sharegpt_dataset, claim: Claim) -> None:
     claim_sides.only_on((*MI300_CLASS, "cpu") if claim.name in CHECKED_ON_CPU

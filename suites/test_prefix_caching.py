@@ -26,6 +26,8 @@ import pytest
 from pytest_mi300x import Arrivals, FlagSet, SharedPrefixDataset, Workload, flag_sets
 from pytest_mi300x.judge.claims import Claim, check_near, second_run_hit_rate
 
+pytestmark = pytest.mark.tensor_parallel(4)  # the seed's TP for its tuning cases
+
 SETS = {(cp, pc): FlagSet.of(f"cp-{cp}-pc-{pc}",
                              enable_chunked_prefill=cp == "on",
                              enable_prefix_caching=pc == "on")

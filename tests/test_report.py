@@ -56,3 +56,29 @@ def test_the_capacity_column_shows_only_when_a_test_measured_it() -> None:
     assert "SLO req/s" in lines[0]
     assert "12.25" in lines[2]
     assert "SLO req/s" not in summary_table({}, {"s::rate": rows["s::rate[default]"]})[0]
+
+
+def test_the_roofline_fractions_show_on_a_gpu_host_and_the_cpu_host_says_why() -> None:
+    from pytest_mi300x.reporting.report import collect, render_html, render_markdown
+    from pytest_mi300x.results.model import Result
+    from tests.result_docs import result_doc
+
+    gpu = result_doc("s::t[default]", [4.0, 4.2])
+    for run in gpu["runs"]:
+        run["figures"].update(roofline_decode_bw_pct=41.5, roofline_prefill_compute_pct=12.25)
+    gpu["host_fit"] = {"roofline": {"gpus": 4, "accelerator": "mi300x",
+                                    "peak_pflops_bf16": 5.2296, "hbm_tb_s": 21.2}}
+    text = render_markdown(collect([Result(gpu)], {}, "run-1"))
+    assert "## Against the roofline" in text
+    assert "| s::t[default] | 41.5% | 12.2% | 4 x mi300x: 5.23 PFLOP/s BF16, 21.2 TB/s |" in text
+    assert "Decode bandwidth: the weights read once per decode step" in text
+    assert "41.5%" in render_html(collect([Result(gpu)], {}, "run-1"))
+    cpu = result_doc("s::t[default]", [4.0])
+    cpu["host_fit"] = {"roofline": None, "why": "no roofline on host 'cpu' (a CPU host)"}
+    text = render_markdown(collect([Result(cpu)], {}, "run-1"))
+    assert "No fractions of the roofline: no roofline on host 'cpu' (a CPU host)." in text
+    # The terminal shows the columns only where a result has them.
+    rows = {"s::t": {"roofline_decode_bw_pct": 41.5, "roofline_prefill_compute_pct": 12.25,
+                     "valid": True}}
+    assert "HBM bw %" in summary_table({}, rows)[0] and "41.5" in summary_table({}, rows)[2]
+    assert "HBM bw %" not in summary_table({}, {"s::t": {"valid": True}})[0]

@@ -70,6 +70,16 @@ def gpus_needed(flag_set: FlagSet, host: HostProfile) -> int:
     return host.tensor_parallel
 
 
+def at_tensor_parallel(flag_set: FlagSet, tp: int | None, host: HostProfile) -> FlagSet:
+    """The flag set a test runs with on ``host``: on a GPU host, with ``tensor_parallel_size``
+    set to the test's own ``tp`` (its ``tensor_parallel`` marker: the seed's TP for the case)
+    when the set gives none; as it is on a host without GPUs (nothing to split a model
+    across) or without a test TP (the host's ``tensor_parallel`` applies)."""
+    if tp is None or not host.has_gpus or flag_set.value(TP_FLAG) is not None:
+        return flag_set
+    return FlagSet(flag_set.name, (*flag_set.flags, (TP_FLAG, tp)), flag_set.env)
+
+
 @dataclass(frozen=True)
 class ServedModel:
     """A logical model name resolved on a host: what the engine loads and its tokenizer facts."""

@@ -9,7 +9,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pytest_mi300x.hosts.peaks import Peaks
 
 TINY_MODEL = "tiny:llama"
 """Model reference that stands for the locally generated tiny Llama (random weights)."""
@@ -105,6 +108,9 @@ class HostProfile:
     lease_timeout_s: float = 3600.0
     gfx: str | None = None
     description: str = ""
+    peaks: Peaks | None = None
+    """One accelerator's peak compute and bandwidth (hosts/peaks.py): the roofline workloads
+    are checked against; None where there is none (the cpu host)."""
 
     @property
     def has_gpus(self) -> bool:
@@ -146,4 +152,5 @@ class HostProfile:
             **({"gfx": self.gfx, "tensor_parallel": self.tensor_parallel,
                 "dummy_weights": self.dummy_weights, "docker": self.docker.describe()}
                if self.has_gpus else {}),
+            **({"roofline": self.peaks.describe()} if self.peaks is not None else {}),
         }

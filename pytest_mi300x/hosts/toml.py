@@ -11,6 +11,7 @@ from types import MappingProxyType
 from typing import Any
 
 from pytest_mi300x.hosts.cpu import CPU_HOST
+from pytest_mi300x.hosts.peaks import peaks_from_toml
 from pytest_mi300x.hosts.profile import (
     ACCELERATORS,
     LAUNCHERS,
@@ -26,7 +27,8 @@ BUILTIN_HOSTS: Mapping[str, HostProfile] = MappingProxyType({"cpu": CPU_HOST})
 _FIELDS = {"accelerator", "accelerator_count", "launcher", "env", "engine_args", "models",
            "scale", "max_servers", "start_timeout_s", "description", "floors", "burst_floors",
            "noise", "burst_noise", "engine_nice", "frontend_cpus",
-           "tensor_parallel", "dummy_weights", "docker", "lock_dir", "lease_timeout_s", "gfx"}
+           "tensor_parallel", "dummy_weights", "docker", "lock_dir", "lease_timeout_s", "gfx",
+           "roofline"}
 _DOCKER_FIELDS = {"shm_size", "model_cache", "extra_args"}
 
 
@@ -137,6 +139,7 @@ def _profile_from_toml(path: Path, name: str, raw: Any) -> HostProfile:
         lease_timeout_s=float(lease_timeout),
         gfx=raw.get("gfx"),
         description=raw.get("description", ""),
+        peaks=peaks_from_toml(path, where, accel, raw.get("roofline")),
     )
 
 

@@ -70,13 +70,16 @@ class PerfResult:
 
 @dataclass(frozen=True)
 class Measured:
-    """A valid result of this session, kept for the claims that compare results."""
+    """A result of this session (valid, or failed and why), kept for the claims that compare
+    results."""
 
     workload: dict[str, Any]
     """The workload as the test wrote it (full size)."""
     result: PerfResult
     server: str
     """The server's key: results of one server need no start-to-start noise."""
+    failed: str = ""
+    """Why the measurement failed (its error's first line); empty for a valid result."""
 
 
 def fresh_seeds(measured: dict[str, dict[int, str]] | None, scaled: Workload, repeats: int,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_mi300x.judge.claims import Claim, ClaimCheck, check_claim
+from pytest_mi300x.plugin.scheduling import flag_set_on_host
 from pytest_mi300x.plugin.stash import PROGRESS_KEY, SERVER_KEY, SIDE_MEASURERS_KEY
 from pytest_mi300x.plugin.summary import CLAIM_PROPERTY
 
@@ -50,8 +51,13 @@ class ClaimSides:
         accelerator, a flag this engine build dropped).
         """
         nodeid = test if "::" in test else f"{self.module}::{test}"
+        flag_set = flag_set_on_host(self.request.node, flag_set)  # as the side's test runs it
         found = self.session.measured.get(nodeid)
         if found is not None and found.workload == workload.describe():
+            if found.failed:
+                pytest.skip(f"{test}: its measurement failed earlier in this session "
+                            f"({found.failed}); not measured a second time, so the claim "
+                            "has nothing to compare")
             self._sides[id(found.result)] = found
             return found.result
         session = self.session

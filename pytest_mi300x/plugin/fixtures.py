@@ -13,7 +13,7 @@ import pytest
 
 from pytest_mi300x.engines.flags import DEFAULT_FLAGS, FlagSet
 from pytest_mi300x.plugin import benchmark
-from pytest_mi300x.plugin.scheduling import strip_group
+from pytest_mi300x.plugin.scheduling import flag_set_on_host, strip_group
 from pytest_mi300x.plugin.stash import (
     MEASURER_KEY,
     PROGRESS_KEY,
@@ -64,6 +64,11 @@ def flag_set() -> FlagSet:
 def sharegpt_dataset(mi300x_session: PerfSession) -> Callable[..., Dataset]:
     """Makes ShareGPT workloads: from ``--sharegpt FILE`` with vLLM's filtering, else
     the seeded look-alike (SyntheticShareGPT). Call it as ``sharegpt_dataset(num_prompts)``."""
+    return sharegpt_maker(mi300x_session)
+
+
+def sharegpt_maker(mi300x_session: PerfSession) -> Callable[..., Dataset]:
+    """What ``sharegpt_dataset`` hands out (the plan's dry run makes the same)."""
     from pytest_mi300x.workload.sharegpt import ShareGPTDataset, SyntheticShareGPT
 
     path = mi300x_session.settings.sharegpt_path
@@ -92,6 +97,7 @@ def llm_servers(request: pytest.FixtureRequest, mi300x_session: PerfSession,
     test that asks the same; on GPU hosts each leases its own GPUs. With ``--endpoint``,
     that endpoint (tests needing a server of their own skip)."""
     wanted = tuple(a for m in request.node.iter_markers("accelerator") for a in m.args)
+    flag_set = flag_set_on_host(request.node, flag_set)  # the seed's TP for the case
     reason = mi300x_session.unavailable(serving_engine, flag_set, wanted, served_model,
                                         instances=server_instances)
     if reason:

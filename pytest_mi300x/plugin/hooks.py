@@ -48,9 +48,13 @@ MARKERS = (
     "e.g. perf_floor(median_ttft_ms=15)",
     "accelerator(*kinds): run only on hosts with one of these accelerators "
     "(e.g. accelerator('mi300x', 'mi325x')); elsewhere the test skips with the reason",
-    "seed_claim(flag_set=None): checks a claim of the seed guide on what other tests "
-    "measured in this session (claim_sides fixture); runs after them, or, with flag_set (its "
-    "own workloads on that flag set), with that flag set's tests",
+    "tensor_parallel(n): on a GPU host, the test's servers run at tensor parallel n (the "
+    "seed's TP for the case) unless its flag set gives tensor_parallel_size; a CPU host "
+    "ignores it",
+    "seed_claim(flag_set=None, sides=()): checks a claim of the seed guide on what other "
+    "tests measured in this session (claim_sides fixture); runs after them, or, with flag_set "
+    "(its own workloads on that flag set), with that flag set's tests; sides (flag sets, or "
+    "(engine, flag set)) keeps it on the xdist worker of those sides' tests",
 )
 
 

@@ -11,7 +11,12 @@ import pytest
 
 from pytest_mi300x.engines.flags import DEFAULT_FLAGS, FlagSet
 from pytest_mi300x.plugin.fixtures import DEFAULT_ENGINE, DEFAULT_MODEL
-from pytest_mi300x.plugin.scheduling import CLAIM_FIXTURE, SERVER_FIXTURE, strip_group
+from pytest_mi300x.plugin.scheduling import (
+    CLAIM_FIXTURE,
+    SERVER_FIXTURE,
+    flag_set_on_host,
+    strip_group,
+)
 
 if TYPE_CHECKING:
     from pytest_mi300x.plan import Plan, ServerRequest
@@ -30,15 +35,19 @@ def run_nothing_in_parallel(config: pytest.Config) -> None:
         config.option.tx = []
 
 
-def requests(items: list[pytest.Item]) -> list[ServerRequest]:
+def requests(items: list[pytest.Item], session: PerfSession | None = None
+             ) -> list[ServerRequest]:
     """What each test's ``llm_server`` would ask for, from its parameters.
 
     A test that parametrizes ``serving_engine``, ``served_model`` or ``flag_set`` (directly
     or through a fixture's params) is planned with those values; one that does not gets the
     plugin's defaults, since the plan runs no fixture (a conftest fixture that overrides
-    them without parameters is not seen).
+    them without parameters is not seen). With ``session``, each test's body is dry-run for
+    the workloads it would measure (plugin/dryrun.py), which the plan checks against the
+    host's roofline.
     """
     from pytest_mi300x.plan import ServerRequest
+    from pytest_mi300x.plugin.dryrun import DryRun, dry_run
 
     out = []
     for item in items:
@@ -49,13 +58,16 @@ def requests(items: list[pytest.Item]) -> list[ServerRequest]:
         flag_set = params.get("flag_set", DEFAULT_FLAGS)
         if not isinstance(flag_set, FlagSet):
             flag_set = DEFAULT_FLAGS
+        flag_set = flag_set_on_host(item, flag_set)  # the seed's TP for the case
+        dry = dry_run(item, session) if session is not None else DryRun()
         out.append(ServerRequest(
             test=strip_group(item.nodeid, item),
             engine=str(params.get("serving_engine", DEFAULT_ENGINE)),
             model=str(params.get("served_model", DEFAULT_MODEL)),
             flag_set=flag_set,
             accelerators=tuple(a for m in item.iter_markers("accelerator") for a in m.args),
-            instances=int(params.get("server_instances", 1))))
+            instances=int(params.get("server_instances", 1)),
+            workloads=tuple(dry.workloads), dry_run_note=dry.note))
     return out
 
 
@@ -70,7 +82,7 @@ def show(config: pytest.Config, session: PerfSession, items: list[pytest.Item]) 
     """Plan the collected items, print the plan and write its JSON if asked."""
     from pytest_mi300x.plan import make_plan
 
-    plan = make_plan(session, requests(items), claims(items))
+    plan = make_plan(session, requests(items, session), claims(items))
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     for line in plan.lines():
         if reporter is not None:

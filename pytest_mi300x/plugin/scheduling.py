@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from pytest_mi300x.engines.flags import DEFAULT_FLAGS, FlagSet
+from pytest_mi300x.plugin.stash import SESSION_KEY
 from pytest_mi300x.results.files import write_json_atomic
 
 GROUPS_FILE = ".xdist-groups.json"
@@ -22,6 +23,33 @@ SERVER_FIXTURE = "llm_servers"
 CLAIM_MARK = "seed_claim"
 """A test that checks a seed claim on what other tests measured: it runs after them."""
 CLAIM_FIXTURE = "claim_sides"
+SIDES_GROUP_KEY = pytest.StashKey[str]()
+"""The group a test shares with a claim that names its server as a side (merge_claim_sides)."""
+TP_MARK = "tensor_parallel"
+"""A test's own tensor parallelism on GPU hosts (the seed's TP for its case)."""
+
+
+def test_tp(node: pytest.Item) -> int | None:
+    """The TP a test's ``tensor_parallel(n)`` marker asks (the closest one), else None."""
+    mark = node.get_closest_marker(TP_MARK)
+    if mark is None:
+        return None
+    tp = mark.args[0] if mark.args else mark.kwargs.get("n")
+    if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
+        raise pytest.UsageError(f"{node.nodeid}: tensor_parallel({tp!r}) is not a GPU count; "
+                                "write a whole number >= 1, e.g. @pytest.mark.tensor_parallel(4)")
+    return tp
+
+
+def flag_set_on_host(node: pytest.Item, flag_set: FlagSet) -> FlagSet:
+    """The flag set as the test runs it on this session's host: with its marker's TP on a
+    GPU host (engines/served.py at_tensor_parallel)."""
+    from pytest_mi300x.engines.served import at_tensor_parallel
+
+    perf_session = node.config.stash.get(SESSION_KEY, None)
+    if perf_session is None:
+        return flag_set
+    return at_tensor_parallel(flag_set, test_tp(node), perf_session.host)
 
 
 def default_to_server_groups(config: pytest.Config) -> None:
@@ -64,6 +92,7 @@ def order_and_group(config: pytest.Config, items: list[pytest.Item], perf_sessio
     flag set, and of flag sets that launch the same server (servers/shared.py); under
     xdist (--dist loadgroup) they share one worker for the same reason. ``--shard`` keeps
     this slice's groups."""
+    merge_claim_sides(items)
     groups = {id(item): group_of(item) for item in items}
     first: dict[str, str] = {}  # a group sorts by the first name of its flag sets
     for item in items:
@@ -108,16 +137,56 @@ def _flag_set(item: pytest.Item) -> FlagSet | None:
 
 def group_of(item: pytest.Item) -> str:
     """The server a test needs, as a group name: engine and what its flag set launches
-    (flag sets that launch the same server form one group)."""
+    (flag sets that launch the same server form one group); the merged group when a claim
+    names that server as one of its sides."""
+    return item.stash.get(SIDES_GROUP_KEY, None) or _server_group(item)
+
+
+def _server_group(item: pytest.Item, engine: str | None = None,
+                  flag_set: FlagSet | None = None) -> str:
     callspec = getattr(item, "callspec", None)
-    engine = str((callspec.params if callspec is not None else {}).get("serving_engine",
-                                                                         "vllm"))
+    if engine is None:
+        engine = str((callspec.params if callspec is not None else {}).get("serving_engine",
+                                                                             "vllm"))
     # Here, not at import: the engines' modules load numpy (the plugin's import must not).
     from pytest_mi300x.engines.registry import ENGINES
 
-    flags = _flag_set(item) or DEFAULT_FLAGS
+    flags = flag_set_on_host(item, flag_set or _flag_set(item) or DEFAULT_FLAGS)
     known = ENGINES.get(engine)  # an unknown one fails its test on its own, naming it
     return f"{engine}-{(flags.beyond(known.resolved_defaults) if known else flags).launch_label}"
+
+
+def merge_claim_sides(items: list[pytest.Item]) -> None:
+    """A claim that names its sides (``seed_claim(sides=[flag_set or (engine, flag_set),
+    ...])``) runs in one group with every test of those sides' servers: under xdist they
+    share a worker, so the claim finds the sides measured in its own process instead of
+    measuring each again on another worker."""
+    parent: dict[str, str] = {}
+
+    def root(name: str) -> str:
+        while parent.setdefault(name, name) != name:
+            name = parent[name]
+        return name
+
+    claims: dict[int, str] = {}
+    for item in items:
+        claim = item.get_closest_marker(CLAIM_MARK)
+        sides = claim.kwargs.get("sides") if claim is not None else None
+        if not sides:
+            continue
+        names = [_server_group(item, *(side if isinstance(side, tuple) else ("vllm", side)))
+                 for side in sides]
+        for name in names:
+            parent[root(name)] = root(names[0])
+        claims[id(item)] = names[0]
+    members: dict[str, list[str]] = {}
+    for name in parent:
+        members.setdefault(root(name), []).append(name)
+    for item in items:
+        base = claims.get(id(item)) or _server_group(item)
+        if base in parent:
+            together = sorted(members[root(base)])
+            item.stash[SIDES_GROUP_KEY] = f"{together[0]}+{len(together) - 1}"
 
 
 def split(items: list[pytest.Item], index: int, total: int

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mi300x.judge.changepoints import find_change_points_within
-from pytest_mi300x.reporting import plots
+from pytest_mi300x.reporting import plots, roofline
 from pytest_mi300x.reporting.outcomes import Outcome, count_kinds
 from pytest_mi300x.reporting.terminal import VERDICT_HEADER, fmt_number, verdict_rows
 from pytest_mi300x.results.files import BadLine, WriteError, append_text, write_text_atomic
@@ -132,6 +132,11 @@ def render_markdown(data: ReportInput) -> str:
     lines += _md_table(VERDICT_HEADER, rows) if rows else ["No test was compared with a baseline."]
     lines += ["", "## Figures (median of the repetitions)", ""]
     lines += _md_table(FIGURE_HEADER, _figure_rows(data.tests))
+    found, why = roofline.rows(data.tests)
+    if found or why:
+        lines += ["", "## Against the roofline", ""]
+        lines += ([roofline.MEANING, "", *_md_table(roofline.HEADER, found)] if found
+                  else [f"No fractions of the roofline: {why}."])
     failing = [(t, v) for t in data.tests for v in t.verdicts
                if v.get("gated") and v["kind"] == "regression"]
     if failing:
@@ -194,6 +199,11 @@ def render_html(data: ReportInput) -> str:
     parts.append(_html_table(VERDICT_HEADER, rows) if rows
                  else "<p>No test was compared with a baseline.</p>")
     parts.append("<h2>Figures</h2>" + _html_table(FIGURE_HEADER, _figure_rows(data.tests)))
+    found, why = roofline.rows(data.tests)
+    if found or why:
+        parts.append("<h2>Against the roofline</h2>" + (
+            f"<p>{html.escape(roofline.MEANING)}</p>" + _html_table(roofline.HEADER, found)
+            if found else f"<p>No fractions of the roofline: {html.escape(why)}.</p>"))
     for t in data.tests:
         if not t.runs:
             continue

@@ -11,8 +11,11 @@ from pytest_mi300x.results.metrics import GATED_METRICS, HEADLINE
 
 OPTIONAL_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("max_rate_under_slo", "SLO req/s", "{:.2f}"),
+    ("roofline_decode_bw_pct", "HBM bw %", "{:.1f}"),
+    ("roofline_prefill_compute_pct", "prefill FLOP %", "{:.1f}"),
 )
-"""Columns shown only when some test measured them (capacity tests)."""
+"""Columns shown only when some test measured them (capacity tests; the roofline's
+fractions on GPU hosts: reporting/roofline.py says what they mean)."""
 
 
 def _cell(fmt: str, value: Any) -> str:

@@ -30,8 +30,15 @@ class Workload:
     endpoint: str = "completions"  # or "chat" (TTFT caveat: see load/client.py)
     processes: int | None = None  # load processes; None: 1, more when one saturates
     stall_timeout_s: float = 60.0
-    """A started stream that sends nothing for this long means the engine stalled: the run
-    is invalid and the server is replaced."""
+    """The floor of the stall timeout: a started stream that sends nothing for longer than
+    its expected wait in the queue (load/timeouts.py: waves of requests ahead of it, from the
+    roofline, then from the warm-up), and never less than this, means the engine stalled:
+    the run is invalid and the server is replaced."""
+    stop_at_eos: bool = False
+    """False: every output runs to its asked length (``ignore_eos``), where the engine
+    honours it. True: outputs stop at EOS, as a user's would, on every engine alike: what a
+    comparison between engines needs when one cannot force lengths (TGI); each run records
+    the real lengths."""
     prefix_cache: str = "as-is"
     """``as-is``; ``fresh``: each repetition finds nothing of its prompts in the engine's
     prefix cache (the guide's "fresh run"); ``second-run``: the same, then the prompts
@@ -70,6 +77,8 @@ class Workload:
                                       ("prefix_cache", self.prefix_cache),
                                       ("sweep", self.sweep))
                     if v not in (None, "completions", "as-is")})
+        if self.stop_at_eos:  # only when set: the default keeps stored baselines comparable
+            out["outputs"] = "stop at EOS (ignore_eos off, on every engine)"
         if self.accuracy is not None:
             out["accuracy"] = self.accuracy.describe()
         return out
