@@ -30,8 +30,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+
+import numpy as np
 
 from pytest_mi300x.config import DEFAULT_VLLM_BUILD
 from pytest_mi300x.engines.base import LaunchSpec
@@ -144,7 +148,11 @@ def vllm_bench(python: Path, spec: LaunchSpec, model_path: Path, args: argparse.
            "--temperature", "0", "--disable-tqdm", "--save-result", "--save-detailed",
            "--result-dir", str(out_dir), "--result-filename", name]
     env = {**os.environ, "OPENAI_API_KEY": spec.api_key, "HF_HUB_OFFLINE": "1"}
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    cpu = CpuTrace(child.pid)
+    if child.wait() != 0:
+        raise subprocess.CalledProcessError(child.returncode, cmd)
+    cpu.stop()
     result = json.loads((out_dir / name).read_text())
     assert result["failed"] == 0, result
     # start_times are perf_counter values (CLOCK_MONOTONIC); its run started `duration`
@@ -157,7 +165,38 @@ def vllm_bench(python: Path, spec: LaunchSpec, model_path: Path, args: argparse.
     return {**{k: float(result[k]) for k in FIGURES},
             **pacing(sends, ends, schedule(args, seed), float(result["duration"]),
                      float(result["total_input_tokens"])),
-            "client_cpu_s": math.nan}
+            "client_cpu_s": cpu.between(began, began + float(result["duration"]))}
+
+
+class CpuTrace:
+    """A process's CPU seconds read from /proc 20 times a second, so that the part spent in
+    a window (vllm bench serve's run, not its imports) can be told: the load a client
+    offers is its requests and its own CPU, on cores it shares with the server."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.points = pid, [(time.perf_counter(), 0.0)]
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            try:
+                fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                return
+            self.points.append((time.perf_counter(),
+                                (int(fields[11]) + int(fields[12])) / self.tick))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(1)
+
+    def between(self, start: float, end: float) -> float:
+        times = [t for t, _ in self.points]
+        cpus = [c for _, c in self.points]
+        return float(np.interp(end, times, cpus) - np.interp(start, times, cpus))
 
 
 def main() -> int:
@@ -240,7 +279,8 @@ def main() -> int:
                     for m, t in zip(mine, theirs, strict=True)]
         load = [m[server] / t[server] for m, t in zip(mine, theirs, strict=True)]
         print(f"  {client:<28} measurement {interval(measured)}   load {interval(load)}")
-    print(f"our client's CPU: {statistics.median(m['client_cpu_s'] for m in mine):.2f} s a run")
+    print("each client's own CPU during its runs (the load it adds on the cores it shares):")
+    rows(("client_cpu_s",), mine, theirs)
     for key in (*FIGURES, *PACING, *SERVER):
         print(f"  {key} per round: ours {[round(m[key], 2) for m in mine]} "
               f"bench {[round(t[key], 2) for t in theirs]}")

@@ -122,15 +122,6 @@ def test_verdicts_are_taken_only_at_balanced_looks(tmp_path: Path,
     assert not any("decided" in x for x in lines if not x.startswith("look at"))
 
 
-def test_the_looks_spend_the_budget_once_and_most_of_it_last() -> None:
-    levels = [multiplicity.spent(0.01, n, 3, 6) for n in range(3, 7)]
-    assert sum(levels) == pytest.approx(0.01)
-    assert levels == sorted(levels)
-    assert multiplicity.spent(0.01, 4, 4, 4) == pytest.approx(0.01)
-    with pytest.raises(ValueError, match="outside the looks"):
-        multiplicity.spent(0.01, 7, 3, 6)
-
-
 def test_adding_starts_while_undecided_keeps_the_false_alarm_rate() -> None:
     """A/A runs of the rule as ab runs it (looks at 2..8 starts a side) with a threshold of
     0.1%, so that only the budget stands between noise and an alarm: paid-for looks keep
