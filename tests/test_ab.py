@@ -20,7 +20,6 @@ from pytest_mi300x.ab.builds import BuildError, parse_build, read_builds
 from pytest_mi300x.ab.headtohead import HeadToHead, StartFailed, abba, next_build, table
 from pytest_mi300x.ab.starts import Record, Runs, Start
 from pytest_mi300x.cli import main
-from pytest_mi300x.judge import multiplicity
 from pytest_mi300x.judge.verdict import Kind
 from tests.doubles.recorded_starts import TEST, RecordedStarts
 
