@@ -192,8 +192,10 @@ def compare(metric: str, baseline: Starts, candidate: Starts, *,
                         [when_c[i] for i in kept_c])
     if fit is not None:
         fresh = fit.residual
-        source = (f"the {len(base)}+{len(cand)} starts around the machine's drift fitted "
-                  f"(side and a degree-{fit.terms} polynomial in their order)")
+        drift = ("the machine's drift fitted (side and a "
+                 f"{('line', 'quadratic')[fit.terms - 1]} in their order)" if fit.terms
+                 else "each side's mean (too few to fit the machine's drift)")
+        source = f"the {len(base)}+{len(cand)} starts around {drift}"
     noise = estimate(fresh, record, noise_floor_pct, inflation=inflation,
                      pool_record=pool_record and fit is None, fresh_source=source)
     within = _within([*logs_b, *logs_c])
