@@ -12,8 +12,9 @@ noise level it prints, for `ab` (3 to 6 starts a side) and for the gate:
 
 - A/A: the share of unchanged pairs called a regression (per test), and for the gate the
   share of nights of `--tests` unchanged tests with at least one red test;
-- 10%: the share of 10% slowdowns caught, and the share of tests that can gate (resolve a
-  10% change at 95% power) with the starts they have;
+- 10%: the share of 10% slowdowns caught (on any gated metric; "tput", on the throughput
+  itself, the power a verdict's resolution speaks of), and the share of tests that can gate
+  (resolve a 10% change at 95% power) with the starts they have;
 - exits: for `ab`, how many A/A runs ended "no change" (exit 0) and "undecided" (exit 3);
 - needs: the median over the 10% runs of the starts a side `ab` says a 10% change needs
   (its throughput verdict at the last look); `--max-starts` at that count shows whether an
@@ -105,8 +106,9 @@ def unpaired(judge_all: Callable) -> Callable:
 
 
 def ab_trial(slowdown: float, rng: random.Random, args: argparse.Namespace, between: float,
-             within: float) -> tuple[bool, bool, bool, int, float]:
-    """(alarm, undecided, can gate at the end, starts a side, starts a 10% change needs)."""
+             within: float) -> tuple[bool, bool, bool, int, float, bool]:
+    """(alarm, undecided, can gate at the end, starts a side, starts a 10% change needs,
+    the throughput itself called a regression)."""
     a, b = parse_build("a==1"), parse_build("a==1 +label b")
     runner = Simulated({a.name: 1.0, b.name: 1.0 - slowdown}, rng, between, within,
                        args.runs, args.host_noise, args.drift / 100, stalls(args),
@@ -116,7 +118,7 @@ def ab_trial(slowdown: float, rng: random.Random, args: argparse.Namespace, betw
     tput = next(v for v in outcome.verdicts[TEST] if v.metric == "request_throughput")
     needs = math.nan if tput.decided or tput.starts_needed is None else tput.starts_needed
     return (bool(outcome.regressed), bool(outcome.undecided), tput.can_gate, outcome.looks,
-            needs)
+            needs, tput.fails)
 
 
 def gate_trial(slowdown: float, rng: random.Random, args: argparse.Namespace, between: float,
@@ -177,7 +179,8 @@ def main() -> int:
           f"drift {args.drift}% a start ({args.drift_shape}); stalls {args.stalls}; floors "
           f"{FLOORS['request_throughput']:g}%")
     print(f"{'rule':>8} {'between':>7} {'within':>6} | {'ab A/A':>7} {'exit 0':>6} {'exit 3':>6} "
-          f"{'10% caught':>10} {'can gate':>8} {'starts':>6} {'needs':>6} | {'gate A/A':>8} "
+          f"{'10% caught':>10} {'tput':>6} {'can gate':>8} {'starts':>6} {'needs':>6} | "
+          f"{'gate A/A':>8} "
           f"{'per night':>9} {'10% caught':>10} {'can gate':>8} {'caught|can':>10}")
     for rule, (between, within) in ((r, lv) for lv in levels for r in args.rule or ["shipped"]):
         # "unpaired" is the shipped rule with the A/B's own analysis turned off.
@@ -189,6 +192,7 @@ def main() -> int:
         print(f"{rule:>8} {between:>7.1%} {within:>6.1%} | {share(r[0] for r in aa):>7.2%} "
               f"{share(not r[0] and not r[1] for r in aa):>6.1%} "
               f"{share(r[1] for r in aa):>6.1%} {share(r[0] for r in ab):>10.1%} "
+              f"{share(r[5] for r in ab):>6.1%} "
               f"{share(r[2] for r in ab):>8.1%} {share(r[3] for r in ab):>6.2f} "
               f"{statistics.median(needs) if needs else math.nan:>6} | ", end="", flush=True)
         if args.no_gate:
