@@ -34,6 +34,7 @@ DEFAULT_THRESHOLD_PCT: float = 5.0
 Starts = Sequence[Sequence[float]]
 """Per server start, the values of its runs."""
 
+
 def abba_order(n_b: int, n_c: int) -> tuple[list[float], list[float]]:
     """The starts' positions in time when an A/B ran them A B B A ... (the k-th of each
     side in that order): what ``order`` defaults to."""
