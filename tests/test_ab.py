@@ -20,7 +20,6 @@ from pytest_mi300x.ab.builds import BuildError, parse_build, read_builds
 from pytest_mi300x.ab.headtohead import HeadToHead, StartFailed, abba, next_build, table
 from pytest_mi300x.ab.starts import Record, Runs, Start
 from pytest_mi300x.cli import main
-from pytest_mi300x.judge import multiplicity
 from pytest_mi300x.judge.verdict import Kind
 from tests.doubles.recorded_starts import TEST, RecordedStarts
 
@@ -120,15 +119,6 @@ def test_verdicts_are_taken_only_at_balanced_looks(tmp_path: Path,
     assert seen and all(n_a == n_b for n_a, n_b in seen)
     assert [n for n, _ in seen] == sorted(set(n for n, _ in seen))  # each look once
     assert not any("decided" in x for x in lines if not x.startswith("look at"))
-
-
-def test_the_looks_spend_the_budget_once_and_most_of_it_last() -> None:
-    levels = [multiplicity.spent(0.01, n, 3, 6) for n in range(3, 7)]
-    assert sum(levels) == pytest.approx(0.01)
-    assert levels == sorted(levels)
-    assert multiplicity.spent(0.01, 4, 4, 4) == pytest.approx(0.01)
-    with pytest.raises(ValueError, match="outside the looks"):
-        multiplicity.spent(0.01, 7, 3, 6)
 
 
 def test_adding_starts_while_undecided_keeps_the_false_alarm_rate() -> None:

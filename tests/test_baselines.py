@@ -116,12 +116,14 @@ def test_refresh_runs_one_pytest_session_per_server_start(
     calls: list[list[str]] = []
     monkeypatch.setattr(cli_baselines.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
     assert cli.main(["baselines", "refresh", "suites/x.py", "--servers", "2", "-k", "qps"]) == 0
-    assert [c[3:] for c in calls] == [["--update-baselines", "suites/x.py", "-k", "qps"],
-                                      ["--add-baseline-server", "suites/x.py", "-k", "qps"]]
+    # Each session writes into a copy of the baselines (judged before it replaces them).
+    assert [c[3:-1] for c in calls] == [["--update-baselines", "suites/x.py", "-k", "qps"],
+                                        ["--add-baseline-server", "suites/x.py", "-k", "qps"]]
+    assert all(c[-1].startswith("--baselines-dir=") for c in calls)
     calls.clear()
     assert cli.main(["baselines", "refresh"]) == 0
     assert [c[3] for c in calls] == ["--update-baselines", *["--add-baseline-server"] * 4]
-    assert all(c[4:] == ["suites/"] for c in calls)
+    assert all(c[4:-1] == ["suites/"] for c in calls)
     assert "server start 5 of 5" in capsys.readouterr().out
 
 
@@ -163,7 +165,7 @@ def test_the_refresh_command_a_missing_baseline_prints_runs(
     monkeypatch.setattr(cli_baselines.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
     printed = Gate(BaselineStore(tmp_path), "cpu").refresh_command(NODE)
     assert cli.main(shlex.split(printed)[1:]) == 0
-    assert calls[0][3:] == ["--update-baselines", "--gpu-host", "cpu", NODE]
+    assert calls[0][3:-1] == ["--update-baselines", "--gpu-host", "cpu", NODE]
 
 
 def spread_reps(medians: tuple[float, ...]) -> tuple[list[dict[str, float]], list[int]]:

@@ -290,35 +290,3 @@ def test_a_floor_past_what_a_throughput_can_lose_is_never_resolvable_and_never_c
     v = judge_starts(TPUT, starts(10.0, 10.1, 9.9), starts(9.0), threshold_pct=1000.0)
     assert math.isinf(v.resolves_pct) and v.starts_needed is None and not v.fails
     assert "no number of starts resolves" in v.resolution()
-
-
-def test_paired_starts_leave_a_drift_that_moves_both_sides_out_of_the_noise() -> None:
-    """An A/B's k-th A start ran next to its k-th B start: a machine slowing down over the
-    run moves both, and is not noise of the difference. Unpaired, the same figures are."""
-    from pytest_mi300x.judge.comparison import compare
-
-    drift = [100.0, 90.0, 80.0, 70.0, 60.0]
-    base = [[d * 1.00] for d in drift]
-    cand = [[d * 0.99 * (1.01 if k % 2 else 0.99)] for k, d in enumerate(drift)]
-    paired = compare("request_throughput", base, cand, paired=True)
-    unpaired = compare("request_throughput", base, cand)
-    assert paired.noise.df == 4 and unpaired.noise.df == 8
-    assert paired.noise.sd < 0.02 < 0.1 < unpaired.noise.sd
-    # Starts a side a 10% change needs count the pairs' own degrees of freedom only: never
-    # fewer than these 5 pairs when these 5 cannot resolve it.
-    from pytest_mi300x.judge.verdict import judge_all
-
-    (v,) = [v for v in judge_all([{"request_throughput": x[0]} for x in base],
-                                 [{"request_throughput": x[0]} for x in cand],
-                                 baseline_starts=range(5), candidate_starts=range(5),
-                                 paired=True) if v.metric == "request_throughput"]
-    assert v.noise_df == 4 and "interleaved pairs" in v.noise_source
-    # Two pairs, one degree of freedom: steady starts, yet they cannot resolve 10%, and the
-    # starts a 10% change needs are more than the two they have.
-    (v,) = [v for v in judge_all([{"request_throughput": x} for x in (100.0, 101.0)],
-                                 [{"request_throughput": x} for x in (99.0, 101.5)],
-                                 baseline_starts=[0, 1], candidate_starts=[0, 1],
-                                 paired=True) if v.metric == "request_throughput"]
-    assert v.noise_df == 1 and not v.can_gate and v.starts_needed > 2
-    # Unequal sides cannot be paired: the unpaired estimate is used.
-    assert compare("request_throughput", base, cand[:4], paired=True).noise.df == 7

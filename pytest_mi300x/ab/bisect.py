@@ -243,8 +243,8 @@ class Bisect:
     def _step(self, index: int, build: Build, runs: list[list[float]],
               good_runs: list[list[float]], bad_runs: list[list[float]], metric: str,
               threshold: float, noise: float, test: str, n: int) -> Step:
-        alpha = multiplicity.spent(multiplicity.ALPHA_TEST, min(n, self.max_starts),
-                                   self.min_starts, self.max_starts)
+        alpha = multiplicity.look_level(multiplicity.ALPHA_TEST, min(n, self.max_starts),
+                                        self.min_starts, self.max_starts)
         record = (self.records(test) if self.records else {}).get(metric)
 
         def vs(reference: list[list[float]]) -> Verdict:

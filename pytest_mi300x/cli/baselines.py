@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import filecmp
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,36 +47,93 @@ def _own_options(args: list[str]) -> tuple[int, int | None, bool, list[str]]:
 
 
 def refresh(pytest_args: list[str]) -> int:
+    """Measure the selection's baselines anew over ``--servers`` starts, in a copy of the
+    baselines folder; the new ones replace the stored ones only where no level moved beyond
+    what the starts resolve (judge/drift.py), or with ``--accept``."""
+    accept = "--accept" in pytest_args
     try:
-        starts, only, dry_run, args = _own_options([a for a in pytest_args if a != "--"])
+        starts, only, dry_run, args = _own_options(
+            [a for a in pytest_args if a not in ("--", "--accept")])
     except ValueError as exc:
         print(f"pytest-mi300x baselines refresh: {exc}", file=sys.stderr)
         return 2
     args = args or ["suites/"]
     baselines = _baselines_dir(args)
-    # --start K is one job of the baselines workflow: start 1 makes the baselines anew,
-    # each later one adds its server start to them.
     numbers = [only] if only is not None else list(range(1, starts + 1))
     of = f"{starts}" if only is None else "a refresh"
-    for start in numbers:
-        # Each pytest session starts its own servers: that is what makes a start.
-        mode = "--update-baselines" if start == 1 else "--add-baseline-server"
-        cmd = [sys.executable, "-m", "pytest", mode, *args]
-        if dry_run:
-            print(f"server start {start} of {of} would run:", shlex.join(cmd), flush=True)
-            continue
-        print(f"server start {start} of {of}; running:", " ".join(cmd), flush=True)
-        rc = subprocess.call(cmd)
-        if rc != 0:
-            if start > 1:
-                print(f"pytest-mi300x baselines refresh: server start {start} failed (exit "
-                      f"{rc}); the baselines hold the first {start - 1} start(s). Run it "
-                      "again to refresh them whole", file=sys.stderr)
-            return rc
-    if dry_run:
-        return 0
+    if only is not None or dry_run:
+        # --start K is one job of the baselines workflow: its folder is the workflow's own
+        # staging (an artifact handed from job to job, judged when the set is offered).
+        for start in numbers:
+            rc = _start(start, of, args, dry_run)
+            if rc:
+                return rc
+        return 0 if dry_run else show(baselines)
+    with tempfile.TemporaryDirectory(prefix="pytest-mi300x-refresh-") as tmp:
+        # The stored baselines are never half-written: the starts write into a copy (which
+        # keeps what the stored ones know of their noise), taken only when judged.
+        staging = Path(tmp) / "baselines"
+        if baselines.is_dir():
+            shutil.copytree(baselines, staging, ignore=shutil.ignore_patterns("*.lock"))
+        else:
+            staging.mkdir()
+        for start in numbers:
+            rc = _start(start, of, [*args, f"--baselines-dir={staging}"], False)
+            if rc != 0:
+                if start > 1 and _take(staging, baselines, accept) == 0:
+                    print(f"pytest-mi300x baselines refresh: server start {start} failed "
+                          f"(exit {rc}); the baselines hold the first {start - 1} start(s). "
+                          "Run it again to refresh them whole", file=sys.stderr)
+                return rc
+        taken = _take(staging, baselines, accept)
+        if taken:
+            return taken
     print(f"\nwhat the baselines resolve ({baselines}):", flush=True)
     return show(baselines)
+
+
+def _start(start: int, of: str, args: list[str], dry_run: bool) -> int:
+    """One server start of a refresh: one pytest session (it starts its own servers)."""
+    mode = "--update-baselines" if start == 1 else "--add-baseline-server"
+    cmd = [sys.executable, "-m", "pytest", mode, *args]
+    if dry_run:
+        print(f"server start {start} of {of} would run:", shlex.join(cmd), flush=True)
+        return 0
+    print(f"server start {start} of {of}; running:", shlex.join(cmd), flush=True)
+    return subprocess.call(cmd)
+
+
+def _take(staging: Path, baselines: Path, accept: bool) -> int:
+    """Copy the refreshed baselines in, unless a level moved and ``accept`` is off: then
+    say which, keep them aside, and return 1."""
+    from pytest_mi300x.judge.baselines import BaselineError, BaselineStore
+    from pytest_mi300x.judge.drift import refresh_moves
+    from pytest_mi300x.results.files import RESULTS_DIRNAME
+
+    try:
+        moves = refresh_moves(BaselineStore(baselines), BaselineStore(staging))
+    except BaselineError as exc:
+        print(f"pytest-mi300x baselines refresh: {exc}", file=sys.stderr)
+        return 2
+    for relative, drift in moves.items():
+        for line in drift.lines():
+            print(f"{baselines / relative}: {line}", flush=True)
+    if moves and not accept:
+        kept = Path(RESULTS_DIRNAME) / f"refused-baselines-{time.strftime('%Y%m%d-%H%M%S')}"
+        shutil.copytree(staging, kept, ignore=shutil.ignore_patterns("*.lock"))
+        print(f"pytest-mi300x baselines refresh: {len(moves)} baseline(s) would move a level "
+              "beyond what their starts resolve (above); the stored baselines are kept, the "
+              f"new ones are in {kept}. If the new level is right (a change you meant), run "
+              "the refresh again with --accept", file=sys.stderr)
+        return 1
+    for path in sorted(staging.rglob("*.json")):
+        target = baselines / path.relative_to(staging)
+        if not target.exists() or not filecmp.cmp(path, target, shallow=False):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+    if moves:
+        print(f"taken with --accept: {len(moves)} baseline(s) moved a level", flush=True)
+    return 0
 
 
 def _baselines_dir(args: list[str]) -> Path:

@@ -36,8 +36,7 @@ def run(args: argparse.Namespace) -> int:
             first = max(0, len(points) - args.last)
             for i, p in enumerate(points[first:], start=first):
                 cp = marks.get(i)
-                note = (f"  <- change point: {cp.kind} {cp.change_pct:+.1f}% "
-                        f"(median {cp.before:.4g} -> {cp.after:.4g})") if cp else ""
+                note = f"  <- change point: {cp.describe()}" if cp else ""
                 if i in breaks and i > first:
                     diff = stack_diff(setup_of(points[i - 1].entry), setup_of(p.entry))
                     print(f"  -- setup changed (no change point across it): {'; '.join(diff)}")

@@ -15,11 +15,27 @@ from __future__ import annotations
 import functools
 import math
 import statistics
+from collections.abc import Callable
 
 POWER = 0.95
 TARGET_FACTOR = 2.0
 """A test can gate a metric when it would catch a change of this many floors at ``POWER``."""
 MAX_STARTS = 10_000
+DRIFT_DEGREE = 2
+"""The drift an A/B's model absorbs (judge/comparison.py ``fit_drift``): a polynomial of this
+degree in the starts' order (a machine that slows down, speeds up, or slows down and
+recovers over the A/B)."""
+
+
+def drift_terms(starts: int) -> int:
+    """Drift terms the model fits to ``starts`` starts in all: fewer where the starts would
+    leave fewer than two degrees of freedom."""
+    return min(DRIFT_DEGREE, max(0, starts - 4))
+
+
+def drift_df(per_side: int) -> int:
+    """Degrees of freedom of an A/B at ``per_side`` starts a side under the drift model."""
+    return 2 * per_side - 2 - drift_terms(2 * per_side)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -64,18 +80,24 @@ def resolves(sd: float, df: float, n_a: float, n_b: float, alpha: float,
     return worse_pct(need, direction) if need < 50 else math.inf
 
 
-def starts_needed(sd: float, df: float, alpha: float, floor_pct: float, target_pct: float,
-                  direction: str, paired: bool = False) -> int | None:
+def starts_needed(sd: float, df: float, alpha: float | Callable[[int], float],
+                  floor_pct: float, target_pct: float, direction: str, paired: bool = False,
+                  *, dof: Callable[[int], float] | None = None) -> int | None:
     """Starts a side (balanced, as ``ab`` runs them) for ``target_pct`` to be caught at
     ``POWER``; None when no number of starts does it (the target is within the floor).
     More starts bring more degrees of freedom: the spread's own plus theirs; ``paired``
-    (the spread is that of an A/B's own interleaved pairs), n pairs' n-1 alone."""
+    (the spread is that of an A/B's own interleaved starts), theirs alone under the A/B's
+    drift model (judge/comparison.py ``drift_df``); ``dof`` gives them for n starts a side
+    where the caller knows its analysis better. ``alpha`` may depend on n: an A/B run to n
+    starts a side judges its last look at the level its boundaries leave (``ab``)."""
     if target_pct <= floor_pct or math.isinf(worse_log(target_pct, direction)):
         return None
+    if dof is None:
+        dof = drift_df if paired else (lambda n: df + 2 * (n - 1))
 
     def enough(n: int) -> bool:
-        dof = n - 1 if paired else df + 2 * (n - 1)
-        return resolves(sd, dof, n, n, alpha, floor_pct, direction) <= target_pct
+        level = alpha(n) if callable(alpha) else alpha
+        return resolves(sd, dof(n), n, n, level, floor_pct, direction) <= target_pct
 
     if sd <= 0 or enough(2):
         return 2

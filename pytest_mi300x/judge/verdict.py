@@ -35,7 +35,7 @@ from __future__ import annotations
 import enum
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -305,6 +305,13 @@ def _grouped(reps: Sequence[Mapping[str, float]], starts: Sequence[int],
     return list(groups.values())
 
 
+def _ids(reps: Sequence[Mapping[str, float]], starts: Sequence[int], metric: str
+         ) -> list[float]:
+    """The start ids of :func:`_grouped`'s groups, in the same order."""
+    return [float(k) for k in dict.fromkeys(s for r, s in zip(reps, starts, strict=True)
+                                           if metric in r)]
+
+
 def _metrics_in(reps: Sequence[Mapping[str, float]]) -> list[str]:
     seen: dict[str, None] = {}
     for rep in reps:
@@ -320,7 +327,8 @@ def judge_all(baseline_reps: Sequence[Mapping[str, float]],
               records: Mapping[str, SumSq] | None = None,
               alpha: float = multiplicity.ALPHA_TEST, inflation: float = 1.0,
               pool_record: bool = False, alpha_same: float = multiplicity.ALPHA_SAME,
-              paired: bool = False, detail: str = "") -> list[Verdict]:
+              paired: bool = False, detail: str = "",
+              look: Callable[[float], float] | None = None) -> list[Verdict]:
     """Verdicts for every metric with a direction present on both sides: one test's family.
 
     ``*_starts`` name the server start of each repetition (all one start when empty);
@@ -330,8 +338,10 @@ def judge_all(baseline_reps: Sequence[Mapping[str, float]],
     step-down, the throughputs counting once; a metric that only warns is held to
     ``alpha`` on its own. ``detail`` says where ``alpha`` came from (in the reasons).
     ``pool_record``: the baseline's starts and the record are one body of evidence (the
-    gate), rather than today's starts refined by an older record (an A/B). ``paired``: the
-    i-th start of each side ran next to each other (an A/B), and the noise is the pairs'.
+    gate), rather than today's starts refined by an older record (an A/B). ``paired``: an
+    A/B's interleaved starts, whose ids are their positions in time (judged with the
+    machine's drift, judge/comparison.py). ``look``: a share of ``alpha`` to the level it
+    is held to at this look of a sequence (judge/multiplicity.py ``look_level``).
     """
     floors, noise, records = floors or {}, noise or {}, records or {}
     b_starts = list(baseline_starts) or [0] * len(baseline_reps)
@@ -346,11 +356,14 @@ def judge_all(baseline_reps: Sequence[Mapping[str, float]],
                 threshold_pct=floors.get(metric, DEFAULT_THRESHOLD_PCT),
                 noise_floor_pct=noise.get(metric, 0.0), record=records.get(metric),
                 inflation=inflation, pool_record=pool_record, paired=paired,
+                order=(_ids(baseline_reps, b_starts, metric),
+                       _ids(candidate_reps, c_starts, metric)) if paired else None,
                 **(ARRIVAL_BOUND if paced and metric in THROUGHPUTS else {}))
         for metric in _metrics_in(baseline_reps)
         if metric in in_candidate and metric in METRIC_DIRECTIONS
     ]
-    levels = {side: family_levels(comparisons, alpha, side) for side in ("worse", "better")}
+    levels = {side: family_levels(comparisons, alpha, side, look)
+              for side in ("worse", "better")}
     families = len(levels["worse"])
     out = []
     for c in comparisons:
@@ -361,12 +374,13 @@ def judge_all(baseline_reps: Sequence[Mapping[str, float]],
             out.append(decide(c, levels["worse"][family], levels["better"][family],
                               alpha_same=alpha_same, detail=held))
         else:
-            out.append(decide(c, alpha, alpha_same=alpha_same, detail=detail))
+            out.append(decide(c, look(alpha) if look else alpha, alpha_same=alpha_same,
+                              detail=detail))
     return out
 
 
-def family_levels(comparisons: Iterable[Comparison], alpha: float, side: str
-                  ) -> dict[str, float]:
+def family_levels(comparisons: Iterable[Comparison], alpha: float, side: str,
+                  look: Callable[[float], float] | None = None) -> dict[str, float]:
     """The level each gated family is held to on one side (Holm's step-down over the
     families, each family's p-value its smallest member's)."""
     pvalues: dict[str, float] = {}
@@ -374,7 +388,7 @@ def family_levels(comparisons: Iterable[Comparison], alpha: float, side: str
         if c.gated:
             family = multiplicity.family_of(c.metric)
             pvalues[family] = min(pvalues.get(family, 1.0), c.p(side))
-    return multiplicity.holm(pvalues, alpha)
+    return multiplicity.holm(pvalues, alpha, look)
 
 
 ARRIVAL_BOUND: dict[str, Any] = {
