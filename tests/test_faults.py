@@ -71,7 +71,7 @@ class LifecycleEngine:
 
     def command(self, spec):
         return [sys.executable, str(DOUBLES / "lifecycle_server.py"), self.mode,
-                str(spec.port)]
+                str(spec.port), *spec.flag_set.to_argv()]
 
     def environment(self, spec):
         return {{**spec.env, "VLLM_API_KEY": spec.api_key}}

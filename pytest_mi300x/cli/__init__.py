@@ -107,6 +107,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("steadiness", add_help=False,
                    help="a few starts of a probe test: is this machine as steady today as its "
                         "tests' noise records? (pytest-mi300x steadiness --help)")
+    sub.add_parser("doctor", add_help=False,
+                   help="is this host fit to measure on? GPUs, partitions, NUMA balancing, "
+                        "power, driver/ROCm/firmware, numbering, the build, /dev/kfd, disk "
+                        "(pytest-mi300x doctor --help)")
     sub.add_parser("bisect", add_help=False,
                    help="the first build of an ordered list that made the selected tests "
                         "slower (pytest-mi300x bisect --help)")
@@ -134,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pytest_mi300x.cli import culprit
 
         return culprit.run(argv[1:])
+    if argv[:1] == ["doctor"]:
+        from pytest_mi300x.cli import doctor
+
+        return doctor.run(argv[1:])
     if argv[:1] == ["steadiness"]:
         from pytest_mi300x.cli import steadiness
 
