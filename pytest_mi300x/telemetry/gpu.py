@@ -158,6 +158,7 @@ class MonitoredTelemetry(GpuTelemetry):
 
     def _finish(self) -> None:
         self.stream.__exit__(None, None, None)
+        self.source = " ".join(self.stream.command) or self.source
         self.samples.extend(self.stream.batches)
         self.errors.extend(self.stream.errors[:5])
 
