@@ -106,12 +106,12 @@ def check_identity(host: HostProfile, facts: Facts) -> Check:
     text = ", ".join(f"{k} {fp[k]}" for k in ("driver", "rocm", "vbios", "firmware")
                      if k in fp) or "nothing reported"
     mixed = [k for k in ("vbios", "driver") if len(gpus.values(k)) > 1]
-    if gpus.problems or mixed:
-        return fail("identity", f"{text}; " + "; ".join(
-            [f"GPUs differ in {k}" for k in mixed] + list(gpus.problems)[:2]),
-                    "update the GPUs to one firmware and driver, or repair the failing "
-                    "amd-smi command; results record what is read")
-    return ok("identity", f"{text} (recorded in every result's fingerprint)")
+    unread = f" (not read: {'; '.join(gpus.problems)[:160]})" if gpus.problems else ""
+    if mixed:
+        return fail("identity", f"{text}; GPUs differ in {', '.join(mixed)}{unread}",
+                    "bring the GPUs to one VBIOS and driver: results of mixed GPUs compare "
+                    "with no others")
+    return ok("identity", f"{text} (recorded in every result's fingerprint){unread}")
 
 
 def check_numbering(host: HostProfile, facts: Facts) -> Check:

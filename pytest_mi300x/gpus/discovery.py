@@ -39,6 +39,7 @@ from pytest_mi300x.gpus.smi import (
     parse_rocm_smi,
     parse_rocm_smi_pids,
 )
+from pytest_mi300x.gpus.smi_text import records
 
 __all__ = ["GpuProcess", "GpuSample", "GpuToolError", "GpuUnreachable", "Inventory",
            "amd_smi_records", "discover", "mib", "number", "parse_amd_smi_metric",
@@ -115,8 +116,6 @@ ROCM_BUS = ("rocm-smi", "--showbus", "--json")
 def _listed(run: Runner, timeout: float, *commands: Sequence[str]) -> list[dict[str, object]]:
     """The first of ``commands`` that lists GPUs with their PCI address (and, on amd-smi
     6.4+, HIP id and UUID); [] when none answers (numbering then falls back)."""
-    from pytest_mi300x.gpus.smi_text import records
-
     for argv in commands:
         try:
             text = run(argv, timeout)

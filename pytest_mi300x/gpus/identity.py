@@ -172,7 +172,8 @@ def amd_identity(run: Runner, timeout: float, kfd_root: Path | None = None) -> H
         static = parse_static(run(("amd-smi", "static", "--json"), timeout))
     if not static:
         raise GpuToolError("amd-smi static listed no GPU")
-    listed_text = _optional(run, AMD_LIST, timeout, problems) or \
+    # `list -e` (HIP ids and UUIDs) is amd-smi 6.4+; plain `list` before it.
+    listed_text = _optional(run, AMD_LIST, timeout, []) or \
         _optional(run, AMD_LIST_OLD, timeout, problems)
     listed = records(listed_text) if listed_text else []
     firmware = parse_firmware(_optional(run, AMD_FIRMWARE, timeout, problems) or "[]")
@@ -190,7 +191,12 @@ def rocm_identity(run: Runner, timeout: float, kfd_root: Path | None = None) -> 
     """What rocm-smi (older ROCm stacks) says of each ``cardN``."""
     from pytest_mi300x.gpus.smi import _json_payload, _rocm_key
 
-    data = _json_payload(run(ROCM_STATIC, timeout), "rocm-smi")
+    try:
+        text = run(ROCM_STATIC, timeout)
+    except GpuToolError:
+        # A rocm-smi without one of those options (partitions came with MI300): the basics.
+        text = run(("rocm-smi", "--showproductname", "--showbus", "--json"), timeout)
+    data = _json_payload(text, "rocm-smi")
     gpus, listed = [], []
     for key, card in sorted(data.items()) if isinstance(data, dict) else []:
         if not key.startswith("card") or not key[4:].isdigit() or not isinstance(card, dict):

@@ -33,7 +33,7 @@ def monitor_argv(indices: Sequence[int], interval_s: float, violations: bool = T
     """Power, temperature, gfx use and clock, VRAM and (ROCm 6.3+) violation shares."""
     return ["amd-smi", "monitor", "-w", f"{max(1, round(interval_s))}", "-p", "-t", "-u",
             "-v", *(["--violation"] if violations else []),
-            "-g", *(str(i) for i in indices)]
+            *(["-g", *(str(i) for i in indices)] if indices else [])]
 
 
 def split_values(line: str) -> list[str]:
