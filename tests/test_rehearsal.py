@@ -28,6 +28,8 @@ from pytest_mi300x.gpus import discovery as gpus
 from pytest_mi300x.gpus.leases import GpuLease
 from pytest_mi300x.servers.records import start_time
 from tests.doubles import install_command
+from tests.doubles.amd_smi import hip_uuid
+from tests.doubles.kfd import kfd_topology
 
 pytest_plugins = ["pytester"]
 
@@ -111,6 +113,9 @@ def gpu_host(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *, laun
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_GPU_COUNT", "8")
     monkeypatch.setenv("FAKE_GPU_HOLDERS", HELD)
+    # The host's KFD topology: ROCm's numbering, where the GPU tool gives no UUID.
+    monkeypatch.setenv("PYTEST_MI300X_KFD_TOPOLOGY",
+                       str(kfd_topology(pytester.path / "kfd", 8)))
     # Servers left by a killed session are recorded here, apart from the user's.
     monkeypatch.setenv("PYTEST_MI300X_CACHE", str(pytester.path / "cache"))
     return locks
@@ -185,8 +190,6 @@ def test_rehearsal_local_launcher(pytester: pytest.Pytester, monkeypatch: pytest
         # GPU 0 is held outside the harness: each server leased GPU 1 (one at a time).
         assert server["gpus"] == [1] == got["gpus"]
         assert tp(server["argv"]) == ["1"] == tp(got["argv"])  # TP = the lease's size
-        from tests.doubles.amd_smi import hip_uuid  # amd-smi's `list -e` of GPU 1
-
         assert_visible(server["env"], [1], [hip_uuid(1)])
         assert_visible(got["env"], [1], [hip_uuid(1)])
         for key, value in (("NCCL_MIN_NCHANNELS", "112"), ("HIP_FORCE_DEV_KERNARG", "1")):
@@ -236,7 +239,8 @@ def test_rehearsal_docker_launcher(pytester: pytest.Pytester, monkeypatch: pytes
         assert any(docker_argv[i:i + 2] == pair for i in range(len(docker_argv))), pair
     # What reached the container (the double's inner process): TP, GPUs, the host's env.
     assert tp(run["argv"]) == ["1"]
-    assert_visible(run["env"], [1])
+    # rocm-smi gives no UUID: ROCm's numbering comes from the KFD topology, by PCI address.
+    assert_visible(run["env"], [1], [hip_uuid(1)])
     assert run["env"]["NCCL_MIN_NCHANNELS"] == "112"
     assert run["env"]["VLLM_API_KEY"] and run["env"]["VLLM_API_KEY"] not in docker_argv
     assert run["labels"]["pytest-mi300x.owner"].split(":")[0] != str(os.getpid())
