@@ -224,7 +224,7 @@ class PerfSession:
                     f"fit host {host.name!r} ({host.accelerator_count} GPUs)")
         engine_kind = self.engine_kind(engine_name)
         if host.has_gpus and not self.settings.endpoint and not self.settings.plan \
-                and not self.settings.build_for(engine_kind):
+                and engine_name not in self._builds and not self.settings.build_for(engine_kind):
             return (f"no {engine_kind.build_option} given for host {host.name!r}: its "
                     f"{engine_name} tests skip; give {engine_kind.build_example}")
         if (not host.has_gpus and not self.settings.endpoint and not engine_kind.cpu_build

@@ -58,8 +58,8 @@ def test_a_removed_flag_skips_whatever_the_version_says(version: str) -> None:
     # Before: a dev build of 0.11.0 sorted below 0.11.0 and launched the removed flag.
     assert reason is not None and "--max-cudagraph-capture-size" in reason
     assert engine.skip_reason(FlagSet.of("cp-off", enable_chunked_prefill=False), version) is None
-    assert engine.skip_reason(FlagSet.of("new", no_such_flag=1), version) == \
-        f"vLLM {version} has no --no-such-flag (its --help does not list it)"
+    # A flag no release dropped (a typo, or too new) is left to the engine's own error.
+    assert engine.skip_reason(FlagSet.of("new", no_such_flag=1), version) is None
     assert asked == [["python3", "-m", "vllm.entrypoints.openai.api_server", "--help"]]
 
 

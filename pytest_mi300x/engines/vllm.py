@@ -252,21 +252,23 @@ class VLLMEngine:
         return found if isinstance(found, ProbeError | EnvTable) else ProbeError("?")
 
     def _missing_flag(self, flag_set: FlagSet, version: str) -> str | None:
-        names = [(n.removeprefix("no-"), n) for n in flag_set.flag_names]
+        """A flag the seed's era used that this build dropped: its own --help says so (a
+        flag no --help lists and no release dropped is a typo or too new: the engine's
+        own error says which, as for any bad argument)."""
+        names = [(n.removeprefix("no-"), n) for n in flag_set.flag_names
+                 if n.removeprefix("no-") in REMOVED_FLAGS]
         if not names:
             return None
         accepted = self.flags()
         for bare, given in names:
-            removed = REMOVED_FLAGS.get(bare)
+            removed = REMOVED_FLAGS[bare]
             if isinstance(accepted, frozenset):
-                if given in accepted or bare in accepted:
-                    continue
-                return (removed.reason(version) if removed is not None else
-                        f"vLLM {version} has no --{given} (its --help does not list it)")
-            # The build could not be asked: its version decides, for flags known removed.
+                if given not in accepted and bare not in accepted:
+                    return removed.reason(version)
+                continue
+            # The build could not be asked: its version decides.
             running = _release(version)
-            if removed is not None and (running is None
-                                        or running >= Version(removed.removed_in)):
+            if running is None or running >= Version(removed.removed_in):
                 return f"{removed.reason(version)} (by version: {accepted})"
         return None
 

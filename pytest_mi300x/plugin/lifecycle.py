@@ -102,8 +102,8 @@ def header(perf_session: PerfSession) -> str:
 def check_host(perf_session: PerfSession, workers: int, asked: str = "") -> None:
     """Before the first test: reap what killed sessions left running, check that the host's
     GPUs answer and the host is as its profile requires (the doctor's host checks: GPU
-    count and arch, partitions, NUMA balancing, power, identity, numbering), and that each
-    ``asked``: how the workers were asked for."""
+    count and arch, partitions, NUMA balancing, power, identity, numbering; on the cpu host
+    NUMA balancing only). ``asked``: how the workers were asked for."""
     from pytest_mi300x.doctor import HOST_CHECKS, run_checks
     from pytest_mi300x.servers.endpoint import EndpointError
     from pytest_mi300x.servers.records import RecordsError
