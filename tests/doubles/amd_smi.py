@@ -7,8 +7,8 @@ Installed on PATH as `amd-smi` by tests. What it answers, and where its shapes c
 - `metric --throttle|-T|-v --json [-g ...]`: the violation counters, keys as amd-smi's own
   CLI names them (`throttle`: accumulation_counter, <kind>_accumulated,
   <kind>_violation_status; tests/data/smi/amd-smi-metric-throttle.txt is amd-smi's real
-  plain output). The counter ticks 100 per second; a thermal limiter's accumulator ticks
-  with it the share FAKE_GPU_THERMAL gives.
+  plain output). The counter ticks a million times a second; a thermal limiter's
+  accumulator ticks with it the share FAKE_GPU_THERMAL gives.
 - `metric -l --json`: perf_level.
 - `static ... --json`: asic, bus, vbios, driver, limit, partition. The BDFs, the 750 W cap,
   SPX/NPS1 and driver 6.12.12 are those of the real 8 x MI300X host in amd-smi's changelog
@@ -96,7 +96,7 @@ def metric(index: int) -> dict[str, object]:
 def violations(index: int) -> dict[str, object]:
     shares = dict(item.split(":") for item in os.environ.get("FAKE_GPU_THERMAL", "").split(",")
                   if item)
-    ticks = int(time.time() * 100)
+    ticks = int(time.time() * 1_000_000)
     thermal = int(ticks * float(shares.get(str(index), 0)) / 100)
     status = "ACTIVE" if thermal else "NOT ACTIVE"
     return {"gpu": index, "throttle": {
