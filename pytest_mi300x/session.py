@@ -134,7 +134,7 @@ class PerfSession:
         """An unentered lease of ``count`` GPUs on this host (the pool enters it)."""
         return GpuLease(count, accelerator=self.host.accelerator, inventory=self.inventory,
                         lock_dir=self.lock_dir, label=label, timeout_s=self.host.lease_timeout_s,
-                        progress=self.progress)
+                        progress=self.progress, cooldown_s=self.host.checks.cooldown_s)
 
     def telemetry(self, gpu_indices: tuple[int, ...]) -> Callable[[], GpuTelemetry] | None:
         """A sampler factory for the measured runs on these GPUs (None on the cpu host)."""
@@ -223,6 +223,10 @@ class PerfSession:
             return (f"{instances} instances of {gpus_needed(flag_set, host)} GPUs each do not "
                     f"fit host {host.name!r} ({host.accelerator_count} GPUs)")
         engine_kind = self.engine_kind(engine_name)
+        if host.has_gpus and not self.settings.endpoint and not self.settings.plan \
+                and engine_name not in self._builds and not self.settings.build_for(engine_kind):
+            return (f"no {engine_kind.build_option} given for host {host.name!r}: its "
+                    f"{engine_name} tests skip; give {engine_kind.build_example}")
         if (not host.has_gpus and not self.settings.endpoint and not engine_kind.cpu_build
                 and not self._installed_path(engine_kind)):
             return (f"runs on the GPU host: {engine_name} has no CPU build here; "
@@ -300,7 +304,10 @@ class PerfSession:
             else ()
         extra, token_env = secret_flags_to_env(
             (*(random or ()), *self.host.engine_args, *self.settings.engine_args))
-        env = {**self.host.env, **dict(self.settings.engine_env), **token_env}
+        # A flag set may keep the host's env from its server (an arm without the tuning
+        # env); what the user passes (--engine-env) still goes in.
+        host_env = {k: v for k, v in self.host.env.items() if k not in flag_set.unset}
+        env = {**host_env, **dict(self.settings.engine_env), **token_env}
         redact.register_env(dict(flag_set.env))
         flags = flag_set if as_given else shared.launched(self.engine_kind(engine_name),
                                                           flag_set)
@@ -339,6 +346,7 @@ class PerfSession:
         if resolved is None:
             group, resolved = self._acquire(engine_name, logical_model, flag_set, count,
                                             as_given=True), {}
+        shared.check_honoured(self.engine_kind(engine_name), flag_set, group[0])
         for server in group:
             server.asked, server.resolved = flag_set, resolved
         return list(group)

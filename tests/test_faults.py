@@ -71,7 +71,7 @@ class LifecycleEngine:
 
     def command(self, spec):
         return [sys.executable, str(DOUBLES / "lifecycle_server.py"), self.mode,
-                str(spec.port)]
+                str(spec.port), *spec.flag_set.to_argv()]
 
     def environment(self, spec):
         return {{**spec.env, "VLLM_API_KEY": spec.api_key}}
@@ -915,6 +915,11 @@ def test_an_unhealthy_gpu_is_passed_over_with_its_reason(tmp_path: Path) -> None
     with GpuLease(1, accelerator="mi300x", inventory=lambda: inv,
                   lock_dir=tmp_path / "locks", label="t") as lease:
         assert lease.gpus == (2,)
-    with pytest.raises(LeaseError, match="only 1 of 3 are healthy: GPU 0: 2 uncorrectable"):
+    # Two GPUs with one lastingly sick: the hot one is waited for (it cools), a bounded while.
+    with pytest.raises(LeaseError, match=r"still too hot after 0 s of cooling: GPU 0: 2 "
+                                         r"uncorrectable.*GPU 1: at 104 C"):
         GpuLease(2, accelerator="mi300x", inventory=lambda: inv, lock_dir=tmp_path / "locks",
+                 label="t", cooldown_s=0.2, poll_s=0.05).acquire()
+    with pytest.raises(LeaseError, match="only 1 of 3 are healthy: GPU 0: 2 uncorrectable"):
+        GpuLease(3, accelerator="mi300x", inventory=lambda: inv, lock_dir=tmp_path / "locks",
                  label="t").acquire()

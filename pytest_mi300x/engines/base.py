@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -42,6 +42,10 @@ class LaunchSpec:
     owner: str = ""
     """``PID:STARTTIME`` of the session process that starts the server (the pool sets it):
     a reaper tells an ended session's leftovers from a live one's by it."""
+    nice: int = 0
+    """How much the engine yields the CPU (the host's ``engine_nice``; the pool sets it):
+    applied by the pool to a local process group, inside the container by the docker
+    launcher (``Engine.applies_nice``)."""
 
     @property
     def base_url(self) -> str:
@@ -207,8 +211,11 @@ class EngineKind(Protocol):
         underscores -> value as printed), read from its log; empty when it reports none."""
         ...
 
-    def in_image(self, build: str) -> Engine:
-        """The engine whose command runs inside a container of that image."""
+    def in_image(self, build: str, run: Callable[[Sequence[str]], str] | None = None,
+                 cache_root: str | None = None) -> Engine:
+        """The engine whose command runs inside a container of that image; ``run`` runs a
+        command in the image (to ask the build what it reads), ``cache_root`` is where the
+        container sees its cache folder (its compile and tuning caches go there)."""
         ...
 
     def from_path(self, build: str, path: Path) -> BuiltEngine:

@@ -6,9 +6,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from pytest_mi300x.config import DEFAULT_VLLM_BUILD
 from pytest_mi300x.engines.base import BuiltEngine, Engine, EngineKind
 from pytest_mi300x.engines.buildspec import _looks_like_path
-from pytest_mi300x.engines.docker import DOCKER_PREFIX, Dockerized, Run, _docker, resolve_image
+from pytest_mi300x.engines.docker import (
+    CONTAINER_CACHE,
+    DOCKER_PREFIX,
+    Dockerized,
+    Run,
+    _docker,
+    cache_folder,
+    image_runner,
+    resolve_image,
+)
 from pytest_mi300x.engines.provision import ProvisionError
 from pytest_mi300x.engines.registry import UnknownEngine, kind
 from pytest_mi300x.hosts.profile import HostConfigError, HostProfile
@@ -41,6 +51,10 @@ def _image(engine_kind: EngineKind, raw: str | None, host: HostProfile) -> str |
     fail = _failure(engine_kind, raw)
     if not raw:
         raise fail("no build given for this GPU host")
+    if raw == DEFAULT_VLLM_BUILD:
+        # Never a silent fall back to the cpu host's engine on a GPU host.
+        raise fail(f"that is the cpu host's default (no {engine_kind.build_option} was "
+                   f"given), not a build host {host.name!r} can run")
     if raw.startswith(DOCKER_PREFIX):
         image = raw.removeprefix(DOCKER_PREFIX).strip()
         if not image or " " in image:
@@ -66,8 +80,9 @@ def plan_build(name: str, raw: str | None, host: HostProfile,
         raw = engine_kind.build_example
     image = _image(engine_kind, raw, host) if host.has_gpus else None
     if image is not None:
-        engine: Engine = Dockerized(engine_kind.in_image(str(raw)), image, host.accelerator,
-                                    host.docker)
+        caches = CONTAINER_CACHE if host.docker.cache_dir else None
+        engine: Engine = Dockerized(engine_kind.in_image(str(raw), cache_root=caches), image,
+                                    host.accelerator, host.docker)
         return BuiltEngine(engine, NOT_RESOLVED, {"build": raw, "image": image, **provenance})
     return BuiltEngine(engine_kind.planned(raw or "", cache_dir), NOT_RESOLVED,
                        {"build": raw, **provenance})
@@ -82,8 +97,16 @@ def resolve_gpu_build(name: str, raw: str | None, host: HostProfile, *,
     raw = raw or ""  # _image refused an empty one
     if image is not None:
         resolved = resolve_image(image, engine_kind.version_argv, run=run)
-        return BuiltEngine(Dockerized(engine_kind.in_image(raw), image, host.accelerator,
-                                      host.docker), resolved.version, resolved.describe())
+        # Containers run what was pulled, by digest: a tag moving meanwhile changes nothing.
+        target = resolved.reference or image
+        folder = cache_folder(host.docker, target)
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        inner = engine_kind.in_image(f"{DOCKER_PREFIX}{target}",
+                                     image_runner(target, host.accelerator, run),
+                                     CONTAINER_CACHE if folder else None)
+        return BuiltEngine(Dockerized(inner, target, host.accelerator, host.docker),
+                           resolved.version, resolved.describe())
     path = Path(raw).expanduser()
     if not path.exists():
         raise fail("it is neither docker:IMAGE nor an existing path (a pip requirement is "

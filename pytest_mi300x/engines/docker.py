@@ -2,9 +2,19 @@
 
 ROCm containers need the kernel driver devices (/dev/kfd, /dev/dri), the video
 group, host IPC and an unconfined seccomp profile (ROCm's documented docker
-flags); the server binds 0.0.0.0 inside and is published on 127.0.0.1 only.
-Env reaches the container as ``-e NAME`` (value taken from the docker client's
-env), so secrets such as the API key never appear on a command line.
+flags). They share the host's network (``--network=host``, as the seed, TGI's and ROCm's
+guides run them: docker's userland proxy would otherwise relay every streamed token) and
+the server still binds 127.0.0.1; a profile with ``network = "bridge"`` binds 0.0.0.0
+inside and publishes on 127.0.0.1 only. Env reaches the container as ``-e NAME`` (value
+taken from the docker client's env), so secrets such as the API key never appear on a
+command line. The engine's compile and kernel caches (vLLM's, Triton's, AITER's, TGI's
+TunableOp results) live on a host folder per image (``cache_dir``), so a ``--rm``
+container does not tune and compile again at every start; the engine, not the docker
+client, runs at the host's ``engine_nice`` (``nice -n N`` inside the container).
+
+An image is pulled at every resolution (a tag moves: the nightly image of a name is new
+every night) and identified by its digest (``repo@sha256:...``), which is what results
+record as the build and what containers run; ``docker:repo@sha256:...`` is accepted as is.
 
 Each container is named after its server start (``pytest-mi300x-<session tag>-<server
 key>-<start>``) and labelled with the session process that owns it and the machine: it is
@@ -35,6 +45,8 @@ ROCM_DEVICE_ARGS = ("--device", "/dev/kfd", "--device", "/dev/dri", "--group-add
                     "--ipc=host", "--security-opt", "seccomp=unconfined",
                     "--cap-add", "SYS_PTRACE")
 DOCKER_PREFIX = "docker:"
+CONTAINER_CACHE = "/pytest-mi300x-cache"
+"""Where a container sees its image's cache folder of the host."""
 OWNER_LABEL = "pytest-mi300x.owner"
 """``PID:STARTTIME`` of the session process that started the container."""
 HOST_LABEL = "pytest-mi300x.host"
@@ -58,9 +70,21 @@ def labels(spec: LaunchSpec) -> dict[str, str]:
     return {OWNER_LABEL: spec.owner or "unknown", HOST_LABEL: socket.gethostname()}
 
 
+def image_key(image: str) -> str:
+    """A folder name for an image: its digest where the reference has one."""
+    digest = image.rpartition("@sha256:")[2] if "@sha256:" in image else ""
+    return f"sha256-{digest[:16]}" if digest else _NOT_IN_NAME.sub("_", image)[-80:]
+
+
+def cache_folder(settings: DockerSettings, image: str) -> str | None:
+    """The host folder of this image's engine caches, None when the profile keeps none."""
+    return f"{settings.cache_dir.rstrip('/')}/{image_key(image)}" if settings.cache_dir else None
+
+
 def docker_run_argv(image: str, inner: Sequence[str], *, spec: LaunchSpec, env_names: Sequence[str],
                     accelerator: str, settings: DockerSettings) -> list[str]:
-    """``docker run`` for ``inner`` (whose argv[0] becomes the entrypoint)."""
+    """``docker run`` for ``inner`` (whose argv[0] becomes the entrypoint; run under
+    ``nice -n N`` when the spec asks the engine to yield)."""
     argv = ["docker", "run", "--rm", "--init", "--name", container_name(spec)]
     if vendor(accelerator) == "cuda":
         # Inside, the leased GPUs renumber from 0 (CUDA_VISIBLE_DEVICES is set to match).
@@ -70,11 +94,19 @@ def docker_run_argv(image: str, inner: Sequence[str], *, spec: LaunchSpec, env_n
     argv += ["--shm-size", settings.shm_size]
     if settings.model_cache:
         argv += ["-v", f"{settings.model_cache}:{settings.model_cache}:ro"]
-    argv += ["-p", f"127.0.0.1:{spec.port}:{spec.port}"]
+    caches = cache_folder(settings, image)
+    if caches:
+        argv += ["-v", f"{caches}:{CONTAINER_CACHE}"]
+    if settings.network == "host":
+        argv += ["--network=host"]
+    else:
+        argv += ["-p", f"127.0.0.1:{spec.port}:{spec.port}"]
     for key, value in sorted(labels(spec).items()):
         argv += ["--label", f"{key}={value}"]
     for name in sorted(env_names):
         argv += ["-e", name]
+    if spec.nice > 0:
+        inner = ["nice", "-n", str(spec.nice), *inner]
     return [*argv, *settings.extra_args, "--entrypoint", inner[0], image, *inner[1:]]
 
 
@@ -91,8 +123,14 @@ class Dockerized:
     def name(self) -> str:
         return self.inner.name
 
+    applies_nice: bool = True
+    """The engine is reniced inside its container (LaunchSpec.nice), not the docker
+    client, whose niceness the engine would never see."""
+
     def command(self, spec: LaunchSpec) -> list[str]:
-        inside = replace(spec, host="0.0.0.0")
+        # Host networking: the server binds where the spec says (loopback); a bridge
+        # network reaches it only through its published port.
+        inside = spec if self.settings.network == "host" else replace(spec, host="0.0.0.0")
         return docker_run_argv(self.image, self.inner.command(inside), spec=spec,
                                env_names=list(self.environment(spec)),
                                accelerator=self.accelerator,
@@ -174,31 +212,76 @@ def _docker(argv: Sequence[str], timeout: float = 3600.0) -> str:
 
 @dataclass(frozen=True)
 class DockerImage:
-    """A pulled image and what identifies it: repo digest and image id."""
+    """A pulled image and what identifies it: the digest reference, image id, repo digests,
+    the engine's version inside, and the image's own env (what a server gets unless told
+    otherwise: ROCm images set HIP_FORCE_DEV_KERNARG=1 themselves)."""
 
     image: str
     image_id: str
     digests: tuple[str, ...]
     version: str
+    reference: str = ""
+    """``repo@sha256:...``: what containers run and results record as the build."""
+    env: tuple[tuple[str, str], ...] = ()
 
     def describe(self) -> dict[str, Any]:
-        return {"build": f"{DOCKER_PREFIX}{self.image}", "image": self.image,
+        return {"build": f"{DOCKER_PREFIX}{self.reference or self.image}",
+                "image": self.image, "reference": self.reference,
                 "image_id": self.image_id, "digests": list(self.digests),
-                "version": self.version}
+                "version": self.version, "image_env": dict(self.env)}
+
+
+def _repo(image: str) -> str:
+    """The repository of a reference: without its digest, and its tag (a ':' after the
+    last '/'; one before it is a registry's port)."""
+    name = image.split("@", 1)[0]
+    head, _, tail = name.rpartition("/")
+    return f"{head}/{tail.split(':', 1)[0]}" if head else tail.split(":", 1)[0]
+
+
+def digest_reference(image: str, digests: Sequence[str]) -> str:
+    """``repo@sha256:...`` of ``image`` among an inspect's RepoDigests ("" if none: an
+    image built here and never pushed has no digest)."""
+    if "@sha256:" in image:
+        return image
+    repo = _repo(image)
+    ours = [d for d in digests if _repo(d) == repo or _repo(d).endswith(f"/{repo}")]
+    return (ours or list(digests) or [""])[0]
 
 
 def resolve_image(image: str, version_argv: Sequence[str], *, run: Run = _docker) -> DockerImage:
-    """Pull ``image`` if absent, then record its id, digests and the engine's version."""
-    try:
-        raw = run(["docker", "image", "inspect", image])
-    except DockerError:
-        run(["docker", "pull", image])
-        raw = run(["docker", "image", "inspect", image])
-    [info] = json.loads(raw)
-    version = run(["docker", "run", "--rm", "--entrypoint", version_argv[0], image,
+    """Pull ``image`` (always: a tag moves; by digest, a pull of what is present is quick),
+    then record its digest, id, env and the engine's version inside."""
+    run(["docker", "pull", image])
+    [info] = json.loads(run(["docker", "image", "inspect", image]))
+    digests = tuple(info.get("RepoDigests") or ())
+    reference = digest_reference(image, digests)
+    target = reference or image
+    version = run(["docker", "run", "--rm", "--entrypoint", version_argv[0], target,
                    *version_argv[1:]]).strip().splitlines()
-    return DockerImage(image, str(info.get("Id", "")), tuple(info.get("RepoDigests") or ()),
-                       version[-1] if version else "unknown")
+    env = tuple(tuple(item.split("=", 1)) for item in (info.get("Config") or {}).get("Env") or ()
+                if "=" in item)
+    return DockerImage(image, str(info.get("Id", "")), digests,
+                       version[-1] if version else "unknown", reference,
+                       tuple((k, v) for k, v in env))
+
+
+def image_runner(image: str, accelerator: str,
+                 run: Run = _docker) -> Callable[[Sequence[str]], str]:
+    """Runs a command in ``image`` (``argv[0]`` as the entrypoint): how a build's own
+    ``--help`` and env table are asked. ROCm's devices are passed so that the engine detects
+    the platform it will serve on; no GPU is used."""
+    devices = [] if vendor(accelerator) == "cuda" else list(ROCM_DEVICE_ARGS)
+
+    def in_image(argv: Sequence[str]) -> str:
+        from pytest_mi300x.engines.probe import ProbeError
+
+        try:
+            return run(["docker", "run", "--rm", *devices, "--entrypoint", argv[0], image,
+                        *argv[1:]])
+        except DockerError as exc:
+            raise ProbeError(str(exc)) from None
+    return in_image
 
 
 @dataclass(frozen=True)

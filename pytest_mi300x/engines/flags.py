@@ -24,6 +24,9 @@ class FlagSet:
     name: str
     flags: tuple[tuple[str, FlagValue], ...] = ()
     env: tuple[tuple[str, str], ...] = ()
+    unset: tuple[str, ...] = ()
+    """Env vars the server must not get from the host profile or the harness's own env (an
+    "engine without the host's tuning env" arm); an image's own ENV still applies."""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -39,9 +42,11 @@ class FlagSet:
                 )
 
     @classmethod
-    def of(cls, name: str, env: Mapping[str, str] | None = None, **flags: FlagValue) -> FlagSet:
+    def of(cls, name: str, env: Mapping[str, str] | None = None,
+           unset: Sequence[str] = (), **flags: FlagValue) -> FlagSet:
         """Flag set from keywords: ``FlagSet.of("cp-off", enable_chunked_prefill=False)``."""
-        return cls(name, tuple(flags.items()), tuple(sorted((env or {}).items())))
+        return cls(name, tuple(flags.items()), tuple(sorted((env or {}).items())),
+                   tuple(sorted(unset)))
 
     @property
     def flag_names(self) -> tuple[str, ...]:
@@ -70,7 +75,8 @@ class FlagSet:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "flags": {cli_name(k): _jsonable(v) for k, v in self.flags},
-                "env": dict(self.env), "argv": self.to_argv()}
+                "env": dict(self.env), "argv": self.to_argv(),
+                **({"unset": list(self.unset)} if self.unset else {})}
 
     @property
     def digest(self) -> str:
@@ -84,15 +90,17 @@ class FlagSet:
         server for it has to be started with. Same name and env."""
         kept = tuple((k, v) for k, v in self.flags
                      if cli_name(k) not in defaults or defaults[cli_name(k)] != v)
-        return FlagSet(self.name, kept, self.env)
+        return FlagSet(self.name, kept, self.env, self.unset)
 
     @property
     def launch_label(self) -> str:
         """What a server of these flags and env is, readably, without the set's name: two
         sets that launch the same server get the same label."""
-        parts = [*self.to_argv(), *(f"{k}={v}" for k, v in self.env)]
+        parts = [*self.to_argv(), *(f"{k}={v}" for k, v in self.env),
+                 *(f"no-{k}" for k in self.unset)]
         text = re.sub(r"[^A-Za-z0-9.=+]+", "-", " ".join(parts)).strip("-")
-        blob = json.dumps([self.to_argv(), list(self.env)]).encode()
+        blob = json.dumps([self.to_argv(), list(self.env),
+                           *([list(self.unset)] if self.unset else [])]).encode()
         return f"{text[:48] or 'engine-defaults'}-{hashlib.sha256(blob).hexdigest()[:8]}"
 
     def __str__(self) -> str:

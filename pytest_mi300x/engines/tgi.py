@@ -15,7 +15,7 @@ What differs from vLLM and matters for a fair comparison:
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +77,10 @@ class TGIEngine:
     # Its router hard-codes ignore_eos_token false: requests stop at EOS.
     exact_output_lengths: bool = False
     cache_salt_field: str | None = None
+    hub_cache: str | None = None
+    """In an image: the Hugging Face hub cache, where TGI keeps its TunableOp results
+    (``tunableop_<model>_tp<N>_rank<R>.csv``; by default under /data, lost with --rm): on
+    the host's cache mount, GEMMs are tuned once per image, not at every start."""
 
     def command(self, spec: LaunchSpec) -> list[str]:
         shards = max(1, spec.gpus_needed)
@@ -96,7 +100,8 @@ class TGIEngine:
         ]
 
     def environment(self, spec: LaunchSpec) -> dict[str, str]:
-        return {**spec.env, **dict(spec.flag_set.env), SECRET_ENV: spec.api_key}
+        cache = {"HUGGINGFACE_HUB_CACHE": self.hub_cache} if self.hub_cache else {}
+        return {**cache, **spec.env, **dict(spec.flag_set.env), SECRET_ENV: spec.api_key}
 
     @property
     def health_path(self) -> str:
@@ -177,8 +182,9 @@ class TGIKind:
     def resolved_config(self, log_text: str) -> Mapping[str, str]:
         return {}
 
-    def in_image(self, build: str) -> TGIEngine:
-        return TGIEngine(build)
+    def in_image(self, build: str, run: Callable[[Sequence[str]], str] | None = None,
+                 cache_root: str | None = None) -> TGIEngine:
+        return TGIEngine(build, hub_cache=f"{cache_root}/tgi-hub" if cache_root else None)
 
     def from_path(self, build: str, path: Path) -> BuiltEngine:
         launcher = path / "bin" / "text-generation-launcher" if path.is_dir() else path

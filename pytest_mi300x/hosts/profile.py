@@ -59,10 +59,40 @@ class DockerSettings:
     model_cache: str | None = None
     """Host folder of model weights, mounted read-only at the same path."""
     extra_args: tuple[str, ...] = ()
+    network: str = "host"
+    """"host" (the seed's, TGI's and ROCm's way: no proxy relaying every token) or
+    "bridge" (the port published on 127.0.0.1)."""
+    cache_dir: str | None = None
+    """Host folder of the engines' compile and tuning caches, one sub-folder per image."""
+    min_free_gb: float = 100.0
+    """Free disk the doctor asks for in docker's data root and ``cache_dir``."""
 
     def describe(self) -> dict[str, Any]:
         return {"shm_size": self.shm_size, "model_cache": self.model_cache,
-                "extra_args": list(self.extra_args)}
+                "extra_args": list(self.extra_args), "network": self.network,
+                "cache_dir": self.cache_dir}
+
+
+@dataclass(frozen=True)
+class HostChecks:
+    """A host's required state; None: not required (still recorded)."""
+
+    numa_balancing: int | None = None
+    """/proc/sys/kernel/numa_balancing; ROCm's MI300X guide: 0, "otherwise the GPU might
+    hang until the periodic balancing is finalized"."""
+    compute_partition: str | None = None
+    """SPX, DPX, QPX, CPX: how each GPU is split (a CPX GPU is 8 smaller GPUs)."""
+    memory_partition: str | None = None
+    """NPS1 or NPS4."""
+    power_cap_w: float | None = None
+    perf_level: str | None = None
+    """The DPM performance level amd-smi reports ("auto", or "determinism" for
+    ``amd-smi set --perf-determinism``)."""
+    cooldown_s: float = 300.0
+    """How long a server start waits for a GPU too hot to measure on to cool."""
+
+    def describe(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -111,6 +141,9 @@ class HostProfile:
     peaks: Peaks | None = None
     """One accelerator's peak compute and bandwidth (hosts/peaks.py): the roofline workloads
     are checked against; None where there is none (the cpu host)."""
+    checks: HostChecks = field(default_factory=lambda: HostChecks())
+    """What the host must be before anything is measured (checked at the start of every
+    session on it, and by ``pytest-mi300x doctor``)."""
 
     @property
     def has_gpus(self) -> bool:
@@ -150,7 +183,8 @@ class HostProfile:
             "frontend_cpus": self.frontend_cpus,
             "source": self.source,
             **({"gfx": self.gfx, "tensor_parallel": self.tensor_parallel,
-                "dummy_weights": self.dummy_weights, "docker": self.docker.describe()}
+                "dummy_weights": self.dummy_weights, "docker": self.docker.describe(),
+                "checks": self.checks.describe()}
                if self.has_gpus else {}),
             **({"roofline": self.peaks.describe()} if self.peaks is not None else {}),
         }

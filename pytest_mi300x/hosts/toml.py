@@ -16,6 +16,7 @@ from pytest_mi300x.hosts.profile import (
     ACCELERATORS,
     LAUNCHERS,
     DockerSettings,
+    HostChecks,
     HostConfigError,
     HostProfile,
     WorkloadScale,
@@ -28,8 +29,13 @@ _FIELDS = {"accelerator", "accelerator_count", "launcher", "env", "engine_args",
            "scale", "max_servers", "start_timeout_s", "description", "floors", "burst_floors",
            "noise", "burst_noise", "engine_nice", "frontend_cpus",
            "tensor_parallel", "dummy_weights", "docker", "lock_dir", "lease_timeout_s", "gfx",
-           "roofline"}
-_DOCKER_FIELDS = {"shm_size", "model_cache", "extra_args"}
+           "roofline", "checks"}
+_DOCKER_FIELDS = {"shm_size", "model_cache", "extra_args", "network", "cache_dir",
+                  "min_free_gb"}
+_CHECK_FIELDS = {"numa_balancing", "compute_partition", "memory_partition", "power_cap_w",
+                 "perf_level", "cooldown_s"}
+PARTITIONS = {"compute_partition": ("SPX", "DPX", "TPX", "QPX", "CPX"),
+              "memory_partition": ("NPS1", "NPS2", "NPS4", "NPS8")}
 
 
 def _fail(path: Path, field_name: str, problem: str, fix: str) -> HostConfigError:
@@ -140,7 +146,43 @@ def _profile_from_toml(path: Path, name: str, raw: Any) -> HostProfile:
         gfx=raw.get("gfx"),
         description=raw.get("description", ""),
         peaks=peaks_from_toml(path, where, accel, raw.get("roofline")),
+        checks=_checks(path, where, raw.get("checks", {})),
     )
+
+
+def _checks(path: Path, where: str, raw: Any) -> HostChecks:
+    """``[hosts.NAME.checks]``: what the host must be before anything is measured."""
+    if not isinstance(raw, dict):
+        raise _fail(path, f"{where} checks", f"is {raw!r}",
+                    f"write a table with {', '.join(sorted(_CHECK_FIELDS))}")
+    unknown = sorted(set(raw) - _CHECK_FIELDS)
+    if unknown:
+        raise _fail(path, f"{where} checks.{unknown[0]}", "is not a known field",
+                    f"use one of {', '.join(sorted(_CHECK_FIELDS))}")
+    numa = raw.get("numa_balancing")
+    if numa is not None and (isinstance(numa, bool) or numa not in (0, 1, 2)):
+        raise _fail(path, f"{where} checks.numa_balancing", f"is {numa!r}",
+                    "write 0 (off, as ROCm's MI300X guide asks), 1 or 2")
+    for key, allowed in PARTITIONS.items():
+        if raw.get(key) is not None and raw[key] not in allowed:
+            raise _fail(path, f"{where} checks.{key}", f"is {raw[key]!r}",
+                        f"use one of {', '.join(allowed)}")
+    for key in ("power_cap_w", "cooldown_s"):
+        value = raw.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not math.isfinite(value) or value <= 0):
+            raise _fail(path, f"{where} checks.{key}", f"is {value!r}",
+                        "give a finite number above 0")
+    if raw.get("perf_level") is not None and not isinstance(raw["perf_level"], str):
+        raise _fail(path, f"{where} checks.perf_level", f"is {raw['perf_level']!r}",
+                    'write the level amd-smi metric -l reports, e.g. "auto" or "determinism"')
+    return HostChecks(numa_balancing=numa, compute_partition=raw.get("compute_partition"),
+                      memory_partition=raw.get("memory_partition"),
+                      power_cap_w=(float(raw["power_cap_w"]) if raw.get("power_cap_w")
+                                   is not None else None),
+                      perf_level=(raw["perf_level"].lower() if raw.get("perf_level")
+                                  else None),
+                      cooldown_s=float(raw.get("cooldown_s", 300.0)))
 
 
 def _floor_table(path: Path, where: str, raw: Any) -> dict[str, float]:
@@ -169,11 +211,21 @@ def _docker_settings(path: Path, where: str, raw: Any) -> DockerSettings:
     if not isinstance(extra, list) or not all(isinstance(a, str) for a in extra):
         raise _fail(path, f"{where} docker.extra_args", f"is {extra!r}",
                     "write a list of strings")
-    for key in ("shm_size", "model_cache"):
+    for key in ("shm_size", "model_cache", "cache_dir"):
         if not isinstance(raw.get(key, ""), str):
             raise _fail(path, f"{where} docker.{key}", f"is {raw[key]!r}", "write a string")
+    network = raw.get("network", "host")
+    if network not in ("host", "bridge"):
+        raise _fail(path, f"{where} docker.network", f"is {network!r}",
+                    'write "host" (no proxy between client and server) or "bridge"')
+    free = raw.get("min_free_gb", 100.0)
+    if isinstance(free, bool) or not isinstance(free, int | float) or free < 0:
+        raise _fail(path, f"{where} docker.min_free_gb", f"is {free!r}",
+                    "give the free disk in GB the doctor asks for (a number >= 0)")
     return DockerSettings(shm_size=raw.get("shm_size", "16G"),
-                          model_cache=raw.get("model_cache"), extra_args=tuple(extra))
+                          model_cache=raw.get("model_cache"), extra_args=tuple(extra),
+                          network=network, cache_dir=raw.get("cache_dir"),
+                          min_free_gb=float(free))
 
 
 def load_hosts(path: Path | None) -> dict[str, HostProfile]:

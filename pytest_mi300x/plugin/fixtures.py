@@ -102,10 +102,17 @@ def llm_servers(request: pytest.FixtureRequest, mi300x_session: PerfSession,
                                         instances=server_instances)
     if reason:
         pytest.skip(reason)
-    engine = mi300x_session.engine(serving_engine)
+    from pytest_mi300x.hosts.profile import HostConfigError
+
+    try:
+        engine = mi300x_session.engine(serving_engine)
+    except HostConfigError as exc:
+        # A build this host cannot run fails every test alike: stop once, in one line.
+        pytest.exit(f"pytest-mi300x: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
     reason = engine.skip_reason(flag_set, mi300x_session.engine_version(serving_engine))
     if reason:
         pytest.skip(reason)
+    from pytest_mi300x.engines.base import EngineUnsupported
     from pytest_mi300x.servers.process import ServerError
 
     servers: list[RunningServer | Endpoint] = []
@@ -117,6 +124,9 @@ def llm_servers(request: pytest.FixtureRequest, mi300x_session: PerfSession,
         if refused:
             pytest.skip(refused)
         raise
+    except EngineUnsupported as exc:  # a build that forces a setting the set turns off
+        mi300x_session.pool.idle()
+        pytest.skip(str(exc))
     try:
         request.node.stash[SERVER_KEY] = servers[0]
         request.node.stash[SERVERS_KEY] = servers

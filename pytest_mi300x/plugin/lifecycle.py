@@ -100,8 +100,11 @@ def header(perf_session: PerfSession) -> str:
 
 
 def check_host(perf_session: PerfSession, workers: int, asked: str = "") -> None:
-    """Before the first test: reap what killed sessions left running, and check that the
-    host's GPUs answer (GPU hosts). ``asked``: how the workers were asked for."""
+    """Before the first test: reap what killed sessions left running, check that the host's
+    GPUs answer and the host is as its profile requires (the doctor's host checks: GPU
+    count and arch, partitions, NUMA balancing, power, identity, numbering; on the cpu host
+    NUMA balancing only). ``asked``: how the workers were asked for."""
+    from pytest_mi300x.doctor import HOST_CHECKS, run_checks
     from pytest_mi300x.servers.endpoint import EndpointError
     from pytest_mi300x.servers.records import RecordsError
 
@@ -119,6 +122,15 @@ def check_host(perf_session: PerfSession, workers: int, asked: str = "") -> None
             perf_session.inventory()
     except (HostConfigError, RecordsError, EndpointError) as exc:
         raise pytest.UsageError(str(exc)) from None
+    host = perf_session.host
+    # NUMA balancing on every host (its state is part of every result's comparability);
+    # the GPU checks where there are GPUs.
+    failed = [c.line for c in run_checks(host, only=HOST_CHECKS if host.has_gpus
+                                         else ("numa_balancing",)) if c.failed]
+    if failed:
+        raise pytest.UsageError(f"host {host.name!r} ({host.source}) is not fit to measure "
+                                f"on (pytest-mi300x doctor --gpu-host {host.name}): "
+                                + " | ".join(failed))
 
 
 def publish(perf_session: PerfSession, outcomes: Any) -> Published | None:

@@ -38,12 +38,20 @@ def comparability(fingerprint: Mapping[str, Any], engine: Mapping[str, Any],
     # machines serve several times slower and refuse fp8 KV cache): older results lack it.
     if fingerprint.get("cpu_isa") is not None:
         stack["cpu_isa"] = fingerprint.get("cpu_isa")
+    # Recorded since the GPU host's first fixes (older results lack them): NUMA balancing
+    # (on, a GPU can stall until the kernel's balancing pass ends) and the harness's way of
+    # measuring (hosts/fingerprint.py MEASUREMENT_VERSION).
+    for key in ("numa_balancing", "harness_measurement"):
+        if fingerprint.get(key) is not None:
+            stack[key] = fingerprint[key]
     if workload is not None:
         stack["workload"] = portable_workload(workload)
     if flag_set is not None:
         # As stored: a secret in the flag set's env is hidden on both sides alike.
         stack["flag_set"] = redact({"argv": list(flag_set.get("argv", [])),
-                                    "env": dict(flag_set.get("env", {}))})
+                                    "env": dict(flag_set.get("env", {})),
+                                    **({"unset": list(flag_set["unset"])}
+                                       if flag_set.get("unset") else {})})
     return stack
 
 

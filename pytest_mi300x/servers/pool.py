@@ -274,7 +274,11 @@ class ServerPool:
         generation = self._starts.get(key, 0) + 1
         self._starts[key] = generation
         spec = replace(make_spec(self.bind_host, free_port(self.bind_host)),
-                       server_id=self.server_id(key, generation), owner=owner())
+                       server_id=self.server_id(key, generation), owner=owner(),
+                       nice=self.engine_nice)
+        # A containerised engine yields inside its container; renicing the docker client
+        # would lower only the client (and record a niceness the engine never had).
+        nice_inside = bool(getattr(engine, "applies_nice", False))
         lease = None
         if spec.gpus_needed and self._lease is not None:
             timed_out = [e for n, e in self._lease_timeouts.items() if n <= spec.gpus_needed]
@@ -290,19 +294,21 @@ class ServerPool:
             try:
                 lease.acquire()
             except LeaseError as exc:
-                self._lease_timeouts[spec.gpus_needed] = exc
+                if exc.lasting:  # a GPU still hot after its cool-down is tried again
+                    self._lease_timeouts[spec.gpus_needed] = exc
                 raise
             spec = leased(spec, lease.gpus, lease.env)
         added_env = engine.environment(spec)
         log_path = self.log_dir / f"{slug(key)}-{generation}.log"
+        inherited = {k: v for k, v in os.environ.items() if k not in spec.flag_set.unset}
         process = ServerProcess(
             engine.command(spec),
-            env={**os.environ, **added_env},
+            env={**inherited, **added_env},
             log_path=log_path,
             ready_url=f"{spec.base_url}{engine.health_path}",
             start_timeout=self.start_timeout,
             on_spawn=self._on_spawn(key, engine, spec, lease, log_path),
-            nice=self.engine_nice,
+            nice=0 if nice_inside else self.engine_nice,
             cpus=self.frontend_cpus,
             on_wait=self._waiting(key),
         )
@@ -328,6 +334,8 @@ class ServerPool:
             live_done = getattr(self.progress, "done", None)
             if live_done is not None:
                 live_done()
+        if nice_inside and spec.nice:
+            process.scheduling["nice_in_container"] = spec.nice
         self.progress(f"{engine.name} {version} ready in {process.startup_s or 0:.0f} s")
         server = RunningServer(key, engine, spec, process, version, generation, added_env, lease)
         self._live[key] = server

@@ -13,10 +13,15 @@ for (RunningServer.asked).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pytest_mi300x.engines.base import EngineKind, LaunchSpec
+from pytest_mi300x.engines.base import EngineKind, EngineUnsupported, LaunchSpec
 from pytest_mi300x.engines.flags import FlagSet, FlagValue, cli_name
+
+if TYPE_CHECKING:
+    from pytest_mi300x.servers.pool import RunningServer
 
 LOG_HEAD_BYTES = 1_000_000
 """The part of a server's log its start-up report is looked for in."""
@@ -45,12 +50,7 @@ def confirmed(kind: EngineKind, asked: FlagSet, log_path: Path) -> dict[str, str
     dropped = {cli_name(k): v for k, v in asked.flags if k not in kept}
     if not dropped:
         return {}
-    try:
-        with log_path.open("rb") as fh:
-            text = fh.read(LOG_HEAD_BYTES).decode(errors="replace")
-    except OSError:
-        return None
-    report = kind.resolved_config(text)
+    report = read_report(kind, log_path)
     shown = {name.replace("-", "_"): _printed(value) for name, value in dropped.items()}
     if any(report.get(key) != value for key, value in shown.items()):
         return None
@@ -59,3 +59,47 @@ def confirmed(kind: EngineKind, asked: FlagSet, log_path: Path) -> dict[str, str
 
 def _printed(value: FlagValue) -> str:
     return str(value)
+
+
+class FlagsNotHonoured(EngineUnsupported):
+    """A started server reports running an explicit flag otherwise than asked: the test
+    skips (the build cannot run the case) with the engine's own report."""
+
+
+def check_honoured(kind: EngineKind, asked: FlagSet, server: RunningServer) -> None:
+    """Raise FlagsNotHonoured when ``server`` reports running a flag of ``asked`` otherwise."""
+    wrong = unhonoured(kind, asked, server.process.log_path)
+    if wrong:
+        raise FlagsNotHonoured(
+            f"{kind.name} {server.version} does not run flag set {asked.name!r} as asked: "
+            f"its config line reports {'; '.join(wrong)}; this build forces the setting, so "
+            "the case would measure the other one")
+
+
+def read_report(kind: EngineKind, log_path: Path) -> Mapping[str, str]:
+    """The settings a server reports running with (empty when its log says none)."""
+    try:
+        with log_path.open("rb") as fh:
+            text = fh.read(LOG_HEAD_BYTES).decode(errors="replace")
+    except OSError:
+        return {}
+    return kind.resolved_config(text)
+
+
+def unhonoured(kind: EngineKind, asked: FlagSet, log_path: Path) -> list[str]:
+    """The flags ``asked`` gives explicitly that the server reports running otherwise, as
+    "enable_chunked_prefill=True (asked --no-enable-chunked-prefill)": a build that forces a
+    setting back (vLLM V1 builds of the 0.8-0.10 era turned chunked prefill on whatever
+    the flag said) would otherwise be measured and recorded as the setting asked. Only
+    switches and whole numbers are compared: other values are printed in the engine's own
+    spelling."""
+    report = read_report(kind, log_path)
+    wrong = []
+    for key, value in asked.flags:
+        if not isinstance(value, bool | int):
+            continue
+        setting = cli_name(key).replace("-", "_")
+        if setting in report and report[setting] != _printed(value):
+            given = FlagSet("x", ((key, value),)).to_argv()
+            wrong.append(f"{setting}={report[setting]} (asked {' '.join(given)})")
+    return wrong

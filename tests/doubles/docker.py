@@ -18,10 +18,19 @@ $DOCKER_DOUBLE_STATE/containers/NAME.json. What it does:
   then SIGKILL after N s (default 10). Both print NAME; an unknown name exits 1.
 - `ps [-a] [--filter label=KEY[=VALUE]] --format '{{json .}}'`: one JSON line per
   container with ID, Names, Image, Labels ("k=v,k=v") and State.
-- `image inspect IMAGE`, `pull IMAGE`: a made-up id and digest.
+- `pull REF`: the registry's current digest of REF becomes the local image's
+  ($DOCKER_DOUBLE_REMOTE, JSON {ref: digest hex}, says what the registry holds: changing it
+  between two pulls is a tag that moved overnight; default a digest made from the name).
+  `image inspect REF` answers the last pulled (Id, RepoDigests `repo@sha256:...`, and
+  Config.Env) and fails for an image never pulled, as docker does; a `repo@sha256:...`
+  reference is its own digest.
+- The image's own env ($DOCKER_DOUBLE_IMAGE_ENV, JSON; default HIP_FORCE_DEV_KERNARG=1, as
+  ROCm's vLLM image sets it) reaches every container before its `-e` variables.
+- `info --format '{{.DockerRootDir}}'`: the state folder.
 
 $DOCKER_DOUBLE_ENTRYPOINTS (JSON {"python3": "/path/to/python"}) maps the image's
-executables to local ones (the engine venv stands in for the image).
+executables to local ones wherever they appear in the container's command (the engine venv
+stands in for the image; `nice -n 10 python3 ...` runs the venv's python under nice).
 """
 
 from __future__ import annotations
@@ -123,10 +132,11 @@ def run(args: list[str]) -> int:
     if not argv:
         return fail("docker double: the image has no default command", 125)
     mapping = json.loads(os.environ.get("DOCKER_DOUBLE_ENTRYPOINTS", "{}"))
-    argv[0] = mapping.get(argv[0], argv[0])
+    argv = [mapping.get(a, a) for a in argv]
     argv = ["127.0.0.1" if a == "0.0.0.0" and i and argv[i - 1] == "--host" else a
             for i, a in enumerate(argv)]
     env = {k: os.environ[k] for k in IMAGE_ENV if k in os.environ}
+    env.update(image_env())
     for item in values.get("-e", []) + values.get("--env", []):
         key, eq, value = item.partition("=")
         if eq:
@@ -214,6 +224,41 @@ def ps(args: list[str]) -> int:
     return 0
 
 
+def image_env() -> dict[str, str]:
+    return json.loads(os.environ.get("DOCKER_DOUBLE_IMAGE_ENV", '{"HIP_FORCE_DEV_KERNARG": "1"}'))
+
+
+def repo_of(ref: str) -> str:
+    name = ref.split("@", 1)[0]
+    head, _, tail = name.rpartition("/")
+    return f"{head}/{tail.split(':', 1)[0]}" if head else tail.split(":", 1)[0]
+
+
+def images() -> dict[str, str]:
+    path = state_dir() / "images.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def pull(ref: str) -> int:
+    remote = json.loads(os.environ.get("DOCKER_DOUBLE_REMOTE", "{}"))
+    digest = ref.partition("@sha256:")[2] or remote.get(ref) \
+        or hashlib.sha256(ref.encode()).hexdigest()
+    local = {**images(), ref: digest}
+    (state_dir() / "images.json").write_text(json.dumps(local))
+    print(f"{ref}: Pulled sha256:{digest}")
+    return 0
+
+
+def inspect(ref: str) -> int:
+    digest = ref.partition("@sha256:")[2] or images().get(ref)
+    if digest is None:
+        return fail(f"Error response from daemon: No such image: {ref}")
+    print(json.dumps([{"Id": f"sha256:{hashlib.sha256(digest.encode()).hexdigest()}",
+                       "RepoDigests": [f"{repo_of(ref)}@sha256:{digest}"],
+                       "Config": {"Env": [f"{k}={v}" for k, v in image_env().items()]}}]))
+    return 0
+
+
 def main() -> int:
     args = sys.argv[1:]
     journal({"event": "call", "argv": args})
@@ -227,12 +272,11 @@ def main() -> int:
     if args[:1] == ["ps"]:
         return ps(args[1:])
     if args[:2] == ["image", "inspect"] and len(args) == 3:
-        digest = hashlib.sha256(args[2].encode()).hexdigest()
-        repo = args[2].rsplit(":", 1)[0]
-        print(json.dumps([{"Id": f"sha256:{digest}",
-                           "RepoDigests": [f"{repo}@sha256:{digest[::-1]}"]}]))
-        return 0
-    if args[:1] == ["pull"]:
+        return inspect(args[2])
+    if args[:1] == ["pull"] and len(args) == 2:
+        return pull(args[1])
+    if args[:2] == ["info", "--format"]:
+        print(state_dir())
         return 0
     return fail(f"docker double: unsupported arguments {args}", 2)
 

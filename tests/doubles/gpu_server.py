@@ -1,7 +1,8 @@
 """Test double for a server on leased GPUs: claims its GPUs and reports any collision.
 
 It measures the lease, never an engine. At start it claims each physical GPU
-named in ROCR_VISIBLE_DEVICES with a file in $DOUBLE_GPU_DIR; a claim held by a
+named in ROCR_VISIBLE_DEVICES (an id, or a UUID the amd-smi double gives a GPU) with a
+file in $DOUBLE_GPU_DIR; a claim held by a
 live process is a collision, written to $DOUBLE_JOURNAL. It then answers
 /health, /version and /v1/models like the lifecycle double, and drops its
 claims on SIGTERM.
@@ -40,7 +41,12 @@ def journal(event: dict[str, object]) -> None:
 def main() -> None:
     port = int(sys.argv[1])
     claims = Path(os.environ["DOUBLE_GPU_DIR"])
-    gpus = [int(g) for g in os.environ.get("ROCR_VISIBLE_DEVICES", "").split(",") if g]
+    sys.path.insert(0, str(Path(__file__).parent))
+    from amd_smi import hip_uuid  # the UUIDs the amd-smi double lists
+
+    by_uuid = {hip_uuid(i): i for i in range(64)}
+    gpus = [by_uuid[g] if g in by_uuid else int(g)
+            for g in os.environ.get("ROCR_VISIBLE_DEVICES", "").split(",") if g]
     mine = []
     for gpu in gpus:
         claim = claims / f"gpu-{gpu}.claim"

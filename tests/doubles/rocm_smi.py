@@ -3,7 +3,12 @@ MI300X cards in rocm-smi's real JSON key shapes (tests/data/smi/rocm-smi-*.json)
 
 Installed on PATH as `rocm-smi` by tests that need GPUs on a machine without any. It
 answers the metric query (`--showproductname --showuse --showmeminfo vram --showpower
---showtemp --json`) and `--showpids --json` only.
+--showtemp --json`), `--showpids --json`, `--showbus --json` and the identity query
+(`--showproductname --showuniqueid --showbus --showvbios --showdriverversion
+--showmaxpower --showcomputepartition --showmemorypartition --json`). Key names of the
+last two follow rocm-smi's JSON as seen in users' pastes for "PCI Bus", "Max Graphics
+Package Power (W)", "Card Series", "GFX Version"; "Unique ID", "VBIOS version", "Compute
+Partition", "Memory Partition" and "Driver version" are NOT from a real paste.
 
 env: FAKE_GPU_COUNT (default 2); FAKE_GPU_HOLDERS = "GPU:PID:NAME,..." (processes of
 another user: rocm-smi lists them without their GPU, which shows 120 GiB of VRAM in use).
@@ -54,6 +59,19 @@ def main() -> int:
             return 0
         print(json.dumps({"system": {f"PID{pid}": f"{name}, 1, {HELD_USED}, 0, unknown"
                                      for _, pid, name in held}}))
+        return 0
+    if "--showuniqueid" in args:
+        print(json.dumps({**{f"card{i}": {
+            **{k: v for k, v in card(i, False).items() if k in ("Card Series", "GFX Version")},
+            "Unique ID": f"0x{0x5a1e_0000_0000_0000 + i * 0x1111:016x}",
+            "PCI Bus": f"0000:{0x0c + i:02X}:00.0", "VBIOS version": "MADE-UP-VBIOS",
+            "Max Graphics Package Power (W)": "750.0", "Compute Partition": "SPX",
+            "Memory Partition": "NPS1"} for i in range(count)},
+            "system": {"Driver version": "6.12.12"}}))
+        return 0
+    if args == ["--showbus", "--json"]:
+        print(json.dumps({f"card{i}": {"PCI Bus": f"0000:{0x0c + i:02X}:00.0"}
+                          for i in range(count)}))
         return 0
     if {"--showuse", "--showpower"} <= set(args):
         busy = {g for g, _, _ in held}
