@@ -199,11 +199,14 @@ def test_the_readmes_mi300x_plan_runs_each_case_at_the_seeds_tp_and_all_of_it_ca
     qps16 = [w for w in doc["workloads"] if w["test"].endswith("qps-16]")]
     assert qps16 and all(w["status"] == "feasible" for w in qps16)
     assert "workloads: " in proc.stdout.splitlines()[2]
-    # Duplicates are found generically; the only ones left are case 5's (issue 27 item 3,
-    # on another branch): its flag sets that repeat the host's env.
-    for numbers in doc["duplicates"]:
-        names = {n for i in numbers for n in doc["servers"][i - 1]["flag_sets"]}
-        assert "amd-env" in names, names
+    # No two servers alike (issue 27 item 3): case 5's "amd-env" repeats the host's env, so
+    # it shares the default server; its "no-amd-env" arm really runs without that env (the
+    # seed's TP added to it keeps what it unsets).
+    assert doc["duplicates"] == [] and "duplicate servers: 0" in proc.stdout
+    by_set = {n: s for s in doc["servers"] for n in s["flag_sets"]}
+    assert "default" in by_set["amd-env"]["flag_sets"]
+    assert "NCCL_MIN_NCHANNELS" not in by_set["no-amd-env"]["env"]
+    assert by_set["amd-env"]["env"]["NCCL_MIN_NCHANNELS"] == "112"
     # -n auto: as many workers as servers of the host's default TP fit: 8 / 4.
     from pytest_mi300x.plugin.hooks import pytest_xdist_auto_num_workers
 
@@ -212,8 +215,11 @@ def test_the_readmes_mi300x_plan_runs_each_case_at_the_seeds_tp_and_all_of_it_ca
     assert pytest_xdist_auto_num_workers(config) == 2
 
 
-def test_two_flag_sets_that_start_the_same_server_are_flagged(
+def test_a_flag_set_whose_env_the_host_sets_shares_its_server(
         checkout: pytest.Pytester) -> None:
+    """A set that only repeats the host's env launches what the host's default launches: one
+    server for both, not two identical ones (case 5's "amd-env" arm on mi300x-01); a set
+    that changes the env, or keeps the host's env off, gets its own."""
     (checkout.path / "test_twins.py").write_text(textwrap.dedent("""
         import pytest
         from pytest_mi300x import DEFAULT_FLAGS, FlagSet, flag_sets
@@ -221,19 +227,41 @@ def test_two_flag_sets_that_start_the_same_server_are_flagged(
         pytestmark = pytest.mark.tensor_parallel(4)
 
         @flag_sets(DEFAULT_FLAGS, FlagSet.of("host-env-again", env={"NCCL_MIN_NCHANNELS": "112"}),
-                   FlagSet.of("other-env", env={"NCCL_MIN_NCHANNELS": "64"}))
+                   FlagSet.of("other-env", env={"NCCL_MIN_NCHANNELS": "64"}),
+                   FlagSet.of("no-host-env", unset=("NCCL_MIN_NCHANNELS",)))
         def test_twins(perf):
             pass
     """))
     proc, doc = plan(checkout, "test_twins.py", "--gpu-host", "mi300x-01",
                      "--vllm-build=docker:rocm/vllm-ci:abc123")
-    [twins] = doc["duplicates"]
-    assert sorted(n for i in twins for n in doc["servers"][i - 1]["flag_sets"]) == [
-        "default", "host-env-again"]
-    assert "duplicate servers: 1" in proc.stdout
-    assert "would start the same server on this host" in proc.stdout
+    served = sorted(sorted(s["flag_sets"]) for s in doc["servers"])
+    assert served == [["default", "host-env-again"], ["no-host-env"], ["other-env"]]
+    assert doc["duplicates"] == []
+    assert "duplicate servers: 0" in proc.stdout
+    env = {s["flag_sets"][0]: s["env"] for s in doc["servers"]}
+    assert env["other-env"]["NCCL_MIN_NCHANNELS"] == "64"
+    assert "NCCL_MIN_NCHANNELS" not in env["no-host-env"]
     # A body that hands perf no workload is said so, not counted as checked.
     assert {w["status"] for w in doc["workloads"]} == {"unchecked"}
+
+
+def test_servers_that_would_start_alike_are_flagged() -> None:
+    """The plan's last check, whatever made two keys differ: servers whose command and env
+    are the same but for port, name and GPUs measure the same thing twice."""
+    from pytest_mi300x.plan import Plan, PlannedServer
+
+    def server(key: str, gpus: list[int], nccl: str) -> PlannedServer:
+        visibility = {"ROCR_VISIBLE_DEVICES": ",".join(map(str, gpus))}
+        return PlannedServer(key=key, engine="vllm", build="docker:img@sha256:ab", version="",
+                             model="m", model_path="/m", flag_set={"argv": ["--x", "1"]},
+                             gpus=gpus, tensor_parallel=4, visibility=visibility,
+                             argv=[], env={**visibility, "NCCL_MIN_NCHANNELS": nccl},
+                             stop=None)
+
+    found = Plan(host={"name": "mi300x-01"}, servers=[server("a", [0, 1, 2, 3], "112"),
+                                                    server("b", [4, 5, 6, 7], "112"),
+                                                    server("c", [0, 1, 2, 3], "64")]).duplicates()
+    assert found == [[1, 2]]
 
 
 def test_a_claim_runs_on_the_worker_of_its_sides(checkout: pytest.Pytester) -> None:

@@ -4,7 +4,7 @@ flag set leases, and secrets moved from engine flags to env."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pytest_mi300x.engines.flags import FlagSet
@@ -77,7 +77,7 @@ def at_tensor_parallel(flag_set: FlagSet, tp: int | None, host: HostProfile) -> 
     across) or without a test TP (the host's ``tensor_parallel`` applies)."""
     if tp is None or not host.has_gpus or flag_set.value(TP_FLAG) is not None:
         return flag_set
-    return FlagSet(flag_set.name, (*flag_set.flags, (TP_FLAG, tp)), flag_set.env)
+    return replace(flag_set, flags=(*flag_set.flags, (TP_FLAG, tp)))
 
 
 @dataclass(frozen=True)

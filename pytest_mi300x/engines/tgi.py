@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pytest_mi300x.engines.base import BuiltEngine, EngineUnsupported, LaunchSpec
@@ -63,8 +63,8 @@ SHARDS_FROM = "tensor-parallel-size"
 
 
 def _launcher_flags(flag_set: FlagSet) -> FlagSet:
-    return FlagSet(flag_set.name, tuple((k, v) for k, v in flag_set.flags
-                                        if cli_name(k) != SHARDS_FROM), flag_set.env)
+    return replace(flag_set, flags=tuple((k, v) for k, v in flag_set.flags
+                                         if cli_name(k) != SHARDS_FROM))
 
 
 @dataclass(frozen=True)

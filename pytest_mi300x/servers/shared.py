@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,8 +38,14 @@ def server_key(engine_name: str, logical_model: str, spec: LaunchSpec, asked: Fl
     """The pool's key of the server ``spec`` launches: without the name of the set that
     asked for it, so sets launching the same server get the same key (``as_given``: the
     set's own server, named after it)."""
-    blob = repr((build, spec.model, spec.extra_args, sorted(spec.env.items())))
-    label = f"as-{asked.name}-{asked.digest}" if as_given else spec.flag_set.launch_label
+    # The env the server really gets: a set's env that the host already sets changes
+    # nothing (case 5's "amd-env" arm on a host whose profile sets that env for every
+    # server), so it shares that server rather than start an identical one.
+    env = {**spec.env, **dict(spec.flag_set.env)}
+    changes = tuple((k, v) for k, v in spec.flag_set.env if spec.env.get(k) != v)
+    blob = repr((build, spec.model, spec.extra_args, sorted(env.items())))
+    label = (f"as-{asked.name}-{asked.digest}" if as_given
+             else replace(spec.flag_set, env=changes).launch_label)
     return f"{engine_name}-{logical_model}-{label}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
 
 
