@@ -330,3 +330,21 @@ def test_the_night_estimate_uses_the_recorded_start_times_and_says_when_to_shard
     cpu = estimate.lines("cpu", recorded, recorded, steadiness_starts=2, gate_starts=2,
                          adopt_starts=5, budget_starts=10, deadline_min=480, culprit="inline")
     assert any("the worst case fits" in x for x in cpu) and not any("shard" in x for x in cpu)
+
+
+def test_a_slow_slide_no_night_sees_is_flagged_against_the_anchor(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 26 item 8 in the night: each build 3% slower than the one before, each night
+    green against its rolling baseline, the slide (14% over five builds) is judged against
+    the anchor the state keeps, and the job log warns of it."""
+    speeds = {x: 0.97 ** i for i, x in enumerate("abcdef")}
+    starts = NightStarts(speeds, between=0.005, within=0.005)
+    for n in range(1, 7):
+        night(tmp_path, builds(tmp_path, *"abcdef"[:n]), starts, window=6)
+    nights = host(tmp_path).nights()
+    lines = [x for x in nights[-1].notes if x.startswith("drift: ")]
+    assert any(" against the anchor " in x and "regression" in x for x in lines), lines
+    out = capsys.readouterr().out
+    assert "::warning title=drift on cpu::" in out
+    summary = (tmp_path / "summary.md").read_text()
+    assert "Drift against the anchor" in summary

@@ -160,7 +160,7 @@ def test_nothing_changed_pushes_nothing(tmp_path: Path, remote: Path) -> None:
 
 def test_a_secret_in_the_state_stops_the_push(tmp_path: Path, remote: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SYNC_TOKEN", "ghs_abcdefghijklmnop0123")
+    monkeypatch.setenv("PYTEST_MI300X_SYNC_TOKEN", "ghs_abcdefghijklmnop0123")
     a = sync(tmp_path, remote, "a")
     write(a.state, "h1/ok.json", "{}")
     write(a.state, "h1/leak.log", "Authorization: ghs_abcdefghijklmnop0123\n")
@@ -195,3 +195,32 @@ def test_the_manifest_records_what_the_branch_holds(tmp_path: Path, remote: Path
     a.push("h1")
     doc = json.loads((a.state / ".sync-manifest.json").read_text())
     assert doc["branch"] == BRANCH and list(doc["files"]) == ["h1/a.json"]
+
+
+def test_night_sync_pushes_one_hosts_files_and_pulls_them_back(tmp_path: Path) -> None:
+    """`pytest-mi300x night sync` as the workflows run it: the token from its variable
+    reaches git through its environment only, masked in the job log, in no file."""
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    state = tmp_path / "state"
+    (state / "hosts" / "mi300x-01").mkdir(parents=True)
+    (state / "hosts" / "mi300x-01" / "history.jsonl").write_text("{}\n")
+    common = ["--branch", "night-state", "--remote", str(remote)]
+    env = {**os.environ, "PYTEST_MI300X_SYNC_TOKEN": "ghs_synctoken0123",
+           "GITHUB_ACTIONS": "true"}
+
+    def night_sync(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pytest_mi300x.cli", "night", "sync",
+                               *args, *common], capture_output=True, text=True, env=env)
+
+    proc = night_sync("push", "--state", str(state))
+    assert proc.returncode == 2 and "push needs --gpu-host" in proc.stderr
+    proc = night_sync("push", "--state", str(state), "--gpu-host", "mi300x-01")
+    assert proc.returncode == 0, proc.stderr
+    assert "::add-mask::" in proc.stdout and "ghs_synctoken0123" not in proc.stdout
+    clone = tmp_path / ".state.sync"
+    assert "ghs_synctoken0123" not in (clone / ".git" / "config").read_text()
+    fresh = tmp_path / "fresh"
+    proc = night_sync("pull", "--state", str(fresh))
+    assert proc.returncode == 0, proc.stderr
+    assert (fresh / "hosts" / "mi300x-01" / "history.jsonl").read_text() == "{}\n"

@@ -6,10 +6,9 @@
                 night confirmed a regression (they get a culprit job)
   offer         after a refresh: the baselines made, how many server starts each holds, and
                 how to commit them
-  sync          pull or push the night's state with a data branch (night/sync.py); the
-                token for git comes from $SYNC_TOKEN, through git's environment only
   prune-images  the per-commit images of the stream's repository but the newest --keep
 
+The state's data branch is `pytest-mi300x night sync pull|push` (night/sync.py).
 Outputs go to $GITHUB_OUTPUT, the job summary to $GITHUB_STEP_SUMMARY (or --summary FILE).
 preflight, statuses and prune-images need only the standard library (hosted jobs run them
 without the harness).
@@ -247,33 +246,6 @@ git commit -m "baselines: {args.host} with {args.vllm_build}"
     return 0
 
 
-# -- sync -----------------------------------------------------------------------------
-
-def sync(args: argparse.Namespace) -> int:
-    from pytest_mi300x.night.sync import GitBranchSync, SyncError
-
-    token = os.environ.get("SYNC_TOKEN", "")
-    if token:
-        # Through git's environment only: nothing on disk, nothing in argv.
-        server = os.environ.get("GITHUB_SERVER_URL", "https://github.com")
-        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
-        print(f"::add-mask::{basic}")
-        os.environ.update({"GIT_CONFIG_COUNT": "1",
-                           "GIT_CONFIG_KEY_0": f"http.{server}/.extraheader",
-                           "GIT_CONFIG_VALUE_0": f"AUTHORIZATION: basic {basic}"})
-    try:
-        store = GitBranchSync(Path(args.state), args.remote, args.branch)
-        if args.action == "pull":
-            store.pull()
-        else:
-            if not args.host:
-                return fail("sync push needs --host (each host pushes only its own files)")
-            store.push(args.host)
-    except SyncError as exc:
-        return fail(str(exc))
-    return 0
-
-
 # -- prune-images ---------------------------------------------------------------------
 
 def image_repository(template: str) -> str | None:
@@ -338,17 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     off.add_argument("--vllm-build", required=True)
     off.add_argument("--servers", type=int, default=1, help="server starts asked per baseline")
     off.add_argument("--baselines-dir", default="baselines")
-    syn = sub.add_parser("sync", help="the night's state with a data branch")
-    syn.add_argument("action", choices=("pull", "push"))
-    syn.add_argument("--state", required=True)
-    syn.add_argument("--branch", required=True)
-    syn.add_argument("--remote", required=True, help="URL or path of the git repository")
-    syn.add_argument("--host", default="", help="(push) the host whose files are pushed")
     prune = sub.add_parser("prune-images", help="per-commit images but the newest --keep")
     prune.add_argument("--template", required=True, help="e.g. docker:rocm/vllm-ci:{sha}")
     prune.add_argument("--keep", type=int, default=8)
     args = parser.parse_args(argv)
-    return {"preflight": preflight, "statuses": statuses, "offer": offer, "sync": sync,
+    return {"preflight": preflight, "statuses": statuses, "offer": offer,
             "prune-images": prune_images}[args.command](args)
 
 

@@ -24,7 +24,8 @@ def parser(prog: str = "pytest-mi300x night") -> argparse.ArgumentParser:
         description="Run tonight on this host: the newest build of the stream not measured "
         "yet, against the last green build, with the state kept outside the checkout "
         "(docs/night.md). Subcommands: `night culprit` continues pending culprit searches; "
-        "`night status` lists the host's nights.")
+        "`night status` lists the host's nights; `night sync pull|push` shares the state "
+        "through a git branch.")
     p.add_argument("--gpu-host", dest="host", default="cpu", metavar="H",
                    help="host profile (default cpu)")
     p.add_argument("--hosts-file", default=None, metavar="FILE")
@@ -102,9 +103,37 @@ def options(argv: list[str], prog: str = "pytest-mi300x night"):  # noqa: ANN201
                    adopt_starts=args.adopt_starts, window=args.window)
 
 
+def sync_parser() -> argparse.ArgumentParser:
+    from pytest_mi300x.night.state import STATE_ENV
+    from pytest_mi300x.night.sync import DEFAULT_BRANCH, TOKEN_ENV
+
+    p = argparse.ArgumentParser(
+        prog="pytest-mi300x night sync", allow_abbrev=False,
+        description="Share the night's state through a git branch (a fleet, or an "
+                    "ephemeral runner): pull every host's files into the state before a "
+                    "night, push one host's own files after it. A token for an HTTPS remote "
+                    f"is read from ${TOKEN_ENV} and reaches git through its environment only.")
+    p.add_argument("action", choices=("pull", "push"))
+    p.add_argument("--remote", required=True, help="URL or path of the git repository")
+    p.add_argument("--branch", default=DEFAULT_BRANCH,
+                   help=f"the data branch (default {DEFAULT_BRANCH})")
+    p.add_argument("--state", type=Path, default=None, metavar="DIR",
+                   help=f"the state directory (default ${STATE_ENV}, else "
+                        "~/.local/state/pytest-mi300x)")
+    p.add_argument("--gpu-host", dest="host", default="",
+                   help="(push) the host whose files are pushed: each host pushes its own")
+    return p
+
+
 def run(argv: list[str]) -> int:
     from pytest_mi300x.night import command
 
+    if argv[:1] == ["sync"]:
+        p = sync_parser()
+        args = p.parse_args(argv[1:])
+        if args.action == "push" and not args.host:
+            p.error("push needs --gpu-host H (each host pushes only its own files)")
+        return command.sync(args.action, args.state, args.remote, args.branch, args.host)
     if argv[:1] == ["culprit"]:
         return command.culprit(options(argv[1:], "pytest-mi300x night culprit"))
     if argv[:1] == ["status"]:

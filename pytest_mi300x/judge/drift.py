@@ -122,3 +122,34 @@ def refresh_moves(before: BaselineStore, after: BaselineStore,
         if drift.moved:
             out[relative] = drift
     return out
+
+
+def judge_stores(anchor: BaselineStore, current: BaselineStore,
+                 alpha_session: float = multiplicity.ALPHA_SESSION) -> list[str]:
+    """The night's drift check: each current (rolling) baseline, its starts at today's
+    level, judged against the same test's baseline in ``anchor`` (a copy kept N green
+    nights back); one line per metric that moved beyond what the starts resolve, and one
+    line saying what was judged. The checks share the night's budget."""
+    pairs: list[tuple[Baseline, Baseline]] = []
+    for _, now in current.all():
+        try:
+            then = anchor.load(now.host, now.engine, now.model, now.test)
+        except BaselineError:
+            then = None
+        if then is not None and then.to_dict() != now.to_dict():
+            pairs.append((then, now))
+    if not pairs:
+        return ["drift: nothing to judge yet (the anchor is today's baselines)"]
+    alpha = multiplicity.per_test_alpha(len(pairs), alpha_session=alpha_session)
+    lines = []
+    for then, now in pairs:
+        drift = against_anchor(then, now.repetitions, now.server_of, alpha=alpha,
+                               stack=now.comparability,
+                               label=f"the anchor ({then.server_count} starts of "
+                                     f"{then.comparability.get('engine_build', '?')})")
+        lines += [f"drift: {now.test}: {line}" for line in drift.lines()]
+    moved = len(lines)
+    lines.append(f"drift: {len(pairs)} test(s) judged against their anchor; "
+                 + (f"{moved} metric(s) moved" if moved else "none moved beyond what its "
+                    "starts resolve"))
+    return lines

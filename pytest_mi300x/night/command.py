@@ -4,6 +4,7 @@ a dry run), and told. cli/night.py only parses the options into ``Options``."""
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
@@ -21,7 +22,6 @@ from pytest_mi300x.night.state import (
     NightRecord,
     State,
     StateError,
-    load_sync,
     night_id,
     now,
 )
@@ -158,8 +158,6 @@ def night(opts: Options, runners: RunnerFactory | None = None,
     try:
         state = State(opts.state)
         hs = state.host(name)
-        sync = load_sync(state.root)
-        sync.pull()
         template = opts.image_template or (GPU_IMAGES if has_gpus else None)
         streams.check_spec(spec, template)
         resolved = streams.resolve(spec, image_template=template, walk=opts.walk,
@@ -211,14 +209,13 @@ def night(opts: Options, runners: RunnerFactory | None = None,
         return fail(str(exc))
     text = telling.summary(run)
     print(text)
-    for line in telling.error_lines(run):
+    for line in (*telling.error_lines(run), *telling.warning_lines(run)):
         print(line, flush=True)
     if run.record.status == "red":
         for line in issues.file_issues(run.record, run.search, hs.night_dir(run.record.id),
                                        "\n".join(run.tables)):
             print(line)
     telling.write_outputs(run.record.status, text, opts.summary)
-    sync.push(name)
     return EXIT[run.record.status]
 
 
@@ -294,8 +291,6 @@ def culprit(opts: Options, runners: RunnerFactory | None = None) -> int:
     try:
         state = State(opts.state)
         hs = state.host(name)
-        sync = load_sync(state.root)
-        sync.pull()
         pending = [s for s in search.searches(hs) if s.status in search.OPEN]
         if not pending or opts.dry_run:
             for s in pending:
@@ -326,7 +321,6 @@ def culprit(opts: Options, runners: RunnerFactory | None = None) -> int:
                     telling.write_outputs(done.status, md.read_text(), opts.summary)
                 code = {"named": 1, "not confirmed": 0, "failed": 2}.get(done.status, 3)
                 worst = code if worst == 0 or code in (1, 2) else worst
-        sync.push(name)
         return worst
     except (StateError, BuildError) as exc:
         return fail(str(exc))
@@ -351,4 +345,28 @@ def status(opts: Options) -> int:
     print(f"reference (last green build): {ref.shown() if ref else 'none'}")
     for s in search.searches(hs):
         print(s.line())
+    return 0
+
+
+def sync(action: str, state_dir: Path | None, remote: str, branch: str, host: str) -> int:
+    """``night sync pull|push``: the state with a git data branch (night/sync.py); a token in
+    $PYTEST_MI300X_SYNC_TOKEN reaches git through its environment only."""
+    from urllib.parse import urlsplit
+
+    from pytest_mi300x.night.sync import TOKEN_ENV, GitBranchSync, SyncError, token_env
+
+    token = os.environ.get(TOKEN_ENV, "")
+    if token:
+        parts = urlsplit(remote)
+        os.environ.update(token_env(token, f"{parts.scheme}://{parts.netloc}"))
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            print(f"::add-mask::{os.environ['GIT_CONFIG_VALUE_0'].split()[-1]}", flush=True)
+    try:
+        store = GitBranchSync(State(state_dir).root, remote, branch)
+        if action == "pull":
+            store.pull()
+        else:
+            store.push(host)
+    except (SyncError, StateError) as exc:
+        return fail(f"sync: {exc}")
     return 0

@@ -11,7 +11,6 @@ percent a release never trips a night against a baseline that rolls along with i
 
 from __future__ import annotations
 
-import importlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -136,17 +135,11 @@ def anchor(anchors: Path) -> Path | None:
 
 
 def drift_lines(anchors: Path, baselines: Path) -> list[str]:
-    """The drift judgement of the baselines against their anchor, when judge/drift.py
-    offers ``judge_stores(anchor: BaselineStore, current: BaselineStore) -> list[str]``
-    (the power branch writes it); until then, one line saying it is not judged."""
+    """The drift judgement of the rolling baselines against their anchor (judge/drift.py):
+    a slow slide that no night sees against a baseline rolling along with it."""
+    from pytest_mi300x.judge.drift import judge_stores
+
     where = anchor(anchors)
     if where is None:
         return []
-    try:
-        module = importlib.import_module("pytest_mi300x.judge.drift")
-    except ModuleNotFoundError:
-        return [f"drift: not judged (no judge/drift.py); the anchor is {where.name}"]
-    judge = getattr(module, "judge_stores", None)
-    if not callable(judge):
-        return ["drift: judge/drift.py has no judge_stores(anchor, current); not judged"]
-    return [str(line) for line in judge(BaselineStore(where), BaselineStore(baselines))]
+    return judge_stores(BaselineStore(where), BaselineStore(baselines))

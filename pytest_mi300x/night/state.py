@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -132,26 +132,6 @@ class NightRecord:
     @property
     def starts_used(self) -> int:
         return sum(self.starts.values())
-
-
-class Sync(Protocol):
-    """How a state directory is shared (a fleet's git data branch: night/sync.py on the
-    nightci branch): pulled before a night reads it, pushed after, each host pushing only
-    its own folder."""
-
-    def pull(self) -> None: ...
-
-    def push(self, host: str) -> None: ...
-
-
-class NoSync:
-    """A state directory kept on this machine only (the default)."""
-
-    def pull(self) -> None:
-        return None
-
-    def push(self, host: str) -> None:
-        return None
 
 
 def now() -> str:
@@ -303,17 +283,3 @@ class State:
 def night_id(build: str, when: float | None = None) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(when))
     return f"{stamp}-{slug(build, 40)}"
-
-
-def load_sync(root: Path) -> Sync:
-    """The state's sync: ``pytest_mi300x.night.sync.from_state(root)`` when that module
-    exists (the nightci branch adds it), else nothing is synced."""
-    import importlib
-
-    try:
-        module = importlib.import_module("pytest_mi300x.night.sync")
-    except ModuleNotFoundError:
-        return NoSync()
-    make = getattr(module, "from_state", None)
-    made = make(root) if callable(make) else None
-    return made if made is not None else NoSync()

@@ -43,6 +43,9 @@ from pytest_mi300x.results.files import (
     write_text_atomic,
 )
 
+TOKEN_ENV = "PYTEST_MI300X_SYNC_TOKEN"
+"""A token git may push with (a workflow's GITHUB_TOKEN); it reaches git through git's
+environment only, never a URL, a file or a command line."""
 HOSTS_DIR = "hosts"
 MANIFEST = ".sync-manifest.json"
 DEFAULT_BRANCH = "night-state"
@@ -57,6 +60,17 @@ class Sync(Protocol):
     def pull(self) -> None: ...
 
     def push(self, host: str) -> None: ...
+
+
+def token_env(token: str, server: str) -> dict[str, str]:
+    """git's environment for an HTTPS remote on ``server`` with ``token``: an extra header
+    git adds to its requests (what actions/checkout does), so nothing on disk holds it."""
+    import base64
+
+    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    redact.register_env({TOKEN_ENV: token, "PYTEST_MI300X_SYNC_BASIC": basic})
+    return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": f"http.{server}/.extraheader",
+            "GIT_CONFIG_VALUE_0": f"AUTHORIZATION: basic {basic}"}
 
 
 class SyncError(RuntimeError):

@@ -70,6 +70,9 @@ def summary(run: NightRun) -> str:
         lines.append("")
     if run.search is not None:
         lines += [f"**Culprit:** {run.search.line()}", ""]
+    if drifted(n):
+        lines += ["**Drift against the anchor** (a slow slide no night saw against its "
+                  "rolling baseline):", "", *(f"- {x}" for x in drifted(n)), ""]
     if run.tables:
         lines += ["```", *run.tables, "```", ""]
     notes = [x for x in n.notes if x]
@@ -92,6 +95,17 @@ def error_lines(run: NightRun) -> list[str]:
         out.append(f"::error title={_property(f'performance regression on {n.host}')}::"
                    + _data(message))
     return out
+
+
+def drifted(night: NightRecord) -> list[str]:
+    """The night's drift lines that found a metric moved against its anchor."""
+    return [x for x in night.notes if x.startswith("drift: ") and " against the anchor " in x]
+
+
+def warning_lines(run: NightRun) -> list[str]:
+    """``::warning`` lines for the job log: one per metric drifted against its anchor."""
+    title = _property(f"drift on {run.record.host}")
+    return [f"::warning title={title}::" + _data(x) for x in drifted(run.record)]
 
 
 def _data(text: str) -> str:
