@@ -107,8 +107,9 @@ def test_no_roofline_on_the_cpu_host_and_the_record_says_why() -> None:
 
 def test_a_host_profile_can_give_its_own_peaks_and_a_bad_one_is_one_line(
         tmp_path: Path) -> None:
+    # Right under the host's own table, whatever sub-tables follow it.
     text = HOSTS.read_text().replace(
-        "[hosts.mi300x-01.env]", "roofline = { bf16_tflops = 1000.0 }\n\n[hosts.mi300x-01.env]")
+        "[hosts.mi300x-01]\n", "[hosts.mi300x-01]\nroofline = { bf16_tflops = 1000.0 }\n", 1)
     (tmp_path / "capped.toml").write_text(text)
     capped = select_host("mi300x-01", tmp_path / "capped.toml")
     assert capped.peaks is not None and capped.peaks.bf16_tflops == 1000.0

@@ -211,7 +211,7 @@ def nightly(tmp_path: Path, server: str, event: str, **kw: Any) -> WorkflowRun:
     workflow = WORKFLOWS / "nightly.yml"
     skip_without_night(workflow)
     env = {"GITHUB_SERVER_URL": server, **kw.pop("env", {})}
-    return WorkflowRun(workflow, tmp_path / "run", event=event, env=env, **kw)
+    return WorkflowRun(workflow, tmp_path / "run", event=event, env=env, fleet=HOSTS, **kw)
 
 
 NIGHT_VARS = {"NIGHT_HOSTS": json.dumps(HOSTS), "NIGHT_DATA_BRANCH": "night-state",
@@ -239,7 +239,7 @@ def test_a_scheduled_night_on_five_hosts_each_status_as_documented(
                                      "mi300x-04": "success", "mi300x-05": "failure"}, logs(run)
     assert {r.concurrency for r in run.runs["night"]} == {f"night-{h}" for h in online}
     nights = [c for c in run.calls() if c["argv"][:1] == ["night"] and
-              c["argv"][1:2] not in (["status"], ["culprit"])]
+              c["argv"][1:2] not in (["status"], ["culprit"], ["sync"])]
     assert len(nights) == 4 and all(c["inserted_dry_run"] for c in nights)
     argv = nights[0]["argv"]
     state = argv[argv.index("--state") + 1]
@@ -282,7 +282,8 @@ def test_a_dispatched_culprit_run_continues_the_search_only(tmp_path: Path,
     assert run.runs["preflight"][0].outputs["hosts"] == '["mi300x-02"]'
     assert "No `NIGHT_RUNNERS_TOKEN` secret" in run.runs["preflight"][0].summary
     assert results(run, "culprit") == {"mi300x-02": "success"}, logs(run)
-    assert [c["argv"][:2] for c in run.calls()] == [["night", "culprit"], ["night", "status"]]
+    assert [c["argv"][:2] for c in run.calls()] == [["night", "sync"], ["night", "culprit"],
+                                                    ["night", "status"]]
     assert results(run, "report") == {"": "skipped"}
 
 
@@ -292,7 +293,7 @@ def test_a_dispatched_dry_run_passes_dry_run_itself(tmp_path: Path, server: str)
     run.run()
     assert results(run, "night") == {"cpu": "success"}, logs(run)
     [night] = [c for c in run.calls() if c["argv"][:1] == ["night"]
-               and c["argv"][1:2] != ["status"]]
+               and c["argv"][1:2] not in (["status"], ["sync"])]
     assert night["inserted_dry_run"] is False
     assert "--image-template" not in night["argv"]  # a package stream maps no commits
     assert results(run, "state") == {"": "skipped"}  # no data branch configured

@@ -93,9 +93,11 @@ class WorkflowRun:
     def __init__(self, workflow: Path, tmp: Path, *, event: str,
                  inputs: dict[str, Any] | None = None, vars: dict[str, str] | None = None,
                  secrets: dict[str, str] | None = None, env: dict[str, str] | None = None,
-                 checked_only: dict[str, str] | None = None) -> None:
+                 checked_only: dict[str, str] | None = None,
+                 fleet: list[str] | None = None) -> None:
         """``checked_only``: run lines (by step name) that must not run here, with the reason
-        (the test suite's own command): they are checked with `bash -n` instead."""
+        (the test suite's own command): they are checked with `bash -n` instead. ``fleet``:
+        hosts the checkout's hosts.toml defines as copies of mi300x-01 (one kind of host)."""
         self.doc = load(workflow)
         self.tmp = tmp
         self.event = event
@@ -112,6 +114,7 @@ class WorkflowRun:
         self.repo = tmp / "repo"
         self.shims = tmp / "shims"
         self.runs: dict[str, list[JobRun]] = {}
+        self.fleet = [h for h in fleet or [] if h != "mi300x-01"]
         self._copy_repository()
         self._make_shims()
 
@@ -126,6 +129,11 @@ class WorkflowRun:
             if src.is_file():
                 (self.repo / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, self.repo / rel)
+        hosts = self.repo / "hosts.toml"
+        text = hosts.read_text()
+        mine = text[text.index("[hosts.mi300x-01]"):]
+        hosts.write_text(text + "".join(
+            "\n" + mine.replace("[hosts.mi300x-01", f"[hosts.{h}") for h in self.fleet))
         # A checkout is a git repository (actionlint, for one, looks for it).
         for cmd in (["init", "-q"], ["add", "-A"],
                     ["-c", "user.name=sim", "-c", "user.email=sim@invalid", "commit", "-q",

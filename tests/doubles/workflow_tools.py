@@ -5,8 +5,8 @@ appended to $SIM_JOURNAL. What each does:
 - `pytest-mi300x`: the real command, always in a dry run. A command that starts servers
   (`night`, `night culprit`, `baselines refresh`) gets `--dry-run` when the line has none,
   and must list `--dry-run` in its `--help` (else exit 97: the line cannot be rehearsed);
-  read-only commands (`plan`, `merge`, `night status`, `baselines show`, `report`) run as
-  they are; any other exits 97. After a real dry run succeeded, it leaves what a real run
+  read-only commands (`plan`, `merge`, `night status`, `baselines show`, `report`) and
+  `night sync` (whose remote in the rehearsal is a local bare repository) run as they are; any other exits 97. After a real dry run succeeded, it leaves what a real run
   leaves, from $SIM_OUTCOMES: for `night`, the host's `status=` step output, its exit code,
   a result folder under .perf-results/ (green, red, undecided) and a record in the state;
   for `baselines refresh --start K`, one more server start in each baseline.
@@ -28,7 +28,8 @@ from pathlib import Path
 HARNESS_PY = os.environ.get("SIM_HARNESS_PYTHON", sys.executable)
 SYSTEM_PY = os.environ.get("SIM_SYSTEM_PYTHON", "/usr/bin/python3")
 SERVER_STARTING = {("night",), ("night", "culprit"), ("baselines", "refresh")}
-READ_ONLY = {("plan",), ("merge",), ("night", "status"), ("baselines", "show"), ("report",)}
+READ_ONLY = {("plan",), ("merge",), ("night", "status"), ("night", "sync"),
+             ("baselines", "show"), ("report",)}
 
 
 def journal(tool: str, argv: list[str], **extra: object) -> None:
@@ -37,7 +38,7 @@ def journal(tool: str, argv: list[str], **extra: object) -> None:
 
 
 def command_of(argv: list[str]) -> tuple[str, ...]:
-    if argv[:1] == ["night"] and argv[1:2] in (["culprit"], ["status"]):
+    if argv[:1] == ["night"] and argv[1:2] in (["culprit"], ["status"], ["sync"]):
         return tuple(argv[:2])
     if argv[:1] == ["baselines"]:
         return tuple(argv[:2])
