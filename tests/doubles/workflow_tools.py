@@ -6,7 +6,8 @@ appended to $SIM_JOURNAL. What each does:
   (`night`, `night culprit`, `baselines refresh`) gets `--dry-run` when the line has none,
   and must list `--dry-run` in its `--help` (else exit 97: the line cannot be rehearsed);
   read-only commands (`plan`, `merge`, `night status`, `baselines show`, `report`) and
-  `night sync` (whose remote in the rehearsal is a local bare repository) run as they are; any other exits 97. After a real dry run succeeded, it leaves what a real run
+  `night sync` (whose remote in the rehearsal is a local bare repository) run as they are;
+  any other exits 97. After a real dry run succeeded, it leaves what a real run
   leaves, from $SIM_OUTCOMES: for `night`, the host's `status=` step output, its exit code,
   a result folder under .perf-results/ (green, red, undecided) and a record in the state;
   for `baselines refresh --start K`, one more server start in each baseline.
