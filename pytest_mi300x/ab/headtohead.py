@@ -77,9 +77,10 @@ def judge(record: Record, a: Build, b: Build, *, alpha: float = multiplicity.ALP
 
 
 def undecided(verdicts: dict[str, list[Verdict]]) -> list[str]:
-    """``test: metric`` of every gated metric still inconclusive."""
+    """``test: metric`` of every gated metric still inconclusive that more starts could
+    decide (a count's questions do not grow with starts: judge/discrete.py)."""
     return [f"{test}: {v.metric}" for test, vs in verdicts.items() for v in vs
-            if v.gated and not v.decided]
+            if v.gated and not v.decided and v.needs_more]
 
 
 @dataclass

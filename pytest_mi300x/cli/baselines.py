@@ -7,6 +7,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pytest_mi300x.judge.baselines import MIN_GATING_STARTS
+
 DEFAULT_SERVER_STARTS = 5
 """Server starts per refreshed baseline: the test's own start-to-start spread is measured on
 them (4 degrees of freedom; 3 starts gave 2, too few for a nightly start to resolve a 10%
@@ -41,6 +43,11 @@ def refresh(pytest_args: list[str]) -> int:
         return 2
     args = args or ["suites/"]
     baselines = _baselines_dir(args)
+    if starts < MIN_GATING_STARTS:
+        print(f"pytest-mi300x baselines refresh: --servers {starts} makes baselines of one "
+              "server start, which gate nothing (no start-to-start evidence: runs inside one "
+              f"start never stand in for starts); give --servers {DEFAULT_SERVER_STARTS}",
+              file=sys.stderr)
     for start in range(1, starts + 1):
         # Each pytest session starts its own servers: that is what makes a start.
         mode = "--update-baselines" if start == 1 else "--add-baseline-server"
@@ -49,9 +56,11 @@ def refresh(pytest_args: list[str]) -> int:
         rc = subprocess.call(cmd)
         if rc != 0:
             if start > 1:
+                gates = ("; with one start they gate nothing" if start - 1 < MIN_GATING_STARTS
+                         else "")
                 print(f"pytest-mi300x baselines refresh: server start {start} failed (exit "
-                      f"{rc}); the baselines hold the first {start - 1} start(s). Run it "
-                      "again to refresh them whole", file=sys.stderr)
+                      f"{rc}); the baselines hold the first {start - 1} start(s){gates}. Run "
+                      "it again to refresh them whole", file=sys.stderr)
             return rc
     print(f"\nwhat the baselines resolve ({baselines}):", flush=True)
     return show(baselines)

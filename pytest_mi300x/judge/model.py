@@ -72,11 +72,29 @@ class Verdict:
     """The change the test must resolve to gate this metric (twice the floor)."""
     starts_needed: int | None = None
     """Starts a side (balanced) that catch ``target_pct`` at 95% power."""
+    reference_resolves_pct: float = math.nan
+    """What it would resolve at the reference's own noise, before today's steadiness
+    widened it: a test that could gate there and cannot tonight is undecided."""
+    suspect: bool = False
+    """Worse past the floor at its level, on one server start of the candidate: a slowed
+    start explains that as well as a slower build, so it is undecided, never a regression,
+    until starts of both builds, head to head, say which."""
+    items: int = 0
+    """The questions a count was judged on (``scale`` "items")."""
+    scale: str = "starts"
+    """What the verdict's evidence is made of: "starts" (start values), "grid" (start values
+    on a sweep's grid), "items" (per-question outcomes), "spread" (the spreads of starts or
+    runs). More starts decide an undecided verdict of the first two only."""
 
     @property
     def fails(self) -> bool:
         """Whether this verdict should fail the test."""
         return self.gated and self.kind is Kind.REGRESSION
+
+    @property
+    def could_gate(self) -> bool:
+        """Whether it resolves the change it must at the reference's own noise."""
+        return self.reference_resolves_pct <= self.target_pct
 
     @property
     def decided(self) -> bool:
@@ -89,22 +107,29 @@ class Verdict:
 
     def resolution(self) -> str:
         """One line: what this comparison resolves, or why it cannot gate and what would."""
-        if math.isnan(self.resolves_pct):
+        if math.isnan(self.resolves_pct) or self.scale == "spread":
             return ""
-        sides = f"{len(self.baseline_starts)}+{len(self.candidate_starts)} starts"
-        if math.isnan(self.noise_pct):
-            return (f"cannot gate at {self.target_pct:g}%: no start-to-start spread to go by "
-                    f"({sides} of one run each, no record for this test or host); give it "
-                    "more server starts (baselines refresh --servers N) or runs (--repeats)")
-        need = (f"a {self.target_pct:g}% change needs {self.starts_needed} starts a side in "
-                "an A/B" if self.starts_needed is not None else
-                f"no number of starts resolves {self.target_pct:g}% against its "
-                f"{self.threshold_pct:g}% floor")
         resolved = ("nothing" if math.isinf(self.resolves_pct)
                     else "no change short of 10x" if self.resolves_pct >= 900
                     else f"{self.resolves_pct:.0f}%" if self.resolves_pct >= 20
                     else f"{self.resolves_pct:.1f}%")
-        df = "inf" if math.isinf(self.noise_df) else f"{self.noise_df:g}"
+        if self.scale == "items":
+            items = self.items
+            word = "resolves" if self.can_gate else f"cannot gate at {self.target_pct:g}%:"
+            return (f"{word} {resolved} of its right answers with {items} questions (an "
+                    "exact sign test over the questions whose answers changed); more starts "
+                    "add no questions")
+        sides = f"{len(self.baseline_starts)}+{len(self.candidate_starts)} starts"
+        if math.isnan(self.noise_pct):
+            return (f"cannot gate at {self.target_pct:g}%: no start-to-start evidence ("
+                    f"{sides}, no record of this test's starts): runs inside one start never "
+                    "stand in for starts; give it more server starts (baselines refresh "
+                    "--servers 5)")
+        need = (f"a {self.target_pct:g}% change needs {self.starts_needed} starts a side in "
+                "an A/B" if self.starts_needed is not None else
+                f"no number of starts resolves {self.target_pct:g}% against its "
+                f"{self.threshold_pct:g}% floor")
+        df = "inf" if math.isinf(self.noise_df) else f"{self.noise_df:.3g}"
         if self.can_gate:
             return (f"resolves {resolved} with {sides} (spread {self.noise_pct:.1f}%, df {df}); "
                     f"{need}")
@@ -125,7 +150,10 @@ class Verdict:
                 "noise_df": self.noise_df, "noise_source": self.noise_source,
                 "p_worse": self.p_worse, "resolves_pct": self.resolves_pct,
                 "target_pct": self.target_pct, "starts_needed": self.starts_needed,
-                "can_gate": self.can_gate, "resolution": self.resolution()}
+                "can_gate": self.can_gate, "resolution": self.resolution(),
+                "reference_resolves_pct": self.reference_resolves_pct,
+                "could_gate": self.could_gate, "suspect": self.suspect, "scale": self.scale,
+                "items": self.items}
 
     def message(self) -> str:
         """Human text: the verdict, every repetition and start, the change and its interval."""
@@ -133,13 +161,15 @@ class Verdict:
         role = "gated" if self.gated else "warn only"
         lo, hi = self.interval_pct
         lines = [
-            f"{self.metric}: {self.kind.value.upper()} ({role}, {better} is better)",
+            f"{self.metric}: {'UNDECIDED' if self.suspect else self.kind.value.upper()} "
+            f"({role}, {better} is better)",
             _side("baseline", self.baseline_median, self.baseline, self.baseline_starts),
             _side("candidate", self.candidate_median, self.candidate, self.candidate_starts),
             f"  change {pct_text(self.change_pct)} (mean of the starts), "
             f"{level_pct(self.confidence)} interval {pct_text(lo)} to {pct_text(hi)}, "
             f"start-to-start noise {self.noise_pct:.1f}% ({self.noise_source})",
-            f"  threshold {self.threshold_pct:.1f}% (a smaller change does not count)",
+            f"  floor {self.threshold_pct:.1f}% (a change within it is called at most 5% of "
+            "the time)",
             f"  reason: {self.reason}",
         ]
         if self.resolution():
