@@ -102,7 +102,11 @@ class GateOutcome:
     def decision(self) -> str:
         """For a compared test, "regression", "undecided", "no change" or "cannot gate"
         (verdict.decision); empty otherwise (``status`` says why)."""
-        return verdict.decision(self.verdicts) if self.status == "compared" else ""
+        if self.status != "compared":
+            return ""
+        if self.refused:  # gates nothing, but a regression called anyway still counts
+            return "regression" if self.failing else "cannot gate"
+        return verdict.decision(self.verdicts)
 
     @property
     def undecided(self) -> str:
@@ -112,7 +116,12 @@ class GateOutcome:
         found = next((v for v in self.verdicts if v.gated and v.suspect), None)
         if found is not None:
             return f"{found.metric}: {found.reason}"
-        lost = next(v for v in self.verdicts if v.gated and v.could_gate and not v.can_gate)
+        families: dict[str, list[verdict.Verdict]] = {}
+        for v in self.verdicts:
+            if v.gated and v.scale != "spread":
+                families.setdefault(multiplicity.family_of(v.metric), []).append(v)
+        lost = next(v for vs in families.values() if not any(x.can_gate for x in vs)
+                    for v in vs if v.could_gate)
         return (f"{lost.metric}: gates on its reference's noise (resolves "
                 f"{lost.reference_resolves_pct:.1f}%) but not tonight: {lost.resolution()}")
 
