@@ -143,10 +143,11 @@ def test_direction_override_and_unknown_metric() -> None:
 
 def test_judge_all_groups_runs_by_start_and_uses_per_metric_floors_and_noise() -> None:
     base = [{TPUT: v, TTFT: 20.0, "label": 1.0} for v in (10.0, 10.1, 9.9, 10.0, 10.05, 9.95)]
-    cand = [{TPUT: 9.2, TTFT: 20.0}]
+    cand = [{TPUT: 9.2, TTFT: 20.0}, {TPUT: 9.22, TTFT: 20.0}]
     verdicts = {v.metric: v for v in judge_all(base, cand, baseline_starts=[0, 0, 1, 1, 2, 2],
                                                floors={TPUT: 5.0}, noise={TPUT: 1.0})}
-    assert set(verdicts) == {TPUT, TTFT}  # "label" has no direction
+    # "label" has no direction; the candidate's runs against the baseline's: its steadiness
+    assert set(verdicts) == {TPUT, TTFT, "steadiness"}
     assert len(verdicts[TPUT].baseline_starts) == 3
     # 8% down on the night's one start: undecided until a head-to-head confirms it
     assert verdicts[TPUT].suspect and "one server start" in verdicts[TPUT].reason

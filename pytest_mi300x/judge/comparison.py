@@ -39,16 +39,16 @@ def as_float(value: object) -> float:
         return math.nan
 
 
-def _within(logs: list[list[float]]) -> Spread | None:
+def _within(logs: list[list[float]], runs_per_start: float | None = None) -> Spread | None:
     """What the runs within starts say of a start value's spread: a start's value is the
-    median of its runs, so their pooled variance times the median's share of it."""
+    median of its runs, so their pooled variance times the median's share of it (for
+    ``runs_per_start`` runs, default these starts' own)."""
     df = sum(len(s) - 1 for s in logs)
     if df < 1:
         return None
     ss = sum((v - statistics.fmean(s)) ** 2 for s in logs for v in s)
-    runs_per_start = statistics.fmean(len(s) for s in logs)
-    return Spread(math.sqrt(ss / df * median_variance(runs_per_start)), df,
-                  "the runs within starts")
+    runs = runs_per_start or statistics.fmean(len(s) for s in logs)
+    return Spread(math.sqrt(ss / df * median_variance(runs)), df, "the runs within starts")
 
 
 def _raised(noise: Spread | None, floor_sd: float, why: str) -> Spread | None:
@@ -169,7 +169,10 @@ def compare(metric: str, baseline: Starts, candidate: Starts, *,
         pairs = True
     reference = estimate(fresh, record, noise_floor_pct, pool_record=pool_record,
                          fresh_source=source)
-    within = _within([*logs_b, *logs_c] if same_start else logs_b)
+    # The reference's runs say how spread a run is; a start of fewer runs (either side's) is
+    # the noisier median, so the floor counts the fewer.
+    fewest = min(statistics.fmean(len(x) for x in logs_b), statistics.fmean(len(x) for x in logs_c))
+    within = _within([*logs_b, *logs_c] if same_start else logs_b, fewest)
     if same_start and within is not None and reference is None:
         reference = within  # one start: its offset cancels, the runs are the unit
     elif within is not None:
