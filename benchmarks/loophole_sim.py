@@ -404,8 +404,12 @@ def carried(trials: int, rng: random.Random) -> dict[str, float]:
 
 
 def floor(trials: int, rng: random.Random) -> dict[str, float]:
-    """9: true changes within and at the 5% floor, at 1% spread (record df 24): how often
-    a night flags (or fails) them."""
+    """9: true changes within and at the 5% floor (a build's speed 3%, 4.5%, 5% and 10%
+    lower: its latencies 3.1%, 4.7%, 5.3% and 11% higher), at 1% spread (record df 24): how
+    often a night flags (or fails) them; and in ``ab`` (3 to 6 starts a side, 2% between and
+    within starts, a quarter of the trials), how often it calls them red."""
+    from pytest_mi300x.ab.headtohead import HeadToHead
+
     out: dict[str, float] = {}
     for change in (0.03, 0.045, 0.05, 0.10):
         def once(folder: Path, change: float = change) -> str:
@@ -414,6 +418,14 @@ def floor(trials: int, rng: random.Random) -> dict[str, float]:
         got = per_test(trials, rng, once)
         out[f"{change:.1%} slower: red"] = got["red"]
         out[f"{change:.1%} slower: flagged"] = got["flagged"]
+    a, b = parse_build(REFERENCE), parse_build(TONIGHT)
+    for change in (0.045, 0.10):
+        red = 0
+        for _ in range(max(10, trials // 4)):
+            runner = Starts({a.name: 1.0, b.name: 1 - change}, rng, 0.02, 0.02)
+            outcome = HeadToHead(a, b, runner, Record(None, {}), progress=lambda _: None).run()
+            red += any(v.metric != "steadiness" for v in outcome.regressed)
+        out[f"ab, {change:.1%} slower: red"] = red / max(10, trials // 4)
     return out
 
 
@@ -499,6 +511,8 @@ def tails(trials: int, rng: random.Random) -> dict[str, float]:
                 flagged += v.gated and (v.fails or getattr(v, "suspect", False))
             out[f"{spread:.0%} spread, {label}: p99 TTFT gated"] = gated / trials
             out[f"{spread:.0%} spread, {label}: flagged"] = flagged / trials
+            if gated:
+                out[f"{spread:.0%} spread, {label}: flagged where gated"] = flagged / gated
     return out
 
 

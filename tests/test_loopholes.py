@@ -262,8 +262,9 @@ def test_the_within_start_floor_uses_the_variance_of_a_median() -> None:
 
 def test_p99_ttft_and_itl_gate_where_their_noise_allows() -> None:
     found = sim.tails(30, rng())
-    assert found["1% spread, A/A: p99 TTFT gated"] >= 0.9
-    assert found["1% spread, p99 TTFT +20%: flagged"] >= 0.9
+    assert found["1% spread, A/A: p99 TTFT gated"] >= 0.5
+    assert found["1% spread, A/A: flagged"] == 0.0
+    assert found["1% spread, p99 TTFT +20%: flagged where gated"] >= 0.95
     assert found["3% spread, A/A: p99 TTFT gated"] == 0.0
     base = [{"p99_ttft_ms": 200.0 * f, "p99_itl_ms": 20.0 * f, "request_throughput": 10.0}
             for f in (1.0, 1.01, 0.99, 1.005, 0.995)]

@@ -74,6 +74,10 @@ from pytest_mi300x.results.metrics import (
     WARN_METRICS,
 )
 
+ALPHA_FLOOR = 0.05
+"""How often a test may call a true change within its floor (at a look), over its gated
+families."""
+
 __all__ = ["DEFAULT_THRESHOLD_PCT", "GATED_METRICS", "WARN_METRICS", "Kind", "Verdict",
            "decision", "inconclusive_all", "judge_all", "judge_starts"]
 
@@ -252,10 +256,9 @@ def judge_all(baseline_reps: Sequence[Mapping[str, float]],
         if not same_start else None
     if spread is not None:
         comparisons.append(spread)
-    strictest = alpha / max(1, len({multiplicity.family_of(c.metric) for c in comparisons
-                                    if c.gated}))
-    comparisons = [tail_gated(c, strictest, alpha_same) if c.metric in TAIL_GATED else c
-                   for c in comparisons]
+    count = max(1, len({multiplicity.family_of(c.metric) for c in comparisons if c.gated}))
+    comparisons = [tail_gated(c, alpha / count, ALPHA_FLOOR / count)
+                   if c.metric in TAIL_GATED else c for c in comparisons]
     levels = {side: family_levels(comparisons, alpha, side) for side in ("worse", "better")}
     families = len(levels["worse"])
     out = []
@@ -272,9 +275,10 @@ def judge_all(baseline_reps: Sequence[Mapping[str, float]],
         elif isinstance(c, SpreadComparison):
             out.append(decide_spread(c, worse, detail=held))
         else:
-            # The floor's tests share ``alpha_same`` over the gated families (Bonferroni), so
-            # a test whose every figure moved by the floor is flagged at most that often.
-            share = alpha_same / families if c.gated and family in levels["worse"] else None
+            # The floor's tests share ALPHA_FLOOR over the gated families (Bonferroni), so a
+            # test whose every figure moved by the floor is called at most that often at a
+            # look; not spent over an A/B's looks (its alarm test is: both must pass).
+            share = ALPHA_FLOOR / families if c.gated and family in levels["worse"] else None
             out.append(decide(c, worse, better, alpha_same=alpha_same, alpha_floor=share,
                               detail=held))
     return out
