@@ -23,7 +23,8 @@ DEFAULT_PROBE = "suites/test_headline.py::test_headline_rates[vllm-seed-default-
 """A short burst with the engine's default flags: steady where the machine is."""
 DEFAULT_STARTS = 5
 """Starts of the reference build: against a record of 24 df, 5 starts see a day twice as
-noisy about 8 times in 10 (3 starts about 6 in 10; benchmarks/loophole_sim.py noisyday)."""
+noisy about 3 times in 4 and widen on a day like the record 1 time in 20 (simulated:
+benchmarks/loophole_sim.py noisyday; 3 starts, the old default, half the time)."""
 
 
 def parser() -> argparse.ArgumentParser:
