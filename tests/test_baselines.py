@@ -173,6 +173,11 @@ def test_show_prints_each_tests_own_noise_and_what_a_nightly_resolves(
     steady_part = out[out.index("chunked-prefill-off"):]
     first = steady_part.splitlines()[1]
     assert first.startswith("  request_throughput: spread ") and "resolves " in first
+    one, _ = spread_reps((10.0,))
+    store.save(make(one, test="suites/t.py::test_once", provenance={"host": host}))
+    assert cli.main(["baselines", "show", "--baselines-dir", str(tmp_path)]) == 0
+    once = capsys.readouterr().out
+    assert "gates nothing: a baseline of 1 server start" in once[once.index("test_once"):]
     assert "as one of 2 gated test(s)" in first
     assert "output_throughput" not in out  # the throughputs are one family: said once
 

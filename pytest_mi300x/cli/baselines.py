@@ -106,6 +106,11 @@ def show(root: Path) -> int:
               f"engine {stack.get('engine_build')} ({stack.get('engine_version')})  "
               f"torch {stack.get('torch')}  cpu {stack.get('cpu_model')} x{stack.get('cpu_count')}")
         tests = per_key[(b.host, b.engine, b.model)]
+        if b.server_count < MIN_GATING_STARTS:
+            print(f"  gates nothing: a baseline of {b.server_count} server start holds no "
+                  "start-to-start evidence; refresh it: pytest-mi300x baselines refresh "
+                  f"--servers {DEFAULT_SERVER_STARTS}")
+            continue
         seen: set[str] = set()
         # request_throughput speaks for the throughput family
         for v in sorted(preview(b, per_test_alpha(tests)),
