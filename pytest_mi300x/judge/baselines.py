@@ -241,11 +241,10 @@ class BaselineWriter:
             return carry_noise(old, new)
 
         path, old, stored = self.store.update(new, merge)
-        if stored.server_count < MIN_GATING_STARTS:
-            notes.append(f"{stored.server_count} server start: it gates nothing until it has "
-                         f"{MIN_GATING_STARTS} or more (pytest-mi300x baselines refresh "
-                         "makes 5); ")
-        self.changes.append(f"{path}: {''.join(notes)}{describe_change(old, stored)}")
+        gates = (f"; {stored.server_count} server start: it gates nothing until it has "
+                 f"{MIN_GATING_STARTS} or more (pytest-mi300x baselines refresh makes 5)"
+                 if stored.server_count < MIN_GATING_STARTS else "")
+        self.changes.append(f"{path}: {''.join(notes)}{describe_change(old, stored)}{gates}")
 
 
 def carry_noise(old: Baseline | None, new: Baseline) -> Baseline:
