@@ -165,7 +165,8 @@ def judge_gate(base: list, cand: list, test: str, alpha: float) -> tuple[bool, b
     gated = [v for v in verdicts if v.gated]
     # As the plugin has it: a test gates when any of its gated metrics resolves its target.
     families = {family_of(v.metric): v for v in gated}
-    return (any(v.fails for v in gated), any(v.can_gate for v in gated),
+    # Flagged: red, or (on the night's one start) undecided until a head-to-head confirms it.
+    return (any(v.fails or v.suspect for v in gated), any(v.can_gate for v in gated),
             {f: v.kind.value for f, v in families.items()})
 
 

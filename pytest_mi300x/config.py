@@ -57,8 +57,10 @@ class Settings:
     endpoint_key_env: str = "OPENAI_API_KEY"
     """The env var its API key is read from (never recorded)."""
     gate_alpha: float = 0.05
-    """The session's one-sided false-alarm budget, split over its gated tests (at most
-    1% each; judge/multiplicity.py)."""
+    """The night's one-sided false-alarm budget, split over the fleet's hosts and then over
+    each session's gated tests (at most 1% each; judge/multiplicity.py)."""
+    fleet_hosts: int = 1
+    """Hosts whose sessions share one night's budget (``--fleet-hosts``)."""
     steadiness_file: Path | None = None
     """Today's steadiness check of this machine (``pytest-mi300x steadiness``): a machine
     noisier than its record widens every verdict's noise by the factor it measured."""

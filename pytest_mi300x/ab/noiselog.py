@@ -18,14 +18,8 @@ from pytest_mi300x.ab.builds import Build
 from pytest_mi300x.ab.starts import Record
 from pytest_mi300x.judge.baselines import BaselineError, BaselineStore
 from pytest_mi300x.judge.multiplicity import family_of
-from pytest_mi300x.judge.noise import (
-    AGREEMENT_LEVEL,
-    SumSq,
-    agreement,
-    evidence_of,
-    start_logs,
-    sumsq_of,
-)
+from pytest_mi300x.judge.noise import AGREEMENT_LEVEL, SumSq, agreement, start_logs, sumsq_of
+from pytest_mi300x.judge.records import entry
 from pytest_mi300x.results.metrics import GATED_METRICS
 from pytest_mi300x.results.stack import setup_of
 
@@ -105,12 +99,11 @@ class NoiseLog:
             if found is None:
                 continue
             (host, engine, model), stack = found
-            evidence = evidence_of({m: self._groups(builds, test, m)
-                                    for m in sorted(GATED_METRICS)})
-            entry = {"source": source, "date": date, "metrics": evidence}
-            path = self.store.add_noise(host, engine, model, test, entry, stack)
+            taught = entry(source, date, {m: self._groups(builds, test, m)
+                                          for m in sorted(GATED_METRICS)})
+            path = self.store.add_noise(host, engine, model, test, taught, stack)
             if path is not None:
-                df = max((int(v[1]) for v in evidence.values()), default=0)
+                df = max((int(v[1]) for v in taught["metrics"].values()), default=0)
                 lines.append(f"noise record of {test}: +{df} df from these starts ({path})")
                 self._cache.pop(test, None)
         return lines

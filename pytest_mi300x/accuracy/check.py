@@ -8,9 +8,10 @@ of the accepted answers (case-insensitive).
 
 The figure is ``accuracy`` = (right answers + 1) / (questions + 1), higher is better and
 gated, so a build that got faster but answers worse fails as a regression. The add-one
-keeps it above zero: the verdict works on a log scale, and a build that answers nothing
-right must read as a 97% drop, not as a value it cannot judge. The raw counts are
-recorded beside it (``accuracy_right``, ``accuracy_questions``).
+keeps it above zero: a build that answers nothing right reads as a 97% drop. The raw counts
+are recorded beside it (``accuracy_right``, ``accuracy_questions``), and each question's
+outcome (``accuracy_items_<k>``, results/metrics.py): the verdict pairs them question by
+question in an exact test (judge/discrete.py), since a count has no start-to-start spread.
 
 With random weights (the cpu host's tiny model, ``dummy_weights`` hosts) answers are
 noise: the check is skipped and the result says why.
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mi300x.net import post_json
+from pytest_mi300x.results.metrics import item_figures
 from pytest_mi300x.workload.datasets import file_digest
 
 SHIPPED = Path(__file__).with_name("short_answers.jsonl")
@@ -131,7 +133,8 @@ class AccuracyRun:
     def figures(self) -> dict[str, float]:
         n = len(self.answers)
         return {"accuracy": (self.right + 1) / (n + 1), "accuracy_right": float(self.right),
-                "accuracy_questions": float(n)}
+                "accuracy_questions": float(n),
+                **item_figures([a.right for a in self.answers])}
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.figures(),

@@ -66,9 +66,10 @@ def bisect_parser() -> argparse.ArgumentParser:
         "slower: confirm that --good and --bad differ, classify midpoints (their starts "
         "interleaved with good and bad starts), set aside builds that measure nothing, and "
         "confirm the pair it ends on head to head. Resumable: rerun the same command to "
-        "continue. Exit 0: good and bad do not differ; 1: the first bad build was found and "
-        "confirmed; 2: bad input, or good or bad measured nothing; 3: undecided (a build fell "
-        "between good and bad, or the final pair did not confirm).")
+        "continue. Exit 0: good and bad are shown not to differ (every gated metric within "
+        "its floor); 1: the first bad build was found and confirmed; 2: bad input, or good or "
+        "bad measured nothing; 3: undecided (good and bad not confirmed either way, a build "
+        "fell between them, or the final pair did not confirm).")
     parser.add_argument("--good", required=True, metavar="BUILD")
     parser.add_argument("--bad", required=True, metavar="BUILD")
     parser.add_argument("--builds", required=True, type=Path, metavar="FILE",
@@ -273,7 +274,8 @@ def bisect(argv: list[str]) -> int:
                             source=f"bisect {good.name}..{bad.name}"):
         print(line)
     write_json_atomic(out / "bisect.json", {
-        "confirmed": outcome.confirmed, "test": outcome.test, "metric": outcome.metric,
+        "confirmed": outcome.confirmed, "undecided": outcome.undecided,
+        "test": outcome.test, "metric": outcome.metric,
         "first_bad": outcome.first_bad.describe() if outcome.first_bad else None,
         "last_good": outcome.last_good.describe() if outcome.last_good else None,
         "culprit_confirmed": outcome.culprit_confirmed, "suspects": outcome.suspects,
@@ -286,5 +288,5 @@ def bisect(argv: list[str]) -> int:
         "reason": outcome.reason})
     (out / "bisect.md").write_text("```\n" + "\n".join(lines) + "\n```\n")
     if not outcome.confirmed:
-        return EXIT_OK
+        return EXIT_UNDECIDED if outcome.undecided else EXIT_OK
     return EXIT_REGRESSION if outcome.culprit_confirmed and outcome.first_bad else EXIT_UNDECIDED

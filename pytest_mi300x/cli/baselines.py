@@ -12,6 +12,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pytest_mi300x.judge.baselines import MIN_GATING_STARTS
+
 DEFAULT_SERVER_STARTS = 5
 """Server starts per refreshed baseline: the test's own start-to-start spread is measured on
 them (4 degrees of freedom; 3 starts gave 2, too few for a nightly start to resolve a 10%
@@ -59,6 +61,11 @@ def refresh(pytest_args: list[str]) -> int:
         return 2
     args = args or ["suites/"]
     baselines = _baselines_dir(args)
+    if starts < MIN_GATING_STARTS and only is None:
+        print(f"pytest-mi300x baselines refresh: --servers {starts} makes baselines of one "
+              "server start, which gate nothing (no start-to-start evidence: runs inside one "
+              f"start never stand in for starts); give --servers {DEFAULT_SERVER_STARTS}",
+              file=sys.stderr)
     numbers = [only] if only is not None else list(range(1, starts + 1))
     of = f"{starts}" if only is None else "a refresh"
     if only is not None or dry_run:
@@ -81,9 +88,12 @@ def refresh(pytest_args: list[str]) -> int:
             rc = _start(start, of, [*args, f"--baselines-dir={staging}"], False)
             if rc != 0:
                 if start > 1 and _take(staging, baselines, accept) == 0:
+                    gates = ("; with one start they gate nothing"
+                             if start - 1 < MIN_GATING_STARTS else "")
                     print(f"pytest-mi300x baselines refresh: server start {start} failed "
-                          f"(exit {rc}); the baselines hold the first {start - 1} start(s). "
-                          "Run it again to refresh them whole", file=sys.stderr)
+                          f"(exit {rc}); the baselines hold the first {start - 1} "
+                          f"start(s){gates}. Run it again to refresh them whole",
+                          file=sys.stderr)
                 return rc
         taken = _take(staging, baselines, accept)
         if taken:
@@ -176,6 +186,11 @@ def show(root: Path) -> int:
               f"engine {stack.get('engine_build')} ({stack.get('engine_version')})  "
               f"torch {stack.get('torch')}  cpu {stack.get('cpu_model')} x{stack.get('cpu_count')}")
         tests = per_key[(b.host, b.engine, b.model)]
+        if b.server_count < MIN_GATING_STARTS:
+            print(f"  gates nothing: a baseline of {b.server_count} server start holds no "
+                  "start-to-start evidence; refresh it: pytest-mi300x baselines refresh "
+                  f"--servers {DEFAULT_SERVER_STARTS}")
+            continue
         seen: set[str] = set()
         # request_throughput speaks for the throughput family
         for v in sorted(preview(b, per_test_alpha(tests)),

@@ -25,10 +25,11 @@ def parser() -> argparse.ArgumentParser:
         description="From a red night to the build that caused it: confirm the failing tests "
         "head to head (the last good build against the failing one), then bisect the builds "
         "between them, and write the first bad build, its evidence and the runner-up "
-        "suspects (culprit.md, culprit.json, the CI job summary). A failure that does not "
-        "confirm is marked a false alarm. Resumable: rerun the same command. Exit 0: false "
-        "alarm; 1: first bad build found and confirmed; 2: bad input, or the good or bad "
-        "build measured nothing; 3: undecided.")
+        "suspects (culprit.md, culprit.json, the CI job summary). A failure shown not to "
+        "reproduce (every gated metric within its floor) is marked a false alarm; one still "
+        "undecided is not. Resumable: rerun the same command. Exit 0: false alarm; 1: first "
+        "bad build found and confirmed; 2: bad input, or the good or bad build measured "
+        "nothing; 3: undecided (not confirmed, or the bisect could not name a build).")
     p.add_argument("--results", type=Path, default=None, metavar="DIR",
                    help="the red night's results folder: its failing tests, its build (bad) "
                         "and its baselines' build (good)")
@@ -115,8 +116,9 @@ def run(argv: list[str]) -> int:
     search = Search(night, good, bad, outcome, record, done.seconds)
     text = search.markdown()
     print(text)
-    learned = (noise.learn(good, bad, source=f"false alarm: {bad.name} against {good.name}")
-               if search.false_alarm else
+    said = "false alarm" if search.false_alarm else "not confirmed"
+    learned = (noise.learn(good, bad, source=f"{said}: {bad.name} against {good.name}")
+               if not outcome.confirmed else
                noise.learn(*(x for x in builds if record.of(x)),
                            source=f"culprit search {good.name}..{bad.name}"))
     for line in learned:

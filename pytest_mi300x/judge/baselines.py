@@ -12,13 +12,17 @@ from typing import Any
 
 from filelock import FileLock
 
-from pytest_mi300x.judge.noise import SumSq, evidence_of, record_from_doc
+from pytest_mi300x.judge.noise import SumSq
+from pytest_mi300x.judge.records import entry, record_of
 from pytest_mi300x.results.files import ReadError, read_json, slug, write_json_atomic
 from pytest_mi300x.results.metrics import HEADLINE_FIGURES, METRIC_DIRECTIONS
 from pytest_mi300x.results.model import median, median_figures
 from pytest_mi300x.results.stack import setup_of
 
 SCHEMA = "pytest-mi300x/baseline/1"
+MIN_GATING_STARTS = 2
+"""A baseline of fewer server starts holds no start-to-start evidence: it gates nothing (runs
+inside one start never stand in for starts)."""
 
 
 @dataclass(frozen=True)
@@ -36,9 +40,11 @@ class Baseline:
     servers: list[int] = field(default_factory=list)
     """The server start each repetition came from (empty: all from one start)."""
     noise: list[dict[str, Any]] = field(default_factory=list)
-    """The test's start-to-start evidence beyond these repetitions (judge/noise.py), one
-    entry per source: {"source", "date", "metrics": {metric: [sum of squares, df]}}. The
-    baseline's own starts are not in it: every verdict measures those itself."""
+    """The test's start-to-start evidence beyond these repetitions (judge/records.py), one
+    entry per source: {"source", "date", "metrics": {metric: [sum of squares, df]},
+    "starts": {metric: [[start value, ...], ...]}}, read windowed by age and screened for
+    slowed starts. The baseline's own starts are not in it: every verdict measures those
+    itself."""
 
     def __post_init__(self) -> None:
         if self.servers and len(self.servers) != len(self.repetitions):
@@ -64,22 +70,22 @@ class Baseline:
                                for reps in groups.values()) if not math.isnan(v)]
                 for m in metrics}
 
-    def noise_record(self) -> dict[str, SumSq]:
-        """The stored evidence per metric (not counting this baseline's own starts)."""
-        return record_from_doc(self.noise)
+    def noise_record(self, now: float | None = None) -> dict[str, SumSq]:
+        """The stored evidence per metric (not counting this baseline's own starts),
+        weighted by age and screened for slowed starts (judge/records.py)."""
+        return record_of(self.noise, now)
 
-    def full_record(self) -> dict[str, SumSq]:
+    def full_record(self, now: float | None = None) -> dict[str, SumSq]:
         """Everything stored of the test's noise: the record and this baseline's own starts
         (for comparisons that do not include those starts, such as an A/B)."""
-        record = self.noise_record()
-        own = record_from_doc([self.own_evidence("") or {}])
-        return {m: record.get(m, SumSq()) + own.get(m, SumSq()) for m in {*record, *own}}
+        own = self.own_evidence("")
+        return record_of([*self.noise, *([own] if own else [])], now)
 
     def own_evidence(self, source: str) -> dict[str, Any] | None:
         """This baseline's starts as one noise entry, for when it is replaced."""
-        metrics = evidence_of({m: [v] for m, v in self.start_values().items()})
-        return {"source": source, "date": self.created_at, "metrics": metrics} \
-            if metrics else None
+        found = entry(source, self.created_at,
+                      {m: [v] for m, v in self.start_values().items()})
+        return found if found["metrics"] else None
 
     def with_noise(self, entry: dict[str, Any]) -> Baseline:
         return replace(self, noise=[*self.noise, entry])
@@ -235,7 +241,10 @@ class BaselineWriter:
             return carry_noise(old, new)
 
         path, old, stored = self.store.update(new, merge)
-        self.changes.append(f"{path}: {''.join(notes)}{describe_change(old, stored)}")
+        gates = (f"; {stored.server_count} server start: it gates nothing until it has "
+                 f"{MIN_GATING_STARTS} or more (pytest-mi300x baselines refresh makes 5)"
+                 if stored.server_count < MIN_GATING_STARTS else "")
+        self.changes.append(f"{path}: {''.join(notes)}{describe_change(old, stored)}{gates}")
 
 
 def carry_noise(old: Baseline | None, new: Baseline) -> Baseline:

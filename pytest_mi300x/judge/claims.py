@@ -63,8 +63,10 @@ class ClaimCheck:
 
     @property
     def reversed(self) -> bool:
-        """The other side is better past the claim's margin, its interval clear of zero."""
-        return self.verdict.kind is Kind.REGRESSION
+        """The other side is better past the claim's margin, its interval clear of zero (on
+        one start a side too: a claim is one session's question about its own figures, not
+        a night's alarm, which one slowed start must not raise)."""
+        return self.verdict.kind is Kind.REGRESSION or self.verdict.suspect
 
     @property
     def outcome(self) -> str:
@@ -124,9 +126,12 @@ def check_claim(claim: Claim, better: Sequence[Mapping[str, float]],
         return list(groups.values())
 
     # Held to 0.5% a side (a 99% interval): a claim is one question, not a night's family.
+    # One server (no host noise given): both sides share its start, so their runs are the
+    # unit; two servers are two starts, and their runs never stand in for starts.
     verdict = judge_starts(claim.metric, starts(worse, worse_starts),
                            starts(better, better_starts), threshold_pct=claim.margin_pct,
-                           noise_floor_pct=noise_pct, confidence=0.99)
+                           noise_floor_pct=noise_pct, confidence=0.99,
+                           same_start=noise_pct == 0 and not better_starts and not worse_starts)
     return ClaimCheck(claim, verdict.kind is Kind.IMPROVEMENT, verdict)
 
 

@@ -12,7 +12,9 @@ from pytest_mi300x.results.model import Result, by_test, read_folder
 from pytest_mi300x.results.stack import split_builds, stack_diff
 
 NOT_JUDGED = 3
-"""compare's exit when nothing regressed but some test's runs could not be compared."""
+"""compare's exit when nothing regressed but some test could not be judged: its runs are
+not comparable, or one session a side gave no start-to-start evidence, or a change on one
+start is undecided until a head-to-head (``pytest-mi300x ab``) confirms it."""
 
 
 def _wider(fa: dict[str, float], fb: dict[str, float]) -> dict[str, float]:
@@ -37,8 +39,10 @@ def compare_folders(baseline: Path, candidate: Path, out: TextIO | None = None,
     Exit 1 when any gated metric regressed, or when the candidate cannot be judged
     (a test of the baseline is missing from it, or its runs are invalid): a candidate
     that measured nothing must not pass. Otherwise exit 3 (NOT_JUDGED) when a test's two
-    runs are not comparable (other hardware, another workload): neither a pass nor a
-    regression. Exit 2 on bad input.
+    runs are not comparable (other hardware, another workload), or a test's verdicts do
+    not decide it (each folder is one session, one server start: the runs inside it never
+    stand in for starts, and a change on one start is undecided until ``pytest-mi300x ab``
+    confirms it head to head): neither a pass nor a regression. Exit 2 on bad input.
     """
     out, err = out or sys.stdout, err or sys.stderr
     for folder in (baseline, candidate):
@@ -72,16 +76,20 @@ def compare_folders(baseline: Path, candidate: Path, out: TextIO | None = None,
             why = "; ".join(b[test].problems[:2]) or "no valid run"
             print(f"{test[-60:]:<60} INVALID candidate: {why}", file=out)
             continue
-        for v in verdict.judge_all(a[test].repetitions, b[test].repetitions,
-                                   floors=shared_floors(a[test], b[test]),
-                                   noise=shared_noise(a[test], b[test]), alpha=alpha,
-                                   detail=f"{len(common)} test(s) share 5%"):
+        verdicts = verdict.judge_all(a[test].repetitions, b[test].repetitions,
+                                     floors=shared_floors(a[test], b[test]),
+                                     noise=shared_noise(a[test], b[test]), alpha=alpha,
+                                     detail=f"{len(common)} test(s) share 5%")
+        for v in verdicts:
             if not v.gated:
                 continue
             failed |= v.fails
+            word = "undecided" if v.suspect else v.kind.value
             print(f"{test[-60:]:<60} {v.metric:<22} {v.baseline_median:>10.4g} "
                   f"{v.candidate_median:>10.4g} {v.change_pct:>+7.1f}% {v.threshold_pct:>6.1f}% "
-                  f"{v.resolves_pct:>7.1f}%  {v.kind.value}", file=out)
+                  f"{v.resolves_pct:>7.1f}%  {word}", file=out)
+        if verdict.decision(verdicts) not in ("no change", "regression"):
+            not_judged += 1
     missing = sorted(set(a) - set(b))
     if missing:
         failed = True
@@ -93,6 +101,7 @@ def compare_folders(baseline: Path, candidate: Path, out: TextIO | None = None,
     if failed:
         return 1
     if not_judged:
-        print(f"{not_judged} test(s) not judged (not comparable): exit {NOT_JUDGED}", file=out)
+        print(f"{not_judged} test(s) not judged (not comparable, or undecided on one session "
+              f"a side: use pytest-mi300x ab): exit {NOT_JUDGED}", file=out)
         return NOT_JUDGED
     return 0

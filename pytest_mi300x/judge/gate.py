@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from pytest_mi300x.judge import multiplicity, verdict
-from pytest_mi300x.judge.baselines import Baseline, BaselineStore
+from pytest_mi300x.judge.baselines import MIN_GATING_STARTS, Baseline, BaselineStore
 from pytest_mi300x.results.model import FailureKind
 from pytest_mi300x.results.stack import comparability, sent_as_burst, split_builds, stack_diff
 
@@ -21,6 +21,13 @@ class PerfRegression(AssertionError):
     """A gated metric regressed against the baseline."""
 
     failure_kind = FailureKind.REGRESSION
+
+
+class PerfUndecided(AssertionError):
+    """A gated metric moved past its floor on one server start, or the test could gate on
+    its reference's noise and cannot tonight: neither a pass nor a regression."""
+
+    failure_kind = FailureKind.UNDECIDED
 
 
 class MissingBaseline(AssertionError):
@@ -54,12 +61,19 @@ class Gate:
     inflation: float = 1.0
     """How much noisier than its record this machine measured today (judge/steadiness.py);
     every test's noise is widened by it."""
+    steadiness_build: str = ""
+    """The build today's steadiness check measured with: machine noise is the reference
+    build's, so a check made with the build under judgement widens nothing."""
+    hosts: int = 1
+    """Hosts of the fleet whose sessions share one night's budget (``--fleet-hosts``)."""
 
     def sharing(self, tests: int, alpha_session: float) -> Gate:
-        """This gate with each test's share of the session's false-alarm budget."""
-        return replace(self, alpha=multiplicity.per_test_alpha(tests,
-                                                               alpha_session=alpha_session),
-                       alpha_detail=f"{tests} gated test(s) share the session's "
+        """This gate with each test's share of the night's false-alarm budget: split over
+        the fleet's hosts, then over this session's gated tests."""
+        fleet = f" over {self.hosts} fleet hosts" if self.hosts > 1 else ""
+        return replace(self, alpha=multiplicity.per_test_alpha(
+            tests, alpha_session=alpha_session, hosts=self.hosts),
+                       alpha_detail=f"{tests} gated test(s){fleet} share the night's "
                                     f"{alpha_session:.0%} budget")
 
     def refresh_command(self, nodeid: str) -> str:
@@ -77,16 +91,47 @@ class GateOutcome:
     baseline: Baseline | None = None
 
     required: bool = False
+    refused: str = ""
+    """Why the baseline cannot gate at all (one server start), in one line."""
 
     @property
     def failing(self) -> list[verdict.Verdict]:
         return [v for v in self.verdicts if v.fails]
 
+    @property
+    def decision(self) -> str:
+        """For a compared test, "regression", "undecided", "no change" or "cannot gate"
+        (verdict.decision); empty otherwise (``status`` says why)."""
+        if self.status != "compared":
+            return ""
+        if self.refused:  # gates nothing, but a regression called anyway still counts
+            return "regression" if self.failing else "cannot gate"
+        return verdict.decision(self.verdicts)
+
+    @property
+    def undecided(self) -> str:
+        """Why the test is undecided, in one line; empty when it is not."""
+        if self.decision != "undecided":
+            return ""
+        found = next((v for v in self.verdicts if v.gated and v.suspect), None)
+        if found is not None:
+            return f"{found.metric}: {found.reason}"
+        families: dict[str, list[verdict.Verdict]] = {}
+        for v in self.verdicts:
+            if v.gated and v.scale != "spread":
+                families.setdefault(multiplicity.family_of(v.metric), []).append(v)
+        lost = next(v for vs in families.values() if not any(x.can_gate for x in vs)
+                    for v in vs if v.could_gate)
+        return (f"{lost.metric}: gates on its reference's noise (resolves "
+                f"{lost.reference_resolves_pct:.1f}%) but not tonight: {lost.resolution()}")
+
     def check(self) -> None:
-        """Raise what the outcome means: a regression, or a missing (or only not comparable)
-        baseline under ``--require-baseline``."""
+        """Raise what the outcome means: a regression, an undecided test, or a missing (or
+        only not comparable) baseline under ``--require-baseline``."""
         if self.failing:
             raise PerfRegression(regression_message(self))
+        if self.undecided:
+            raise PerfUndecided(undecided_message(self))
         if self.status in ("no baseline", "not comparable") and self.required:
             raise MissingBaseline(f"{self.detail} (--require-baseline is on)")
 
@@ -104,15 +149,15 @@ class GateOutcome:
 
     @property
     def cannot_gate(self) -> str:
-        """Why this test gated nothing, in one line; empty when it gated something (or
-        found a regression, or was not compared)."""
-        if self.status != "compared" or self.failing:
+        """Why this test gated nothing, in one line; empty unless its decision is "cannot
+        gate"."""
+        if self.decision != "cannot gate":
             return ""
-        gated = {multiplicity.family_of(v.metric) for v in self.verdicts
-                 if v.gated and not math.isnan(v.resolves_pct)}
+        if self.refused:
+            return self.refused
         unresolved = self.unresolved
-        if not gated or len(unresolved) < len(gated):
-            return ""
+        if not unresolved:
+            return "no gated metric to judge"
         worst = max(unresolved, key=lambda v: v.resolves_pct)
         return f"{worst.metric}: {worst.resolution()}"
 
@@ -122,6 +167,7 @@ class GateOutcome:
                 "baseline_build": (self.baseline.comparability.get("engine_build")
                                    if self.baseline is not None else None),
                 "verdicts": [v.to_dict() for v in self.verdicts],
+                "decision": self.decision, "undecided": self.undecided,
                 "cannot_gate": self.cannot_gate,
                 "unresolved": [f"{v.metric}: {v.resolution()}" for v in self.unresolved]}
 
@@ -147,10 +193,12 @@ def session_gate(settings: Settings, host: HostProfile) -> tuple[Gate, str]:
     said = ""
     if settings.steadiness_file is not None:
         from pytest_mi300x.hosts.fingerprint import host_fingerprint
-        from pytest_mi300x.judge.steadiness import load
+        from pytest_mi300x.judge.steadiness import load_check
 
-        factor, said = load(settings.steadiness_file, host_fingerprint())
-        gate = replace(gate, inflation=factor)
+        check = load_check(settings.steadiness_file, host_fingerprint())
+        said = check.summary + (f" (measured with {check.build})" if check.build else "")
+        gate = replace(gate, inflation=check.factor, steadiness_build=check.build)
+    gate = replace(gate, hosts=max(1, settings.fleet_hosts))
     return gate.sharing(1, settings.gate_alpha), said
 
 
@@ -187,19 +235,42 @@ def evaluate(gate: Gate, *, nodeid: str, engine_name: str, model: str,
     burst = sent_as_burst(provenance.get("workload"))
     merged = {**gate.floors, **(gate.burst_floors if burst else {}), **(floors or {})}
     noise = {**gate.noise, **(gate.burst_noise if burst else {})}
+    records = stored.noise_record()
+    refused = ""
+    if stored.server_count < MIN_GATING_STARTS:
+        # Runs inside one start never stand in for starts: no start-to-start evidence at
+        # all, not the record's, not the host's (a count, judged by its questions, still is).
+        refused = (f"baseline of {stored.server_count} server start: no start-to-start "
+                   "evidence to judge a start against (runs inside one start never stand in "
+                   f"for starts); refresh it over 5 starts: {gate.refresh_command(nodeid)}")
+        noise, records = {}, {}
+    inflation, ignored = gate.inflation, ""
+    candidate_build = str(engine.get("build") or "")
+    if inflation > 1 and gate.steadiness_build and gate.steadiness_build == candidate_build \
+            and stored.comparability.get("engine_build") != candidate_build:
+        # The build under judgement brings its own spread: that is a finding about it
+        # (judge/spreads.py), never the machine's noise.
+        inflation, ignored = 1.0, (f"today's steadiness check was measured with the build "
+                                   f"under judgement ({candidate_build}), not its reference: "
+                                   "not used")
     verdicts = verdict.judge_all(stored.repetitions, reps, baseline_starts=stored.server_of,
-                                 floors=merged, noise=noise, records=stored.noise_record(),
-                                 alpha=gate.alpha, inflation=gate.inflation,
+                                 floors=merged, noise=noise, records=records,
+                                 alpha=gate.alpha, inflation=inflation,
                                  pool_record=True, detail=gate.alpha_detail)
     detail = "across builds: " + "; ".join(builds) if builds else ""
+    detail = "; ".join(filter(None, [detail, ignored]))
     detail = "; ".join(filter(None, [detail, f"baseline over {stored.server_count} server "
                                      "start(s) against this one"]))
-    if builds and any(v.fails for v in verdicts):
-        old = stored.comparability.get("engine_build")
+    decided = verdict.decision(verdicts)
+    old = stored.comparability.get("engine_build")
+    if builds and decided == "undecided":
+        detail += ("\nto confirm it head to head: pytest-mi300x ab "
+                   f"--a '{old}' --b '{candidate_build}' '{nodeid}'")
+    if builds and decided in ("regression", "undecided"):
         detail += ("\nto find the build that did it, list the builds between them in a file "
                    f"and run: pytest-mi300x bisect --good '{old}' "
-                   f"--bad '{engine.get('build')}' --builds BUILDS.txt '{nodeid}'")
-    return GateOutcome("compared", verdicts, detail=detail, baseline=stored)
+                   f"--bad '{candidate_build}' --builds BUILDS.txt '{nodeid}'")
+    return GateOutcome("compared", verdicts, detail=detail, baseline=stored, refused=refused)
 
 
 def preview(stored: Baseline, alpha: float) -> list[verdict.Verdict]:
@@ -218,6 +289,14 @@ def preview(stored: Baseline, alpha: float) -> list[verdict.Verdict]:
                                          records=stored.noise_record(), alpha=alpha,
                                          pool_record=True)
             if v.gated]
+
+
+def undecided_message(outcome: GateOutcome) -> str:
+    lines = [f"undecided (not a pass, not yet a regression): {outcome.undecided}"]
+    if outcome.detail:
+        lines.append(outcome.detail)
+    lines += [v.message() for v in outcome.verdicts if v.gated and v.suspect]
+    return "\n".join(lines)
 
 
 def regression_message(outcome: GateOutcome) -> str:

@@ -3,9 +3,10 @@
 The rate that matters is per night, not per metric: a nightly that fails an unchanged build
 on one test in seven nights is switched off. So:
 
-- the session's budget (``ALPHA_SESSION``, one-sided, per direction) is split evenly over
-  the gated tests it selected (Bonferroni; a test is judged when it runs, before the others
-  are known), and no test gets more than ``ALPHA_TEST``;
+- the night's budget (``ALPHA_SESSION``, one-sided, per direction) is split evenly over the
+  fleet's hosts (``--fleet-hosts``: each host's session spends its share) and then over the
+  gated tests each session selected (Bonferroni; a test is judged when it runs, before the
+  others are known), and no test gets more than ``ALPHA_TEST``;
 - within a test, the gated metrics form one family judged by Holm's step-down, with request,
   output and total-token throughput counted once (under a fixed workload they are one ratio);
 - repeated looks (``ab`` adding starts while undecided) spend a test's budget over the looks
@@ -49,9 +50,10 @@ def family_of(metric: str) -> str:
 
 
 def per_test_alpha(tests: int, *, alpha_test: float = ALPHA_TEST,
-                   alpha_session: float = ALPHA_SESSION) -> float:
-    """Each of ``tests`` gated tests' share of the session's budget."""
-    return min(alpha_test, alpha_session / max(1, tests))
+                   alpha_session: float = ALPHA_SESSION, hosts: int = 1) -> float:
+    """Each of ``tests`` gated tests' share of the night's budget, on one of ``hosts``
+    hosts whose sessions share it."""
+    return min(alpha_test, alpha_session / max(1, hosts) / max(1, tests))
 
 
 def holm(pvalues: Mapping[str, float], alpha: float,

@@ -7,8 +7,9 @@ machine and day. So every verdict's noise is the test's own:
 
 1. the starts being compared (both sides' start values around their own side's mean);
 2. the test's stored record (its baseline's starts and the evidence of earlier A/B runs and
-   steadiness checks on this host, kept in its baseline file as sums of squares and degrees
-   of freedom), where the starts compared have none, or added to them in the gate;
+   steadiness checks on this host, kept in its baseline file, dated, weighted to the recent
+   days and screened for slowed starts: judge/records.py), where the starts compared have
+   none, or added to them in the gate;
 3. the host's recorded noise only for a test with no starts of its own at all.
 
 The host's record is never pooled with a test's own spread: with a few starts an F test
@@ -24,9 +25,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 HOST_RECORD_DF = 10
 """The degrees of freedom a host's recorded noise is taken with, for a test with no starts
@@ -34,6 +34,19 @@ of its own (it was measured over many starts)."""
 AGREEMENT_LEVEL = 0.05
 """Two-sided level of the F tests that compare two spreads (a test's with its host's, today's
 with a record)."""
+
+
+MEDIAN_VARIANCE = {1: 1.0, 2: 1.0, 3: 1.345, 4: 1.193, 5: 1.436, 6: 1.289, 7: 1.475,
+                   8: 1.347, 9: 1.493, 10: 1.382}
+"""k times the variance of the median of k normal runs, in run variances (simulated over
+4 million draws each): a start's value is its runs' median, 1.16 to 1.2 times as spread
+as their mean for 3 to 5 runs. Past 10 runs, pi/2, the large-sample value."""
+
+
+def median_variance(runs: float) -> float:
+    """The variance of a start value (the median of ``runs`` runs) over a run's variance."""
+    k = max(1, round(runs))
+    return MEDIAN_VARIANCE.get(k, math.pi / 2) / k
 
 
 @dataclass(frozen=True)
@@ -64,7 +77,9 @@ class SumSq:
     degrees of freedom: the form in which noise evidence adds up across sources."""
 
     ss: float = 0.0
-    df: int = 0
+    df: float = 0
+    """Degrees of freedom: whole for starts counted once, fractional once a record's entries
+    are weighted by their age (judge/records.py)."""
 
     def __add__(self, other: SumSq) -> SumSq:
         return SumSq(self.ss + other.ss, self.df + other.df)
@@ -77,7 +92,7 @@ class SumSq:
 
     @classmethod
     def from_list(cls, value: Sequence[float]) -> SumSq:
-        ss, df = float(value[0]), int(value[1])
+        ss, df = float(value[0]), float(value[1])
         if not (math.isfinite(ss) and ss >= 0 and df >= 0):
             raise ValueError(f"not a sum of squares and degrees of freedom: {list(value)!r}")
         return cls(ss, df)
@@ -139,8 +154,7 @@ def host_prior(pct: float) -> Spread | None:
 
 
 def estimate(fresh: SumSq, record: SumSq | None, host_pct: float, *,
-             fresh_source: str = "these starts", inflation: float = 1.0,
-             pool_record: bool = False) -> Spread | None:
+             fresh_source: str = "these starts", pool_record: bool = False) -> Spread | None:
     """The spread a verdict uses: the test's own, where it has any.
 
     - ``fresh``: the starts compared (an A/B's, measured here today) speak for themselves
@@ -151,10 +165,9 @@ def estimate(fresh: SumSq, record: SumSq | None, host_pct: float, *,
     - the host's record is a prior for a test that has no starts of its own at all, never
       pooled with a test's own spread: with a few starts an F test cannot tell a 2% host
       from a 5% test, and pooling them would claim the prior's degrees of freedom for the
-      test's spread;
+      test's spread.
 
-    then widened by ``inflation`` (this machine measured noisier than its records today,
-    judge/steadiness.py)."""
+    Today's steadiness widens it afterwards (judge/comparison.py)."""
     stored = record.spread("the test's record") if record is not None else None
     if pool_record and record is not None:
         spread = (fresh + record).spread(f"{fresh_source} and the test's record"
@@ -168,32 +181,4 @@ def estimate(fresh: SumSq, record: SumSq | None, host_pct: float, *,
                             "the host's record (the test has no starts of its own to measure)")
     else:
         spread = against_host(spread, host_prior(host_pct))
-    if spread is not None and inflation > 1:
-        spread = Spread(spread.sd * inflation, spread.df,
-                        f"{spread.source}; x{inflation:.2f} for today's steadiness")
     return spread
-
-
-NoiseRecord = Mapping[str, SumSq]
-"""A test's stored start-to-start evidence per metric."""
-
-
-def record_from_doc(entries: Sequence[Mapping[str, Any]]) -> dict[str, SumSq]:
-    """Add up a baseline file's noise entries per metric."""
-    total: dict[str, SumSq] = {}
-    for entry in entries:
-        for metric, value in (entry.get("metrics") or {}).items():
-            total[metric] = total.get(metric, SumSq()) + SumSq.from_list(value)
-    return total
-
-
-def evidence_of(groups_by_metric: Mapping[str, Iterable[Sequence[float]]]
-                ) -> dict[str, list[float]]:
-    """A noise entry's ``metrics``: per metric, the evidence of groups of start values
-    (each group one build; raw values, not logs)."""
-    out = {}
-    for metric, groups in groups_by_metric.items():
-        ev = sumsq_of([[math.log(v) for v in g if v > 0] for g in groups])
-        if ev.df > 0:
-            out[metric] = ev.to_list()
-    return out

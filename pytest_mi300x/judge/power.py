@@ -1,12 +1,14 @@
 """What a comparison can resolve: the smallest change it would call at 95% power with the
 starts it has, and how many starts a change of a given size needs.
 
-A regression is called when the interval clears no change at the test's level and the
-change is past the floor; with start-to-start spread ``s`` (log scale, ``df`` degrees of
-freedom) and ``n_a`` against ``n_b`` starts, the standard error is s * sqrt(1/n_a + 1/n_b)
-and a change D is called with probability about Phi((D - max(q_alpha * se, floor)) / se).
-So the change caught at ``POWER`` is max(q_alpha * se, floor) + q_power * se. A change at
-the floor itself is caught at most half the time, so what a test is asked to resolve is
+A regression is called when the change is significantly worse than no change at the test's
+level ``alpha`` and significantly worse than the floor at the floor's level
+``alpha_floor`` (judge/verdict.py); with start-to-start spread ``s`` (log scale, ``df``
+degrees of freedom) and ``n_a`` against ``n_b`` starts, the standard error is
+s * sqrt(1/n_a + 1/n_b), and a change D is called with probability about
+Phi((D - max(q_alpha * se, floor + q_floor * se)) / se). So the change caught at ``POWER``
+is max(q_alpha * se, floor + q_floor * se) + q_power * se. A change at the floor itself is
+caught at most ``alpha_floor`` of the time, so what a test is asked to resolve is
 ``TARGET_FACTOR`` times its floor (10% for the default 5% floor).
 """
 
@@ -71,18 +73,22 @@ def worse_pct(log_change: float, direction: str) -> float:
 
 
 def resolves(sd: float, df: float, n_a: float, n_b: float, alpha: float,
-             floor_pct: float, direction: str) -> float:
+             floor_pct: float, direction: str, alpha_floor: float = 0.5) -> float:
     """The change to the worse (percent) caught at ``POWER``: the comparison's resolving
-    power."""
+    power (``alpha_floor`` 0.5: the estimate past the floor is enough)."""
     se = sd * math.sqrt(1 / n_a + 1 / n_b)
-    need = max(quantile(1 - alpha, df) * se, worse_log(floor_pct, direction)) \
+    floor = worse_log(floor_pct, direction)
+    if math.isinf(floor):
+        return math.inf
+    need = max(quantile(1 - alpha, df) * se, floor + quantile(1 - alpha_floor, df) * se) \
         + quantile(POWER, df) * se
     return worse_pct(need, direction) if need < 50 else math.inf
 
 
 def starts_needed(sd: float, df: float, alpha: float | Callable[[int], float],
                   floor_pct: float, target_pct: float, direction: str, paired: bool = False,
-                  *, dof: Callable[[int], float] | None = None) -> int | None:
+                  alpha_floor: float = 0.5, *, dof: Callable[[int], float] | None = None
+                  ) -> int | None:
     """Starts a side (balanced, as ``ab`` runs them) for ``target_pct`` to be caught at
     ``POWER``; None when no number of starts does it (the target is within the floor).
     More starts bring more degrees of freedom: the spread's own plus theirs; ``paired``
@@ -97,7 +103,8 @@ def starts_needed(sd: float, df: float, alpha: float | Callable[[int], float],
 
     def enough(n: int) -> bool:
         level = alpha(n) if callable(alpha) else alpha
-        return resolves(sd, dof(n), n, n, level, floor_pct, direction) <= target_pct
+        return resolves(sd, dof(n), n, n, level, floor_pct, direction,
+                        alpha_floor) <= target_pct
 
     if sd <= 0 or enough(2):
         return 2

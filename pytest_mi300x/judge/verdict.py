@@ -7,36 +7,41 @@ evidence about the build. Per metric, with its direction, on a log scale:
 - each start's value is the median of its runs;
 - the change is the difference of the two sides' mean start values (reported as a ratio);
 - its noise is the test's own start-to-start spread (judge/noise.py: the starts compared,
-  then the test's stored record, then the host's record as a prior, each refining the one
-  above only while they agree), never below the runs' spread within starts divided by the
-  runs per start (a start is never less noisy than its own runs make it);
+  then the test's dated, windowed, screened record, judge/records.py, then the host's
+  record as a prior), never below what the reference's runs say of a start value (their
+  spread times the median's share of it); with no start-to-start evidence at all, runs
+  never stand in for starts and nothing is decided;
 - a one-sided p-value for "worse" and one for "better" (Student t on the noise's degrees of
   freedom), and an interval at the level the metric is held to.
 
-The level ``alpha`` is the test's share of the session's false-alarm budget
-(judge/multiplicity.py); within a test the gated metrics are one family under Holm's
-step-down, the three throughputs counting once. With the practical threshold T (the floor:
-a change smaller than T does not count):
+The level ``alpha`` is the test's share of the night's false-alarm budget
+(judge/multiplicity.py); within a test the gated families share it by Holm's step-down
+(judge/families.py: the three throughputs count once; accuracy by its questions,
+judge/discrete.py; a capacity on its grid; p99 TTFT and ITL where they resolve; the
+build's own steadiness, judge/spreads.py). With the floor T:
 
-- REGRESSION: "worse" is significant at the metric's level and the change is worse than T;
-  IMPROVEMENT symmetric;
-- NO CHANGE: the whole interval lies within plus or minus T;
+- REGRESSION: "worse" is significant at the metric's level and "worse than T" at the
+  floor's (``alpha_floor``, a test's share of 5%), so a true change within T is called at
+  most that often; on one start of the candidate it is undecided instead (``suspect``): a
+  slowed start explains it as well as a slower build. IMPROVEMENT symmetric;
+- NO CHANGE: the whole interval at the "no change" level lies within plus or minus T;
 - otherwise INCONCLUSIVE with ``needs_more``: more starts would decide it (the A/B and
   bisect commands add them); and INCONCLUSIVE for invalid values or too few starts.
 
 Every verdict also states its resolving power (judge/power.py): the smallest change it
 would call at 95% power with the starts it has, whether that reaches the change the test
-must resolve (twice its floor), and how many starts that change needs.
-``benchmarks/ab_sim.py`` runs the rule as ``ab`` and the gate run it, at measured noise.
+must resolve (twice its floor), what it would resolve at the reference's own noise, and how
+many starts that change needs. ``decision`` (judge/families.py) says what a test's
+verdicts decide. ``benchmarks/ab_sim.py`` and ``benchmarks/loophole_sim.py`` run the rule
+as ``ab`` and the gate run it.
 """
 
 from __future__ import annotations
 
-import enum
 import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from pytest_mi300x.judge import multiplicity, power
@@ -47,226 +52,125 @@ from pytest_mi300x.judge.comparison import (
     as_float,
     compare,
 )
+from pytest_mi300x.judge.discrete import ItemsComparison, compare_items, decide_items
+from pytest_mi300x.judge.families import (
+    decision,
+    grid_of,
+    grouped,
+    metrics_in,
+    spread_families,
+    start_ids,
+    tail_gated,
+)
+from pytest_mi300x.judge.model import Kind, Verdict, level_pct, pct_text
 from pytest_mi300x.judge.noise import SumSq
+from pytest_mi300x.judge.spreads import SpreadComparison, compare_spreads, decide_spread
 from pytest_mi300x.results.metrics import (
+    ACCURACY,
     GATED_METRICS,
+    GRID_STEPS,
     METRIC_DIRECTIONS,
+    TAIL_GATED,
     THROUGHPUTS,
     WARN_METRICS,
 )
 
+ALPHA_FLOOR = 0.05
+"""How often a test may call a true change within its floor (at a look), over its gated
+families."""
+
 __all__ = ["DEFAULT_THRESHOLD_PCT", "GATED_METRICS", "WARN_METRICS", "Kind", "Verdict",
-           "inconclusive_all", "judge_all", "judge_starts"]
-
-
-
-class Kind(enum.StrEnum):
-    """What a comparison concluded."""
-
-    REGRESSION = "regression"
-    IMPROVEMENT = "improvement"
-    NO_CHANGE = "no change"
-    INCONCLUSIVE = "inconclusive"
-
-
-def _fmt(value: float) -> str:
-    return f"{value:.6g}"
-
-
-def _pct(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:+.1f}%"
-
-
-def level_pct(confidence: float) -> str:
-    """99%, 99.8%, 99.96%: as many digits as the level needs."""
-    for digits in range(0, 4):
-        text = f"{confidence * 100:.{digits}f}"
-        if float(text) < 100 and abs(float(text) - confidence * 100) < 0.5 * 10 ** -digits:
-            return text + "%"
-    return f"{confidence * 100:.4f}%"
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """One metric's verdict with the numbers that justify it."""
-
-    metric: str
-    kind: Kind
-    gated: bool
-    direction: str
-    baseline: tuple[float, ...]
-    """Every baseline run's value (all starts, in order)."""
-    candidate: tuple[float, ...]
-    baseline_median: float
-    candidate_median: float
-    change_pct: float
-    """The change of the mean start values, as a percent (B over A)."""
-    threshold_pct: float
-    reason: str
-    interval_pct: tuple[float, float] = (math.nan, math.nan)
-    """The change's two-sided interval at ``confidence``, as percents."""
-    noise_pct: float = math.nan
-    """The start-to-start noise the verdict used (a start value's CV)."""
-    confidence: float = math.nan
-    baseline_starts: tuple[float, ...] = ()
-    """Each baseline start's median."""
-    candidate_starts: tuple[float, ...] = ()
-    needs_more: bool = False
-    """Inconclusive only for lack of starts: more would decide it."""
-    alpha: float = math.nan
-    """The one-sided level this metric's regression call was held to."""
-    noise_df: float = math.nan
-    noise_source: str = ""
-    p_worse: float = math.nan
-    resolves_pct: float = math.nan
-    """The change to the worse this comparison catches at 95% power."""
-    target_pct: float = math.nan
-    """The change the test must resolve to gate this metric (twice the floor)."""
-    starts_needed: int | None = None
-    """Starts a side (balanced) that catch ``target_pct`` at 95% power."""
-
-    @property
-    def fails(self) -> bool:
-        """Whether this verdict should fail the test."""
-        return self.gated and self.kind is Kind.REGRESSION
-
-    @property
-    def decided(self) -> bool:
-        return self.kind is not Kind.INCONCLUSIVE
-
-    @property
-    def can_gate(self) -> bool:
-        """Whether this comparison resolves the change its metric must resolve."""
-        return self.resolves_pct <= self.target_pct
-
-    def resolution(self) -> str:
-        """One line: what this comparison resolves, or why it cannot gate and what would."""
-        if math.isnan(self.resolves_pct):
-            return ""
-        sides = f"{len(self.baseline_starts)}+{len(self.candidate_starts)} starts"
-        if math.isnan(self.noise_pct):
-            return (f"cannot gate at {self.target_pct:g}%: no start-to-start spread to go by "
-                    f"({sides} of one run each, no record for this test or host); give it "
-                    "more server starts (baselines refresh --servers N) or runs (--repeats)")
-        need = (f"a {self.target_pct:g}% change needs {self.starts_needed} starts a side in "
-                "an A/B" if self.starts_needed is not None else
-                f"no number of starts resolves {self.target_pct:g}% against its "
-                f"{self.threshold_pct:g}% floor")
-        resolved = ("nothing" if math.isinf(self.resolves_pct)
-                    else "no change short of 10x" if self.resolves_pct >= 900
-                    else f"{self.resolves_pct:.0f}%" if self.resolves_pct >= 20
-                    else f"{self.resolves_pct:.1f}%")
-        df = "inf" if math.isinf(self.noise_df) else f"{self.noise_df:g}"
-        if self.can_gate:
-            return (f"resolves {resolved} with {sides} (spread {self.noise_pct:.1f}%, df {df}); "
-                    f"{need}")
-        return (f"cannot gate at {self.target_pct:g}%: its starts spread {self.noise_pct:.1f}% "
-                f"(df {df}); {sides} resolve {resolved}; {need}")
-
-    def to_dict(self) -> dict[str, object]:
-        """Every number of the verdict, repetitions included (reports plot them)."""
-        return {"metric": self.metric, "kind": self.kind.value, "gated": self.gated,
-                "direction": self.direction, "baseline": list(self.baseline),
-                "candidate": list(self.candidate), "baseline_median": self.baseline_median,
-                "candidate_median": self.candidate_median, "change_pct": self.change_pct,
-                "threshold_pct": self.threshold_pct,
-                "interval_pct": list(self.interval_pct), "noise_pct": self.noise_pct,
-                "confidence": self.confidence, "baseline_starts": list(self.baseline_starts),
-                "candidate_starts": list(self.candidate_starts),
-                "needs_more": self.needs_more, "reason": self.reason, "alpha": self.alpha,
-                "noise_df": self.noise_df, "noise_source": self.noise_source,
-                "p_worse": self.p_worse, "resolves_pct": self.resolves_pct,
-                "target_pct": self.target_pct, "starts_needed": self.starts_needed,
-                "can_gate": self.can_gate, "resolution": self.resolution()}
-
-    def message(self) -> str:
-        """Human text: the verdict, every repetition and start, the change and its interval."""
-        better = "higher" if self.direction == "higher" else "lower"
-        role = "gated" if self.gated else "warn only"
-        lo, hi = self.interval_pct
-        lines = [
-            f"{self.metric}: {self.kind.value.upper()} ({role}, {better} is better)",
-            _side("baseline", self.baseline_median, self.baseline, self.baseline_starts),
-            _side("candidate", self.candidate_median, self.candidate, self.candidate_starts),
-            f"  change {_pct(self.change_pct)} (mean of the starts), "
-            f"{level_pct(self.confidence)} interval {_pct(lo)} to {_pct(hi)}, "
-            f"start-to-start noise {self.noise_pct:.1f}% ({self.noise_source})",
-            f"  threshold {self.threshold_pct:.1f}% (a smaller change does not count)",
-            f"  reason: {self.reason}",
-        ]
-        if self.resolution():
-            lines.append(f"  {self.resolution()}")
-        return "\n".join(lines)
-
-
-def _side(name: str, median: float, values: tuple[float, ...],
-          starts: tuple[float, ...]) -> str:
-    runs = ", ".join(_fmt(v) for v in values) or "none"
-    per_start = (f"; {len(starts)} server starts' medians: "
-                 f"{', '.join(_fmt(m) for m in starts)}") if len(starts) > 1 else ""
-    return f"  {name} median {_fmt(median)} over {len(values)} runs: {runs}{per_start}"
+           "decision", "inconclusive_all", "judge_all", "judge_starts"]
 
 
 def decide(c: Comparison, alpha: float, alpha_better: float | None = None, *,
-           alpha_same: float = multiplicity.ALPHA_SAME, detail: str = "") -> Verdict:
+           alpha_same: float = multiplicity.ALPHA_SAME, alpha_floor: float | None = None,
+           detail: str = "") -> Verdict:
     """The verdict of a comparison with its regression call held to ``alpha`` (one-sided),
-    its improvement call to ``alpha_better`` (default the same), and its "no change" call
-    (both one-sided tests of a change past the floor, TOST) to ``alpha_same``: a wrong "no
-    change" raises no alarm, so it is not held to the alarms' budget."""
+    its improvement call to ``alpha_better`` (default the same), and both its "no change"
+    call (both one-sided tests of a change past the floor, TOST) and its floor tests to
+    ``alpha_same`` (the floor tests to ``alpha_floor`` when given: a test's share of it):
+    a change within the floor is called a regression (or an improvement) at most that
+    often, and a wrong "no change" raises no alarm, so neither is held to the alarms'
+    budget."""
     alpha_better = alpha if alpha_better is None else alpha_better
     alpha_same = max(alpha_same, alpha)
+    alpha_floor = alpha_same if alpha_floor is None else max(alpha_floor, alpha)
     confidence = 1 - 2 * alpha
+    scale = "grid" if math.isfinite(c.grid_pct) else "starts"
     base = Verdict(metric=c.metric, kind=Kind.INCONCLUSIVE, gated=c.gated,
                    direction=c.direction, baseline=c.flat_b, candidate=c.flat_c,
                    baseline_median=_median(c.flat_b), candidate_median=_median(c.flat_c),
                    change_pct=math.nan, threshold_pct=c.threshold_pct, reason="",
                    confidence=confidence, alpha=alpha, baseline_starts=c.starts_b,
-                   candidate_starts=c.starts_c, target_pct=power.TARGET_FACTOR * c.threshold_pct)
+                   candidate_starts=c.starts_c, target_pct=power.TARGET_FACTOR * c.threshold_pct,
+                   scale=scale)
     if c.problem:
         return replace(base, reason=c.note + c.problem)
     if c.noise is None:
         return replace(base, needs_more=True, resolves_pct=math.inf,
-                       reason=c.note + "one run on each side and no recorded start-to-start "
-                                       "noise for this test or host: add runs or starts")
+                       reference_resolves_pct=math.inf, reason=c.note + (
+                           "no start-to-start evidence: one server start a side and no record "
+                           "of this test's starts (runs inside one start never stand in for "
+                           "starts): add starts"))
     se, df = c.se, c.noise.df
     half = power.quantile(1 - alpha, df) * se
     change = math.expm1(c.diff) * 100
-    interval = (math.expm1(c.diff - half) * 100, math.expm1(c.diff + half) * 100)
+    interval = (_pct_of(c.diff - half), _pct_of(c.diff + half))
     sign = 1.0 if c.direction == "lower" else -1.0
-    worse = sign * change
     tau = c.threshold_pct
     p_worse, p_better = c.p("worse"), c.p("better")
-    resolves = power.resolves(c.noise.sd, df, len(c.starts_b), len(c.starts_c), alpha, tau,
-                              c.direction)
+    past_worse, past_better = c.p("worse", tau), c.p("better", tau)
+    n_b, n_c = len(c.starts_b), len(c.starts_c)
+
+    def resolving(sd: float) -> float:
+        found = power.resolves(sd, df, n_b, n_c, alpha, tau, c.direction, alpha_floor)
+        # A change smaller than a grid step may leave the figure where it was.
+        return max(found, tau + c.grid_pct) if scale == "grid" else found
+
     needed = power.starts_needed(c.noise.sd, df, alpha, tau, base.target_pct, c.direction,
-                                 paired=c.paired)
+                                 paired=c.paired, alpha_floor=alpha_floor)
+    reference = resolving(c.reference.sd) if c.reference is not None else math.inf
     numbers = replace(base, change_pct=change, interval_pct=interval, noise_pct=c.noise.pct,
                       noise_df=df, noise_source=c.noise.source, p_worse=p_worse,
-                      resolves_pct=resolves, starts_needed=needed)
-    starts = f"{len(c.starts_b)} vs {len(c.starts_c)} server start(s)"
-    span = f"{_pct(interval[0])} to {_pct(interval[1])}"
+                      resolves_pct=resolving(c.noise.sd), starts_needed=needed,
+                      reference_resolves_pct=reference)
+    starts = f"{n_b} vs {n_c} server start(s)"
+    span = f"{pct_text(interval[0])} to {pct_text(interval[1])}"
     held = f"{detail}; " if detail else ""
-    if p_worse <= alpha and worse > tau:
-        return replace(numbers, kind=Kind.REGRESSION, reason=(
-            f"{c.note}worse by {abs(change):.1f}%: p={p_worse:.2g} for no worse, within its "
-            f"level {alpha:.2g} ({held}{starts}), the {level_pct(confidence)} interval "
-            f"{span}, past the {tau:g}% threshold; noise {c.noise.describe()}"))
-    if p_better <= alpha_better and worse < -tau:
+    floor = (f"past the {tau:g}% floor (p={{:.2g}} for within it, at most "
+             f"{alpha_floor:.2g})")
+    if p_worse <= alpha and past_worse <= alpha_floor:
+        why = (f"worse by {abs(change):.1f}%: p={p_worse:.2g} for no worse, within its level "
+               f"{alpha:.2g} ({held}{starts}), the {level_pct(confidence)} interval {span}, "
+               f"{floor.format(past_worse)}; noise {c.noise.describe()}")
+        if n_c == 1 and not c.same_start:
+            return replace(numbers, needs_more=True, suspect=True, reason=(
+                f"{c.note}undecided: {why}; but on one server start, which a slowed start "
+                "explains as well as a slower build: confirm it head to head (pytest-mi300x "
+                "ab) before calling it a regression"))
+        return replace(numbers, kind=Kind.REGRESSION, reason=c.note + why)
+    if p_better <= alpha_better and past_better <= alpha_floor:
         return replace(numbers, kind=Kind.IMPROVEMENT, reason=(
             f"{c.note}better by {abs(change):.1f}%: p={p_better:.2g} for no better, within its "
             f"level {alpha_better:.2g} ({held}{starts}), the {level_pct(confidence)} interval "
-            f"{span}, past the {tau:g}% threshold; noise {c.noise.describe()}"))
+            f"{span}, {floor.format(past_better)}; noise {c.noise.describe()}"))
     same = power.quantile(1 - alpha_same, df) * se
-    near = sorted(sign * math.expm1(c.diff + k * same) * 100 for k in (-1, 1))
-    if near[0] > -tau and near[1] < tau:
+    near = sorted(sign * _pct_of(c.diff + k * same) for k in (-1, 1))
+    if near[0] > -tau and near[1] < tau and (scale != "grid" or c.grid_pct < tau):
         level = level_pct(1 - 2 * alpha_same)
         return replace(numbers, kind=Kind.NO_CHANGE, reason=(
             f"{c.note}any change is within {tau:g}%: the {level} interval is "
-            f"{_pct(math.expm1(c.diff - same) * 100)} to {_pct(math.expm1(c.diff + same) * 100)}"
-            f" ({starts}; noise {c.noise.describe()})"))
+            f"{pct_text(_pct_of(c.diff - same))} to {pct_text(_pct_of(c.diff + same))} "
+            f"({starts}; noise {c.noise.describe()})"))
     return replace(numbers, needs_more=True, reason=(
         f"{c.note}the {level_pct(confidence)} interval ({span}) reaches past the {tau:g}% "
-        f"threshold without deciding ({starts}; noise {c.noise.describe()}): add starts"))
+        f"floor without deciding ({starts}; noise {c.noise.describe()}): add starts"))
+
+
+def _pct_of(log_change: float) -> float:
+    """A log change as a percent (a bound so wide that it overflows reads as infinite)."""
+    return math.expm1(log_change) * 100 if log_change < 700 else math.inf
 
 
 def judge_starts(metric: str, baseline: Starts, candidate: Starts, *,
@@ -274,49 +178,27 @@ def judge_starts(metric: str, baseline: Starts, candidate: Starts, *,
                  record: SumSq | None = None, alpha: float | None = None,
                  confidence: float | None = None, inflation: float = 1.0,
                  pool_record: bool = False, direction: str | None = None,
-                 gated: bool | None = None, note: str = "") -> Verdict:
+                 gated: bool | None = None, note: str = "", same_start: bool = False
+                 ) -> Verdict:
     """Compare a candidate's server starts (each a list of run values) with a baseline's,
     one metric on its own (no family): at the one-sided level ``alpha`` (default a test's
     budget, judge/multiplicity.py), or at a two-sided ``confidence``.
 
     ``noise_floor_pct`` is the host's recorded noise (a prior), ``record`` the test's stored
     evidence; ``gated`` overrides whether the metric can fail a test; ``note`` prefixes the
-    reason.
+    reason; ``same_start``: both sides ran on one server start (their runs are the unit).
     """
     if alpha is None:
         alpha = (1 - confidence) / 2 if confidence is not None else multiplicity.ALPHA_TEST
     return decide(compare(metric, baseline, candidate, threshold_pct=threshold_pct,
                           noise_floor_pct=noise_floor_pct, record=record, inflation=inflation,
                           pool_record=pool_record, direction=direction, gated=gated,
-                          note=note), alpha)
+                          note=note, same_start=same_start), alpha)
 
 
 def _median(values: Sequence[float]) -> float:
     finite = [v for v in values if math.isfinite(v)]
     return float(statistics.median(finite)) if finite else math.nan
-
-
-def _grouped(reps: Sequence[Mapping[str, float]], starts: Sequence[int],
-             metric: str) -> list[list[float]]:
-    groups: dict[int, list[float]] = {}
-    for rep, start in zip(reps, starts, strict=True):
-        if metric in rep:
-            groups.setdefault(start, []).append(as_float(rep[metric]))
-    return list(groups.values())
-
-
-def _ids(reps: Sequence[Mapping[str, float]], starts: Sequence[int], metric: str
-         ) -> list[float]:
-    """The start ids of :func:`_grouped`'s groups, in the same order."""
-    return [float(k) for k in dict.fromkeys(s for r, s in zip(reps, starts, strict=True)
-                                           if metric in r)]
-
-
-def _metrics_in(reps: Sequence[Mapping[str, float]]) -> list[str]:
-    seen: dict[str, None] = {}
-    for rep in reps:
-        seen.update(dict.fromkeys(rep))
-    return list(seen)
 
 
 def judge_all(baseline_reps: Sequence[Mapping[str, float]],
@@ -327,59 +209,88 @@ def judge_all(baseline_reps: Sequence[Mapping[str, float]],
               records: Mapping[str, SumSq] | None = None,
               alpha: float = multiplicity.ALPHA_TEST, inflation: float = 1.0,
               pool_record: bool = False, alpha_same: float = multiplicity.ALPHA_SAME,
-              paired: bool = False, detail: str = "",
+              paired: bool = False, detail: str = "", same_start: bool = False,
               look: Callable[[float], float] | None = None) -> list[Verdict]:
     """Verdicts for every metric with a direction present on both sides: one test's family.
 
     ``*_starts`` name the server start of each repetition (all one start when empty);
     ``floors`` are the per-metric thresholds, ``noise`` the host's recorded start-to-start
     noise per metric (percent, a prior), ``records`` the test's stored noise evidence.
-    ``alpha`` is the test's one-sided budget: its gated metrics share it by Holm's
-    step-down, the throughputs counting once; a metric that only warns is held to
-    ``alpha`` on its own. ``detail`` says where ``alpha`` came from (in the reasons).
-    ``pool_record``: the baseline's starts and the record are one body of evidence (the
-    gate), rather than today's starts refined by an older record (an A/B). ``paired``: an
-    A/B's interleaved starts, whose ids are their positions in time (judged with the
-    machine's drift, judge/comparison.py). ``look``: a share of ``alpha`` to the level it
-    is held to at this look of a sequence (judge/multiplicity.py ``look_level``).
+    ``alpha`` is the test's one-sided budget: its gated families share it by Holm's
+    step-down (the throughputs count once; accuracy by its questions, judge/discrete.py;
+    a capacity by its grid; p99 TTFT and ITL only where their noise resolves; the build's
+    own steadiness, judge/spreads.py); a metric that only warns is held to ``alpha`` on
+    its own. ``detail`` says where ``alpha`` came from (in the reasons). ``pool_record``:
+    the baseline's starts and the record are one body of evidence (the gate), rather than
+    today's starts refined by an older record (an A/B). ``paired``: an A/B's interleaved
+    starts, whose ids are their positions in time (judged with the machine's drift,
+    judge/comparison.py). ``same_start``: both sides ran on one server start. ``look``: a
+    share of ``alpha`` to the level it is held to at this look of a sequence
+    (judge/multiplicity.py ``look_level``).
     """
     floors, noise, records = floors or {}, noise or {}, records or {}
     b_starts = list(baseline_starts) or [0] * len(baseline_reps)
     c_starts = list(candidate_starts) or [0] * len(candidate_reps)
     if len(b_starts) != len(baseline_reps) or len(c_starts) != len(candidate_reps):
         raise ValueError("judge_all: each repetition needs its server start")
-    in_candidate = set(_metrics_in(candidate_reps))
+    in_candidate = set(metrics_in(candidate_reps))
     paced = all(r.get("arrival_bound") == 1.0 for r in (*baseline_reps, *candidate_reps))
-    comparisons = [
-        compare(metric, _grouped(baseline_reps, b_starts, metric),
-                _grouped(candidate_reps, c_starts, metric),
-                threshold_pct=floors.get(metric, DEFAULT_THRESHOLD_PCT),
-                noise_floor_pct=noise.get(metric, 0.0), record=records.get(metric),
-                inflation=inflation, pool_record=pool_record, paired=paired,
-                order=(_ids(baseline_reps, b_starts, metric),
-                       _ids(candidate_reps, c_starts, metric)) if paired else None,
-                **(ARRIVAL_BOUND if paced and metric in THROUGHPUTS else {}))
-        for metric in _metrics_in(baseline_reps)
-        if metric in in_candidate and metric in METRIC_DIRECTIONS
-    ]
+    comparisons: list[Any] = []
+    for metric in metrics_in(baseline_reps):
+        if metric not in in_candidate or metric not in METRIC_DIRECTIONS:
+            continue
+        floor = floors.get(metric, DEFAULT_THRESHOLD_PCT)
+        if metric == ACCURACY:
+            comparisons.append(compare_items(metric, baseline_reps, candidate_reps,
+                                             threshold_pct=floor, gated=True))
+            continue
+        grid, why = grid_of(metric, baseline_reps, candidate_reps) if metric in GRID_STEPS \
+            else (math.nan, "")
+        c = compare(metric, grouped(baseline_reps, b_starts, metric),
+                    grouped(candidate_reps, c_starts, metric), threshold_pct=floor,
+                    noise_floor_pct=noise.get(metric, 0.0), record=records.get(metric),
+                    inflation=inflation, pool_record=pool_record, paired=paired,
+                    order=(start_ids(baseline_reps, b_starts, metric),
+                           start_ids(candidate_reps, c_starts, metric)) if paired else None,
+                    same_start=same_start, grid_pct=grid,
+                    **(ARRIVAL_BOUND if paced and metric in THROUGHPUTS else {}))
+        comparisons.append(replace(c, problem=why) if why else c)
+    spread = compare_spreads(spread_families(comparisons, b_starts, c_starts, baseline_reps,
+                                              candidate_reps),
+                             dict(records) if pool_record else None) \
+        if not same_start else None
+    if spread is not None:
+        comparisons.append(spread)
+    count = max(1, len({multiplicity.family_of(c.metric) for c in comparisons if c.gated}))
+    comparisons = [tail_gated(c, alpha / count, ALPHA_FLOOR / count)
+                   if c.metric in TAIL_GATED else c for c in comparisons]
     levels = {side: family_levels(comparisons, alpha, side, look)
               for side in ("worse", "better")}
     families = len(levels["worse"])
     out = []
     for c in comparisons:
         family = multiplicity.family_of(c.metric)
+        held = detail
+        worse = better = look(alpha) if look else alpha
         if c.gated and family in levels["worse"]:
             held = (f"{detail + ', ' if detail else ''}Holm over {families} gated "
                     f"famil{'y' if families == 1 else 'ies'} at {alpha:.2g}")
-            out.append(decide(c, levels["worse"][family], levels["better"][family],
-                              alpha_same=alpha_same, detail=held))
+            worse, better = levels["worse"][family], levels["better"][family]
+        if isinstance(c, ItemsComparison):
+            out.append(decide_items(c, worse, better, detail=held))
+        elif isinstance(c, SpreadComparison):
+            out.append(decide_spread(c, worse, detail=held))
         else:
-            out.append(decide(c, look(alpha) if look else alpha, alpha_same=alpha_same,
-                              detail=detail))
+            # The floor's tests share ALPHA_FLOOR over the gated families (Bonferroni), so a
+            # test whose every figure moved by the floor is called at most that often at a
+            # look; not spent over an A/B's looks (its alarm test is: both must pass).
+            share = ALPHA_FLOOR / families if c.gated and family in levels["worse"] else None
+            out.append(decide(c, worse, better, alpha_same=alpha_same, alpha_floor=share,
+                              detail=held))
     return out
 
 
-def family_levels(comparisons: Iterable[Comparison], alpha: float, side: str,
+def family_levels(comparisons: Iterable[Any], alpha: float, side: str,
                   look: Callable[[float], float] | None = None) -> dict[str, float]:
     """The level each gated family is held to on one side (Holm's step-down over the
     families, each family's p-value its smallest member's)."""

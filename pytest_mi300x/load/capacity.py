@@ -72,11 +72,15 @@ def sweep_once(load: Load, tokenizer: Tokenizer, scaled: Workload, rates: list[f
             f"tried: {lowest.rate:.3g} req/s, attainment {lowest.attainment:.0%}); "
             "lower the rates"], runs[lowest.rate][0], described)
     point = max((p for p in sweep.points if p.rate == best), key=lambda p: p.attainment)
+    missed = [p.rate for p in sweep.points if p.rate > best and not p.passes(attainment)]
     figures: dict[str, float | int] = {
         "max_rate_under_slo": best, "slo_attainment": point.attainment,
         "sweep_points": len(sweep.points),
         # The top rate held: the capacity is at least this.
-        "max_rate_capped": float(best == max(rates))}
+        "max_rate_capped": float(best == max(rates)),
+        # The grid the figure was found on: a change smaller than this is not resolvable
+        # (judge/verdict.py); inf when nothing above it missed.
+        "max_rate_step": (min(missed) - best) if missed else math.inf}
     return Repetition(seed, figures, [], runs[best][0], described)
 
 

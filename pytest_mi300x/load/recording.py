@@ -173,6 +173,8 @@ class Recording:
         props.append(("mi300x.repeats", str(len(last.repetitions))))
         if last.outcome is not None:
             props.append(("mi300x.baseline", last.outcome.status))
+            if last.outcome.decision:
+                props.append(("mi300x.decision", last.outcome.decision))
             props += [(f"mi300x.verdict.{v.metric}", v.kind.value) for v in last.outcome.verdicts]
         props.append(("mi300x.result", str(last.path)))
         return props

@@ -57,6 +57,15 @@ def parse_alpha(value: str) -> float:
     return pct / 100
 
 
+def parse_fleet_hosts(value: str) -> int:
+    """``--fleet-hosts``: a whole number >= 1."""
+    if not value.strip().isdigit() or int(value) < 1:
+        raise pytest.UsageError(f"--fleet-hosts {value!r} is not a whole number >= 1; write "
+                                "the number of hosts whose sessions share the night, e.g. "
+                                "--fleet-hosts 4")
+    return int(value)
+
+
 def parse_shard(value: str) -> tuple[int, int]:
     """``--shard i/n``: the i-th of n slices, 1 <= i <= n."""
     index, sep, total = value.partition("/")
@@ -123,8 +132,12 @@ _OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
      {"help": "env var holding --endpoint's API key (default: OPENAI_API_KEY; unset: none)",
       "default": None}),
     ("--gate-alpha", "gate_alpha",
-     {"help": "the session's false-alarm budget in percent (one-sided, per direction), "
-              "split over its gated tests, at most 1 percent each (default 5)", "default": "5"}),
+     {"help": "the night's false-alarm budget in percent (one-sided, per direction), "
+              "split over the fleet's hosts and each session's gated tests, at most 1 "
+              "percent a test (default 5)", "default": "5"}),
+    ("--fleet-hosts", "fleet_hosts",
+     {"help": "hosts whose sessions share one night's budget (a fleet night: each host's "
+              "session spends 1/N of it; default 1)", "default": None}),
     ("--steadiness", "steadiness_file",
      {"help": "today's steadiness check of this machine (written by `pytest-mi300x "
               "steadiness`): noise measured above the tests' records widens every verdict",
@@ -237,6 +250,7 @@ def resolve(config: pytest.Config, run_id: str) -> Settings:
         endpoint_model=_value(config, "endpoint_model"),
         endpoint_key_env=_value(config, "endpoint_key_env") or "OPENAI_API_KEY",
         gate_alpha=_value(config, "gate_alpha", parse_alpha) or 0.05,
+        fleet_hosts=_value(config, "fleet_hosts", parse_fleet_hosts) or 1,
         steadiness_file=_steadiness_file(config, root),
     )
 

@@ -39,6 +39,9 @@ def gate_cell(row: dict[str, Any]) -> str:
     worse = [v["metric"] for v in verdicts if v["kind"] == "regression" and v["gated"]]
     if worse:
         return "REGRESSION: " + ",".join(worse)
+    if gate.get("decision") == "undecided":  # judge/gate.py: not a pass, not yet a regression
+        moved = [v["metric"] for v in verdicts if v.get("suspect") and v["gated"]]
+        return "UNDECIDED" + (": " + ",".join(moved) if moved else "")
     better = [v["metric"] for v in verdicts if v["kind"] == "improvement" and v["gated"]]
     if better:
         return "improved: " + ",".join(better)
@@ -107,8 +110,8 @@ def verdict_rows(judged: Iterable[tuple[str, Sequence[dict[str, Any]]]]) -> list
     rows = []
     for test, verdicts in judged:
         for v in verdicts:
-            kind = str(v["kind"])
-            if v["metric"] not in GATED_METRICS:
+            kind = "undecided" if v.get("suspect") else str(v["kind"])
+            if not v.get("gated", v["metric"] in GATED_METRICS):
                 if kind != "regression":
                     continue
                 kind = "warn: regression"

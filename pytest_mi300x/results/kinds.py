@@ -11,6 +11,7 @@ class FailureKind(enum.StrEnum):
     an infrastructure failure never is."""
 
     REGRESSION = "regression"  # the gate: a gated metric worse than its baseline
+    UNDECIDED = "undecided"  # the gate: moved on one start, or cannot gate tonight as it did
     INVALID_RUN = "invalid run"
     ENGINE = "engine"  # the server did not start, died or stalled
     INFRA = "infra"  # GPUs, docker, disk, ports: the machine, not the build

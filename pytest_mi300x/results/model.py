@@ -27,6 +27,7 @@ class Status(enum.StrEnum):
 
     MEASURED = "measured"  # valid, no gated regression (no baseline, or no change)
     IMPROVED = "improved"
+    UNDECIDED = "undecided"  # the gate could not decide (judge/gate.py GateOutcome.decision)
     REGRESSION = "regression"
     INVALID = "invalid"  # the runs' figures mean nothing (failed requests, wrong lengths)
 
@@ -136,8 +137,14 @@ class Result:
 
     def gated(self, kind: str) -> list[str]:
         """Gated metrics whose verdict is ``kind`` ("regression", "improvement", ...)."""
-        return [v["metric"] for v in self.verdicts
-                if v.get("kind") == kind and v.get("metric") in GATED_METRICS]
+        return [v["metric"] for v in self.verdicts if v.get("kind") == kind
+                and v.get("gated", v.get("metric") in GATED_METRICS)]
+
+    @property
+    def decision(self) -> str:
+        """What the gate decided of the test: "regression", "undecided", "no change",
+        "cannot gate"; empty when it was not compared (``gate_status`` says why)."""
+        return str(self.gate.get("decision") or "")
 
     @property
     def status(self) -> Status:
@@ -145,6 +152,8 @@ class Result:
             return Status.INVALID
         if self.gated("regression"):
             return Status.REGRESSION
+        if self.decision == "undecided":
+            return Status.UNDECIDED
         if self.gated("improvement"):
             return Status.IMPROVED
         return Status.MEASURED
