@@ -147,13 +147,17 @@ def test_at_the_issues_spread_a_ten_percent_change_needs_fewer_than_half_the_sta
                          {TEST: Runs([rep], dict.fromkeys(GATED, 5.0))}))
     h2h = HeadToHead(a_build, b_build, lambda b, i: None, record,  # type: ignore[arg-type,return-value]
                      max_starts=6, progress=lambda _: None)
-    v = next(v for v in h2h.look(6).verdicts[TEST] if v.metric == TPUT)
+    verdicts = h2h.look(6).verdicts[TEST]
+    v = next(v for v in verdicts if v.metric == TPUT)
     assert v.noise_df == 8 and v.noise_pct == pytest.approx(9.1, abs=0.6) and not v.decided
     assert v.resolves_pct < 30 and v.starts_needed is not None and v.starts_needed <= 36
     assert f"needs {v.starts_needed} starts a side" in v.resolution()
     # An A/B of that many starts a side, judged at its last look, resolves 10% at this
     # spread; one start fewer does not.
-    share = multiplicity.ALPHA_TEST / len(GATED)
+    # The test's families share its budget: the gated figures' and the build's own
+    # steadiness (judge/spreads.py).
+    share = multiplicity.ALPHA_TEST / len({multiplicity.family_of(x.metric) for x in verdicts
+                                           if x.gated})
     sd = math.log1p(v.noise_pct / 100)
 
     def resolves(n: int) -> float:

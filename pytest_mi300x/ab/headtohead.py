@@ -120,8 +120,8 @@ def needing(verdicts: list[Verdict], alpha: float, looks: Looks) -> list[Verdict
     (``ab --max-starts N``): judged at the last of looks from ``looks.first`` to N, where
     the boundaries leave most of the budget, with the drift model's degrees of freedom;
     not at this look's level, which the looks still to come share."""
-    families = max(1, len({multiplicity.family_of(v.metric) for v in verdicts if v.gated}))
-    share = alpha / families
+    share = alpha / max(1, len({multiplicity.family_of(v.metric) for v in verdicts
+                                if v.gated}))
 
     def level(n: int) -> float:
         # Past NEEDED_LOOKS starts a side, the level of a design that ends there: the
@@ -135,7 +135,7 @@ def needing(verdicts: list[Verdict], alpha: float, looks: Looks) -> list[Verdict
             sd = math.log1p(v.noise_pct / 100)
             v = replace(v, starts_needed=power.starts_needed(
                 sd, v.noise_df, level, v.threshold_pct, v.target_pct, v.direction,
-                alpha_floor=ALPHA_FLOOR / families, dof=power.drift_df))
+                alpha_floor=ALPHA_FLOOR, dof=power.drift_df))
         out.append(v)
     return out
 
