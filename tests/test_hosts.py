@@ -160,3 +160,41 @@ def test_engine_nice_defaults_to_10_and_is_checked(tmp_path: Path) -> None:
     bad = with_nice(-5)
     with pytest.raises(HostConfigError, match=r"engine_nice is -5; give a niceness from 0"):
         load_hosts(bad)
+
+
+def test_a_fleet_of_one_kind_is_one_profile_and_a_line_per_host(tmp_path: Path) -> None:
+    """``based_on``: a host of the file (its tables merged under this one's) or a built-in
+    host (its measured settings kept, a few fields changed)."""
+    path = tmp_path / "hosts.toml"
+    path.write_text(
+        '[hosts.mi300x-01]\naccelerator = "mi300x"\naccelerator_count = 8\n'
+        'tensor_parallel = 4\n[hosts.mi300x-01.env]\nNCCL_MIN_NCHANNELS = "112"\n'
+        'HF_HUB_OFFLINE = "1"\n'
+        '[hosts.mi300x-02]\nbased_on = "mi300x-01"\n[hosts.mi300x-02.env]\n'
+        'NCCL_MIN_NCHANNELS = "64"\n'
+        '[hosts.mi300x-03]\nbased_on = "mi300x-02"\ndescription = "the third"\n'
+        '[hosts.cpu-b]\nbased_on = "cpu"\ndescription = "a second cpu runner"\n'
+        '[hosts.cpu-b.env]\nVLLM_CPU_KVCACHE_SPACE = "2"\n')
+    hosts = load_hosts(path)
+    two, three, cpu_b = hosts["mi300x-02"], hosts["mi300x-03"], hosts["cpu-b"]
+    assert two.accelerator_count == 8 and two.tensor_parallel == 4
+    assert dict(two.env) == {"NCCL_MIN_NCHANNELS": "64", "HF_HUB_OFFLINE": "1"}
+    assert three.description == "the third" and three.env["NCCL_MIN_NCHANNELS"] == "64"
+    assert cpu_b.name == "cpu-b" and cpu_b.scale == CPU_HOST.scale
+    assert cpu_b.frontend_cpus == CPU_HOST.frontend_cpus and cpu_b.floors == CPU_HOST.floors
+    assert cpu_b.env["VLLM_CPU_KVCACHE_SPACE"] == "2" and cpu_b.env["HF_HUB_OFFLINE"] == "1"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[hosts.a]\nbased_on = "b"\n[hosts.b]\nbased_on = "a"\n', "in turn; base each host"),
+    ('[hosts.a]\nbased_on = "nowhere"\n', "name a host of this file or a built-in one"),
+    ('[hosts.a]\nbased_on = "cpu"\nscale = { prompts = 1.0 }\n',
+     "[hosts.a] scale cannot change the built-in 'cpu'"),
+])
+def test_a_bad_base_is_one_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "hosts.toml"
+    path.write_text(text)
+    with pytest.raises(HostConfigError) as err:
+        load_hosts(path)
+    assert message in str(err.value) and str(path) in str(err.value)
+    assert "\n" not in str(err.value)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -29,7 +30,10 @@ _FIELDS = {"accelerator", "accelerator_count", "launcher", "env", "engine_args",
            "scale", "max_servers", "start_timeout_s", "description", "floors", "burst_floors",
            "noise", "burst_noise", "engine_nice", "frontend_cpus",
            "tensor_parallel", "dummy_weights", "docker", "lock_dir", "lease_timeout_s", "gfx",
-           "roofline", "checks"}
+           "roofline", "checks", "based_on"}
+_BUILTIN_OVERRIDES = {"description", "env", "engine_args", "floors", "noise", "based_on"}
+"""What a profile based on a built-in host may change (the built-in's measured settings
+stay: a second cpu host of one kind is the same kind)."""
 _DOCKER_FIELDS = {"shm_size", "model_cache", "extra_args", "network", "cache_dir",
                   "min_free_gb"}
 _CHECK_FIELDS = {"numa_balancing", "compute_partition", "memory_partition", "power_cap_w",
@@ -243,9 +247,80 @@ def load_hosts(path: Path | None) -> dict[str, HostProfile]:
     table = data.get("hosts", {})
     if not isinstance(table, dict):
         raise _fail(path, "[hosts]", "is not a table", "declare hosts as [hosts.NAME]")
-    for name, raw in table.items():
-        hosts[name] = _profile_from_toml(path, name, raw)
+    for name in table:
+        hosts[name] = _resolved(path, name, table, hosts, ())
     return hosts
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on ``base``, tables merged key by key (a fleet host changes one env value
+    without repeating the rest)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = (_merged(out[key], value) if isinstance(value, dict)
+                    and isinstance(out.get(key), dict) else value)
+    return out
+
+
+def _resolved(path: Path, name: str, table: dict[str, Any], hosts: dict[str, HostProfile],
+              seen: tuple[str, ...]) -> HostProfile:
+    """``[hosts.NAME]``, with ``based_on = "OTHER"``: another host of the file (its table
+    merged under this one's) or a built-in host (its settings, with a new name and the
+    few fields a built-in lets change). A fleet of one kind is one profile and a line
+    per host."""
+    raw = table[name]
+    base = raw.get("based_on") if isinstance(raw, dict) else None
+    if base is None:
+        return _profile_from_toml(path, name, raw)
+    where = f"[hosts.{name}] based_on"
+    if base in seen or base == name:
+        raise _fail(path, where, f"is {base!r}, which is based on {name!r} in turn",
+                    "base each host on one that is not based on it")
+    if base in table:
+        parent = table[base]
+        if not isinstance(parent, dict):
+            raise _fail(path, f"[hosts.{base}]", "is not a table", "declare it as [hosts.NAME]")
+        if parent.get("based_on") is not None:
+            _resolved(path, base, table, hosts, (*seen, name))  # its own errors first
+            parent = _flattened(base, table)
+        merged = _merged({k: v for k, v in parent.items() if k != "based_on"},
+                         {k: v for k, v in raw.items() if k != "based_on"})
+        return _profile_from_toml(path, name, merged)
+    builtin = BUILTIN_HOSTS.get(base)
+    if builtin is None:
+        raise _fail(path, where, f"is {base!r}", "name a host of this file or a built-in one "
+                    f"({', '.join(sorted(BUILTIN_HOSTS))})")
+    extra = sorted(set(raw) - _BUILTIN_OVERRIDES)
+    if extra:
+        raise _fail(path, f"[hosts.{name}] {extra[0]}", f"cannot change the built-in {base!r}",
+                    f"a host based on it may set {', '.join(sorted(_BUILTIN_OVERRIDES))}")
+    args = raw.get("engine_args", list(builtin.engine_args))
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise _fail(path, f"[hosts.{name}] engine_args", f"is {args!r}",
+                    "write a list of strings")
+    if not isinstance(raw.get("description", ""), str):
+        raise _fail(path, f"[hosts.{name}] description", f"is {raw['description']!r}",
+                    "write a string")
+    return replace(
+        builtin, name=name, source=str(path),
+        description=raw.get("description", builtin.description),
+        env=MappingProxyType({**builtin.env, **_str_map(path, f"[hosts.{name}] env",
+                                                           raw.get("env", {}))}),
+        engine_args=tuple(args),
+        floors=MappingProxyType({**builtin.floors, **_floor_table(
+            path, f"[hosts.{name}] floors", raw.get("floors", {}))}),
+        noise=MappingProxyType({**builtin.noise, **_floor_table(
+            path, f"[hosts.{name}] noise", raw.get("noise", {}))}))
+
+
+def _flattened(name: str, table: dict[str, Any]) -> dict[str, Any]:
+    """A file host's table with its bases' merged under it (checked by ``_resolved``)."""
+    raw = table[name]
+    base = raw.get("based_on")
+    if base is None or base not in table:
+        return raw
+    return _merged({k: v for k, v in _flattened(base, table).items() if k != "based_on"},
+                   {k: v for k, v in raw.items() if k != "based_on"})
 
 
 def select_host(name: str, path: Path | None) -> HostProfile:
