@@ -33,7 +33,7 @@ from pytest_mi300x.judge.noise import (
     sumsq_of,
 )
 from pytest_mi300x.judge.power import drift_terms
-from pytest_mi300x.judge.records import robust_scale, screen
+from pytest_mi300x.judge.records import OUTLIER_K, robust_scale, screen
 from pytest_mi300x.results.metrics import GATED_METRICS, METRIC_DIRECTIONS
 
 DEFAULT_THRESHOLD_PCT: float = 5.0
@@ -236,8 +236,12 @@ def compare(metric: str, baseline: Starts, candidate: Starts, *,
         kept_c = [i for i, runs in enumerate(candidate) if len(runs)]
         when_b, when_c = order if order is not None else abba_order(len(baseline),
                                                                     len(candidate))
-        fit = fit_drift(centers_b, centers_c, [when_b[i] for i in kept_b],
-                        [when_c[i] for i in kept_c])
+        sides, note = _set_aside_sides(
+            [(centers_b, [when_b[i] for i in kept_b]), (centers_c, [when_c[i] for i in kept_c])],
+            record, note)
+        (centers_b, order_b), (centers_c, order_c) = sides
+        plain = replace(plain, note=note)
+        fit = fit_drift(centers_b, centers_c, order_b, order_c)
     if fit is not None:
         fresh = fit.residual
         drift = ("the machine's drift fitted (side and a "
@@ -273,6 +277,37 @@ def compare(metric: str, baseline: Starts, candidate: Starts, *,
                    starts_c=tuple(math.exp(c) for c in centers_c), diff=diff,
                    noise=_widened(reference, inflation), reference=reference,
                    paired=fit is not None)
+
+
+def _set_aside_sides(sides: list[tuple[list[float], list[float]]], record: SumSq | None,
+                     note: str) -> tuple[list[tuple[list[float], list[float]]], str]:
+    """An A/B's starts (log values with their positions in time) without a start far off
+    the others of its side (a start slowed for its whole life: one in ten on shared
+    machines, which a t statistic on 3 to 6 starts a side takes for a change of build, 2% of
+    unchanged tests instead of 1% in simulation). Judged on the record's spread when it has
+    enough evidence, else on the sides' own (robust); a side keeps at least 2 starts."""
+    stored = record.spread("record") if record is not None and record.df >= 4 else None
+    scale = stored.sd if stored is not None else robust_scale([v for v, _ in sides])
+    if not scale or all(len(v) < 3 for v, _ in sides):
+        return sides, note
+    out, offs = [], []
+    for values, when in sides:
+        if len(values) < 3:
+            out.append((values, when))
+            continue
+        center = statistics.median(values)
+        keep = [abs(v - center) <= OUTLIER_K * scale for v in values]
+        if sum(keep) < 2:
+            out.append((values, when))
+            continue
+        out.append(([v for v, k in zip(values, keep, strict=True) if k],
+                    [t for t, k in zip(when, keep, strict=True) if k]))
+        offs += [f"{math.expm1(v - center) * 100:+.0f}%"
+                 for v, k in zip(values, keep, strict=True) if not k]
+    if not offs:
+        return sides, note
+    return out, (f"{note}{len(offs)} start(s) set aside as slowed ({', '.join(offs)} off their "
+                 f"side's median, past {OUTLIER_K:g} robust spreads); ")
 
 
 def _set_aside(centers: list[float], record: SumSq | None, note: str

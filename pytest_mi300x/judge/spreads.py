@@ -12,7 +12,11 @@ as its own gated family, ``steadiness``:
 - run to run, where both sides ran two runs or more in a start, the pooled spread of runs
   within starts;
 
-each per gated family (its first metric), by a one-sided F test against a spread
+each per gated family (its first metric), by a one-sided F test (the candidate's starts
+without its one start furthest from their median, where it has four or more: shared
+machines slow one start in ten for its whole life whichever build runs, and an F test
+takes that one start for a noisier build; a build that is erratic is so in more than one
+start) against a spread
 ``RATIO_FLOOR`` times the reference's: "noisier" means significantly more than twice as
 spread, not merely more. The family's p-value is the smallest of these tests times their
 number (Bonferroni); Holm holds it to its share of the test's level like any family. Its
@@ -94,6 +98,15 @@ class SpreadComparison:
         return min(self.tests, key=lambda t: t.p)
 
 
+def _without_the_furthest(values: list[float]) -> list[float]:
+    """Four or more start values without the one furthest from their median."""
+    if len(values) < 4:
+        return values
+    center = statistics.median(values)
+    far = max(range(len(values)), key=lambda i: abs(values[i] - center))
+    return [v for i, v in enumerate(values) if i != far]
+
+
 def _within(starts: Sequence[Sequence[float]]) -> SumSq:
     logs = [[math.log(v) for v in s if v > 0] for s in starts]
     return SumSq(sum((v - statistics.fmean(s)) ** 2 for s in logs if len(s) > 1 for v in s),
@@ -112,7 +125,7 @@ def compare_spreads(families: Mapping[str, tuple[Sequence[Sequence[float]],
         count = max(count, len(cand))
         if len(cand) >= 2:
             ref_starts = sumsq_of([start_logs(ref)]) + (records or {}).get(metric, SumSq())
-            mine = sumsq_of([start_logs(cand)])
+            mine = sumsq_of([_without_the_furthest(start_logs(cand))])
             if ref_starts.df > 0 and mine.df > 0:
                 tests.append(SpreadTest("starts", metric, mine, ref_starts))
         ref_runs, mine_runs = _within(ref), _within(cand)
