@@ -141,3 +141,18 @@ def test_a_monitor_that_gives_nothing_falls_back_to_polling() -> None:
         time.sleep(0.5)
     assert polled and stream.command == ["(polling)"]
     assert len(stream.errors) == 2  # both monitor commands ended without a row
+
+
+def test_a_run_shorter_than_the_first_row_still_gets_it(tmp_path: Path) -> None:
+    """A run of a second or two on a loaded host ends before `amd-smi monitor` prints its
+    first row: stopping waits for that row (up to one interval more), so the run is
+    described by one sample rather than none."""
+    script = tmp_path / "slow_monitor.sh"
+    script.write_text("#!/bin/sh\nsleep 0.6\necho 'GPU  POWER  GPU_T'\necho '0  202 W  46 °C'\n"
+                      "sleep 30\n")
+    script.chmod(0o755)
+    stream = MonitorStream([0], 1.0, argv=lambda _: [str(script)])
+    with stream:
+        pass  # the run is over at once
+    rows = [s for _, batch in stream.batches for s in batch]
+    assert [(s.index, s.power_w, s.temp_c) for s in rows] == [(0, 202.0, 46.0)]

@@ -119,6 +119,7 @@ class MonitorStream:
         self._proc: subprocess.Popen[str] | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._first_row = threading.Event()
 
     def __enter__(self) -> MonitorStream:
         self._thread = threading.Thread(target=self._run, name="mi300x-amd-smi-monitor",
@@ -127,6 +128,10 @@ class MonitorStream:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # A run shorter than the monitor's first row (seconds, on a loaded host) still gets
+        # that row: wait for it up to one interval more before stopping.
+        if self._thread is not None and self._thread.is_alive():
+            self._first_row.wait(self.interval_s + 1.0)
         self._stopping.set()
         proc = self._proc
         if proc is not None and proc.poll() is None:
@@ -154,6 +159,7 @@ class MonitorStream:
         while not self._stopping.is_set():
             try:
                 self.batches.append((time.time(), self.fallback()))
+                self._first_row.set()
             except Exception as exc:  # noqa: BLE001 - a hung or missing tool is recorded
                 if len(self.errors) < 5:
                     self.errors.append(str(exc))
@@ -189,6 +195,7 @@ class MonitorStream:
             if sample is None:
                 continue
             rows += 1
+            self._first_row.set()
             if any(s.index == sample.index for s in batch):
                 self.batches.append((time.time(), batch))
                 batch = []
