@@ -14,6 +14,7 @@ and the pytest selection). ``--host NAME`` (repeatable, with ``--hosts-file``) r
 same nights for each host profile, each with its own state. At the end it prints, per host,
 the table of nights from the state (build, status, tests gated and their resolving power,
 starts used, wall time) as Markdown, and each night's exit code and time with the install.
+``--from-night N`` continues a sweep cut short (nights before N are in the state already).
 """
 
 from __future__ import annotations
@@ -90,6 +91,10 @@ def main() -> int:
                         help="host profile (repeatable; default cpu), each its own state")
     parser.add_argument("--hosts-file", default=None)
     parser.add_argument("--keep-clones", action="store_true")
+    parser.add_argument("--from-night", type=int, default=1,
+                        help="continue a sweep cut short: nights before N are in the state "
+                             "already (their arrivals still count); other night options "
+                             "may differ from the first part's")
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
     lines = build_lines(args.builds)
@@ -109,7 +114,7 @@ def main() -> int:
         arrived = 0
         for n, count in enumerate(arrivals, 1):
             arrived += count
-            if arrived == 0:
+            if arrived == 0 or n < args.from_night:
                 continue
             line = one_night(args, host, n, lines[:arrived], extra)
             said.append(line)
