@@ -10,6 +10,7 @@ from pytest_mi300x.doctor.base import CPU_HOST_FREE_GB, Check, Facts, Tools, fai
 from pytest_mi300x.engines.cache import default_cache_dir
 from pytest_mi300x.engines.docker import ROCM_DEVICE_ARGS, DockerError
 from pytest_mi300x.gpus.discovery import vendor
+from pytest_mi300x.gpus.identity import HostGpus
 from pytest_mi300x.gpus.smi import GpuToolError
 from pytest_mi300x.hosts.fingerprint import numa_balancing
 from pytest_mi300x.hosts.profile import HostProfile
@@ -36,12 +37,20 @@ def check_gpus(host: HostProfile, facts: Facts) -> Check:
     return ok("gpus", found)
 
 
-def check_partitions(host: HostProfile, facts: Facts) -> Check:
+def _answered(name: str, host: HostProfile, facts: Facts, cpu_why: str) -> HostGpus | Check:
+    """The GPU tool's answer, or the skip of a check that needs one (check_gpus fails for
+    a tool that did not answer; the others only point there)."""
     if not host.has_gpus:
-        return skip("partitions", "cpu host: no GPU partitions")
-    gpus = facts.gpus
-    if isinstance(gpus, GpuToolError):
-        return skip("partitions", "no GPU tool answered (see gpus)")
+        return skip(name, cpu_why)
+    if isinstance(facts.gpus, GpuToolError):
+        return skip(name, "no GPU tool answered (see gpus)")
+    return facts.gpus
+
+
+def check_partitions(host: HostProfile, facts: Facts) -> Check:
+    gpus = _answered("partitions", host, facts, "cpu host: no GPU partitions")
+    if isinstance(gpus, Check):
+        return gpus
     wanted = {"compute_partition": host.checks.compute_partition,
               "memory_partition": host.checks.memory_partition}
     found = {k: gpus.values(k) for k in wanted}
@@ -76,11 +85,9 @@ def check_numa(host: HostProfile, tools: Tools) -> Check:
 
 
 def check_power(host: HostProfile, facts: Facts) -> Check:
-    if not host.has_gpus:
-        return skip("power", "cpu host: no GPU power cap")
-    gpus = facts.gpus
-    if isinstance(gpus, GpuToolError):
-        return skip("power", "no GPU tool answered (see gpus)")
+    gpus = _answered("power", host, facts, "cpu host: no GPU power cap")
+    if isinstance(gpus, Check):
+        return gpus
     caps, levels = gpus.values("power_cap_w"), gpus.values("perf_level")
     found = (f"power cap {','.join(f'{c:g} W' for c in caps) or 'unknown'}, "
              f"perf level {','.join(levels) or 'unknown'}")
@@ -97,11 +104,9 @@ def check_power(host: HostProfile, facts: Facts) -> Check:
 
 
 def check_identity(host: HostProfile, facts: Facts) -> Check:
-    if not host.has_gpus:
-        return skip("identity", "cpu host: no GPU driver, ROCm or firmware")
-    gpus = facts.gpus
-    if isinstance(gpus, GpuToolError):
-        return skip("identity", "no GPU tool answered (see gpus)")
+    gpus = _answered("identity", host, facts, "cpu host: no GPU driver, ROCm or firmware")
+    if isinstance(gpus, Check):
+        return gpus
     fp = gpus.fingerprint()
     text = ", ".join(f"{k} {fp[k]}" for k in ("driver", "rocm", "vbios", "firmware")
                      if k in fp) or "nothing reported"
